@@ -1,0 +1,81 @@
+//! The domain's refusals. Each maps to one problem slug in the server's table.
+
+/// Why the domain refused an operation. A refusal changes nothing, except where a
+/// variant's documentation says otherwise.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An id in a path or body does not match the id pattern.
+    #[error("invalid id {0:?}: ids match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$")]
+    InvalidId(String),
+    /// A field is well-formed JSON but its value is not allowed.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The JSON member at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The write names an attempt other than the session's current one (fencing).
+    #[error("attempt {sent} is not the session's current attempt {current}")]
+    AttemptMismatch {
+        /// The attempt the request named.
+        sent: u32,
+        /// The session's current attempt.
+        current: u32,
+    },
+    /// The session is not in a state the lifecycle table allows for this operation.
+    #[error("session is {status}; {operation} is allowed only when it is {allowed}")]
+    InvalidState {
+        /// The operation that was refused.
+        operation: &'static str,
+        /// The session's current status.
+        status: &'static str,
+        /// The statuses that allow the operation.
+        allowed: &'static str,
+    },
+    /// A heartbeat or checkpoint of the current attempt arrived after its lease expired.
+    /// The session is `incomplete`; the refusal refines its crash type to `network`.
+    #[error(
+        "the lease of attempt {attempt} expired; the session is incomplete and must be recovered"
+    )]
+    LeaseExpired {
+        /// The attempt whose lease expired.
+        attempt: u32,
+    },
+    /// Recovering would exceed `max_attempts`; `confirm: true` overrides.
+    #[error(
+        "attempt {attempt} has reached max_attempts {max_attempts}; send \"confirm\": true to recover anyway"
+    )]
+    AttemptsExhausted {
+        /// The session's current attempt.
+        attempt: u32,
+        /// The session's limit.
+        max_attempts: u32,
+    },
+    /// The session is not recoverable (not `incomplete`, `failed` or `paused`).
+    #[error(
+        "session is {status} and cannot be recovered; only incomplete, failed and paused sessions can"
+    )]
+    NotRecoverable {
+        /// The session's current status.
+        status: &'static str,
+    },
+    /// The chosen recovery option has no valid starting point.
+    #[error("{0}")]
+    CannotRecover(String),
+    /// The option needs `"confirm": true`.
+    #[error("{0} discards saved progress and needs \"confirm\": true")]
+    ConfirmationRequired(&'static str),
+    /// `data_sha256` does not match the SHA-256 of the bytes of `data`.
+    #[error("data_sha256 {sent} does not match the SHA-256 of data, {actual}")]
+    HashMismatch {
+        /// What the client sent.
+        sent: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// A checkpoint names an asset the session does not have.
+    #[error("unknown asset {0:?}: upload or register it before naming it in a checkpoint")]
+    UnknownAsset(String),
+}

@@ -1,0 +1,24 @@
+//! Time as a value: milliseconds since the Unix epoch, passed in by the caller.
+
+/// A point in time, in milliseconds since the Unix epoch (UTC).
+///
+/// The core never reads a clock; callers pass `now` in, so tests can move time at will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Milliseconds since the Unix epoch.
+    pub fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// This instant moved forward by `ms` milliseconds (saturating).
+    pub fn plus_ms(self, ms: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+
+    /// Milliseconds from `earlier` to `self`, or 0 when `earlier` is later.
+    pub fn ms_since(self, earlier: Timestamp) -> u64 {
+        u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0)
+    }
+}
