@@ -1,1 +1,279 @@
-//! stub
+//! Lifeboat's storage layer: the [`Store`] trait every backend implements, the types it
+//! speaks, and the SQLite backend.
+//!
+//! Backends own transactions and SQL; the lifecycle rules stay in `lifeboat-core`. A
+//! backend loads a session inside its transaction, calls [`apply`] (which calls the core),
+//! and persists what changed, so every backend enforces the same rules.
+
+mod apply;
+mod error;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use lifeboat_core::{
+    Assessment, AssetCounts, Checkpoint, Id, Metrics, NewCheckpoint, Progress, RecoveryOption,
+    Session, Status, TenantId, Timestamp,
+};
+
+pub use apply::apply;
+pub use error::Error;
+
+/// The result type of every store operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A write to one session, validated by the core inside the backend's transaction.
+#[derive(Debug, Clone)]
+pub enum SessionOp {
+    /// Extend the lease; merge progress and metrics.
+    Heartbeat {
+        /// Fencing token.
+        attempt: u32,
+        /// Progress fields to merge.
+        progress: Option<Progress>,
+        /// Metrics to record.
+        metrics: Option<Metrics>,
+    },
+    /// Record a checkpoint (counts as a heartbeat).
+    Checkpoint {
+        /// Fencing token.
+        attempt: u32,
+        /// The checkpoint.
+        checkpoint: NewCheckpoint,
+    },
+    /// Pause an active session.
+    Pause {
+        /// Fencing token; absent for an operator.
+        attempt: Option<u32>,
+    },
+    /// Fail with an error and an optional emergency checkpoint.
+    Fail {
+        /// Fencing token.
+        attempt: u32,
+        /// The error text.
+        error: String,
+        /// The emergency checkpoint.
+        checkpoint: Option<NewCheckpoint>,
+    },
+    /// Start a new attempt.
+    Recover {
+        /// Where to start from.
+        option: RecoveryOption,
+        /// Confirms a fresh start or a recovery past `max_attempts`.
+        confirm: bool,
+    },
+    /// Complete the session.
+    Complete {
+        /// Fencing token; absent for an operator.
+        attempt: Option<u32>,
+    },
+    /// Cancel the session.
+    Cancel {
+        /// Fencing token; absent for an operator.
+        attempt: Option<u32>,
+    },
+}
+
+impl SessionOp {
+    /// Whether this op only keeps a worker alive: its acknowledgement may precede the
+    /// commit (SPEC §6, the heartbeat exception), since the restart grace covers a loss.
+    pub fn is_heartbeat(&self) -> bool {
+        matches!(self, SessionOp::Heartbeat { .. })
+    }
+}
+
+/// What a session write produced.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The session after the write.
+    pub session: Session,
+    /// The checkpoint written, if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// For a recovery: the checkpoint to resume from.
+    pub resume_from: Option<Checkpoint>,
+}
+
+/// Which sessions a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    /// Any of these statuses (as observed now); empty means all.
+    pub statuses: Vec<Status>,
+    /// Only sessions of this project.
+    pub project_id: Option<Id>,
+    /// Only sessions of this kind.
+    pub kind: Option<String>,
+}
+
+/// A page request: `limit` items after the opaque `cursor`.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// 1–1000, validated at the boundary.
+    pub limit: u32,
+    /// Where the previous page stopped.
+    pub cursor: Option<String>,
+}
+
+/// A page of items and the cursor of the next page, if there is one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass back as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// A recoverable session with its assessment.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// The session, as observed now.
+    pub session: Session,
+    /// The assessment.
+    pub assessment: Assessment,
+    /// The checkpoint `continue` resumes from.
+    pub resume_from: Option<Checkpoint>,
+    /// The session's assets by status.
+    pub assets: AssetCounts,
+    /// Names of assets that are missing or corrupt.
+    pub missing_assets: Vec<String>,
+}
+
+/// The result of re-hashing a session's checkpoints.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Checkpoints stored.
+    pub total: u64,
+    /// Checkpoints whose bytes match their hash.
+    pub valid: u64,
+    /// Seqs of those that do not.
+    pub invalid: Vec<u64>,
+    /// The session's assets by status.
+    pub assets: AssetCounts,
+    /// Problems found, one sentence each.
+    pub issues: Vec<String>,
+}
+
+/// p50, p99 and max of a distribution, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Distribution {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Distribution {
+    /// Nearest-rank percentiles of `values`.
+    pub fn of(mut values: Vec<u64>) -> Distribution {
+        if values.is_empty() {
+            return Distribution::default();
+        }
+        values.sort_unstable();
+        let rank = |p: f64| {
+            let index = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
+            values[index]
+        };
+        Distribution {
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: values[values.len() - 1],
+        }
+    }
+}
+
+/// Historical and current counts for one tenant (SPEC §9, stats shape).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Sessions per status, as observed now.
+    pub sessions: Vec<(Status, u64)>,
+    /// Crashes per type (historical).
+    pub crashes_by_type: Vec<(String, u64)>,
+    /// Recoveries per option (historical).
+    pub recoveries_by_option: Vec<(String, u64)>,
+    /// Recoveries whose attempt later completed.
+    pub recoveries_succeeded: u64,
+    /// Recoveries whose attempt crashed again.
+    pub recoveries_failed: u64,
+    /// Recoveries still running.
+    pub recoveries_pending: u64,
+    /// Checkpoints stored.
+    pub checkpoints_total: u64,
+    /// Checkpoints found damaged by a verification.
+    pub checkpoints_invalid: u64,
+    /// Assets by status.
+    pub assets: AssetCounts,
+    /// `detected_at − lease_expires_at` of expiry crashes.
+    pub detection_delay_ms: Distribution,
+    /// Work lost at each crash.
+    pub work_lost_ms: Distribution,
+}
+
+/// A storage backend. Every method is scoped by tenant; another tenant's records answer
+/// [`Error::NotFound`]. Writes return only after their commit, except heartbeats
+/// (see [`SessionOp::is_heartbeat`]).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new session; [`Error::AlreadyExists`] if its id is taken in the tenant.
+    async fn create_session(&self, tenant: &TenantId, session: Session) -> Result<Session>;
+
+    /// Applies `op` to the session at `now`.
+    ///
+    /// A refusal that observed a change (an expired lease, a late heartbeat refining the
+    /// crash type) commits that change and still answers the refusal.
+    async fn update_session(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        op: SessionOp,
+        now: Timestamp,
+    ) -> Result<Applied>;
+
+    /// One session, as observed at `now`.
+    async fn session(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Session>;
+
+    /// Sessions matching `filter`, newest first.
+    async fn sessions(
+        &self,
+        tenant: &TenantId,
+        filter: &SessionFilter,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Session>>;
+
+    /// A session's stored checkpoints in seq order, with `valid` recomputed.
+    async fn checkpoints(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        page: &PageRequest,
+    ) -> Result<Page<Checkpoint>>;
+
+    /// Checkpoint `seq`, or with `None` the newest valid one.
+    async fn checkpoint(&self, tenant: &TenantId, id: &Id, seq: Option<u64>) -> Result<Checkpoint>;
+
+    /// The recovery assessment of one session (any state).
+    async fn recovery(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Recovery>;
+
+    /// Recoverable sessions (incomplete, failed, paused, as observed at `now`), newest first.
+    async fn recoverable(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Recovery>>;
+
+    /// Re-hashes a session's checkpoints and marks damaged ones.
+    async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification>;
+
+    /// Persists expired leases and stall flags of all tenants; answers how many timed out.
+    async fn sweep(&self, now: Timestamp) -> Result<u64>;
+
+    /// Gives every active session one full timeout from `ready_at` (the restart grace).
+    async fn begin_restart_grace(&self, ready_at: Timestamp) -> Result<u64>;
+
+    /// Counts for one tenant.
+    async fn stats(&self, tenant: &TenantId, now: Timestamp) -> Result<Stats>;
+
+    /// Whether the store can serve reads and writes.
+    async fn ready(&self) -> Result<()>;
+}

@@ -1,1 +1,329 @@
-//! stub
+//! Embeddable Lifeboat: open a data directory and keep long-running work safe, in-process,
+//! with the same rules as the HTTP server (which is a thin layer over this crate).
+//!
+//! ```
+//! use lifeboat::{CheckpointKind, Config, Lifeboat, NewCheckpoint, NewSession, RecoveryOption, TenantId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lifeboat::Error> {
+//! # let dir = tempfile::tempdir().expect("temp dir");
+//! let lifeboat = Lifeboat::open(Config::new(dir.path())).await?;
+//! let tenant = TenantId::default();
+//!
+//! // A worker starts a render and checkpoints its progress.
+//! let new = NewSession { kind: "render".into(), ..NewSession::default() };
+//! let session = lifeboat.create_session(&tenant, new).await?;
+//! let mut checkpoint = NewCheckpoint::new(CheckpointKind::Stage);
+//! checkpoint.stage = Some("tts".into());
+//! checkpoint.data = r#"{"scene": 3}"#.into();
+//! lifeboat.checkpoint(&tenant, &session.id, session.attempt, checkpoint).await?;
+//!
+//! // The worker dies; a person pauses the session and later continues it.
+//! lifeboat.pause(&tenant, &session.id, None).await?;
+//! let recovered = lifeboat.recover(&tenant, &session.id, RecoveryOption::Continue, false).await?;
+//! assert_eq!(recovered.session.attempt, 2);
+//! assert_eq!(recovered.resume_from.map(|c| c.data), Some(r#"{"scene": 3}"#.to_owned()));
+//! # Ok(())
+//! # }
+//! ```
+
+mod clock;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use lifeboat_core::{
+    Assessment, AssetCounts, Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType, Id,
+    Metrics, NewCheckpoint, NewSession, Offer, Progress, RecoveryOption, ResumePoint, Session,
+    SessionLimits, Sha256, Status, TenantId, Timestamp,
+};
+use lifeboat_store::sqlite::SqliteStore;
+pub use lifeboat_store::{
+    Applied, Distribution, Error, Page, PageRequest, Recovery, Result, SessionFilter, SessionOp,
+    Stats, Store, Verification,
+};
+
+/// How often the sweeper persists expired leases and stall flags. Reads observe expiry
+/// themselves, so this bounds only how stale the stored state is.
+const SWEEP_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
+
+/// How to open Lifeboat.
+#[derive(Clone)]
+pub struct Config {
+    /// Where the database (and later asset files) live.
+    pub data_dir: PathBuf,
+    /// How often the sweeper runs.
+    pub sweep_interval: Duration,
+    /// The source of `now`; tests inject a [`ManualClock`].
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Config {
+    /// Defaults: the system clock and a 250 ms sweep.
+    pub fn new(data_dir: impl AsRef<Path>) -> Config {
+        Config {
+            data_dir: data_dir.as_ref().to_path_buf(),
+            sweep_interval: SWEEP_INTERVAL_DEFAULT,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ready_at: Timestamp,
+}
+
+/// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Lifeboat {
+    inner: Arc<Inner>,
+}
+
+impl Lifeboat {
+    /// Opens the SQLite store in `config.data_dir`, starts the restart grace for sessions
+    /// that were active, and starts the sweeper. Must run inside a tokio runtime.
+    pub async fn open(config: Config) -> Result<Lifeboat> {
+        let data_dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
+            .await
+            .map_err(|e| Error::Internal(format!("open task failed: {e}")))??;
+        Lifeboat::with_store(Arc::new(store), config).await
+    }
+
+    /// Starts Lifeboat over any [`Store`].
+    pub async fn with_store(store: Arc<dyn Store>, config: Config) -> Result<Lifeboat> {
+        let ready_at = config.clock.now();
+        let graced = store.begin_restart_grace(ready_at).await?;
+        if graced > 0 {
+            tracing::info!(
+                sessions = graced,
+                "restart grace started for active sessions"
+            );
+        }
+        let inner = Arc::new(Inner {
+            store,
+            clock: config.clock,
+            ready_at,
+        });
+        tokio::spawn(sweep_loop(Arc::downgrade(&inner), config.sweep_interval));
+        Ok(Lifeboat { inner })
+    }
+
+    /// The current time of this instance's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// When this instance became ready (the start of the restart grace).
+    pub fn ready_at(&self) -> Timestamp {
+        self.inner.ready_at
+    }
+
+    /// Creates a session: `active`, attempt 1, with a lease.
+    pub async fn create_session(&self, tenant: &TenantId, new: NewSession) -> Result<Session> {
+        let id = match &new.id {
+            Some(id) => id.clone(),
+            None => Id::parse(&uuid::Uuid::now_v7().to_string())?,
+        };
+        let session = Session::create(id, new, self.now())?;
+        self.inner.store.create_session(tenant, session).await
+    }
+
+    /// Applies any session write; the named methods below are shorthands.
+    pub async fn update(&self, tenant: &TenantId, id: &Id, op: SessionOp) -> Result<Applied> {
+        self.inner
+            .store
+            .update_session(tenant, id, op, self.now())
+            .await
+    }
+
+    /// Extends the lease of `attempt`, merging progress and metrics.
+    pub async fn heartbeat(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        attempt: u32,
+        progress: Option<Progress>,
+        metrics: Option<Metrics>,
+    ) -> Result<Session> {
+        let op = SessionOp::Heartbeat {
+            attempt,
+            progress,
+            metrics,
+        };
+        Ok(self.update(tenant, id, op).await?.session)
+    }
+
+    /// Writes a checkpoint of `attempt`; answers it with its `seq` and `sha256`.
+    pub async fn checkpoint(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        attempt: u32,
+        checkpoint: NewCheckpoint,
+    ) -> Result<Checkpoint> {
+        let op = SessionOp::Checkpoint {
+            attempt,
+            checkpoint,
+        };
+        self.update(tenant, id, op)
+            .await?
+            .checkpoint
+            .ok_or_else(|| Error::Internal("checkpoint write returned no checkpoint".to_owned()))
+    }
+
+    /// Pauses an active session.
+    pub async fn pause(&self, tenant: &TenantId, id: &Id, attempt: Option<u32>) -> Result<Session> {
+        Ok(self
+            .update(tenant, id, SessionOp::Pause { attempt })
+            .await?
+            .session)
+    }
+
+    /// Completes a session.
+    pub async fn complete(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        attempt: Option<u32>,
+    ) -> Result<Session> {
+        Ok(self
+            .update(tenant, id, SessionOp::Complete { attempt })
+            .await?
+            .session)
+    }
+
+    /// Cancels a session.
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        attempt: Option<u32>,
+    ) -> Result<Session> {
+        Ok(self
+            .update(tenant, id, SessionOp::Cancel { attempt })
+            .await?
+            .session)
+    }
+
+    /// Fails a session with an error and an optional emergency checkpoint.
+    pub async fn fail(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        attempt: u32,
+        error: String,
+        checkpoint: Option<NewCheckpoint>,
+    ) -> Result<Session> {
+        let op = SessionOp::Fail {
+            attempt,
+            error,
+            checkpoint,
+        };
+        Ok(self.update(tenant, id, op).await?.session)
+    }
+
+    /// Recovers a session with `option`: a new attempt and where to resume from.
+    pub async fn recover(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        option: RecoveryOption,
+        confirm: bool,
+    ) -> Result<Applied> {
+        self.update(tenant, id, SessionOp::Recover { option, confirm })
+            .await
+    }
+
+    /// One session, as of now.
+    pub async fn session(&self, tenant: &TenantId, id: &Id) -> Result<Session> {
+        self.inner.store.session(tenant, id, self.now()).await
+    }
+
+    /// Sessions, newest first.
+    pub async fn sessions(
+        &self,
+        tenant: &TenantId,
+        filter: &SessionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Session>> {
+        self.inner
+            .store
+            .sessions(tenant, filter, page, self.now())
+            .await
+    }
+
+    /// A session's checkpoints in seq order.
+    pub async fn checkpoints(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        page: &PageRequest,
+    ) -> Result<Page<Checkpoint>> {
+        self.inner.store.checkpoints(tenant, id, page).await
+    }
+
+    /// Checkpoint `seq`, or the newest valid one with `None`.
+    pub async fn checkpoint_at(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        seq: Option<u64>,
+    ) -> Result<Checkpoint> {
+        self.inner.store.checkpoint(tenant, id, seq).await
+    }
+
+    /// The recovery assessment of one session.
+    pub async fn recovery(&self, tenant: &TenantId, id: &Id) -> Result<Recovery> {
+        self.inner.store.recovery(tenant, id, self.now()).await
+    }
+
+    /// Recoverable sessions, newest first.
+    pub async fn recoverable(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Recovery>> {
+        self.inner.store.recoverable(tenant, page, self.now()).await
+    }
+
+    /// Re-hashes a session's checkpoints.
+    pub async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification> {
+        self.inner.store.verify(tenant, id).await
+    }
+
+    /// Persists expired leases now; answers how many sessions timed out.
+    pub async fn sweep(&self) -> Result<u64> {
+        self.inner.store.sweep(self.now()).await
+    }
+
+    /// Counts for one tenant.
+    pub async fn stats(&self, tenant: &TenantId) -> Result<Stats> {
+        self.inner.store.stats(tenant, self.now()).await
+    }
+
+    /// Whether storage can serve.
+    pub async fn ready(&self) -> Result<()> {
+        self.inner.store.ready().await
+    }
+}
+
+async fn sweep_loop(inner: Weak<Inner>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match inner.store.sweep(inner.clock.now()).await {
+            Ok(0) => {}
+            Ok(timed_out) => tracing::info!(timed_out, "sweeper persisted expired leases"),
+            Err(error) => tracing::warn!(%error, "sweep failed"),
+        }
+    }
+}

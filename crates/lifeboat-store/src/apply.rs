@@ -1,0 +1,51 @@
+//! The backend-independent half of a session write: call the core, collect the result.
+
+use lifeboat_core::{AssetCounts, Checkpoint, Session, Timestamp, assess};
+
+use crate::{Applied, Error, SessionOp};
+
+/// Applies `op` to `session` at `now`. `checkpoints` loads the session's checkpoints
+/// (with `valid` recomputed) when a recovery needs them.
+///
+/// On a refusal `session` may still have changed (an expiry observed, a crash type
+/// refined); the backend persists it either way.
+pub fn apply(
+    session: &mut Session,
+    op: SessionOp,
+    now: Timestamp,
+    checkpoints: impl FnOnce() -> Result<Vec<Checkpoint>, Error>,
+) -> Result<Applied, Error> {
+    let mut checkpoint = None;
+    let mut resume_from = None;
+    match op {
+        SessionOp::Heartbeat {
+            attempt,
+            progress,
+            metrics,
+        } => session.heartbeat(attempt, progress, metrics, now)?,
+        SessionOp::Checkpoint {
+            attempt,
+            checkpoint: new,
+        } => checkpoint = Some(session.checkpoint(attempt, new, now)?),
+        SessionOp::Pause { attempt } => session.pause(attempt, now)?,
+        SessionOp::Fail {
+            attempt,
+            error,
+            checkpoint: new,
+        } => checkpoint = session.fail(attempt, error, new, now)?,
+        SessionOp::Recover { option, confirm } => {
+            session.observe(now);
+            let stored = checkpoints()?;
+            let assessment = assess(session, &stored, &|_| false, AssetCounts::default());
+            let seq = session.recover(option, confirm, &assessment, now)?;
+            resume_from = stored.into_iter().find(|c| Some(c.seq) == seq);
+        }
+        SessionOp::Complete { attempt } => session.complete(attempt, now)?,
+        SessionOp::Cancel { attempt } => session.cancel(attempt, now)?,
+    }
+    Ok(Applied {
+        session: session.clone(),
+        checkpoint,
+        resume_from,
+    })
+}

@@ -1,0 +1,39 @@
+//! Storage error kinds. Backends translate driver errors into these in one place.
+
+/// Why a storage operation did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The domain refused the operation.
+    #[error(transparent)]
+    Domain(#[from] lifeboat_core::Error),
+    /// No such record in this tenant.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// The kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The id is taken.
+    #[error("{what} {id} already exists")]
+    AlreadyExists {
+        /// The kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// A pagination cursor that this store did not issue.
+    #[error("invalid cursor")]
+    BadCursor,
+    /// Storage cannot accept writes (a failed fsync or commit poisoned the writer), or
+    /// cannot be reached.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The disk is full; nothing was written.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// An unexpected storage failure.
+    #[error("storage error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,724 @@
+//! The SQLite backend: one file in WAL mode with `synchronous=FULL`, one writer thread
+//! with group commit (see `writer.rs`), and a small pool of read connections.
+
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use lifeboat_core::{
+    AssetCounts, Checkpoint, CheckpointKind, CrashType, Id, RecoveryOption, Session, Status,
+    TenantId, Timestamp, assess,
+};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, ErrorCode, OpenFlags, params, params_from_iter};
+
+use crate::{
+    Applied, Distribution, Error, Page, PageRequest, Recovery, Result, SessionFilter, SessionOp,
+    Stats, Store, Verification, apply,
+};
+use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
+use writer::{Ack, Writer};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "lifeboat.sqlite3";
+/// Read connections kept open for reuse; more are opened under load and then dropped.
+const READERS_KEPT: usize = 8;
+/// Sessions one sweep persists at most, so one sweep never holds the writer for long.
+const SWEEP_BATCH_MAX: u32 = 1_000;
+
+/// Translates a SQLite error into a storage error kind. The one place that knows codes.
+pub(crate) fn translate(error: rusqlite::Error) -> Error {
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DiskFull => Error::Full(error.to_string()),
+            ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::NotADatabase
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied => Error::Unavailable(error.to_string()),
+            _ => Error::Internal(error.to_string()),
+        },
+        _ => Error::Internal(error.to_string()),
+    }
+}
+
+/// A Lifeboat store in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Readers>,
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(translate)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(translate)?;
+        Ok(conn)
+    }
+
+    /// Runs `read` on a pooled connection inside one read transaction, off the async runtime.
+    async fn read<T, F>(self: &Arc<Self>, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => readers.open()?,
+            };
+            let tx = conn.transaction().map_err(translate)?;
+            let result = read(&tx);
+            drop(tx);
+            if let Ok(mut idle) = readers.idle.lock()
+                && idle.len() < READERS_KEPT
+            {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir`, applying migrations.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(DATABASE_FILE);
+        let mut conn = Connection::open(&path).map_err(translate)?;
+        // WAL + FULL: a commit has fsynced the WAL before COMMIT returns.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(translate)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(translate)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(translate)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(translate)?;
+        schema::migrate(&mut conn)?;
+        Ok(SqliteStore {
+            writer: Writer::spawn(conn)?,
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+fn encode_cursor(position: i64) -> String {
+    URL_SAFE_NO_PAD.encode(position.to_string())
+}
+
+fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
+    cursor
+        .map(|c| {
+            let bytes = URL_SAFE_NO_PAD.decode(c).map_err(|_| Error::BadCursor)?;
+            let text = String::from_utf8(bytes).map_err(|_| Error::BadCursor)?;
+            text.parse::<i64>().map_err(|_| Error::BadCursor)
+        })
+        .transpose()
+}
+
+/// Cuts a `limit + 1` fetch down to a page, with the cursor of the last item kept.
+fn paginate<T>(mut rows: Vec<(i64, T)>, limit: u32) -> Page<T> {
+    let limit = limit as usize;
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(position, _)| encode_cursor(*position))
+    } else {
+        None
+    };
+    Page {
+        items: rows.into_iter().map(|(_, item)| item).collect(),
+        next_cursor,
+    }
+}
+
+/// The kinds that retention prunes, as a SQL list.
+fn prunable_kinds_sql() -> String {
+    CheckpointKind::ALL
+        .into_iter()
+        .filter(|k| !k.is_kept_for_life())
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Persists `after`, and the history rows that follow from how it differs from `before`.
+fn persist(conn: &Connection, tenant: &TenantId, before: &Session, after: &Session) -> Result<i64> {
+    let pk = rows::save_session(conn, tenant, after)?;
+    if after.crash != before.crash
+        && let Some(crash) = &after.crash
+    {
+        conn.prepare_cached(
+            "INSERT INTO crashes (tenant, session_pk, attempt, type, detected_at, \
+             lease_expires_at, work_lost_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (session_pk, attempt) DO UPDATE SET type = excluded.type",
+        )
+        .map_err(translate)?
+        .execute(params![
+            tenant.as_str(),
+            pk,
+            crash.attempt,
+            crash.kind.as_str(),
+            crash.detected_at.0,
+            crash.lease_expires_at.map(|t| t.0),
+            crash.work_lost_ms,
+        ])
+        .map_err(translate)?;
+    }
+    let outcome = match after.status {
+        _ if after.status == before.status => None,
+        Status::Incomplete | Status::Failed => Some("failed"),
+        Status::Completed => Some("succeeded"),
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        conn.prepare_cached(
+            "UPDATE recoveries SET outcome = ?1 \
+             WHERE session_pk = ?2 AND attempt = ?3 AND outcome IS NULL",
+        )
+        .map_err(translate)?
+        .execute(params![outcome, pk, after.attempt])
+        .map_err(translate)?;
+    }
+    Ok(pk)
+}
+
+/// Writes a checkpoint and prunes beyond retention, in the caller's transaction.
+fn write_checkpoint(conn: &Connection, pk: i64, retention: u32, c: &Checkpoint) -> Result<()> {
+    rows::insert_checkpoint(conn, pk, c)?;
+    if c.kind.is_kept_for_life() {
+        return Ok(());
+    }
+    let kinds = prunable_kinds_sql();
+    conn.prepare_cached(&format!(
+        "DELETE FROM checkpoints WHERE session_pk = ?1 AND kind IN ({kinds}) AND seq NOT IN \
+         (SELECT seq FROM checkpoints WHERE session_pk = ?1 AND kind IN ({kinds}) \
+          ORDER BY seq DESC LIMIT ?2)"
+    ))
+    .map_err(translate)?
+    .execute(params![pk, retention])
+    .map_err(translate)?;
+    Ok(())
+}
+
+/// The recovery view of one loaded session.
+fn recovery_of(
+    conn: &Connection,
+    pk: i64,
+    mut session: Session,
+    now: Timestamp,
+) -> Result<Recovery> {
+    session.observe(now);
+    let checkpoints = rows::all_checkpoints(conn, pk)?;
+    let assets = AssetCounts::default();
+    let assessment = assess(&session, &checkpoints, &|_| false, assets);
+    let resume_seq = assessment.resume_from.as_ref().map(|p| p.seq);
+    let resume_from = checkpoints.into_iter().find(|c| Some(c.seq) == resume_seq);
+    Ok(Recovery {
+        session,
+        assessment,
+        resume_from,
+        assets,
+        missing_assets: Vec::new(),
+    })
+}
+
+/// SQL for "observed status is `status`", given `?now` bound as parameter `now_index`.
+fn status_condition(status: Status, now_index: usize) -> String {
+    match status {
+        Status::Active => format!("(status = 'active' AND lease_expires_at > ?{now_index})"),
+        Status::Incomplete => format!(
+            "(status = 'incomplete' OR (status = 'active' AND lease_expires_at <= ?{now_index}))"
+        ),
+        other => format!("status = '{}'", other.as_str()),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_session(&self, tenant: &TenantId, session: Session) -> Result<Session> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM sessions WHERE tenant = ?1 AND id = ?2")
+                    .map_err(translate)?
+                    .exists(params![tenant.as_str(), session.id.as_str()])
+                    .map_err(translate)?;
+                if exists {
+                    return Ok(Err(Error::AlreadyExists {
+                        what: "session",
+                        id: session.id.to_string(),
+                    }));
+                }
+                rows::save_session(conn, &tenant, &session)?;
+                Ok(Ok(session))
+            })
+            .await
+    }
+
+    async fn update_session(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        op: SessionOp,
+        now: Timestamp,
+    ) -> Result<Applied> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        let ack = if op.is_heartbeat() {
+            Ack::Early
+        } else {
+            Ack::AfterCommit
+        };
+        let recovery_option = match &op {
+            SessionOp::Recover { option, .. } => Some(*option),
+            _ => None,
+        };
+        self.writer
+            .write(ack, move |conn| {
+                let (pk, mut session) = rows::load_session(conn, &tenant, &id)?;
+                let before = session.clone();
+                let result = apply(&mut session, op, now, || rows::all_checkpoints(conn, pk));
+                if session != before {
+                    persist(conn, &tenant, &before, &session)?;
+                }
+                let applied = match result {
+                    Ok(applied) => applied,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                if let Some(checkpoint) = &applied.checkpoint {
+                    write_checkpoint(conn, pk, session.checkpoint_retention, checkpoint)?;
+                }
+                if let Some(option) = recovery_option {
+                    record_recovery(conn, &tenant, pk, &session, option, now)?;
+                }
+                Ok(Ok(applied))
+            })
+            .await
+    }
+
+    async fn session(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Session> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |conn| {
+                let (_, mut session) = rows::load_session(conn, &tenant, &id)?;
+                session.observe(now);
+                Ok(session)
+            })
+            .await
+    }
+
+    async fn sessions(
+        &self,
+        tenant: &TenantId,
+        filter: &SessionFilter,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Session>> {
+        let after = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let mut sql =
+            format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ?1 AND pk < ?2");
+        let mut values: Vec<SqlValue> = vec![
+            SqlValue::Text(tenant.as_str().to_owned()),
+            SqlValue::Integer(after),
+            SqlValue::Integer(now.0),
+        ];
+        sql.push_str(" AND ?3 = ?3");
+        if !filter.statuses.is_empty() {
+            let any: Vec<String> = filter
+                .statuses
+                .iter()
+                .map(|s| status_condition(*s, 3))
+                .collect();
+            sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+        }
+        if let Some(project) = &filter.project_id {
+            values.push(SqlValue::Text(project.as_str().to_owned()));
+            sql.push_str(&format!(" AND project_id = ?{}", values.len()));
+        }
+        if let Some(kind) = &filter.kind {
+            values.push(SqlValue::Text(kind.clone()));
+            sql.push_str(&format!(" AND kind = ?{}", values.len()));
+        }
+        sql.push_str(&format!(" ORDER BY pk DESC LIMIT {}", page.limit + 1));
+        let limit = page.limit;
+        self.readers
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(&sql)
+                    .map_err(translate)?
+                    .query_map(params_from_iter(values), rows::session_from_row)
+                    .map_err(translate)?
+                    .map(|row| {
+                        row.map(|(pk, mut s)| {
+                            s.observe(now);
+                            (pk, s)
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(translate)?;
+                Ok(paginate(rows, limit))
+            })
+            .await
+    }
+
+    async fn checkpoints(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        page: &PageRequest,
+    ) -> Result<Page<Checkpoint>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        let after = decode_cursor(page.cursor.as_deref())?.unwrap_or(0);
+        let limit = page.limit;
+        self.readers
+            .read(move |conn| {
+                let (pk, _) = rows::load_session(conn, &tenant, &id)?;
+                let rows = conn
+                    .prepare_cached(&format!(
+                        "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints \
+                         WHERE session_pk = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                    ))
+                    .map_err(translate)?
+                    .query_map(params![pk, after, limit + 1], rows::checkpoint_from_row)
+                    .map_err(translate)?
+                    .map(|row| row.map(|c| (i64::try_from(c.seq).unwrap_or(i64::MAX), c)))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(translate)?;
+                Ok(paginate(rows, limit))
+            })
+            .await
+    }
+
+    async fn checkpoint(&self, tenant: &TenantId, id: &Id, seq: Option<u64>) -> Result<Checkpoint> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |conn| {
+                let (pk, _) = rows::load_session(conn, &tenant, &id)?;
+                let all = rows::all_checkpoints(conn, pk)?;
+                let found = match seq {
+                    Some(seq) => all.into_iter().find(|c| c.seq == seq),
+                    None => all.into_iter().rev().find(|c| c.valid),
+                };
+                found.ok_or_else(|| Error::NotFound {
+                    what: "checkpoint",
+                    id: seq.map_or_else(|| "latest valid".to_owned(), |s| s.to_string()),
+                })
+            })
+            .await
+    }
+
+    async fn recovery(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Recovery> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |conn| {
+                let (pk, session) = rows::load_session(conn, &tenant, &id)?;
+                recovery_of(conn, pk, session, now)
+            })
+            .await
+    }
+
+    async fn recoverable(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Recovery>> {
+        let tenant = tenant.clone();
+        let after = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let limit = page.limit;
+        self.readers
+            .read(move |conn| {
+                // The first status term repeats the partial index's condition, so SQLite
+                // scans only open sessions.
+                let sessions = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ?1 AND pk < ?2 \
+                         AND status IN ('active', 'paused', 'incomplete', 'failed') \
+                         AND (status <> 'active' OR lease_expires_at <= ?3) \
+                         ORDER BY pk DESC LIMIT ?4"
+                    ))
+                    .map_err(translate)?
+                    .query_map(
+                        params![tenant.as_str(), after, now.0, limit + 1],
+                        rows::session_from_row,
+                    )
+                    .map_err(translate)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(translate)?;
+                let items = sessions
+                    .into_iter()
+                    .map(|(pk, session)| Ok((pk, recovery_of(conn, pk, session, now)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(paginate(items, limit))
+            })
+            .await
+    }
+
+    async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                let (pk, _) = rows::load_session(conn, &tenant, &id)?;
+                let checkpoints = rows::all_checkpoints(conn, pk)?;
+                let invalid: Vec<u64> = checkpoints
+                    .iter()
+                    .filter(|c| !c.valid)
+                    .map(|c| c.seq)
+                    .collect();
+                let mut quarantine = conn
+                    .prepare_cached(
+                        "UPDATE checkpoints SET quarantined = 1 WHERE session_pk = ?1 AND seq = ?2",
+                    )
+                    .map_err(translate)?;
+                for seq in &invalid {
+                    quarantine.execute(params![pk, seq]).map_err(translate)?;
+                }
+                let issues = invalid
+                    .iter()
+                    .map(|seq| format!("checkpoint {seq}: stored data does not match its sha256"))
+                    .collect();
+                Ok(Ok(Verification {
+                    total: checkpoints.len() as u64,
+                    valid: (checkpoints.len() - invalid.len()) as u64,
+                    invalid,
+                    assets: AssetCounts::default(),
+                    issues,
+                }))
+            })
+            .await
+    }
+
+    async fn sweep(&self, now: Timestamp) -> Result<u64> {
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                let due = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active' AND \
+                         (lease_expires_at <= ?1 OR (stall_timeout_ms IS NOT NULL AND \
+                          stalled = 0 AND progress_changed_at + stall_timeout_ms <= ?1)) \
+                         LIMIT ?2"
+                    ))
+                    .map_err(translate)?
+                    .query_map(params![now.0, SWEEP_BATCH_MAX], |row| {
+                        Ok((row.get::<_, String>(36)?, rows::session_from_row(row)?.1))
+                    })
+                    .map_err(translate)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(translate)?;
+                let mut timed_out = 0;
+                for (tenant, mut session) in due {
+                    let before = session.clone();
+                    if session.observe(now) {
+                        persist(conn, &TenantId::new(tenant), &before, &session)?;
+                    }
+                    if session.status == Status::Incomplete {
+                        timed_out += 1;
+                        if let Some(crash) = &session.crash {
+                            metrics::counter!("lifeboat_crashes_total", "type" => crash.kind.as_str())
+                                .increment(1);
+                        }
+                    }
+                }
+                Ok(Ok(timed_out))
+            })
+            .await
+    }
+
+    async fn begin_restart_grace(&self, ready_at: Timestamp) -> Result<u64> {
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                let active = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active'"
+                    ))
+                    .map_err(translate)?
+                    .query_map([], |row| {
+                        Ok((row.get::<_, String>(36)?, rows::session_from_row(row)?.1))
+                    })
+                    .map_err(translate)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(translate)?;
+                let count = active.len() as u64;
+                for (tenant, mut session) in active {
+                    let before = session.clone();
+                    session.begin_restart_grace(ready_at);
+                    persist(conn, &TenantId::new(tenant), &before, &session)?;
+                }
+                Ok(Ok(count))
+            })
+            .await
+    }
+
+    async fn stats(&self, tenant: &TenantId, now: Timestamp) -> Result<Stats> {
+        let tenant = tenant.clone();
+        self.readers
+            .read(move |conn| stats(conn, &tenant, now))
+            .await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        if self.writer.is_poisoned() {
+            return Err(Error::Unavailable(
+                "writes are stopped after a failed commit".to_owned(),
+            ));
+        }
+        self.readers
+            .read(|conn| {
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(translate)
+            })
+            .await
+    }
+}
+
+fn record_recovery(
+    conn: &Connection,
+    tenant: &TenantId,
+    pk: i64,
+    session: &Session,
+    option: RecoveryOption,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO recoveries (tenant, session_pk, attempt, option, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(translate)?
+    .execute(params![
+        tenant.as_str(),
+        pk,
+        session.attempt,
+        option.as_str(),
+        now.0
+    ])
+    .map_err(translate)?;
+    Ok(())
+}
+
+fn stats(conn: &Connection, tenant: &TenantId, now: Timestamp) -> Result<Stats> {
+    let t = tenant.as_str();
+    let mut stats = Stats {
+        sessions: Status::ALL.into_iter().map(|s| (s, 0)).collect(),
+        crashes_by_type: CrashType::ALL
+            .into_iter()
+            .map(|c| (c.as_str().to_owned(), 0))
+            .collect(),
+        recoveries_by_option: RecoveryOption::ALL
+            .into_iter()
+            .map(|o| (o.as_str().to_owned(), 0))
+            .collect(),
+        ..Stats::default()
+    };
+    let mut by_status = conn
+        .prepare_cached(
+            "SELECT CASE WHEN status = 'active' AND lease_expires_at <= ?2 THEN 'incomplete' \
+             ELSE status END, count(*) FROM sessions WHERE tenant = ?1 GROUP BY 1",
+        )
+        .map_err(translate)?;
+    let counts = by_status
+        .query_map(params![t, now.0], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+        })
+        .map_err(translate)?;
+    for row in counts {
+        let (status, count) = row.map_err(translate)?;
+        if let Some(slot) = stats
+            .sessions
+            .iter_mut()
+            .find(|(s, _)| s.as_str() == status)
+        {
+            slot.1 = count;
+        }
+    }
+    let grouped = |sql: &str, into: &mut Vec<(String, u64)>| -> Result<()> {
+        let mut statement = conn.prepare_cached(sql).map_err(translate)?;
+        let rows = statement
+            .query_map([t], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+            })
+            .map_err(translate)?;
+        for row in rows {
+            let (key, count) = row.map_err(translate)?;
+            match into.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = count,
+                None => into.push((key, count)),
+            }
+        }
+        Ok(())
+    };
+    grouped(
+        "SELECT type, count(*) FROM crashes WHERE tenant = ?1 GROUP BY type",
+        &mut stats.crashes_by_type,
+    )?;
+    grouped(
+        "SELECT option, count(*) FROM recoveries WHERE tenant = ?1 GROUP BY option",
+        &mut stats.recoveries_by_option,
+    )?;
+    let mut outcomes = Vec::new();
+    grouped(
+        "SELECT coalesce(outcome, 'pending'), count(*) FROM recoveries WHERE tenant = ?1 GROUP BY 1",
+        &mut outcomes,
+    )?;
+    for (outcome, count) in outcomes {
+        match outcome.as_str() {
+            "succeeded" => stats.recoveries_succeeded = count,
+            "failed" => stats.recoveries_failed = count,
+            _ => stats.recoveries_pending = count,
+        }
+    }
+    (stats.checkpoints_total, stats.checkpoints_invalid) = conn
+        .query_row(
+            "SELECT count(*), coalesce(sum(c.quarantined), 0) FROM checkpoints c \
+             JOIN sessions s ON s.pk = c.session_pk WHERE s.tenant = ?1",
+            [t],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(translate)?;
+    let column = |sql: &str| -> Result<Vec<u64>> {
+        conn.prepare_cached(sql)
+            .map_err(translate)?
+            .query_map([t], |row| row.get::<_, i64>(0))
+            .map_err(translate)?
+            .map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(translate)
+    };
+    stats.detection_delay_ms = Distribution::of(column(
+        "SELECT detected_at - lease_expires_at FROM crashes \
+         WHERE tenant = ?1 AND lease_expires_at IS NOT NULL",
+    )?);
+    stats.work_lost_ms = Distribution::of(column(
+        "SELECT work_lost_ms FROM crashes WHERE tenant = ?1",
+    )?);
+    Ok(stats)
+}

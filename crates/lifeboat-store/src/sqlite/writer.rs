@@ -1,0 +1,220 @@
+//! The one writer: a thread that owns the write connection and commits queued writes in
+//! batches (group commit). Callers hold a cheap [`Writer`] handle.
+//!
+//! Each write runs inside its own savepoint, so a refused write rolls back alone while the
+//! rest of the batch commits. Replies go out after the `COMMIT` returns (SQLite WAL with
+//! `synchronous=FULL` has fsynced by then). A failed commit poisons the writer: every later
+//! write answers [`Error::Unavailable`] until restart, because a retried fsync cannot be
+//! trusted. A full disk answers [`Error::Full`] and does not poison: SQLite has rolled the
+//! transaction back and the database is intact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Instant;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::translate;
+use crate::Error;
+
+/// Writes queued beyond this make callers wait: backpressure instead of unbounded memory.
+const QUEUE_CAPACITY: usize = 8_192;
+/// Most writes in one transaction, so one batch never holds the lock for long.
+const BATCH_MAX: usize = 512;
+
+/// What a write job reports back to the loop.
+pub(super) struct Finished {
+    /// Keep the job's changes (release its savepoint) or roll them back.
+    keep: bool,
+    /// Reply before the commit (heartbeats only).
+    early: bool,
+    /// Whether the job hit an I/O error that must poison the writer.
+    poison: bool,
+    /// Sends the job's answer once the batch's fate is known.
+    reply: Box<dyn FnOnce(Result<(), Error>) + Send>,
+}
+
+type Job = Box<dyn FnOnce(&Connection) -> Finished + Send>;
+
+/// A handle for queueing writes. Cloning is cheap.
+#[derive(Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<Job>,
+    poisoned: Arc<AtomicBool>,
+}
+
+/// How a job's outcome is to be handled.
+pub(super) enum Ack {
+    /// Reply after the commit.
+    AfterCommit,
+    /// Reply as soon as the job ran, if it succeeded.
+    Early,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(super) fn spawn(conn: Connection) -> Result<Writer, Error> {
+        let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&poisoned);
+        thread::Builder::new()
+            .name("lifeboat-writer".to_owned())
+            .spawn(move || run(conn, jobs, flag))
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer { queue, poisoned })
+    }
+
+    /// Whether a failed commit has stopped writes.
+    pub(super) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Runs `work` in the next batch and answers once its fate is durable.
+    ///
+    /// `work` answers `Err` to roll back its changes, or `Ok(Err(..))` to keep its changes
+    /// and still answer a refusal (used when a refused write observed an expiry).
+    pub(super) async fn write<T, F>(&self, ack: Ack, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<Result<T, Error>, Error> + Send + 'static,
+    {
+        if self.is_poisoned() {
+            return Err(poisoned_error());
+        }
+        let (tx, rx) = oneshot::channel::<Result<T, Error>>();
+        let job: Job = Box::new(move |conn| {
+            let outcome = work(conn);
+            let keep = outcome.is_ok();
+            let poison = matches!(outcome, Err(Error::Unavailable(_)));
+            let early = matches!(ack, Ack::Early) && matches!(outcome, Ok(Ok(_)));
+            let mut answer = Some(outcome.and_then(|inner| inner));
+            let mut tx = Some(tx);
+            if early && let (Some(tx), Some(answer)) = (tx.take(), answer.take()) {
+                let _ = tx.send(answer);
+            }
+            Finished {
+                keep,
+                early,
+                poison,
+                reply: Box::new(move |commit| {
+                    if let (Some(tx), Some(answer)) = (tx, answer) {
+                        let _ = tx.send(commit.and(answer));
+                    }
+                }),
+            }
+        });
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| Error::Unavailable("the writer has stopped".to_owned()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the writer stopped before answering".to_owned()))?
+    }
+}
+
+fn poisoned_error() -> Error {
+    Error::Unavailable(
+        "a commit failed earlier, so writes are stopped until the server restarts".to_owned(),
+    )
+}
+
+fn run(conn: Connection, mut jobs: mpsc::Receiver<Job>, poisoned: Arc<AtomicBool>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if poisoned.load(Ordering::Acquire) {
+            for job in batch.drain(..) {
+                // Run nothing: answer each job with the poison error.
+                drop(job);
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let size = batch.len();
+        let outcome = commit_batch(&conn, batch.drain(..));
+        metrics::histogram!("lifeboat_commit_batch_size").record(size as f64);
+        metrics::histogram!("lifeboat_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if let Err(Error::Unavailable(reason)) = outcome {
+            tracing::error!(%reason, "commit failed; writes are stopped until restart");
+            poisoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Runs `jobs` in one transaction and replies to each with the commit's outcome.
+fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Result<(), Error> {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        return Err(translate(e));
+    }
+    let mut pending = Vec::with_capacity(BATCH_MAX);
+    let mut poison = false;
+    for job in jobs {
+        if poison {
+            drop(job);
+            continue;
+        }
+        let finished = run_job(conn, job);
+        poison |= finished.poison;
+        pending.push(finished);
+    }
+    let commit = if poison {
+        Err(poisoned_error())
+    } else {
+        conn.execute_batch("COMMIT").map_err(translate)
+    };
+    if commit.is_err() {
+        // The transaction may already be gone; a failed rollback changes nothing here.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let written = pending.iter().filter(|f| f.keep).count();
+    metrics::counter!("lifeboat_writes_total").increment(written as u64);
+    for finished in pending {
+        if finished.early && commit.is_err() {
+            tracing::warn!("a heartbeat acknowledged before a failed commit was lost");
+        }
+        (finished.reply)(commit.clone());
+    }
+    commit
+}
+
+fn run_job(conn: &Connection, job: Job) -> Finished {
+    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        let error = translate(e);
+        return Finished {
+            keep: false,
+            early: false,
+            poison: matches!(error, Error::Unavailable(_)),
+            reply: Box::new(move |_| drop(error)),
+        };
+    }
+    let finished = job(conn);
+    let end = if finished.keep {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    match conn.execute_batch(end) {
+        Ok(()) => finished,
+        Err(e) => Finished {
+            poison: true,
+            ..finished
+        }
+        .with_note(translate(e)),
+    }
+}
+
+impl Finished {
+    fn with_note(self, error: Error) -> Finished {
+        tracing::error!(%error, "savepoint failed");
+        self
+    }
+}
