@@ -1,1 +1,419 @@
-//! stub
+//! Lifeboat's wire contract: the JSON bodies of the HTTP API and the problem types.
+//!
+//! Shared by the server and the Rust SDK. It does not re-export domain types: the wire
+//! shape may only change on purpose. Times are RFC 3339 UTC strings with milliseconds;
+//! durations are `*_ms` integers.
+
+mod problem;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+pub use problem::{Problem, ProblemType};
+
+/// A page of a list: `{"items": [...], "next_cursor": ...}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct List<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to fetch the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /sessions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Client-chosen id (`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`); a UUIDv7 when absent.
+    pub id: Option<String>,
+    /// The project the session belongs to.
+    pub project_id: Option<String>,
+    /// What kind of work, e.g. `render`.
+    pub kind: String,
+    /// Human title.
+    pub title: Option<String>,
+    /// Lease length, 1000–86400000 (default 30000).
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Flag the session `stalled` when progress does not move for this long (≥ 1000).
+    pub stall_timeout_ms: Option<u64>,
+    /// Recovering past this many attempts needs confirmation (default 10).
+    pub max_attempts: Option<u32>,
+    /// Units of work in all.
+    pub total_units: Option<u64>,
+    /// Newest prunable checkpoints kept, 1–1000 (default 5).
+    pub checkpoint_retention: Option<u32>,
+    /// Any JSON the application wants kept with the session.
+    pub metadata: Option<Value>,
+}
+
+/// Progress as reported and as shown.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressBody {
+    /// 0–100.
+    pub percent: Option<f64>,
+    /// Current stage name.
+    pub stage: Option<String>,
+    /// Units done.
+    pub completed_units: Option<u64>,
+    /// Units in all.
+    pub total_units: Option<u64>,
+}
+
+/// Resource use reported by the worker.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsBody {
+    /// Resident memory.
+    pub memory_bytes: Option<u64>,
+    /// The worker's memory limit; ≥ 90 % use at expiry means `out_of_memory`.
+    pub memory_limit_bytes: Option<u64>,
+    /// CPU use, percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// GPU memory in use.
+    pub gpu_memory_bytes: Option<u64>,
+}
+
+/// `POST /sessions/{id}/heartbeat`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The worker's attempt (fencing token).
+    pub attempt: u32,
+    /// Progress fields to merge.
+    pub progress: Option<ProgressBody>,
+    /// Metrics to record.
+    pub metrics: Option<MetricsBody>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAck {
+    /// The session's status.
+    pub status: String,
+    /// The new end of the lease.
+    pub lease_expires_at: Option<String>,
+}
+
+/// `POST /sessions/{id}/checkpoints`, and the emergency checkpoint of a fail.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCheckpoint {
+    /// The worker's attempt (fencing token). Not used inside a fail.
+    pub attempt: Option<u32>,
+    /// `item`, `batch`, `stage`, `milestone`, `emergency` or `manual`.
+    pub kind: Option<String>,
+    /// Pipeline stage name.
+    pub stage: Option<String>,
+    /// Any JSON value.
+    #[schema(value_type = Option<Object>)]
+    pub position: Option<Box<RawValue>>,
+    /// Units done.
+    pub completed_units: Option<u64>,
+    /// Units in all.
+    pub total_units: Option<u64>,
+    /// Any JSON value, stored byte for byte as sent.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Box<RawValue>>,
+    /// Hex SHA-256 of the bytes of `data` (either case); a mismatch is refused.
+    pub data_sha256: Option<String>,
+    /// Names of the session's assets this checkpoint depends on.
+    pub assets: Option<Vec<String>>,
+}
+
+/// The answer to a checkpoint write.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointCreated {
+    /// 1, 2, 3 … per session.
+    pub seq: u64,
+    /// Hex SHA-256 of the stored bytes of `data`.
+    pub sha256: String,
+    /// When it was written.
+    pub created_at: String,
+}
+
+/// A stored checkpoint.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointBody {
+    /// 1, 2, 3 … per session.
+    pub seq: u64,
+    /// The attempt that wrote it.
+    pub attempt: u32,
+    /// The kind.
+    pub kind: String,
+    /// Stage name.
+    pub stage: Option<String>,
+    /// Any JSON value, as sent.
+    #[schema(value_type = Option<Object>)]
+    pub position: Option<Box<RawValue>>,
+    /// Units done.
+    pub completed_units: Option<u64>,
+    /// Units in all.
+    pub total_units: Option<u64>,
+    /// The stored bytes, unchanged.
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
+    /// Hex SHA-256 recorded when it was written.
+    pub sha256: String,
+    /// Whether the stored bytes still match `sha256`.
+    pub valid: bool,
+    /// Asset names it depends on.
+    pub assets: Vec<String>,
+    /// When it was written.
+    pub created_at: String,
+}
+
+/// `POST /sessions/{id}/pause|complete|cancel`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptBody {
+    /// The worker's attempt; absent for an operator action.
+    pub attempt: Option<u32>,
+}
+
+/// `POST /sessions/{id}/fail`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fail {
+    /// The worker's attempt.
+    pub attempt: u32,
+    /// What went wrong; classifies the crash type.
+    pub error: String,
+    /// An emergency checkpoint written before the failure (kind defaults to `emergency`).
+    pub checkpoint: Option<CreateCheckpoint>,
+}
+
+/// `POST /sessions/{id}/recover`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// `continue`, `restart_batch` or `fresh_start`.
+    pub option: String,
+    /// Needed for `fresh_start` and past `max_attempts`.
+    pub confirm: Option<bool>,
+}
+
+/// The crash record.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CrashBody {
+    /// `client_lost`, `network`, `out_of_memory`, `application_error` or `server_restart`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When Lifeboat noticed.
+    pub detected_at: String,
+}
+
+/// The session's newest checkpoint, in short.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LatestCheckpoint {
+    /// Its seq.
+    pub seq: u64,
+    /// Its kind.
+    pub kind: String,
+    /// Its stage.
+    pub stage: Option<String>,
+    /// When it was written.
+    pub created_at: String,
+}
+
+/// A session.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionBody {
+    /// Unique within the tenant.
+    pub id: String,
+    /// The project it belongs to.
+    pub project_id: Option<String>,
+    /// What kind of work.
+    pub kind: String,
+    /// Human title.
+    pub title: Option<String>,
+    /// `active`, `paused`, `incomplete`, `failed`, `completed` or `cancelled`.
+    pub status: String,
+    /// The current attempt (fencing token).
+    pub attempt: u32,
+    /// Recovering past this many attempts needs confirmation.
+    pub max_attempts: u32,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Last sign of life.
+    pub last_heartbeat_at: Option<String>,
+    /// End of the lease; `null` unless active.
+    pub lease_expires_at: Option<String>,
+    /// Lease length.
+    pub heartbeat_timeout_ms: u64,
+    /// Stall threshold.
+    pub stall_timeout_ms: Option<u64>,
+    /// Prunable checkpoints kept.
+    pub checkpoint_retention: u32,
+    /// Reported progress.
+    pub progress: ProgressBody,
+    /// Last reported metrics.
+    pub metrics: Option<MetricsBody>,
+    /// Application data.
+    pub metadata: Option<Value>,
+    /// The error of the last fail.
+    pub error: Option<String>,
+    /// Alive but not progressing.
+    pub stalled: bool,
+    /// The latest crash.
+    pub crash: Option<CrashBody>,
+    /// The newest checkpoint.
+    pub latest_checkpoint: Option<LatestCheckpoint>,
+    /// When it completed.
+    pub completed_at: Option<String>,
+}
+
+/// Asset counts by verification status.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct AssetCountsBody {
+    /// All assets.
+    pub total: u64,
+    /// Verified.
+    pub ok: u64,
+    /// Gone.
+    pub missing: u64,
+    /// Size or hash differs.
+    pub corrupt: u64,
+}
+
+/// One recovery option.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OptionBody {
+    /// `continue`, `restart_batch` or `fresh_start`.
+    pub option: String,
+    /// The checkpoint it starts from.
+    pub resume_from: Option<CheckpointBody>,
+    /// Whether the request must say `"confirm": true`.
+    pub requires_confirmation: bool,
+}
+
+/// A recoverable session and how it can be recovered.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryBody {
+    /// The session.
+    pub session: SessionBody,
+    /// When its newest checkpoint was written.
+    pub last_saved_at: Option<String>,
+    /// The newest checkpoint that verifies with all its assets.
+    pub resume_from: Option<CheckpointBody>,
+    /// False only when checkpoints exist but none verifies.
+    pub can_recover: bool,
+    /// 0–1; see docs/recovery.md.
+    pub confidence: f64,
+    /// The work a `continue` will redo.
+    pub work_lost_ms: u64,
+    /// The latest crash.
+    pub crash: Option<CrashBody>,
+    /// The session's assets by status.
+    pub assets: AssetCountsBody,
+    /// Assets that are missing or corrupt.
+    pub missing_assets: Vec<String>,
+    /// The options (only on `GET /sessions/{id}/recovery`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<OptionBody>>,
+}
+
+/// The answer to a recovery.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Recovered {
+    /// The session, now active with a new attempt.
+    pub session: SessionBody,
+    /// Where to resume; `null` for a fresh start or when nothing was saved.
+    pub resume_from: Option<CheckpointBody>,
+}
+
+/// Checkpoint verification.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointCheck {
+    /// Checkpoints stored.
+    pub total: u64,
+    /// Checkpoints whose bytes match.
+    pub valid: u64,
+    /// Seqs of those that do not.
+    pub invalid: Vec<u64>,
+}
+
+/// `POST /sessions/{id}/verify`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyBody {
+    /// Checkpoint hashes.
+    pub checkpoints: CheckpointCheck,
+    /// Asset statuses.
+    pub assets: AssetCountsBody,
+    /// Problems found.
+    pub issues: Vec<String>,
+}
+
+/// p50, p99 and max, in milliseconds.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DistributionBody {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// Crash counts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CrashStats {
+    /// All crashes.
+    pub total: u64,
+    /// Per crash type.
+    pub by_type: std::collections::BTreeMap<String, u64>,
+}
+
+/// Recovery counts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryStats {
+    /// All recoveries.
+    pub total: u64,
+    /// Per option.
+    pub by_option: std::collections::BTreeMap<String, u64>,
+    /// Whose attempt later completed.
+    pub succeeded: u64,
+    /// Whose attempt crashed again.
+    pub failed: u64,
+    /// Still running.
+    pub pending: u64,
+}
+
+/// Checkpoint counts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointStats {
+    /// Stored.
+    pub total: u64,
+    /// Found damaged by a verification.
+    pub invalid: u64,
+}
+
+/// `GET /stats`, for the tenant of the key.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatsBody {
+    /// Sessions per status.
+    pub sessions: std::collections::BTreeMap<String, u64>,
+    /// Crashes (historical).
+    pub crashes: CrashStats,
+    /// Recoveries (historical).
+    pub recoveries: RecoveryStats,
+    /// Checkpoints.
+    pub checkpoints: CheckpointStats,
+    /// Assets.
+    pub assets: AssetCountsBody,
+    /// `detected_at − lease_expires_at` of expiry crashes.
+    pub detection_delay_ms: DistributionBody,
+    /// Work lost at each crash.
+    pub work_lost_ms: DistributionBody,
+}
+
+/// `POST /admin/sweep`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SweepBody {
+    /// Sessions whose expiry this sweep persisted.
+    pub timed_out: u64,
+}

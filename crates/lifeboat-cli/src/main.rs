@@ -1,1 +1,88 @@
-fn main() {}
+//! The `lifeboat` binary: `serve` runs the server; the other commands talk HTTP to one.
+//!
+//! Exit codes: 0 ok, 1 failure (refused by the server), 2 usage error, 65 bad data,
+//! 69 server unavailable, 77 permission denied, 78 configuration error.
+
+mod client;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps long-running user work safe: sessions, checkpoints, verified recovery.
+#[derive(Parser)]
+#[command(name = "lifeboat", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server (SQLite under ./lifeboat-data, listening on 127.0.0.1:7433).
+    Serve(serve::ServeArgs),
+    /// Lists or shows sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: client::SessionsCommand,
+    },
+    /// Lists recoverable sessions.
+    Recovery {
+        #[command(subcommand)]
+        command: client::RecoveryCommand,
+    },
+    /// Recovers a session with an option.
+    Recover(client::RecoverArgs),
+}
+
+/// Failure with the exit code it maps to.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) error: anyhow::Error,
+}
+
+impl Failure {
+    pub(crate) const REFUSED: u8 = 1;
+    pub(crate) const DATA: u8 = 65;
+    pub(crate) const UNAVAILABLE: u8 = 69;
+    pub(crate) const PERMISSION: u8 = 77;
+    pub(crate) const CONFIG: u8 = 78;
+
+    pub(crate) fn new(code: u8, error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code,
+            error: error.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Failure::UNAVAILABLE);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Sessions { command } => client::sessions(command).await,
+            Command::Recovery { command } => client::recovery(command).await,
+            Command::Recover(args) => client::recover(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}

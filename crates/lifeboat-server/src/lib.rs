@@ -1,1 +1,59 @@
-//! stub
+//! Lifeboat's HTTP server: [`app`] builds the axum router over an open [`Lifeboat`].
+//!
+//! Handlers parse ids and bodies into domain types at the boundary, call the embeddable
+//! library, and render wire types from `lifeboat-api`. Every error is rendered as RFC 9457
+//! problem+json from the one table in `lifeboat_api::ProblemType` (see `error.rs`).
+
+mod auth;
+mod convert;
+mod error;
+mod extract;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use lifeboat::Lifeboat;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+pub use auth::AdminToken;
+pub use error::ApiError;
+
+/// The largest request body accepted: a checkpoint's `data` may be a sizeable document,
+/// but anything bigger belongs in an asset.
+pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The embedded Lifeboat.
+    pub lifeboat: Lifeboat,
+    /// The bootstrap admin key; acts for tenant `default`.
+    pub admin_token: Arc<AdminToken>,
+    /// Renders `/metrics` when the host installed a Prometheus recorder.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The whole HTTP API: `/api/v1/*`, `/healthz`, `/readyz`, `/metrics`.
+pub fn app(state: AppState) -> Router {
+    routes::router(state.clone())
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,11 +1,12 @@
 //! The backend-independent half of a session write: call the core, collect the result.
 
-use lifeboat_core::{AssetCounts, Checkpoint, Session, Timestamp, assess};
+use lifeboat_core::{AssetCounts, Checkpoint, Error as DomainError, Session, Timestamp, assess};
 
 use crate::{Applied, Error, SessionOp};
 
-/// Applies `op` to `session` at `now`. `checkpoints` loads the session's checkpoints
-/// (with `valid` recomputed) when a recovery needs them.
+/// Applies `op` to `session` at `now`. `asset_exists` says whether the session has an
+/// asset of that name; `checkpoints` loads the session's checkpoints (with `valid`
+/// recomputed) when a recovery needs them.
 ///
 /// On a refusal `session` may still have changed (an expiry observed, a crash type
 /// refined); the backend persists it either way.
@@ -13,8 +14,20 @@ pub fn apply(
     session: &mut Session,
     op: SessionOp,
     now: Timestamp,
+    asset_exists: &dyn Fn(&str) -> bool,
     checkpoints: impl FnOnce() -> Result<Vec<Checkpoint>, Error>,
 ) -> Result<Applied, Error> {
+    let named_assets = match &op {
+        SessionOp::Checkpoint { checkpoint, .. } => checkpoint.assets.as_slice(),
+        SessionOp::Fail {
+            checkpoint: Some(checkpoint),
+            ..
+        } => checkpoint.assets.as_slice(),
+        _ => &[],
+    };
+    if let Some(unknown) = named_assets.iter().find(|name| !asset_exists(name)) {
+        return Err(DomainError::UnknownAsset(unknown.clone()).into());
+    }
     let mut checkpoint = None;
     let mut resume_from = None;
     match op {
@@ -36,7 +49,7 @@ pub fn apply(
         SessionOp::Recover { option, confirm } => {
             session.observe(now);
             let stored = checkpoints()?;
-            let assessment = assess(session, &stored, &|_| false, AssetCounts::default());
+            let assessment = assess(session, &stored, asset_exists, AssetCounts::default());
             let seq = session.recover(option, confirm, &assessment, now)?;
             resume_from = stored.into_iter().find(|c| Some(c.seq) == seq);
         }

@@ -130,6 +130,8 @@ pub struct Recovery {
     pub assessment: Assessment,
     /// The checkpoint `continue` resumes from.
     pub resume_from: Option<Checkpoint>,
+    /// The checkpoint `restart_batch` resumes from.
+    pub batch_from: Option<Checkpoint>,
     /// The session's assets by status.
     pub assets: AssetCounts,
     /// Names of assets that are missing or corrupt.

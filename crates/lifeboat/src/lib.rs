@@ -34,6 +34,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{
     Assessment, AssetCounts, Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType, Id,
     Metrics, NewCheckpoint, NewSession, Offer, Progress, RecoveryOption, ResumePoint, Session,

@@ -241,12 +241,14 @@ fn recovery_of(
     let checkpoints = rows::all_checkpoints(conn, pk)?;
     let assets = AssetCounts::default();
     let assessment = assess(&session, &checkpoints, &|_| false, assets);
-    let resume_seq = assessment.resume_from.as_ref().map(|p| p.seq);
-    let resume_from = checkpoints.into_iter().find(|c| Some(c.seq) == resume_seq);
+    let find = |seq: Option<u64>| checkpoints.iter().find(|c| Some(c.seq) == seq).cloned();
+    let resume_from = find(assessment.resume_from.as_ref().map(|p| p.seq));
+    let batch_from = find(assessment.restart_batch_from.as_ref().map(|p| p.seq));
     Ok(Recovery {
         session,
         assessment,
         resume_from,
+        batch_from,
         assets,
         missing_assets: Vec::new(),
     })
@@ -307,7 +309,10 @@ impl Store for SqliteStore {
             .write(ack, move |conn| {
                 let (pk, mut session) = rows::load_session(conn, &tenant, &id)?;
                 let before = session.clone();
-                let result = apply(&mut session, op, now, || rows::all_checkpoints(conn, pk));
+                // Assets arrive with asset storage; until then no name is known.
+                let result = apply(&mut session, op, now, &|_| false, || {
+                    rows::all_checkpoints(conn, pk)
+                });
                 if session != before {
                     persist(conn, &tenant, &before, &session)?;
                 }

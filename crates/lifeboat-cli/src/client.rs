@@ -1,0 +1,284 @@
+//! The client commands: talk HTTP to a running server and print tables or `--json`.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::Failure;
+use crate::serve::ADMIN_TOKEN_FILE;
+
+/// Where the server is and how to authenticate.
+#[derive(Args)]
+pub(crate) struct Connection {
+    /// The server's base URL.
+    #[arg(long, env = "LIFEBOAT_URL", default_value = "http://127.0.0.1:7433")]
+    url: String,
+    /// The API key (default: the local server's admin token file).
+    #[arg(long, env = "LIFEBOAT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where to find the local admin token when no token is given.
+    #[arg(long, env = "LIFEBOAT_DATA_DIR", default_value = "lifeboat-data")]
+    data_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SessionsCommand {
+    /// Lists sessions, newest first.
+    List {
+        /// Comma-separated statuses, e.g. `incomplete,failed`.
+        #[arg(long)]
+        status: Option<String>,
+        /// How many to list (1–1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Shows one session.
+    Show {
+        /// The session id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RecoveryCommand {
+    /// Lists recoverable sessions with confidence and work lost.
+    List {
+        /// How many to list (1–1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct RecoverArgs {
+    /// The session id.
+    id: String,
+    /// How to recover.
+    #[arg(long, value_parser = ["continue", "restart_batch", "fresh_start"])]
+    option: String,
+    /// Confirms a fresh start or a recovery past max_attempts.
+    #[arg(long)]
+    confirm: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Connection {
+    fn api(&self) -> Result<Api, Failure> {
+        let token = match &self.token {
+            Some(token) => token.clone(),
+            None => {
+                let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        Failure::new(
+                            Failure::CONFIG,
+                            anyhow!("no --token given and cannot read {}: {e}", path.display()),
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        Ok(Api {
+            http: reqwest::Client::new(),
+            base: format!("{}/api/v1", self.url.trim_end_matches('/')),
+            token,
+        })
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            Failure::new(
+                Failure::UNAVAILABLE,
+                anyhow!("cannot reach the server: {e}"),
+            )
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let detail = body["detail"].as_str().unwrap_or("no detail").to_owned();
+        let code = match status.as_u16() {
+            401 | 403 => Failure::PERMISSION,
+            422 => Failure::DATA,
+            500.. => Failure::UNAVAILABLE,
+            _ => Failure::REFUSED,
+        };
+        Err(Failure::new(code, anyhow!("{status}: {detail}")))
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) async fn sessions(command: SessionsCommand) -> Result<(), Failure> {
+    match command {
+        SessionsCommand::List {
+            status,
+            limit,
+            connection,
+        } => {
+            let mut path = format!("/sessions?limit={limit}");
+            if let Some(status) = status {
+                path.push_str(&format!("&status={status}"));
+            }
+            let page = connection
+                .api()?
+                .call(reqwest::Method::GET, &path, None)
+                .await?;
+            if connection.json {
+                print_json(&page);
+                return Ok(());
+            }
+            println!(
+                "{:<38} {:<11} {:>7} {:<12} {:>8}  LEASE EXPIRES",
+                "ID", "STATUS", "ATTEMPT", "KIND", "UNITS"
+            );
+            for s in page["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<38} {:<11} {:>7} {:<12} {:>8}  {}",
+                    text(&s["id"]),
+                    text(&s["status"]),
+                    text(&s["attempt"]),
+                    text(&s["kind"]),
+                    text(&s["progress"]["completed_units"]),
+                    text(&s["lease_expires_at"]),
+                );
+            }
+            Ok(())
+        }
+        SessionsCommand::Show { id, connection } => {
+            let session = connection
+                .api()?
+                .call(reqwest::Method::GET, &format!("/sessions/{id}"), None)
+                .await?;
+            if connection.json {
+                print_json(&session);
+                return Ok(());
+            }
+            for key in [
+                "id",
+                "kind",
+                "title",
+                "status",
+                "attempt",
+                "created_at",
+                "last_heartbeat_at",
+                "lease_expires_at",
+                "stalled",
+                "error",
+            ] {
+                println!("{key:<18} {}", text(&session[key]));
+            }
+            println!("{:<18} {}", "progress", session["progress"]);
+            println!("{:<18} {}", "crash", text(&session["crash"]));
+            println!(
+                "{:<18} {}",
+                "latest_checkpoint",
+                text(&session["latest_checkpoint"])
+            );
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn recovery(command: RecoveryCommand) -> Result<(), Failure> {
+    let RecoveryCommand::List { limit, connection } = command;
+    let page = connection
+        .api()?
+        .call(
+            reqwest::Method::GET,
+            &format!("/recovery?limit={limit}"),
+            None,
+        )
+        .await?;
+    if connection.json {
+        print_json(&page);
+        return Ok(());
+    }
+    println!(
+        "{:<38} {:<11} {:<18} {:>6} {:>10} {:>12}",
+        "ID", "STATUS", "CRASH", "RESUME", "CONFIDENCE", "WORK LOST"
+    );
+    for r in page["items"].as_array().into_iter().flatten() {
+        println!(
+            "{:<38} {:<11} {:<18} {:>6} {:>10} {:>10}ms",
+            text(&r["session"]["id"]),
+            text(&r["session"]["status"]),
+            text(&r["crash"]["type"]),
+            text(&r["resume_from"]["seq"]),
+            text(&r["confidence"]),
+            text(&r["work_lost_ms"]),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn recover(args: RecoverArgs) -> Result<(), Failure> {
+    let body = json!({"option": args.option, "confirm": args.confirm});
+    let recovered = args
+        .connection
+        .api()?
+        .call(
+            reqwest::Method::POST,
+            &format!("/sessions/{}/recover", args.id),
+            Some(body),
+        )
+        .await?;
+    if args.connection.json {
+        print_json(&recovered);
+        return Ok(());
+    }
+    println!(
+        "session {} is active again as attempt {}; resume from checkpoint {}",
+        text(&recovered["session"]["id"]),
+        text(&recovered["session"]["attempt"]),
+        text(&recovered["resume_from"]["seq"]),
+    );
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `lifeboat serve`: configuration from flags and `LIFEBOAT_*` variables, the bootstrap
+//! admin token, logging, metrics, and graceful shutdown.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use lifeboat::{Config, Lifeboat};
+use lifeboat_server::{AdminToken, AppState};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use rand::RngCore;
+
+use crate::Failure;
+
+/// The file the generated admin token is written to, inside the data directory.
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// How often the Prometheus recorder drains its histograms.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Where the SQLite store and asset files live.
+    #[arg(long, env = "LIFEBOAT_DATA_DIR", default_value = "lifeboat-data")]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port and prints it).
+    #[arg(long, env = "LIFEBOAT_LISTEN", default_value = "127.0.0.1:7433")]
+    listen: SocketAddr,
+    /// `postgres://…` for the multi-node store (not available in this version).
+    #[arg(long, env = "LIFEBOAT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// A directory external assets may be registered from (repeatable).
+    #[arg(
+        long = "asset-root",
+        env = "LIFEBOAT_ASSET_ROOT",
+        value_delimiter = ','
+    )]
+    asset_roots: Vec<PathBuf>,
+    /// Where asset bytes are stored: `file://…` (default: inside the data dir).
+    #[arg(long, env = "LIFEBOAT_BLOB_STORE")]
+    blob_store: Option<String>,
+    /// Log filter, e.g. `info` or `lifeboat=debug`.
+    #[arg(long, env = "LIFEBOAT_LOG", default_value = "info")]
+    log: String,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+    if let Some(url) = &args.database_url {
+        let scheme = url.split(':').next().unwrap_or_default();
+        return Err(Failure::new(
+            Failure::CONFIG,
+            anyhow::anyhow!(
+                "--database-url with scheme {scheme:?} is not supported yet: this version stores in SQLite under --data-dir"
+            ),
+        ));
+    }
+    if let Some(blob) = &args.blob_store
+        && !blob.starts_with("file://")
+    {
+        return Err(Failure::new(
+            Failure::CONFIG,
+            anyhow::anyhow!("--blob-store {blob:?} is not supported yet: use file://"),
+        ));
+    }
+    if !args.asset_roots.is_empty() {
+        tracing::info!(roots = ?args.asset_roots, "asset roots configured");
+    }
+    let token = admin_token(&args.data_dir).map_err(|e| Failure::new(Failure::CONFIG, e))?;
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| Failure::new(Failure::CONFIG, anyhow::anyhow!("metrics recorder: {e}")))?;
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            ticks.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+
+    let lifeboat = Lifeboat::open(Config::new(&args.data_dir))
+        .await
+        .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))
+        .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;
+    tracing::info!(%address, data_dir = %args.data_dir.display(), "lifeboat is ready");
+    // Scripts and tests read this line to find a port chosen by the OS.
+    println!("listening on http://{address}");
+    let _ = std::io::stdout().flush();
+    let state = AppState {
+        lifeboat,
+        admin_token: Arc::new(AdminToken::new(token)),
+        metrics: Some(prometheus),
+    };
+    lifeboat_server::serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `LIFEBOAT_ADMIN_TOKEN` if set; else the token in `<data-dir>/admin-token`, generated
+/// (256 random bits, mode 0600) on first start.
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("LIFEBOAT_ADMIN_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_owned());
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    if path.exists() {
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        tracing::info!(path = %path.display(), "admin token");
+        return Ok(token.trim().to_owned());
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!(
+        "lb_admin_{}",
+        secret
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    write_private(&path, &token)?;
+    tracing::info!(path = %path.display(), "generated the admin token");
+    Ok(token)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: draining open requests");
+}

@@ -1,0 +1,85 @@
+//! Errors as RFC 9457 problems. [`ApiError::from`] is the one mapping from library error
+//! kinds to problem types; a 5xx hides its detail from the client and logs it instead.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lifeboat::{DomainError, Error};
+use lifeboat_api::{Problem, ProblemType};
+
+/// An error on its way to becoming a problem+json response.
+#[derive(Debug)]
+pub struct ApiError(pub Problem);
+
+impl ApiError {
+    /// A problem of `kind` with `detail`.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> ApiError {
+        ApiError(Problem::new(kind, detail))
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        let kind = match &error {
+            Error::Domain(domain) => match domain {
+                DomainError::InvalidId(_) => ProblemType::INVALID_ID,
+                DomainError::Invalid { .. } => ProblemType::VALIDATION_FAILED,
+                DomainError::AttemptMismatch { .. } => ProblemType::ATTEMPT_MISMATCH,
+                DomainError::InvalidState { .. } => ProblemType::SESSION_NOT_ACTIVE,
+                DomainError::LeaseExpired { .. } => ProblemType::LEASE_EXPIRED,
+                DomainError::AttemptsExhausted { .. } => ProblemType::ATTEMPTS_EXHAUSTED,
+                DomainError::NotRecoverable { .. } => ProblemType::NOT_RECOVERABLE,
+                DomainError::CannotRecover(_) => ProblemType::CANNOT_RECOVER,
+                DomainError::ConfirmationRequired(_) => ProblemType::CONFIRMATION_REQUIRED,
+                DomainError::HashMismatch { .. } => ProblemType::HASH_MISMATCH,
+                DomainError::UnknownAsset(_) => ProblemType::UNKNOWN_ASSET,
+                _ => ProblemType::VALIDATION_FAILED,
+            },
+            Error::NotFound { .. } => ProblemType::NOT_FOUND,
+            Error::AlreadyExists { .. } => ProblemType::ALREADY_EXISTS,
+            Error::BadCursor => ProblemType::MALFORMED_REQUEST,
+            Error::Unavailable(_) => ProblemType::STORAGE_UNAVAILABLE,
+            Error::Full(_) => ProblemType::STORAGE_FULL,
+            _ => ProblemType::INTERNAL,
+        };
+        if kind.status >= 500 {
+            tracing::error!(%error, "request failed");
+            let detail = match kind.status {
+                503 => {
+                    "storage is unavailable; nothing was written; retry after the server restarts"
+                }
+                507 => "storage is full; nothing was written",
+                _ => "an internal error occurred; it has been logged",
+            };
+            return ApiError::new(kind, detail);
+        }
+        ApiError::new(kind, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(&self.0)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+/// Renders a panic in a handler as a 500 problem (the panic itself is logged).
+pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        ProblemType::INTERNAL,
+        "an internal error occurred; it has been logged",
+    )
+    .into_response()
+}

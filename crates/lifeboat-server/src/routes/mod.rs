@@ -1,0 +1,89 @@
+//! The router: every endpoint, with its OpenAPI description derived from the handlers.
+
+mod ops;
+mod recovery;
+mod sessions;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use lifeboat_api::ProblemType;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::require_token;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Lifeboat",
+        description = "Keeps long-running user work safe: sessions with leases and heartbeats, checkpoints, and verified recovery."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Builds the router (state is attached by the caller).
+pub(crate) fn router(state: AppState) -> Router<AppState> {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(sessions::create_session, sessions::list_sessions))
+        .routes(routes!(sessions::get_session, sessions::delete_session))
+        .routes(routes!(sessions::heartbeat))
+        .routes(routes!(
+            sessions::create_checkpoint,
+            sessions::list_checkpoints
+        ))
+        .routes(routes!(sessions::latest_checkpoint))
+        .routes(routes!(sessions::get_checkpoint))
+        .routes(routes!(sessions::pause))
+        .routes(routes!(sessions::complete))
+        .routes(routes!(sessions::cancel))
+        .routes(routes!(sessions::fail))
+        .routes(routes!(recovery::list_recoverable))
+        .routes(routes!(recovery::session_recovery))
+        .routes(routes!(recovery::recover))
+        .routes(routes!(recovery::verify))
+        .routes(routes!(ops::stats))
+        .routes(routes!(ops::sweep))
+        .split_for_parts();
+    let openapi_json = openapi.to_pretty_json().unwrap_or_default();
+    let api = api.route_layer(from_fn_with_state(state, require_token));
+    Router::new()
+        .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi_json,
+                )
+            }),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::new(ProblemType::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ProblemType::METHOD_NOT_ALLOWED,
+                "this endpoint does not accept that method",
+            )
+        })
+}

@@ -1,0 +1,109 @@
+//! Recovery endpoints (SPEC §7 "Recovery").
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use lifeboat::{RecoveryOption, SessionOp, TenantId};
+use lifeboat_api::{
+    AssetCountsBody, CheckpointCheck, List, Problem, ProblemType, Recover, Recovered, RecoveryBody,
+    VerifyBody,
+};
+
+use super::sessions::PageQuery;
+use crate::AppState;
+use crate::convert::{checkpoint_body, recovery_body, session_body};
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, JsonBody, page, path_id};
+
+/// Recoverable sessions (incomplete, failed, paused), newest first, each assessed.
+#[utoipa::path(get, path = "/api/v1/recovery", tag = "recovery", params(PageQuery),
+    responses((status = 200, body = List<RecoveryBody>), (status = 400, body = Problem)))]
+pub(crate) async fn list_recoverable(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<List<RecoveryBody>>, ApiError> {
+    let page = page(query.limit.as_deref(), query.cursor)?;
+    let found = state.lifeboat.recoverable(&tenant, &page).await?;
+    Ok(Json(List {
+        items: found
+            .items
+            .iter()
+            .map(|r| recovery_body(r, false))
+            .collect::<Result<_, _>>()?,
+        next_cursor: found.next_cursor,
+    }))
+}
+
+/// One session's recovery assessment with its options.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/recovery", tag = "recovery",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = RecoveryBody), (status = 404, body = Problem)))]
+pub(crate) async fn session_recovery(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Path(id): Path<String>,
+) -> Result<Json<RecoveryBody>, ApiError> {
+    let recovery = state.lifeboat.recovery(&tenant, &path_id(&id)?).await?;
+    Ok(Json(recovery_body(&recovery, true)?))
+}
+
+/// Recovers a session: a new attempt with a fresh lease, and where to resume.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/recover", tag = "recovery", request_body = Recover,
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = Recovered), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn recover(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Recover>,
+) -> Result<Json<Recovered>, ApiError> {
+    let id = path_id(&id)?;
+    let option = RecoveryOption::parse(&body.option).ok_or_else(|| {
+        ApiError::new(
+            ProblemType::VALIDATION_FAILED,
+            format!(
+                "unknown option {:?}; expected continue, restart_batch or fresh_start",
+                body.option
+            ),
+        )
+    })?;
+    let op = SessionOp::Recover {
+        option,
+        confirm: body.confirm.unwrap_or(false),
+    };
+    let applied = state.lifeboat.update(&tenant, &id, op).await?;
+    Ok(Json(Recovered {
+        session: session_body(&applied.session),
+        resume_from: applied
+            .resume_from
+            .as_ref()
+            .map(checkpoint_body)
+            .transpose()?,
+    }))
+}
+
+/// Re-hashes every checkpoint of a session; damaged ones are marked invalid for good.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/verify", tag = "recovery",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = VerifyBody), (status = 404, body = Problem)))]
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Path(id): Path<String>,
+) -> Result<Json<VerifyBody>, ApiError> {
+    let found = state.lifeboat.verify(&tenant, &path_id(&id)?).await?;
+    Ok(Json(VerifyBody {
+        checkpoints: CheckpointCheck {
+            total: found.total,
+            valid: found.valid,
+            invalid: found.invalid,
+        },
+        assets: AssetCountsBody {
+            total: found.assets.total,
+            ok: found.assets.ok,
+            missing: found.assets.missing,
+            corrupt: found.assets.corrupt,
+        },
+        issues: found.issues,
+    }))
+}
