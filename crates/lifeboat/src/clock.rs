@@ -34,6 +34,11 @@ impl ManualClock {
         ManualClock(AtomicI64::new(start.0))
     }
 
+    /// The time shown, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
     /// Moves the clock forward by `ms`.
     pub fn advance_ms(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);

@@ -1,0 +1,180 @@
+//! Test servers: in-process (with an injectable clock) and as the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat::{Clock, Config, Lifeboat, ManualClock, SystemClock, Timestamp};
+use lifeboat_server::{AdminToken, AppState};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// A server on 127.0.0.1:0 in this process, over its own data dir.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    task: tokio::task::JoinHandle<()>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    pub dir: Arc<TempDir>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), Arc::new(SystemClock)).await
+    }
+
+    /// Starts (or restarts) a server over `dir` with `clock`.
+    pub async fn start_in(dir: Arc<TempDir>, clock: Arc<dyn Clock>) -> TestServer {
+        let mut config = Config::new(dir.path());
+        config.clock = clock;
+        config.sweep_interval = Duration::from_millis(100);
+        let lifeboat = Lifeboat::open(config).await.expect("open lifeboat");
+        let state = AppState {
+            lifeboat,
+            admin_token: Arc::new(AdminToken::new(TOKEN.to_owned())),
+            metrics: None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            let _ = lifeboat_server::serve(listener, state, stopped).await;
+        });
+        TestServer {
+            base,
+            http: reqwest::Client::new(),
+            task,
+            shutdown,
+            dir,
+        }
+    }
+
+    /// Stops serving; the data dir stays for a restart.
+    /// Closes the client's connections first, so the graceful shutdown ends at once and
+    /// the old instance (and its sweeper) is gone before a restart.
+    pub async fn stop(self) -> Arc<TempDir> {
+        drop(self.http);
+        let _ = self.shutdown.send(());
+        let _ = self.task.await;
+        // Let the writer thread see its channel close and release the database.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    /// Creates a session and answers its body.
+    pub async fn session(&self, body: Value) -> Value {
+        let (status, session) = self.post("/sessions", body).await;
+        assert_eq!(status, 201, "{session}");
+        session
+    }
+
+    /// Writes a checkpoint and answers its seq.
+    pub async fn checkpoint(&self, id: &str, body: Value) -> u64 {
+        let (status, created) = self.post(&format!("/sessions/{id}/checkpoints"), body).await;
+        assert_eq!(status, 201, "{created}");
+        created["seq"].as_u64().expect("seq")
+    }
+
+    /// Asserts a problem answer: status and slug.
+    pub async fn expect_problem(&self, method: &str, path: &str, body: Option<Value>, status: u16, slug: &str) {
+        let (got, problem) = self.call(method, path, body).await;
+        assert_eq!(got, status, "{method} {path}: {problem}");
+        assert_eq!(problem["type"], json!(format!("/problems/{slug}")), "{method} {path}: {problem}");
+        assert_eq!(problem["status"], json!(status));
+    }
+}
+
+/// A manual clock starting now, for tests that move time.
+pub fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(SystemClock.now()))
+}
+
+/// Parses an RFC 3339 time of a response into milliseconds since the epoch.
+pub fn millis(value: &Value) -> i64 {
+    let text = value.as_str().expect("a time string");
+    let format = time::format_description::well_known::Rfc3339;
+    let at = time::OffsetDateTime::parse(text, &format).expect("RFC 3339");
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).expect("fits")
+}
+
+/// Now, as the server's system clock sees it.
+pub fn now_ms() -> Timestamp {
+    SystemClock.now()
+}
+
+/// The real `lifeboat serve` binary over `data_dir`.
+pub struct Binary {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Binary {
+    pub fn start(data_dir: &Path) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("LIFEBOAT_ADMIN_TOKEN", TOKEN)
+            .env("LIFEBOAT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lifeboat");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Binary { child, base }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub fn data_path(dir: &Path) -> PathBuf {
+        dir.join("lifeboat.sqlite3")
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

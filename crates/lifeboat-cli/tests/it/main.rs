@@ -1,0 +1,5 @@
+//! Integration tests of the `lifeboat` binary and server: real HTTP on loopback, a real
+//! SQLite file in a temp dir, real processes killed with SIGKILL. One test binary.
+
+mod harness;
+mod lifecycle;
