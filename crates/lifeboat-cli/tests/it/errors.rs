@@ -29,17 +29,68 @@ async fn error_statuses() {
     let problem: Value = malformed.json().await.expect("json");
     assert_eq!(problem["type"], "/problems/malformed-request");
     for field in ["type", "title", "status", "detail"] {
-        assert!(problem.get(field).is_some(), "{field} missing from {problem}");
+        assert!(
+            problem.get(field).is_some(),
+            "{field} missing from {problem}"
+        );
     }
-    server.expect_problem("GET", "/sessions/.bad", None, 400, "invalid-id").await;
-    server.expect_problem("GET", "/sessions/a%20b", None, 400, "invalid-id").await;
-    server.expect_problem("GET", &format!("/sessions/{}", "x".repeat(129)), None, 400, "invalid-id").await;
-    server.expect_problem("GET", "/sessions?limit=0", None, 400, "malformed-request").await;
-    server.expect_problem("GET", "/sessions?limit=1001", None, 400, "malformed-request").await;
-    server.expect_problem("GET", "/recovery?limit=abc", None, 400, "malformed-request").await;
-    server.expect_problem("GET", "/sessions?cursor=!!!", None, 400, "malformed-request").await;
-    server.expect_problem("GET", "/sessions?status=running", None, 400, "malformed-request").await;
-    server.expect_problem("GET", "/sessions/e/checkpoints/first", None, 400, "malformed-request").await;
+    server
+        .expect_problem("GET", "/sessions/.bad", None, 400, "invalid-id")
+        .await;
+    server
+        .expect_problem("GET", "/sessions/a%20b", None, 400, "invalid-id")
+        .await;
+    server
+        .expect_problem(
+            "GET",
+            &format!("/sessions/{}", "x".repeat(129)),
+            None,
+            400,
+            "invalid-id",
+        )
+        .await;
+    server
+        .expect_problem("GET", "/sessions?limit=0", None, 400, "malformed-request")
+        .await;
+    server
+        .expect_problem(
+            "GET",
+            "/sessions?limit=1001",
+            None,
+            400,
+            "malformed-request",
+        )
+        .await;
+    server
+        .expect_problem("GET", "/recovery?limit=abc", None, 400, "malformed-request")
+        .await;
+    server
+        .expect_problem(
+            "GET",
+            "/sessions?cursor=!!!",
+            None,
+            400,
+            "malformed-request",
+        )
+        .await;
+    server
+        .expect_problem(
+            "GET",
+            "/sessions?status=running",
+            None,
+            400,
+            "malformed-request",
+        )
+        .await;
+    server
+        .expect_problem(
+            "GET",
+            "/sessions/e/checkpoints/first",
+            None,
+            400,
+            "malformed-request",
+        )
+        .await;
     let (code, _) = server.get("/sessions?limit=1000").await;
     assert_eq!(code, 200);
 
@@ -56,26 +107,71 @@ async fn error_statuses() {
     }
 
     // 404: unknown session, checkpoint, endpoint.
-    server.expect_problem("GET", "/sessions/nope", None, 404, "not-found").await;
-    server.expect_problem("POST", "/sessions/nope/heartbeat", Some(json!({"attempt": 1})), 404, "not-found").await;
-    server.expect_problem("GET", "/sessions/e/checkpoints/7", None, 404, "not-found").await;
-    server.expect_problem("GET", "/sessions/e/checkpoints/latest", None, 404, "not-found").await;
-    server.expect_problem("GET", "/nothing-here", None, 404, "not-found").await;
+    server
+        .expect_problem("GET", "/sessions/nope", None, 404, "not-found")
+        .await;
+    server
+        .expect_problem(
+            "POST",
+            "/sessions/nope/heartbeat",
+            Some(json!({"attempt": 1})),
+            404,
+            "not-found",
+        )
+        .await;
+    server
+        .expect_problem("GET", "/sessions/e/checkpoints/7", None, 404, "not-found")
+        .await;
+    server
+        .expect_problem(
+            "GET",
+            "/sessions/e/checkpoints/latest",
+            None,
+            404,
+            "not-found",
+        )
+        .await;
+    server
+        .expect_problem("GET", "/nothing-here", None, 404, "not-found")
+        .await;
 
     // 405.
-    server.expect_problem("PUT", "/sessions/e/heartbeat", Some(json!({})), 405, "method-not-allowed").await;
+    server
+        .expect_problem(
+            "PUT",
+            "/sessions/e/heartbeat",
+            Some(json!({})),
+            405,
+            "method-not-allowed",
+        )
+        .await;
 
     // 409: id taken, state conflict.
     server
-        .expect_problem("POST", "/sessions", Some(json!({"id": "e", "kind": "render"})), 409, "already-exists")
+        .expect_problem(
+            "POST",
+            "/sessions",
+            Some(json!({"id": "e", "kind": "render"})),
+            409,
+            "already-exists",
+        )
         .await;
     server.post("/sessions/e/complete", json!({})).await;
     server
-        .expect_problem("POST", "/sessions/e/heartbeat", Some(json!({"attempt": 1})), 409, "session-not-active")
+        .expect_problem(
+            "POST",
+            "/sessions/e/heartbeat",
+            Some(json!({"attempt": 1})),
+            409,
+            "session-not-active",
+        )
         .await;
 
     // 413: a body over the limit.
-    let huge = format!("{{\"attempt\":1,\"kind\":\"item\",\"data\":\"{}\"}}", "x".repeat(17 * 1024 * 1024));
+    let huge = format!(
+        "{{\"attempt\":1,\"kind\":\"item\",\"data\":\"{}\"}}",
+        "x".repeat(17 * 1024 * 1024)
+    );
     let response = server
         .http
         .post(server.url("/sessions/e/checkpoints"))
@@ -114,7 +210,9 @@ async fn error_statuses() {
         json!({"title": "no kind"}),
         json!({"kind": 5}),
     ] {
-        server.expect_problem("POST", "/sessions", Some(body), 422, "validation-failed").await;
+        server
+            .expect_problem("POST", "/sessions", Some(body), 422, "validation-failed")
+            .await;
     }
     server.session(json!({"id": "v", "kind": "render"})).await;
     for body in [
@@ -124,16 +222,42 @@ async fn error_statuses() {
         json!({"attempt": 1, "kind": "item", "data_sha256": "xyz"}),
         json!({"attempt": 1, "kind": "item", "extra": 1}),
     ] {
-        server.expect_problem("POST", "/sessions/v/checkpoints", Some(body), 422, "validation-failed").await;
+        server
+            .expect_problem(
+                "POST",
+                "/sessions/v/checkpoints",
+                Some(body),
+                422,
+                "validation-failed",
+            )
+            .await;
     }
     server
-        .expect_problem("POST", "/sessions/v/checkpoints", Some(json!({"attempt": 1, "kind": "item", "assets": ["a.wav"]})), 422, "unknown-asset")
+        .expect_problem(
+            "POST",
+            "/sessions/v/checkpoints",
+            Some(json!({"attempt": 1, "kind": "item", "assets": ["a.wav"]})),
+            422,
+            "unknown-asset",
+        )
         .await;
     server
-        .expect_problem("POST", "/sessions/v/heartbeat", Some(json!({"attempt": 1, "progress": {"percent": 101}})), 422, "validation-failed")
+        .expect_problem(
+            "POST",
+            "/sessions/v/heartbeat",
+            Some(json!({"attempt": 1, "progress": {"percent": 101}})),
+            422,
+            "validation-failed",
+        )
         .await;
     server
-        .expect_problem("POST", "/sessions/v/recover", Some(json!({"option": "rewind"})), 422, "validation-failed")
+        .expect_problem(
+            "POST",
+            "/sessions/v/recover",
+            Some(json!({"option": "rewind"})),
+            422,
+            "validation-failed",
+        )
         .await;
 
     // None of the refusals changed anything.

@@ -24,7 +24,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        TestServer::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), Arc::new(SystemClock)).await
+        TestServer::start_in(
+            Arc::new(tempfile::tempdir().expect("temp dir")),
+            Arc::new(SystemClock),
+        )
+        .await
     }
 
     /// Starts (or restarts) a server over `dir` with `clock`.
@@ -38,7 +42,9 @@ impl TestServer {
             admin_token: Arc::new(AdminToken::new(TOKEN.to_owned())),
             metrics: None,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -101,16 +107,29 @@ impl TestServer {
 
     /// Writes a checkpoint and answers its seq.
     pub async fn checkpoint(&self, id: &str, body: Value) -> u64 {
-        let (status, created) = self.post(&format!("/sessions/{id}/checkpoints"), body).await;
+        let (status, created) = self
+            .post(&format!("/sessions/{id}/checkpoints"), body)
+            .await;
         assert_eq!(status, 201, "{created}");
         created["seq"].as_u64().expect("seq")
     }
 
     /// Asserts a problem answer: status and slug.
-    pub async fn expect_problem(&self, method: &str, path: &str, body: Option<Value>, status: u16, slug: &str) {
+    pub async fn expect_problem(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+        slug: &str,
+    ) {
         let (got, problem) = self.call(method, path, body).await;
         assert_eq!(got, status, "{method} {path}: {problem}");
-        assert_eq!(problem["type"], json!(format!("/problems/{slug}")), "{method} {path}: {problem}");
+        assert_eq!(
+            problem["type"],
+            json!(format!("/problems/{slug}")),
+            "{method} {path}: {problem}"
+        );
         assert_eq!(problem["status"], json!(status));
     }
 }
@@ -152,7 +171,9 @@ impl Binary {
             .expect("spawn lifeboat");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let base = line
             .trim()
             .strip_prefix("listening on ")

@@ -1,7 +1,9 @@
 //! Integration tests of the `lifeboat` binary and server: real HTTP on loopback, a real
 //! SQLite file in a temp dir, real processes killed with SIGKILL. One test binary.
 
+mod crash;
 mod errors;
 mod harness;
 mod lifecycle;
 mod recovery;
+mod surface;

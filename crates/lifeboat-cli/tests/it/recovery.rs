@@ -41,14 +41,20 @@ async fn data_is_stored_and_hashed_byte_for_byte() {
         .text()
         .await
         .expect("text");
-    assert!(text.contains(&format!("\"data\":{data}")), "stored bytes come back unchanged: {text}");
+    assert!(
+        text.contains(&format!("\"data\":{data}")),
+        "stored bytes come back unchanged: {text}"
+    );
     let read: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(read["valid"], true);
     assert_eq!(read["sha256"], created["sha256"]);
 
     let upper = sha256_hex(b"[1,2]").to_uppercase();
     let seq = server
-        .checkpoint("h1", json!({"attempt": 1, "kind": "item", "data": [1, 2], "data_sha256": upper}))
+        .checkpoint(
+            "h1",
+            json!({"attempt": 1, "kind": "item", "data": [1, 2], "data_sha256": upper}),
+        )
         .await;
     assert_eq!(seq, 2);
 }
@@ -79,7 +85,8 @@ async fn data_sha256_mismatch_is_refused() {
 
 /// Flips the stored bytes of checkpoint `seq` of session `id`, behind the server's back.
 fn corrupt(server: &TestServer, id: &str, seq: u64) {
-    let conn = rusqlite::Connection::open(server.dir.path().join("lifeboat.sqlite3")).expect("open");
+    let conn =
+        rusqlite::Connection::open(server.dir.path().join("lifeboat.sqlite3")).expect("open");
     let changed = conn
         .execute(
             "UPDATE checkpoints SET data = '{\"tampered\":true}' WHERE seq = ?1 AND session_pk = \
@@ -96,26 +103,58 @@ fn corrupt(server: &TestServer, id: &str, seq: u64) {
 async fn each_recovery_option() {
     let server = TestServer::start().await;
     for id in ["c", "b", "f"] {
-        server.session(json!({"id": id, "kind": "batch", "total_units": 30})).await;
-        server.checkpoint(id, json!({"attempt": 1, "kind": "batch", "completed_units": 0, "data": {"batch": 1}})).await;
-        server.checkpoint(id, json!({"attempt": 1, "kind": "item", "completed_units": 10, "data": {"i": 10}})).await;
-        server.checkpoint(id, json!({"attempt": 1, "kind": "item", "completed_units": 20, "data": {"i": 20}})).await;
-        let (code, _) = server.post(&format!("/sessions/{id}/fail"), json!({"attempt": 1, "error": "GPU fell off the bus"})).await;
+        server
+            .session(json!({"id": id, "kind": "batch", "total_units": 30}))
+            .await;
+        server
+            .checkpoint(
+                id,
+                json!({"attempt": 1, "kind": "batch", "completed_units": 0, "data": {"batch": 1}}),
+            )
+            .await;
+        server
+            .checkpoint(
+                id,
+                json!({"attempt": 1, "kind": "item", "completed_units": 10, "data": {"i": 10}}),
+            )
+            .await;
+        server
+            .checkpoint(
+                id,
+                json!({"attempt": 1, "kind": "item", "completed_units": 20, "data": {"i": 20}}),
+            )
+            .await;
+        let (code, _) = server
+            .post(
+                &format!("/sessions/{id}/fail"),
+                json!({"attempt": 1, "error": "GPU fell off the bus"}),
+            )
+            .await;
         assert_eq!(code, 200);
     }
     corrupt(&server, "c", 3);
 
     let (code, assessed) = server.get("/sessions/c/recovery").await;
     assert_eq!(code, 200);
-    assert_eq!(assessed["resume_from"]["seq"], 2, "the damaged newest checkpoint is skipped: {assessed}");
+    assert_eq!(
+        assessed["resume_from"]["seq"], 2,
+        "the damaged newest checkpoint is skipped: {assessed}"
+    );
     assert_eq!(assessed["can_recover"], true);
     assert!(assessed["confidence"].as_f64().expect("confidence") < 1.0);
     assert_eq!(assessed["crash"]["type"], "application_error");
-    let options: Vec<&str> = assessed["options"].as_array().expect("options").iter().map(|o| o["option"].as_str().expect("name")).collect();
+    let options: Vec<&str> = assessed["options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .map(|o| o["option"].as_str().expect("name"))
+        .collect();
     assert_eq!(options, ["continue", "restart_batch", "fresh_start"]);
     assert_eq!(assessed["options"][2]["requires_confirmation"], true);
 
-    let (code, recovered) = server.post("/sessions/c/recover", json!({"option": "continue"})).await;
+    let (code, recovered) = server
+        .post("/sessions/c/recover", json!({"option": "continue"}))
+        .await;
     assert_eq!(code, 200, "{recovered}");
     assert_eq!(recovered["resume_from"]["seq"], 2);
     assert_eq!(recovered["resume_from"]["data"], json!({"i": 10}));
@@ -123,29 +162,61 @@ async fn each_recovery_option() {
     assert_eq!(recovered["session"]["status"], "active");
     assert_eq!(recovered["session"]["progress"]["completed_units"], 10);
 
-    let (code, recovered) = server.post("/sessions/b/recover", json!({"option": "restart_batch"})).await;
+    let (code, recovered) = server
+        .post("/sessions/b/recover", json!({"option": "restart_batch"}))
+        .await;
     assert_eq!(code, 200, "{recovered}");
     assert_eq!(recovered["resume_from"]["seq"], 1);
     assert_eq!(recovered["resume_from"]["kind"], "batch");
 
     server
-        .expect_problem("POST", "/sessions/f/recover", Some(json!({"option": "fresh_start"})), 422, "confirmation-required")
+        .expect_problem(
+            "POST",
+            "/sessions/f/recover",
+            Some(json!({"option": "fresh_start"})),
+            422,
+            "confirmation-required",
+        )
         .await;
-    let (code, recovered) = server.post("/sessions/f/recover", json!({"option": "fresh_start", "confirm": true})).await;
+    let (code, recovered) = server
+        .post(
+            "/sessions/f/recover",
+            json!({"option": "fresh_start", "confirm": true}),
+        )
+        .await;
     assert_eq!(code, 200, "{recovered}");
     assert_eq!(recovered["resume_from"], Value::Null);
-    assert_eq!(recovered["session"]["progress"]["completed_units"], Value::Null);
+    assert_eq!(
+        recovered["session"]["progress"]["completed_units"],
+        Value::Null
+    );
 
     // Not recoverable any more: they are active.
     server
-        .expect_problem("POST", "/sessions/c/recover", Some(json!({"option": "continue"})), 409, "not-recoverable")
+        .expect_problem(
+            "POST",
+            "/sessions/c/recover",
+            Some(json!({"option": "continue"})),
+            409,
+            "not-recoverable",
+        )
         .await;
 
     let (_, stats) = server.get("/stats").await;
-    assert_eq!(stats["recoveries"]["by_option"], json!({"continue": 1, "restart_batch": 1, "fresh_start": 1}));
+    assert_eq!(
+        stats["recoveries"]["by_option"],
+        json!({"continue": 1, "restart_batch": 1, "fresh_start": 1})
+    );
     assert_eq!(stats["recoveries"]["pending"], 3);
-    server.post("/sessions/c/complete", json!({"attempt": 2})).await;
-    server.post("/sessions/b/fail", json!({"attempt": 2, "error": "Cannot allocate memory"})).await;
+    server
+        .post("/sessions/c/complete", json!({"attempt": 2}))
+        .await;
+    server
+        .post(
+            "/sessions/b/fail",
+            json!({"attempt": 2, "error": "Cannot allocate memory"}),
+        )
+        .await;
     let (_, stats) = server.get("/stats").await;
     assert_eq!(stats["recoveries"]["succeeded"], 1, "{stats}");
     assert_eq!(stats["recoveries"]["failed"], 1, "{stats}");
@@ -159,14 +230,22 @@ async fn verify_reports_damage() {
     let server = TestServer::start().await;
     server.session(json!({"id": "v", "kind": "render"})).await;
     for i in 0..3 {
-        server.checkpoint("v", json!({"attempt": 1, "kind": "stage", "stage": format!("s{i}"), "data": i})).await;
+        server
+            .checkpoint(
+                "v",
+                json!({"attempt": 1, "kind": "stage", "stage": format!("s{i}"), "data": i}),
+            )
+            .await;
     }
     corrupt(&server, "v", 2);
     let (_, read) = server.get("/sessions/v/checkpoints/2").await;
     assert_eq!(read["valid"], false, "reads recompute the hash");
     let (code, report) = server.post("/sessions/v/verify", json!({})).await;
     assert_eq!(code, 200);
-    assert_eq!(report["checkpoints"], json!({"total": 3, "valid": 2, "invalid": [2]}));
+    assert_eq!(
+        report["checkpoints"],
+        json!({"total": 3, "valid": 2, "invalid": [2]})
+    );
     assert_eq!(report["issues"].as_array().expect("issues").len(), 1);
     let (_, stats) = server.get("/stats").await;
     assert_eq!(stats["checkpoints"], json!({"total": 3, "invalid": 1}));
@@ -177,23 +256,41 @@ async fn verify_reports_damage() {
 async fn nothing_to_resume_from() {
     let server = TestServer::start().await;
     server.session(json!({"id": "n", "kind": "render"})).await;
-    server.checkpoint("n", json!({"attempt": 1, "kind": "item", "data": 1})).await;
+    server
+        .checkpoint("n", json!({"attempt": 1, "kind": "item", "data": 1}))
+        .await;
     server.post("/sessions/n/pause", json!({})).await;
     corrupt(&server, "n", 1);
     let (_, assessed) = server.get("/sessions/n/recovery").await;
     assert_eq!(assessed["can_recover"], false);
     assert_eq!(assessed["confidence"], 0.0);
     server
-        .expect_problem("POST", "/sessions/n/recover", Some(json!({"option": "continue"})), 409, "cannot-recover")
+        .expect_problem(
+            "POST",
+            "/sessions/n/recover",
+            Some(json!({"option": "continue"})),
+            409,
+            "cannot-recover",
+        )
         .await;
     server
-        .expect_problem("POST", "/sessions/n/recover", Some(json!({"option": "restart_batch"})), 409, "cannot-recover")
+        .expect_problem(
+            "POST",
+            "/sessions/n/recover",
+            Some(json!({"option": "restart_batch"})),
+            409,
+            "cannot-recover",
+        )
         .await;
 
     // Continue with no checkpoints at all is allowed: the work starts over in the session.
-    server.session(json!({"id": "empty", "kind": "render"})).await;
+    server
+        .session(json!({"id": "empty", "kind": "render"}))
+        .await;
     server.post("/sessions/empty/pause", json!({})).await;
-    let (code, recovered) = server.post("/sessions/empty/recover", json!({"option": "continue"})).await;
+    let (code, recovered) = server
+        .post("/sessions/empty/recover", json!({"option": "continue"}))
+        .await;
     assert_eq!(code, 200);
     assert_eq!(recovered["resume_from"], Value::Null);
 }
@@ -202,14 +299,43 @@ async fn nothing_to_resume_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_attempts_parks_a_crash_loop() {
     let server = TestServer::start().await;
-    server.session(json!({"id": "loop", "kind": "render", "max_attempts": 2})).await;
-    server.post("/sessions/loop/fail", json!({"attempt": 1, "error": "segfault"})).await;
-    assert_eq!(server.post("/sessions/loop/recover", json!({"option": "continue"})).await.0, 200);
-    server.post("/sessions/loop/fail", json!({"attempt": 2, "error": "segfault"})).await;
     server
-        .expect_problem("POST", "/sessions/loop/recover", Some(json!({"option": "continue"})), 409, "attempts-exhausted")
+        .session(json!({"id": "loop", "kind": "render", "max_attempts": 2}))
         .await;
-    let (code, recovered) = server.post("/sessions/loop/recover", json!({"option": "continue", "confirm": true})).await;
+    server
+        .post(
+            "/sessions/loop/fail",
+            json!({"attempt": 1, "error": "segfault"}),
+        )
+        .await;
+    assert_eq!(
+        server
+            .post("/sessions/loop/recover", json!({"option": "continue"}))
+            .await
+            .0,
+        200
+    );
+    server
+        .post(
+            "/sessions/loop/fail",
+            json!({"attempt": 2, "error": "segfault"}),
+        )
+        .await;
+    server
+        .expect_problem(
+            "POST",
+            "/sessions/loop/recover",
+            Some(json!({"option": "continue"})),
+            409,
+            "attempts-exhausted",
+        )
+        .await;
+    let (code, recovered) = server
+        .post(
+            "/sessions/loop/recover",
+            json!({"option": "continue", "confirm": true}),
+        )
+        .await;
     assert_eq!(code, 200);
     assert_eq!(recovered["session"]["attempt"], 3);
 }
@@ -221,9 +347,16 @@ async fn recovery_list() {
     for i in 0..5 {
         let id = format!("r{i}");
         server.session(json!({"id": id, "kind": "render"})).await;
-        server.checkpoint(&id, json!({"attempt": 1, "kind": "item", "data": i})).await;
+        server
+            .checkpoint(&id, json!({"attempt": 1, "kind": "item", "data": i}))
+            .await;
         if i % 2 == 0 {
-            server.post(&format!("/sessions/{id}/fail"), json!({"attempt": 1, "error": "connection reset by peer"})).await;
+            server
+                .post(
+                    &format!("/sessions/{id}/fail"),
+                    json!({"attempt": 1, "error": "connection reset by peer"}),
+                )
+                .await;
         }
     }
     let (code, page) = server.get("/recovery?limit=2").await;
@@ -231,12 +364,24 @@ async fn recovery_list() {
     let items = page["items"].as_array().expect("items");
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["session"]["id"], "r4");
-    for key in ["session", "last_saved_at", "resume_from", "can_recover", "confidence", "work_lost_ms", "crash", "assets", "missing_assets"] {
+    for key in [
+        "session",
+        "last_saved_at",
+        "resume_from",
+        "can_recover",
+        "confidence",
+        "work_lost_ms",
+        "crash",
+        "assets",
+        "missing_assets",
+    ] {
         assert!(items[0].get(key).is_some(), "missing {key}: {}", items[0]);
     }
     assert_eq!(items[0]["crash"]["type"], "network");
     let cursor = page["next_cursor"].as_str().expect("cursor");
-    let (_, rest) = server.get(&format!("/recovery?limit=2&cursor={cursor}")).await;
+    let (_, rest) = server
+        .get(&format!("/recovery?limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(rest["items"].as_array().expect("items").len(), 1);
     assert_eq!(rest["items"][0]["session"]["id"], "r0");
     assert_eq!(rest["next_cursor"], Value::Null);

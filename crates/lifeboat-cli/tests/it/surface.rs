@@ -1,0 +1,175 @@
+//! The API's surface: OpenAPI generated from the handlers, a docs page per problem slug,
+//! unauthenticated probes, and the CLI's output and exit codes against a real server.
+
+use std::process::Command;
+
+use lifeboat_api::ProblemType;
+use serde_json::{Value, json};
+
+use crate::harness::{TOKEN, TestServer};
+
+/// Every endpoint of this issue is described in `/api/v1/openapi.json`, which needs no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_describes_every_endpoint() {
+    let server = TestServer::start().await;
+    let spec: Value = reqwest::get(format!("{}/api/v1/openapi.json", server.base))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(spec["openapi"], "3.1.0");
+    for (path, method) in [
+        ("/api/v1/sessions", "post"),
+        ("/api/v1/sessions", "get"),
+        ("/api/v1/sessions/{id}", "get"),
+        ("/api/v1/sessions/{id}", "delete"),
+        ("/api/v1/sessions/{id}/heartbeat", "post"),
+        ("/api/v1/sessions/{id}/checkpoints", "post"),
+        ("/api/v1/sessions/{id}/checkpoints", "get"),
+        ("/api/v1/sessions/{id}/checkpoints/latest", "get"),
+        ("/api/v1/sessions/{id}/checkpoints/{seq}", "get"),
+        ("/api/v1/sessions/{id}/pause", "post"),
+        ("/api/v1/sessions/{id}/complete", "post"),
+        ("/api/v1/sessions/{id}/cancel", "post"),
+        ("/api/v1/sessions/{id}/fail", "post"),
+        ("/api/v1/recovery", "get"),
+        ("/api/v1/sessions/{id}/recovery", "get"),
+        ("/api/v1/sessions/{id}/recover", "post"),
+        ("/api/v1/sessions/{id}/verify", "post"),
+        ("/api/v1/stats", "get"),
+        ("/api/v1/admin/sweep", "post"),
+    ] {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+}
+
+/// Each problem slug has its page in docs/problems/, and each page names a real slug.
+#[test]
+fn every_problem_slug_has_a_docs_page() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/problems");
+    for kind in ProblemType::ALL {
+        let page = dir.join(format!("{}.md", kind.slug));
+        let text = std::fs::read_to_string(&page)
+            .unwrap_or_else(|_| panic!("{} is missing", page.display()));
+        assert!(
+            text.contains(&kind.status.to_string()),
+            "{} does not give the status",
+            page.display()
+        );
+    }
+    let pages = std::fs::read_dir(&dir).expect("docs/problems").count();
+    assert_eq!(
+        pages,
+        ProblemType::ALL.len(),
+        "a page in docs/problems names no slug"
+    );
+}
+
+/// Health, readiness and metrics need no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_need_no_token() {
+    let server = TestServer::start().await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = reqwest::get(format!("{}{path}", server.base))
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("lifeboat_build_info"));
+}
+
+fn lifeboat(server: &TestServer, token: &str, args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(args)
+        .env("LIFEBOAT_URL", &server.base)
+        .env("LIFEBOAT_TOKEN", token)
+        .output()
+        .expect("run lifeboat");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// The CLI reads and recovers over HTTP, prints `--json`, and exits with documented codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_commands_and_exit_codes() {
+    let server = TestServer::start().await;
+    server
+        .session(json!({"id": "cli1", "kind": "render"}))
+        .await;
+    server
+        .checkpoint(
+            "cli1",
+            json!({"attempt": 1, "kind": "stage", "stage": "tts", "data": {"k": 1}}),
+        )
+        .await;
+    server
+        .post(
+            "/sessions/cli1/fail",
+            json!({"attempt": 1, "error": "boom"}),
+        )
+        .await;
+
+    let (code, out) = lifeboat(&server, TOKEN, &["sessions", "list", "--json"]);
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(list["items"][0]["id"], "cli1");
+
+    let (code, out) = lifeboat(&server, TOKEN, &["sessions", "show", "cli1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("failed"), "{out}");
+
+    let (code, out) = lifeboat(&server, TOKEN, &["recovery", "list", "--json"]);
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(list["items"][0]["resume_from"]["seq"], 1);
+
+    let (code, out) = lifeboat(
+        &server,
+        TOKEN,
+        &["recover", "cli1", "--option", "continue", "--json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let recovered: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(recovered["session"]["attempt"], 2);
+
+    assert_eq!(lifeboat(&server, TOKEN, &["sessions", "show", "nope"]).0, 1);
+    server.post("/sessions/cli1/pause", json!({})).await;
+    assert_eq!(
+        lifeboat(
+            &server,
+            TOKEN,
+            &["recover", "cli1", "--option", "fresh_start"]
+        )
+        .0,
+        65
+    );
+    assert_eq!(lifeboat(&server, "wrong", &["sessions", "list"]).0, 77);
+    assert_eq!(
+        lifeboat(&server, TOKEN, &["recover", "cli1", "--option", "rewind"]).0,
+        2
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args([
+            "sessions",
+            "list",
+            "--url",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(69));
+}
