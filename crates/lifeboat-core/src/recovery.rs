@@ -142,7 +142,7 @@ pub fn assess(
     assets: AssetCounts,
 ) -> Assessment {
     let mut newest_first: Vec<&Checkpoint> = checkpoints.iter().collect();
-    newest_first.sort_by(|a, b| b.seq.cmp(&a.seq));
+    newest_first.sort_by_key(|c| std::cmp::Reverse(c.seq));
     let qualifies = |c: &Checkpoint| c.valid && c.assets.iter().all(|name| asset_verifies(name));
 
     let resume_index = newest_first.iter().position(|c| qualifies(c));

@@ -1,7 +1,7 @@
 //! Test servers: in-process (with an injectable clock) and as the real binary.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,10 +186,6 @@ impl Binary {
     pub fn kill_9(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
-    }
-
-    pub fn data_path(dir: &Path) -> PathBuf {
-        dir.join("lifeboat.sqlite3")
     }
 }
 
