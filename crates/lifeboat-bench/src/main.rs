@@ -1,2 +1,167 @@
-//! stub
-fn main() {}
+//! `lifeboat-bench`: prints, in one run on one disk, the raw SQLite ceilings and what the
+//! real `lifeboat serve` binary achieves over HTTP, with the ratios between them.
+//!
+//! 1. Raw SQLite (WAL, `synchronous=FULL`): one 1 KiB row per fsync'd transaction, and
+//!    100 rows per transaction. These are the baselines.
+//! 2. Durable checkpoint writes (1 KiB of `data`) over HTTP at 1, 16 and 64 clients,
+//!    with p50/p99 latency; heartbeats at 64 clients.
+//! 3. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
+//!    200 after start, and p99 of `GET /recovery?limit=50`.
+//!
+//! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
+
+mod fixture;
+mod load;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rusqlite::Connection;
+
+const TOKEN: &str = "bench-token";
+
+#[derive(Parser)]
+#[command(about = "Lifeboat benchmarks against raw SQLite ceilings on the same disk")]
+struct Args {
+    /// Seconds per measured load.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Sessions in the large store.
+    #[arg(long, default_value_t = 1_000_000)]
+    sessions: u64,
+    /// Of which recoverable.
+    #[arg(long, default_value_t = 10_000)]
+    recoverable: u64,
+    /// Where to put the temporary data (default: a folder in the current directory, so
+    /// that the baselines and the server use the same disk).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir_in(".")?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let window = Duration::from_secs(args.seconds);
+
+    println!("## Raw SQLite ceilings (WAL, synchronous=FULL, 1 KiB rows)");
+    let one = raw_ceiling(&root.path().join("raw1.sqlite3"), 1, window)?;
+    let hundred = raw_ceiling(&root.path().join("raw100.sqlite3"), 100, window)?;
+    println!("one row per commit:     {one:>10.0} rows/s");
+    println!("100 rows per commit:    {hundred:>10.0} rows/s");
+
+    println!("\n## Lifeboat over HTTP (the real binary, loopback)");
+    let data_dir = root.path().join("server");
+    let server = Server::start(&data_dir)?;
+    let results = runtime.block_on(load::run_all(&server.base, window))?;
+    drop(server);
+    println!("| load | clients | ops/s | p50 ms | p99 ms | ops/s ÷ one-row ceiling |");
+    println!("|---|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.1}× |",
+            r.name,
+            r.clients,
+            r.ops_per_second,
+            r.p50_ms,
+            r.p99_ms,
+            r.ops_per_second / one
+        );
+    }
+
+    println!(
+        "\n## {} sessions stored, {} recoverable",
+        args.sessions, args.recoverable
+    );
+    let big = root.path().join("big");
+    let built = Instant::now();
+    fixture::build(&big, args.sessions, args.recoverable)?;
+    println!("fixture built in {:.1} s", built.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let server = Server::start(&big)?;
+    runtime.block_on(load::wait_ready(&server.base))?;
+    let ready_s = started.elapsed().as_secs_f64();
+    println!("ready after start:      {ready_s:>10.3} s");
+    let recovery = runtime.block_on(load::recovery_latency(&server.base, 1_000))?;
+    println!(
+        "GET /recovery?limit=50: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests ({} items each)",
+        recovery.p50_ms, recovery.p99_ms, recovery.max_ms, recovery.requests, recovery.items
+    );
+    Ok(())
+}
+
+/// Rows per second inserting 1 KiB rows, `per_commit` rows per fsync'd transaction.
+fn raw_ceiling(path: &Path, per_commit: usize, window: Duration) -> anyhow::Result<f64> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")?;
+    let body = vec![7u8; 1024];
+    let started = Instant::now();
+    let mut rows = 0u64;
+    while started.elapsed() < window {
+        conn.execute_batch("BEGIN")?;
+        {
+            let mut insert = conn.prepare_cached("INSERT INTO t (body) VALUES (?1)")?;
+            for _ in 0..per_commit {
+                insert.execute([&body])?;
+            }
+        }
+        conn.execute_batch("COMMIT")?;
+        rows += per_commit as u64;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The real `lifeboat serve` next to this binary, on a port of its choosing.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) base: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe()?;
+        let binary = exe
+            .parent()
+            .map(|dir| dir.join("lifeboat"))
+            .context("no directory for the lifeboat binary")?;
+        if !binary.exists() {
+            bail!(
+                "{} not found: build it with cargo build --release -p lifeboat-cli",
+                binary.display()
+            );
+        }
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("LIFEBOAT_ADMIN_TOKEN", TOKEN)
+            .env("LIFEBOAT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .to_owned();
+        Ok(Server { child, base })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -29,6 +29,9 @@ use writer::{Ack, Writer};
 pub const DATABASE_FILE: &str = "lifeboat.sqlite3";
 /// Read connections kept open for reuse; more are opened under load and then dropped.
 const READERS_KEPT: usize = 8;
+/// Prepared statements kept per connection: more than the writer uses, so none is
+/// evicted and prepared again under load.
+const STATEMENT_CACHE: usize = 64;
 /// Sessions one sweep persists at most, so one sweep never holds the writer for long.
 const SWEEP_BATCH_MAX: u32 = 1_000;
 
@@ -70,6 +73,7 @@ impl Readers {
         .map_err(translate)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(translate)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
 
@@ -122,6 +126,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(translate)?;
         schema::migrate(&mut conn)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(SqliteStore {
             writer: Writer::spawn(conn)?,
             readers: Arc::new(Readers {
@@ -161,19 +166,27 @@ fn paginate<T>(mut rows: Vec<(i64, T)>, limit: u32) -> Page<T> {
     }
 }
 
-/// The kinds that retention prunes, as a SQL list.
-fn prunable_kinds_sql() -> String {
+/// "This checkpoint's kind is pruned by retention", as SQL. Written as `<>` tests, not
+/// `IN (…)`: SQLite builds a temporary table for an `IN` list on every run, and that
+/// allocation churn was the largest cost of a checkpoint write (see BENCHMARKS.md).
+fn prunable_sql() -> String {
     CheckpointKind::ALL
         .into_iter()
-        .filter(|k| !k.is_kept_for_life())
-        .map(|k| format!("'{}'", k.as_str()))
+        .filter(|k| k.is_kept_for_life())
+        .map(|k| format!("kind <> '{}'", k.as_str()))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(" AND ")
 }
 
 /// Persists `after`, and the history rows that follow from how it differs from `before`.
-fn persist(conn: &Connection, tenant: &TenantId, before: &Session, after: &Session) -> Result<i64> {
-    let pk = rows::save_session(conn, tenant, after)?;
+fn persist(
+    conn: &Connection,
+    tenant: &TenantId,
+    pk: i64,
+    before: &Session,
+    after: &Session,
+) -> Result<()> {
+    rows::save_session(conn, tenant, after)?;
     if after.crash != before.crash
         && let Some(crash) = &after.crash
     {
@@ -209,23 +222,41 @@ fn persist(conn: &Connection, tenant: &TenantId, before: &Session, after: &Sessi
         .execute(params![outcome, pk, after.attempt])
         .map_err(translate)?;
     }
-    Ok(pk)
+    Ok(())
 }
 
 /// Writes a checkpoint and prunes beyond retention, in the caller's transaction.
+///
+/// Pruning reads the prunable `seq`s (at most `retention + 1`, since every write prunes),
+/// sorts them here and deletes from the first one beyond retention. The SQL has no
+/// `ORDER BY` or `LIMIT`: with either, this bundled SQLite re-prepares the statement on
+/// every run, which profiles showed as the largest remaining cost of a checkpoint.
 fn write_checkpoint(conn: &Connection, pk: i64, retention: u32, c: &Checkpoint) -> Result<()> {
     rows::insert_checkpoint(conn, pk, c)?;
     if c.kind.is_kept_for_life() {
         return Ok(());
     }
-    let kinds = prunable_kinds_sql();
+    let prunable = prunable_sql();
+    let mut seqs: Vec<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT seq FROM checkpoints WHERE session_pk = ?1 AND {prunable}"
+        ))
+        .map_err(translate)?
+        .query_map(params![pk], |row| row.get(0))
+        .map_err(translate)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(translate)?;
+    let keep = retention as usize;
+    if seqs.len() <= keep {
+        return Ok(());
+    }
+    seqs.sort_unstable();
+    let newest_pruned = seqs[seqs.len() - keep - 1];
     conn.prepare_cached(&format!(
-        "DELETE FROM checkpoints WHERE session_pk = ?1 AND kind IN ({kinds}) AND seq NOT IN \
-         (SELECT seq FROM checkpoints WHERE session_pk = ?1 AND kind IN ({kinds}) \
-          ORDER BY seq DESC LIMIT ?2)"
+        "DELETE FROM checkpoints WHERE session_pk = ?1 AND {prunable} AND seq <= ?2"
     ))
     .map_err(translate)?
-    .execute(params![pk, retention])
+    .execute(params![pk, newest_pruned])
     .map_err(translate)?;
     Ok(())
 }
@@ -314,7 +345,7 @@ impl Store for SqliteStore {
                     rows::all_checkpoints(conn, pk)
                 });
                 if session != before {
-                    persist(conn, &tenant, &before, &session)?;
+                    persist(conn, &tenant, pk, &before, &session)?;
                 }
                 let applied = match result {
                     Ok(applied) => applied,
@@ -535,16 +566,16 @@ impl Store for SqliteStore {
                     ))
                     .map_err(translate)?
                     .query_map(params![now.0, SWEEP_BATCH_MAX], |row| {
-                        Ok((row.get::<_, String>(36)?, rows::session_from_row(row)?.1))
+                        Ok((row.get::<_, String>(36)?, rows::session_from_row(row)?))
                     })
                     .map_err(translate)?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(translate)?;
                 let mut timed_out = 0;
-                for (tenant, mut session) in due {
+                for (tenant, (pk, mut session)) in due {
                     let before = session.clone();
                     if session.observe(now) {
-                        persist(conn, &TenantId::new(tenant), &before, &session)?;
+                        persist(conn, &TenantId::new(tenant), pk, &before, &session)?;
                     }
                     if session.status == Status::Incomplete {
                         timed_out += 1;
@@ -568,16 +599,16 @@ impl Store for SqliteStore {
                     ))
                     .map_err(translate)?
                     .query_map([], |row| {
-                        Ok((row.get::<_, String>(36)?, rows::session_from_row(row)?.1))
+                        Ok((row.get::<_, String>(36)?, rows::session_from_row(row)?))
                     })
                     .map_err(translate)?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(translate)?;
                 let count = active.len() as u64;
-                for (tenant, mut session) in active {
+                for (tenant, (pk, mut session)) in active {
                     let before = session.clone();
                     session.begin_restart_grace(ready_at);
-                    persist(conn, &TenantId::new(tenant), &before, &session)?;
+                    persist(conn, &TenantId::new(tenant), pk, &before, &session)?;
                 }
                 Ok(Ok(count))
             })

@@ -107,12 +107,9 @@ pub(super) fn session_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Session)
     Ok((row.get(0)?, session))
 }
 
-/// Inserts or updates the session row; answers its `pk`.
-pub(super) fn save_session(
-    conn: &Connection,
-    tenant: &TenantId,
-    s: &Session,
-) -> Result<i64, Error> {
+/// Inserts or updates the session row. (No `RETURNING pk`: SQLite collects `RETURNING`
+/// rows in a temporary table, whose allocation churn dominated the cost of a write.)
+pub(super) fn save_session(conn: &Connection, tenant: &TenantId, s: &Session) -> Result<(), Error> {
     let metrics = s.metrics.as_ref().map(|m| {
         json!({
             "memory_bytes": m.memory_bytes,
@@ -155,52 +152,49 @@ pub(super) fn save_session(
              crash_work_lost_ms = excluded.crash_work_lost_ms, latest_seq = excluded.latest_seq, \
              latest_kind = excluded.latest_kind, latest_stage = excluded.latest_stage, \
              latest_created_at = excluded.latest_created_at, last_seq = excluded.last_seq, \
-             completed_at = excluded.completed_at \
-             RETURNING pk",
+             completed_at = excluded.completed_at",
         )
         .map_err(translate)?;
     statement
-        .query_row(
-            params![
-                tenant.as_str(),
-                s.id.as_str(),
-                s.project_id.as_ref().map(Id::as_str),
-                s.kind,
-                s.title,
-                s.status.as_str(),
-                s.attempt,
-                s.max_attempts,
-                s.heartbeat_timeout_ms,
-                s.stall_timeout_ms,
-                s.checkpoint_retention,
-                s.created_at.0,
-                s.updated_at.0,
-                s.last_heartbeat_at.map(|t| t.0),
-                s.lease_expires_at.map(|t| t.0),
-                s.lease_ran_out_while_down,
-                s.progress.percent,
-                s.progress.stage,
-                s.progress.completed_units,
-                s.progress.total_units,
-                s.progress_changed_at.0,
-                s.stalled,
-                metrics,
-                metadata,
-                s.error,
-                crash.map(|c| c.kind.as_str()),
-                crash.map(|c| c.detected_at.0),
-                crash.map(|c| c.attempt),
-                crash.and_then(|c| c.lease_expires_at.map(|t| t.0)),
-                crash.map(|c| c.work_lost_ms),
-                latest.map(|c| c.seq),
-                latest.map(|c| c.kind.as_str()),
-                latest.and_then(|c| c.stage.clone()),
-                latest.map(|c| c.created_at.0),
-                s.last_seq,
-                s.completed_at.map(|t| t.0),
-            ],
-            |row| row.get(0),
-        )
+        .execute(params![
+            tenant.as_str(),
+            s.id.as_str(),
+            s.project_id.as_ref().map(Id::as_str),
+            s.kind,
+            s.title,
+            s.status.as_str(),
+            s.attempt,
+            s.max_attempts,
+            s.heartbeat_timeout_ms,
+            s.stall_timeout_ms,
+            s.checkpoint_retention,
+            s.created_at.0,
+            s.updated_at.0,
+            s.last_heartbeat_at.map(|t| t.0),
+            s.lease_expires_at.map(|t| t.0),
+            s.lease_ran_out_while_down,
+            s.progress.percent,
+            s.progress.stage,
+            s.progress.completed_units,
+            s.progress.total_units,
+            s.progress_changed_at.0,
+            s.stalled,
+            metrics,
+            metadata,
+            s.error,
+            crash.map(|c| c.kind.as_str()),
+            crash.map(|c| c.detected_at.0),
+            crash.map(|c| c.attempt),
+            crash.and_then(|c| c.lease_expires_at.map(|t| t.0)),
+            crash.map(|c| c.work_lost_ms),
+            latest.map(|c| c.seq),
+            latest.map(|c| c.kind.as_str()),
+            latest.and_then(|c| c.stage.clone()),
+            latest.map(|c| c.created_at.0),
+            s.last_seq,
+            s.completed_at.map(|t| t.0),
+        ])
+        .map(drop)
         .map_err(translate)
 }
 

@@ -152,7 +152,7 @@ fn run(conn: Connection, mut jobs: mpsc::Receiver<Job>, poisoned: Arc<AtomicBool
 
 /// Runs `jobs` in one transaction and replies to each with the commit's outcome.
 fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Result<(), Error> {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         return Err(translate(e));
     }
     let mut pending = Vec::with_capacity(BATCH_MAX);
@@ -169,7 +169,7 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Result<()
     let commit = if poison {
         Err(poisoned_error())
     } else {
-        conn.execute_batch("COMMIT").map_err(translate)
+        exec(conn, "COMMIT").map_err(translate)
     };
     if commit.is_err() {
         // The transaction may already be gone; a failed rollback changes nothing here.
@@ -186,8 +186,14 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Result<()
     commit
 }
 
+/// Runs one statement through the statement cache (the per-job savepoint statements run
+/// thousands of times a second; parsing them each time shows in profiles).
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 fn run_job(conn: &Connection, job: Job) -> Finished {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+    if let Err(e) = exec(conn, "SAVEPOINT job") {
         let error = translate(e);
         return Finished {
             keep: false,
@@ -198,11 +204,11 @@ fn run_job(conn: &Connection, job: Job) -> Finished {
     }
     let finished = job(conn);
     let end = if finished.keep {
-        "RELEASE job"
+        exec(conn, "RELEASE job")
     } else {
-        "ROLLBACK TO job; RELEASE job"
+        exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
     };
-    match conn.execute_batch(end) {
+    match end {
         Ok(()) => finished,
         Err(e) => Finished {
             poison: true,

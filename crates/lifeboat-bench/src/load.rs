@@ -1,0 +1,176 @@
+//! Closed-loop HTTP load: N clients, each sending its next request when the last answered.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::TOKEN;
+
+/// One measured load.
+pub(crate) struct LoadResult {
+    pub(crate) name: &'static str,
+    pub(crate) clients: usize,
+    pub(crate) ops_per_second: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+}
+
+/// Latency of repeated reads.
+pub(crate) struct ReadLatency {
+    pub(crate) requests: u64,
+    pub(crate) items: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Checkpoint,
+    Heartbeat,
+}
+
+pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<LoadResult>> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+    for client in 0..64 {
+        let response = http
+            .post(format!("{base}/api/v1/sessions"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"id": format!("bench-{client}"), "kind": "bench", "heartbeat_timeout_ms": 3_600_000}))
+            .send()
+            .await?;
+        if response.status() != 201 {
+            bail!("creating a session: {}", response.status());
+        }
+    }
+    let mut results = Vec::new();
+    for clients in [1, 16, 64] {
+        results.push(run(&http, base, Op::Checkpoint, clients, window).await?);
+    }
+    results.push(run(&http, base, Op::Heartbeat, 64, window).await?);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let commits = value("lifeboat_commit_batch_size_count ");
+    println!(
+        "writer: {commits:.0} commits, {:.1} writes per commit on average, {:.2} ms per commit on average",
+        value("lifeboat_commit_batch_size_sum ") / commits,
+        value("lifeboat_commit_duration_seconds_sum ") * 1000.0 / commits
+    );
+    Ok(results)
+}
+
+async fn run(
+    http: &reqwest::Client,
+    base: &str,
+    op: Op,
+    clients: usize,
+    window: Duration,
+) -> anyhow::Result<LoadResult> {
+    let started = Instant::now();
+    let deadline = started + window;
+    let data = "x".repeat(1000);
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let http = http.clone();
+            let (url, body) = match op {
+                Op::Checkpoint => (
+                    format!("{base}/api/v1/sessions/bench-{client}/checkpoints"),
+                    json!({"attempt": 1, "kind": "item", "data": {"blob": data}}),
+                ),
+                Op::Heartbeat => (
+                    format!("{base}/api/v1/sessions/bench-{client}/heartbeat"),
+                    json!({"attempt": 1, "progress": {"percent": 50}}),
+                ),
+            };
+            let body = Arc::new(serde_json::to_vec(&body).unwrap_or_default());
+            tokio::spawn(async move {
+                let mut latencies = Histogram::<u64>::new(3).context("histogram")?;
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let response = http
+                        .post(&url)
+                        .bearer_auth(TOKEN)
+                        .header("content-type", "application/json")
+                        .body(body.as_ref().clone())
+                        .send()
+                        .await?;
+                    if !response.status().is_success() {
+                        bail!("{url}: {}", response.status());
+                    }
+                    latencies
+                        .record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut all = Histogram::<u64>::new(3)?;
+    for task in tasks {
+        all.add(task.await??)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(LoadResult {
+        name: match op {
+            Op::Checkpoint => "durable checkpoint (1 KiB data)",
+            Op::Heartbeat => "heartbeat",
+        },
+        clients,
+        ops_per_second: all.len() as f64 / elapsed,
+        p50_ms: all.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: all.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}
+
+/// Polls `/readyz` until it answers 200.
+pub(crate) async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for _ in 0..6_000 {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bail!("the server did not become ready within 30 s")
+}
+
+/// Latency of `GET /recovery?limit=50`, one request at a time.
+pub(crate) async fn recovery_latency(base: &str, requests: u64) -> anyhow::Result<ReadLatency> {
+    let http = reqwest::Client::new();
+    let mut latencies = Histogram::<u64>::new(3)?;
+    let mut items = 0;
+    for _ in 0..requests {
+        let sent = Instant::now();
+        let response = http
+            .get(format!("{base}/api/v1/recovery?limit=50"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        let body: serde_json::Value = response.json().await?;
+        latencies.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+        items = body["items"].as_array().map_or(0, Vec::len);
+    }
+    Ok(ReadLatency {
+        requests,
+        items,
+        p50_ms: latencies.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: latencies.value_at_quantile(0.99) as f64 / 1000.0,
+        max_ms: latencies.max() as f64 / 1000.0,
+    })
+}
