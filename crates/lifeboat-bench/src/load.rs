@@ -1,10 +1,13 @@
 //! Closed-loop HTTP load: N clients, each sending its next request when the last answered.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, header};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::TOKEN;
@@ -50,9 +53,9 @@ pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<
     }
     let mut results = Vec::new();
     for clients in [1, 16, 64] {
-        results.push(run(&http, base, Op::Checkpoint, clients, window).await?);
+        results.push(run(base, Op::Checkpoint, clients, window).await?);
     }
-    results.push(run(&http, base, Op::Heartbeat, 64, window).await?);
+    results.push(run(base, Op::Heartbeat, 64, window).await?);
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -74,43 +77,47 @@ pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<
     Ok(results)
 }
 
-async fn run(
-    http: &reqwest::Client,
-    base: &str,
-    op: Op,
-    clients: usize,
-    window: Duration,
-) -> anyhow::Result<LoadResult> {
+async fn run(base: &str, op: Op, clients: usize, window: Duration) -> anyhow::Result<LoadResult> {
+    let authority = base
+        .strip_prefix("http://")
+        .context("the server URL is not http://")?
+        .to_owned();
+    let data = "x".repeat(1000);
     let started = Instant::now();
     let deadline = started + window;
-    let data = "x".repeat(1000);
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let http = http.clone();
-            let (url, body) = match op {
+            let (path, body) = match op {
                 Op::Checkpoint => (
-                    format!("{base}/api/v1/sessions/bench-{client}/checkpoints"),
+                    format!("/api/v1/sessions/bench-{client}/checkpoints"),
                     json!({"attempt": 1, "kind": "item", "data": {"blob": data}}),
                 ),
                 Op::Heartbeat => (
-                    format!("{base}/api/v1/sessions/bench-{client}/heartbeat"),
+                    format!("/api/v1/sessions/bench-{client}/heartbeat"),
                     json!({"attempt": 1, "progress": {"percent": 50}}),
                 ),
             };
-            let body = Arc::new(serde_json::to_vec(&body).unwrap_or_default());
+            let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+            let authority = authority.clone();
             tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(&authority).await?;
+                stream.set_nodelay(true)?;
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(connection);
                 let mut latencies = Histogram::<u64>::new(3).context("histogram")?;
                 while Instant::now() < deadline {
+                    let request = Request::post(&path)
+                        .header(header::HOST, &authority)
+                        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Full::new(body.clone()))?;
                     let sent = Instant::now();
-                    let response = http
-                        .post(&url)
-                        .bearer_auth(TOKEN)
-                        .header("content-type", "application/json")
-                        .body(body.as_ref().clone())
-                        .send()
-                        .await?;
-                    if !response.status().is_success() {
-                        bail!("{url}: {}", response.status());
+                    let response = sender.send_request(request).await?;
+                    let status = response.status();
+                    response.into_body().collect().await?;
+                    if !status.is_success() {
+                        bail!("{path}: {status}");
                     }
                     latencies
                         .record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))?;

@@ -186,7 +186,7 @@ fn persist(
     before: &Session,
     after: &Session,
 ) -> Result<()> {
-    rows::save_session(conn, tenant, after)?;
+    rows::update_session(conn, pk, after)?;
     if after.crash != before.crash
         && let Some(crash) = &after.crash
     {
@@ -313,7 +313,7 @@ impl Store for SqliteStore {
                         id: session.id.to_string(),
                     }));
                 }
-                rows::save_session(conn, &tenant, &session)?;
+                rows::insert_session(conn, &tenant, &session)?;
                 Ok(Ok(session))
             })
             .await

@@ -107,18 +107,13 @@ pub(super) fn session_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Session)
     Ok((row.get(0)?, session))
 }
 
-/// Inserts or updates the session row. (No `RETURNING pk`: SQLite collects `RETURNING`
-/// rows in a temporary table, whose allocation churn dominated the cost of a write.)
-pub(super) fn save_session(conn: &Connection, tenant: &TenantId, s: &Session) -> Result<(), Error> {
-    let metrics = s.metrics.as_ref().map(|m| {
-        json!({
-            "memory_bytes": m.memory_bytes,
-            "memory_limit_bytes": m.memory_limit_bytes,
-            "cpu_percent": m.cpu_percent,
-            "gpu_memory_bytes": m.gpu_memory_bytes,
-        })
-        .to_string()
-    });
+/// Inserts a new session row.
+pub(super) fn insert_session(
+    conn: &Connection,
+    tenant: &TenantId,
+    s: &Session,
+) -> Result<(), Error> {
+    let metrics = metrics_json(s);
     let metadata = s.metadata.as_ref().map(Value::to_string);
     let crash = s.crash.as_ref();
     let latest = s.latest_checkpoint.as_ref();
@@ -134,25 +129,7 @@ pub(super) fn save_session(conn: &Connection, tenant: &TenantId, s: &Session) ->
              latest_created_at, last_seq, completed_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
              ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, \
-             ?35, ?36) \
-             ON CONFLICT (tenant, id) DO UPDATE SET status = excluded.status, \
-             attempt = excluded.attempt, updated_at = excluded.updated_at, \
-             last_heartbeat_at = excluded.last_heartbeat_at, \
-             lease_expires_at = excluded.lease_expires_at, \
-             lease_ran_out_while_down = excluded.lease_ran_out_while_down, \
-             progress_percent = excluded.progress_percent, \
-             progress_stage = excluded.progress_stage, \
-             progress_completed_units = excluded.progress_completed_units, \
-             progress_total_units = excluded.progress_total_units, \
-             progress_changed_at = excluded.progress_changed_at, stalled = excluded.stalled, \
-             metrics = excluded.metrics, error = excluded.error, \
-             crash_type = excluded.crash_type, crash_detected_at = excluded.crash_detected_at, \
-             crash_attempt = excluded.crash_attempt, \
-             crash_lease_expires_at = excluded.crash_lease_expires_at, \
-             crash_work_lost_ms = excluded.crash_work_lost_ms, latest_seq = excluded.latest_seq, \
-             latest_kind = excluded.latest_kind, latest_stage = excluded.latest_stage, \
-             latest_created_at = excluded.latest_created_at, last_seq = excluded.last_seq, \
-             completed_at = excluded.completed_at",
+             ?35, ?36)",
         )
         .map_err(translate)?;
     statement
@@ -196,6 +173,69 @@ pub(super) fn save_session(conn: &Connection, tenant: &TenantId, s: &Session) ->
         ])
         .map(drop)
         .map_err(translate)
+}
+
+/// Writes the fields of a session that change over its life, by primary key.
+///
+/// A plain `UPDATE … WHERE pk` (no upsert, no `RETURNING`): this runs for every heartbeat
+/// and checkpoint, and SQLite answers an upsert or `RETURNING` with extra index probes
+/// and a temporary table.
+pub(super) fn update_session(conn: &Connection, pk: i64, s: &Session) -> Result<(), Error> {
+    let crash = s.crash.as_ref();
+    let latest = s.latest_checkpoint.as_ref();
+    conn.prepare_cached(
+        "UPDATE sessions SET status = ?2, attempt = ?3, updated_at = ?4, \
+         last_heartbeat_at = ?5, lease_expires_at = ?6, lease_ran_out_while_down = ?7, \
+         progress_percent = ?8, progress_stage = ?9, progress_completed_units = ?10, \
+         progress_total_units = ?11, progress_changed_at = ?12, stalled = ?13, metrics = ?14, \
+         error = ?15, crash_type = ?16, crash_detected_at = ?17, crash_attempt = ?18, \
+         crash_lease_expires_at = ?19, crash_work_lost_ms = ?20, latest_seq = ?21, \
+         latest_kind = ?22, latest_stage = ?23, latest_created_at = ?24, last_seq = ?25, \
+         completed_at = ?26 WHERE pk = ?1",
+    )
+    .map_err(translate)?
+    .execute(params![
+        pk,
+        s.status.as_str(),
+        s.attempt,
+        s.updated_at.0,
+        s.last_heartbeat_at.map(|t| t.0),
+        s.lease_expires_at.map(|t| t.0),
+        s.lease_ran_out_while_down,
+        s.progress.percent,
+        s.progress.stage,
+        s.progress.completed_units,
+        s.progress.total_units,
+        s.progress_changed_at.0,
+        s.stalled,
+        metrics_json(s),
+        s.error,
+        crash.map(|c| c.kind.as_str()),
+        crash.map(|c| c.detected_at.0),
+        crash.map(|c| c.attempt),
+        crash.and_then(|c| c.lease_expires_at.map(|t| t.0)),
+        crash.map(|c| c.work_lost_ms),
+        latest.map(|c| c.seq),
+        latest.map(|c| c.kind.as_str()),
+        latest.and_then(|c| c.stage.clone()),
+        latest.map(|c| c.created_at.0),
+        s.last_seq,
+        s.completed_at.map(|t| t.0),
+    ])
+    .map(drop)
+    .map_err(translate)
+}
+
+fn metrics_json(s: &Session) -> Option<String> {
+    s.metrics.as_ref().map(|m| {
+        json!({
+            "memory_bytes": m.memory_bytes,
+            "memory_limit_bytes": m.memory_limit_bytes,
+            "cpu_percent": m.cpu_percent,
+            "gpu_memory_bytes": m.gpu_memory_bytes,
+        })
+        .to_string()
+    })
 }
 
 /// Loads `(pk, Session)` by tenant and id.
