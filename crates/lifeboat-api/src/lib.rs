@@ -417,3 +417,85 @@ pub struct SweepBody {
     /// Sessions whose expiry this sweep persisted.
     pub timed_out: u64,
 }
+
+/// `PUT /projects/{id}`: the whole state; `schema` and `title` are kept when omitted.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutProject {
+    /// The document: a JSON object.
+    pub state: Value,
+    /// `name@version` of a registered schema that every save must satisfy.
+    pub schema: Option<String>,
+    /// A label for people.
+    pub title: Option<String>,
+}
+
+/// The answer to a save (`PUT`, `PATCH`, `restore`). The `ETag` header is `"<revision>"`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProjectSaved {
+    /// The project id.
+    pub id: String,
+    /// The revision this save made.
+    pub revision: u64,
+    /// When it was saved.
+    pub updated_at: String,
+    /// Bytes of the serialized state.
+    pub size_bytes: u64,
+}
+
+/// `GET /projects/{id}`: the project at its current revision (or at `?revision=N`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProjectBody {
+    /// The project id.
+    pub id: String,
+    /// The revision shown.
+    pub revision: u64,
+    /// A label for people.
+    pub title: Option<String>,
+    /// `name@version` of its schema.
+    pub schema: Option<String>,
+    /// The document.
+    pub state: Value,
+    /// When revision 1 was saved.
+    pub created_at: String,
+    /// When the revision shown was saved.
+    pub updated_at: String,
+}
+
+/// A project in `GET /projects`: everything but the state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProjectSummary {
+    /// The project id.
+    pub id: String,
+    /// A label for people.
+    pub title: Option<String>,
+    /// `name@version` of its schema.
+    pub schema: Option<String>,
+    /// The current revision.
+    pub revision: u64,
+    /// Bytes of the serialized state.
+    pub size_bytes: u64,
+    /// When revision 1 was saved.
+    pub created_at: String,
+    /// When the current revision was saved.
+    pub updated_at: String,
+}
+
+/// One revision in `GET /projects/{id}/revisions`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RevisionBody {
+    /// Its number.
+    pub revision: u64,
+    /// When it was saved.
+    pub created_at: String,
+    /// Bytes of the state at that revision.
+    pub size_bytes: u64,
+}
+
+/// `POST /projects/{id}/restore`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Restore {
+    /// The revision whose state becomes the next revision.
+    pub revision: u64,
+}

@@ -4,7 +4,6 @@
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -100,11 +99,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     // Scripts and tests read this line to find a port chosen by the OS.
     println!("listening on http://{address}");
     let _ = std::io::stdout().flush();
-    let state = AppState {
-        lifeboat,
-        admin_token: Arc::new(AdminToken::new(token)),
-        metrics: Some(prometheus),
-    };
+    let state = AppState::new(lifeboat, AdminToken::new(token), Some(prometheus));
     lifeboat_server::serve(listener, state, shutdown_signal())
         .await
         .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;

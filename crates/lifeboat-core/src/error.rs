@@ -78,4 +78,53 @@ pub enum Error {
     /// A checkpoint names an asset the session does not have.
     #[error("unknown asset {0:?}: upload or register it before naming it in a checkpoint")]
     UnknownAsset(String),
+    /// A schema name or version does not match the name pattern.
+    #[error("invalid name {0:?}: schema names and versions match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$")]
+    InvalidName(String),
+    /// `If-Match` or `If-None-Match` does not hold. `current` is the project's revision
+    /// (none when it does not exist).
+    #[error("{0}")]
+    PreconditionFailed(String, Option<u64>),
+    /// The state would exceed `max_state_bytes`.
+    #[error("the state is {size} bytes serialized, over the limit of {limit}")]
+    StateTooLarge {
+        /// The size the save would produce.
+        size: usize,
+        /// `max_state_bytes`.
+        limit: usize,
+    },
+    /// A JSON Patch cannot be applied to the current state (a failed `test`, a missing path).
+    #[error("the patch does not apply to revision {revision}: {message}")]
+    PatchConflict {
+        /// The revision the patch was applied to.
+        revision: u64,
+        /// Why it does not apply.
+        message: String,
+    },
+    /// The save names a schema version that is not registered.
+    #[error("unknown schema {0:?}: register it with PUT /api/v1/schemas/{{name}}/{{version}} first")]
+    UnknownSchema(String),
+    /// The project does not exist (or is deleted).
+    #[error("project {0} not found")]
+    ProjectNotFound(String),
+    /// The state does not satisfy the project's schema.
+    #[error("the state does not match schema {schema}: {} error(s)", errors.len())]
+    SchemaViolation {
+        /// `name@version`.
+        schema: String,
+        /// Each violation: a JSON Pointer into the state and a message.
+        errors: Vec<FieldError>,
+    },
+    /// A schema version is immutable: it was registered with another body.
+    #[error("schema {0} is already registered with a different body; register a new version")]
+    SchemaConflict(String),
+}
+
+/// One validation failure: where (a JSON Pointer) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// RFC 6901 pointer to the offending value (`""` is the whole document).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
 }

@@ -14,12 +14,7 @@ pub struct Id(String);
 impl Id {
     /// Parses an id, refusing anything outside the pattern.
     pub fn parse(raw: &str) -> Result<Id, Error> {
-        let bytes = raw.as_bytes();
-        let valid_first = bytes.first().is_some_and(u8::is_ascii_alphanumeric);
-        let valid_rest = bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !valid_first || !valid_rest || bytes.len() > ID_LEN_MAX {
+        if !matches_pattern(raw, ID_LEN_MAX) {
             return Err(Error::InvalidId(raw.chars().take(ID_LEN_MAX + 8).collect()));
         }
         Ok(Id(raw.to_owned()))
@@ -28,6 +23,46 @@ impl Id {
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9._-]{0,max-1}$`.
+fn matches_pattern(raw: &str, max: usize) -> bool {
+    let bytes = raw.as_bytes();
+    let valid_first = bytes.first().is_some_and(u8::is_ascii_alphanumeric);
+    let valid_rest = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    valid_first && valid_rest && bytes.len() <= max
+}
+
+/// The longest schema name or version: 64 bytes.
+const NAME_LEN_MAX: usize = 64;
+
+/// A schema name or version: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$` (SPEC §9).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(String);
+
+impl Name {
+    /// Parses a name, refusing anything outside the pattern.
+    pub fn parse(raw: &str) -> Result<Name, Error> {
+        if !matches_pattern(raw, NAME_LEN_MAX) {
+            return Err(Error::InvalidName(
+                raw.chars().take(NAME_LEN_MAX + 8).collect(),
+            ));
+        }
+        Ok(Name(raw.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

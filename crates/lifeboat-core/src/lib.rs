@@ -1,5 +1,5 @@
 //! Lifeboat's pure domain: sessions and their lifecycle, leases, fencing by attempt,
-//! checkpoints, and the recovery assessment.
+//! checkpoints, the recovery assessment, and projects with their revision history.
 //!
 //! This crate knows no SQL, HTTP, async runtime or wall clock: every function that
 //! depends on time takes `now` as a parameter, so the rules can be tested exactly.
@@ -9,13 +9,19 @@
 mod checkpoint;
 mod error;
 mod id;
+mod project;
 mod recovery;
 mod session;
 mod time;
 
 pub use checkpoint::{Checkpoint, CheckpointKind, CheckpointRef, NewCheckpoint, Sha256};
-pub use error::Error;
-pub use id::{Id, TenantId};
+pub use error::{Error, FieldError};
+pub use id::{Id, Name, TenantId};
+pub use project::{
+    Chain, Change, DEPTH_MAX_DEFAULT, Delta, Preconditions, Project, ProjectRules, RevisionRetention,
+    STATE_BYTES_MAX_DEFAULT, Saved, SchemaRef, depth, parse_json_patch, rebuild, save as save_project,
+    schema_violation,
+};
 pub use recovery::{Assessment, AssetCounts, Offer, RecoveryOption, ResumePoint, assess};
 pub use session::{
     Crash, CrashType, Metrics, NewSession, Progress, Session, SessionLimits, Status,

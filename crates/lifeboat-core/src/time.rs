@@ -17,6 +17,11 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
     }
 
+    /// This instant moved back by `ms` milliseconds (saturating).
+    pub fn minus_ms(self, ms: u64) -> Timestamp {
+        Timestamp(self.0.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+
     /// Milliseconds from `earlier` to `self`, or 0 when `earlier` is later.
     pub fn ms_since(self, earlier: Timestamp) -> u64 {
         u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0)

@@ -213,7 +213,7 @@ pub(crate) fn new_session(body: CreateSession) -> Result<NewSession, ApiError> {
 
 /// An id inside a body is a validation failure (422), unlike one in the path (400).
 fn parse_body_id(raw: &str) -> Result<lifeboat::Id, ApiError> {
-    path_id(raw).map_err(|e| ApiError::new(ProblemType::VALIDATION_FAILED, e.0.detail))
+    path_id(raw).map_err(|e| ApiError::new(ProblemType::VALIDATION_FAILED, e.problem.detail))
 }
 
 pub(crate) fn progress(body: ProgressBody) -> Progress {

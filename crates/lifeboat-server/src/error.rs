@@ -8,12 +8,26 @@ use lifeboat_api::{Problem, ProblemType};
 
 /// An error on its way to becoming a problem+json response.
 #[derive(Debug)]
-pub struct ApiError(pub Problem);
+pub struct ApiError {
+    /// The body.
+    pub problem: Problem,
+    /// Headers the client needs to act on it (`ETag` with a 412, `Accept-Patch` with a 415).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
 
 impl ApiError {
     /// A problem of `kind` with `detail`.
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> ApiError {
-        ApiError(Problem::new(kind, detail))
+        ApiError {
+            problem: Problem::new(kind, detail),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header to the response.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.push((name, value));
+        self
     }
 }
 
@@ -32,8 +46,17 @@ impl From<Error> for ApiError {
                 DomainError::ConfirmationRequired(_) => ProblemType::CONFIRMATION_REQUIRED,
                 DomainError::HashMismatch { .. } => ProblemType::HASH_MISMATCH,
                 DomainError::UnknownAsset(_) => ProblemType::UNKNOWN_ASSET,
+                DomainError::InvalidName(_) => ProblemType::INVALID_ID,
+                DomainError::PreconditionFailed(..) => ProblemType::PRECONDITION_FAILED,
+                DomainError::StateTooLarge { .. } => ProblemType::STATE_TOO_LARGE,
+                DomainError::PatchConflict { .. } => ProblemType::PATCH_CONFLICT,
+                DomainError::UnknownSchema(_) => ProblemType::UNKNOWN_SCHEMA,
+                DomainError::SchemaViolation { .. } => ProblemType::SCHEMA_VIOLATION,
+                DomainError::SchemaConflict(_) => ProblemType::SCHEMA_CONFLICT,
+                DomainError::ProjectNotFound(_) => ProblemType::NOT_FOUND,
                 _ => ProblemType::VALIDATION_FAILED,
             },
+            Error::IdempotencyKeyReused(_) => ProblemType::IDEMPOTENCY_KEY_REUSED,
             Error::NotFound { .. } => ProblemType::NOT_FOUND,
             Error::AlreadyExists { .. } => ProblemType::ALREADY_EXISTS,
             Error::BadCursor => ProblemType::MALFORMED_REQUEST,
@@ -52,15 +75,35 @@ impl From<Error> for ApiError {
             };
             return ApiError::new(kind, detail);
         }
-        ApiError::new(kind, error.to_string())
+        let mut api = ApiError::new(kind, error.to_string());
+        match &error {
+            Error::Domain(DomainError::SchemaViolation { errors, .. }) => {
+                api.problem.errors = Some(
+                    errors
+                        .iter()
+                        .map(|e| serde_json::json!({"path": e.path, "message": e.message}))
+                        .collect(),
+                );
+            }
+            Error::Domain(DomainError::PreconditionFailed(_, Some(current))) => {
+                if let Ok(etag) = HeaderValue::from_str(&format!("\"{current}\"")) {
+                    api = api.with_header(header::ETAG, etag);
+                }
+            }
+            _ => {}
+        }
+        api
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, axum::Json(&self.0)).into_response();
+            StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(&self.problem)).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

@@ -8,6 +8,7 @@ mod auth;
 mod convert;
 mod error;
 mod extract;
+mod idempotency;
 mod routes;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 
 pub use auth::AdminToken;
 pub use error::ApiError;
+pub use idempotency::InFlight;
 
 /// The largest request body accepted: a checkpoint's `data` may be a sizeable document,
 /// but anything bigger belongs in an asset.
@@ -34,6 +36,24 @@ pub struct AppState {
     pub admin_token: Arc<AdminToken>,
     /// Renders `/metrics` when the host installed a Prometheus recorder.
     pub metrics: Option<PrometheusHandle>,
+    /// `Idempotency-Key`s of requests in flight.
+    pub in_flight: Arc<InFlight>,
+}
+
+impl AppState {
+    /// State over an open Lifeboat.
+    pub fn new(
+        lifeboat: Lifeboat,
+        admin_token: AdminToken,
+        metrics: Option<PrometheusHandle>,
+    ) -> AppState {
+        AppState {
+            lifeboat,
+            admin_token: Arc::new(admin_token),
+            metrics,
+            in_flight: Arc::default(),
+        }
+    }
 }
 
 /// The whole HTTP API: `/api/v1/*`, `/healthz`, `/readyz`, `/metrics`.

@@ -23,6 +23,9 @@ pub enum Error {
         /// Its id.
         id: String,
     },
+    /// The `Idempotency-Key` was used before with a different request.
+    #[error("Idempotency-Key {0:?} was used before with a different request; use a new key for a new request")]
+    IdempotencyKeyReused(String),
     /// A pagination cursor that this store did not issue.
     #[error("invalid cursor")]
     BadCursor,

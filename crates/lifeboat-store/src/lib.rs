@@ -7,16 +7,19 @@
 
 mod apply;
 mod error;
+mod schemas;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use lifeboat_core::{
-    Assessment, AssetCounts, Checkpoint, Id, Metrics, NewCheckpoint, Progress, RecoveryOption,
-    Session, Status, TenantId, Timestamp,
+    Assessment, AssetCounts, Change, Checkpoint, Id, Metrics, NewCheckpoint, Preconditions,
+    Progress, Project, RecoveryOption, Saved, SchemaRef, Session, Status, TenantId, Timestamp,
 };
+use serde_json::Value;
 
 pub use apply::apply;
 pub use error::Error;
+pub use schemas::SchemaCache;
 
 /// The result type of every store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -210,13 +213,121 @@ pub struct Stats {
     pub work_lost_ms: Distribution,
 }
 
+/// How long an `Idempotency-Key` is remembered: 24 hours.
+pub const IDEMPOTENCY_KEY_TTL_MS: u64 = 24 * 3_600_000;
+
+/// An idempotent write's key: the tenant's route (`METHOD path`), the client's key, and a
+/// fingerprint (SHA-256) of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// `METHOD path`.
+    pub route: String,
+    /// The client's `Idempotency-Key`.
+    pub key: String,
+    /// SHA-256 of the method, path and body.
+    pub fingerprint: String,
+}
+
+/// A response as the client first received it, replayed for a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers worth replaying (`ETag`, `Location`).
+    pub headers: Vec<(String, String)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Makes a write idempotent: the backend looks the key up inside the write's transaction
+/// and stores the rendered response in the same transaction as the write itself, so a
+/// retry after a crash finds either nothing (the write did not happen) or the response.
+pub struct Idempotency<T> {
+    /// The key and the request's fingerprint.
+    pub key: IdempotencyKey,
+    /// Renders the response from the write's result, as the handler would.
+    pub render: Box<dyn FnOnce(&T) -> StoredResponse + Send>,
+}
+
+/// A write's outcome: done now, or done before (a replay of an idempotent retry).
+#[derive(Debug, Clone)]
+pub enum Outcome<T> {
+    /// Done by this request.
+    Done(T),
+    /// Done by an earlier request with the same `Idempotency-Key` and the same body.
+    Replayed(StoredResponse),
+}
+
+impl<T> Outcome<T> {
+    /// The result, when this request did the write.
+    pub fn done(self) -> Option<T> {
+        match self {
+            Outcome::Done(value) => Some(value),
+            Outcome::Replayed(_) => None,
+        }
+    }
+}
+
+/// A project write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProjectEdit {
+    /// A `PUT` or `PATCH`.
+    Change(Change),
+    /// `POST …/restore`: the state of `revision` as a new revision.
+    Restore(u64),
+}
+
+/// A project in a list: everything but the state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectInfo {
+    /// The id.
+    pub id: Id,
+    /// The title.
+    pub title: Option<String>,
+    /// The schema.
+    pub schema: Option<SchemaRef>,
+    /// The current revision.
+    pub revision: u64,
+    /// Bytes of the serialized state.
+    pub size_bytes: u64,
+    /// When revision 1 was saved.
+    pub created_at: Timestamp,
+    /// When the current revision was saved.
+    pub updated_at: Timestamp,
+}
+
+/// One revision in a project's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionInfo {
+    /// Its number.
+    pub revision: u64,
+    /// When it was saved.
+    pub created_at: Timestamp,
+    /// Bytes of the state at that revision.
+    pub size_bytes: u64,
+}
+
+/// A registered schema version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaPut {
+    /// False when an identical body was registered before.
+    pub created: bool,
+    /// The schema.
+    pub body: Value,
+}
+
 /// A storage backend. Every method is scoped by tenant; another tenant's records answer
 /// [`Error::NotFound`]. Writes return only after their commit, except heartbeats
 /// (see [`SessionOp::is_heartbeat`]).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a new session; [`Error::AlreadyExists`] if its id is taken in the tenant.
-    async fn create_session(&self, tenant: &TenantId, session: Session) -> Result<Session>;
+    async fn create_session(
+        &self,
+        tenant: &TenantId,
+        session: Session,
+        idempotency: Option<Idempotency<Session>>,
+    ) -> Result<Outcome<Session>>;
 
     /// Applies `op` to the session at `now`.
     ///
@@ -228,7 +339,8 @@ pub trait Store: Send + Sync + 'static {
         id: &Id,
         op: SessionOp,
         now: Timestamp,
-    ) -> Result<Applied>;
+        idempotency: Option<Idempotency<Applied>>,
+    ) -> Result<Outcome<Applied>>;
 
     /// One session, as observed at `now`.
     async fn session(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Session>;
@@ -278,4 +390,53 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store can serve reads and writes.
     async fn ready(&self) -> Result<()>;
+
+    /// Registers a schema version; identical re-registration is not an error, a different
+    /// body is [`lifeboat_core::Error::SchemaConflict`].
+    async fn put_schema(
+        &self,
+        tenant: &TenantId,
+        schema: &SchemaRef,
+        body: Value,
+        now: Timestamp,
+        idempotency: Option<Idempotency<SchemaPut>>,
+    ) -> Result<Outcome<SchemaPut>>;
+
+    /// A registered schema's body.
+    async fn schema(&self, tenant: &TenantId, schema: &SchemaRef) -> Result<Value>;
+
+    /// Saves a project: checks `preconditions`, applies the edit, validates, stores the
+    /// revision and records a `project.saved` event, in one transaction.
+    async fn save_project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        edit: ProjectEdit,
+        preconditions: Preconditions,
+        now: Timestamp,
+        idempotency: Option<Idempotency<Saved>>,
+    ) -> Result<Outcome<Saved>>;
+
+    /// A project at its current revision, or at `revision`.
+    async fn project(&self, tenant: &TenantId, id: &Id, revision: Option<u64>) -> Result<Project>;
+
+    /// Projects, most recently created first.
+    async fn projects(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ProjectInfo>>;
+
+    /// Soft-deletes a project (kept for cleanup, reads as absent).
+    async fn delete_project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        preconditions: Preconditions,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// A project's revisions, newest first.
+    async fn revisions(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        page: &PageRequest,
+    ) -> Result<Page<RevisionInfo>>;
 }

@@ -36,15 +36,18 @@ use std::time::Duration;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{
-    Assessment, AssetCounts, Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType, Id,
-    Metrics, NewCheckpoint, NewSession, Offer, Progress, RecoveryOption, ResumePoint, Session,
-    SessionLimits, Sha256, Status, TenantId, Timestamp,
+    Assessment, AssetCounts, Change, Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType,
+    FieldError, Id, Metrics, Name, NewCheckpoint, NewSession, Offer, Preconditions, Progress,
+    Project, ProjectRules, RecoveryOption, ResumePoint, RevisionRetention, Saved, SchemaRef,
+    Session, SessionLimits, Sha256, Status, TenantId, Timestamp, parse_json_patch,
 };
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
-    Applied, Distribution, Error, Page, PageRequest, Recovery, Result, SessionFilter, SessionOp,
-    Stats, Store, Verification,
+    Applied, Distribution, Error, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome,
+    Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut,
+    SessionFilter, SessionOp, Stats, Store, StoredResponse, Verification,
 };
+use serde_json::Value;
 
 /// How often the sweeper persists expired leases and stall flags. Reads observe expiry
 /// themselves, so this bounds only how stale the stored state is.
@@ -59,6 +62,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// The source of `now`; tests inject a [`ManualClock`].
     pub clock: Arc<dyn Clock>,
+    /// Project limits and revision retention.
+    pub projects: ProjectRules,
 }
 
 impl Config {
@@ -68,6 +73,7 @@ impl Config {
             data_dir: data_dir.as_ref().to_path_buf(),
             sweep_interval: SWEEP_INTERVAL_DEFAULT,
             clock: Arc::new(SystemClock),
+            projects: ProjectRules::default(),
         }
     }
 }
@@ -89,7 +95,8 @@ impl Lifeboat {
     /// that were active, and starts the sweeper. Must run inside a tokio runtime.
     pub async fn open(config: Config) -> Result<Lifeboat> {
         let data_dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
+        let rules = config.projects.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, rules))
             .await
             .map_err(|e| Error::Internal(format!("open task failed: {e}")))??;
         Lifeboat::with_store(Arc::new(store), config).await
@@ -126,19 +133,43 @@ impl Lifeboat {
 
     /// Creates a session: `active`, attempt 1, with a lease.
     pub async fn create_session(&self, tenant: &TenantId, new: NewSession) -> Result<Session> {
+        done(self.create_session_with(tenant, new, None).await?)
+    }
+
+    /// [`Lifeboat::create_session`], optionally idempotent.
+    pub async fn create_session_with(
+        &self,
+        tenant: &TenantId,
+        new: NewSession,
+        idempotency: Option<Idempotency<Session>>,
+    ) -> Result<Outcome<Session>> {
         let id = match &new.id {
             Some(id) => id.clone(),
             None => Id::parse(&uuid::Uuid::now_v7().to_string())?,
         };
         let session = Session::create(id, new, self.now())?;
-        self.inner.store.create_session(tenant, session).await
+        self.inner
+            .store
+            .create_session(tenant, session, idempotency)
+            .await
     }
 
     /// Applies any session write; the named methods below are shorthands.
     pub async fn update(&self, tenant: &TenantId, id: &Id, op: SessionOp) -> Result<Applied> {
+        done(self.update_with(tenant, id, op, None).await?)
+    }
+
+    /// [`Lifeboat::update`], optionally idempotent.
+    pub async fn update_with(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        op: SessionOp,
+        idempotency: Option<Idempotency<Applied>>,
+    ) -> Result<Outcome<Applied>> {
         self.inner
             .store
-            .update_session(tenant, id, op, self.now())
+            .update_session(tenant, id, op, self.now(), idempotency)
             .await
     }
 
@@ -311,6 +342,80 @@ impl Lifeboat {
     pub async fn ready(&self) -> Result<()> {
         self.inner.store.ready().await
     }
+
+    /// Registers a JSON Schema version (immutable once registered).
+    pub async fn put_schema(
+        &self,
+        tenant: &TenantId,
+        schema: &SchemaRef,
+        body: Value,
+        idempotency: Option<Idempotency<SchemaPut>>,
+    ) -> Result<Outcome<SchemaPut>> {
+        self.inner
+            .store
+            .put_schema(tenant, schema, body, self.now(), idempotency)
+            .await
+    }
+
+    /// A registered schema.
+    pub async fn schema(&self, tenant: &TenantId, schema: &SchemaRef) -> Result<Value> {
+        self.inner.store.schema(tenant, schema).await
+    }
+
+    /// Saves a project (`PUT`, `PATCH`, restore): a new revision, atomically.
+    pub async fn save_project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        edit: ProjectEdit,
+        preconditions: Preconditions,
+        idempotency: Option<Idempotency<Saved>>,
+    ) -> Result<Outcome<Saved>> {
+        self.inner
+            .store
+            .save_project(tenant, id, edit, preconditions, self.now(), idempotency)
+            .await
+    }
+
+    /// A project, now or at `revision`.
+    pub async fn project(&self, tenant: &TenantId, id: &Id, revision: Option<u64>) -> Result<Project> {
+        self.inner.store.project(tenant, id, revision).await
+    }
+
+    /// Projects, newest first.
+    pub async fn projects(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ProjectInfo>> {
+        self.inner.store.projects(tenant, page).await
+    }
+
+    /// Soft-deletes a project.
+    pub async fn delete_project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        preconditions: Preconditions,
+    ) -> Result<()> {
+        self.inner
+            .store
+            .delete_project(tenant, id, preconditions, self.now())
+            .await
+    }
+
+    /// A project's revisions, newest first.
+    pub async fn revisions(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        page: &PageRequest,
+    ) -> Result<Page<RevisionInfo>> {
+        self.inner.store.revisions(tenant, id, page).await
+    }
+}
+
+/// The result of a write made without an idempotency key, which is never a replay.
+fn done<T>(outcome: Outcome<T>) -> Result<T> {
+    outcome
+        .done()
+        .ok_or_else(|| Error::Internal("a write without Idempotency-Key was replayed".to_owned()))
 }
 
 async fn sweep_loop(inner: Weak<Inner>, every: Duration) {

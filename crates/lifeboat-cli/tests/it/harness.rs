@@ -37,11 +37,7 @@ impl TestServer {
         config.clock = clock;
         config.sweep_interval = Duration::from_millis(100);
         let lifeboat = Lifeboat::open(config).await.expect("open lifeboat");
-        let state = AppState {
-            lifeboat,
-            admin_token: Arc::new(AdminToken::new(TOKEN.to_owned())),
-            metrics: None,
-        };
+        let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

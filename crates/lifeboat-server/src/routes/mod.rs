@@ -1,6 +1,7 @@
 //! The router: every endpoint, with its OpenAPI description derived from the handlers.
 
 mod ops;
+mod projects;
 mod recovery;
 mod sessions;
 
@@ -13,9 +14,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::auth::require_token;
 use crate::error::ApiError;
+use crate::{AppState, idempotency};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,11 +61,23 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(recovery::session_recovery))
         .routes(routes!(recovery::recover))
         .routes(routes!(recovery::verify))
+        .routes(routes!(projects::list_projects))
+        .routes(routes!(
+            projects::put_project,
+            projects::patch_project,
+            projects::get_project,
+            projects::delete_project
+        ))
+        .routes(routes!(projects::list_revisions))
+        .routes(routes!(projects::restore))
+        .routes(routes!(projects::put_schema, projects::get_schema))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::sweep))
         .split_for_parts();
     let openapi_json = openapi.to_pretty_json().unwrap_or_default();
-    let api = api.route_layer(from_fn_with_state(state, require_token));
+    let api = api
+        .route_layer(from_fn_with_state(state.clone(), idempotency::track))
+        .route_layer(from_fn_with_state(state, require_token));
     Router::new()
         .merge(api)
         .route(

@@ -2,17 +2,20 @@
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
-use lifeboat::{RecoveryOption, SessionOp, TenantId};
+use axum::http::StatusCode;
+use axum::response::Response;
+use lifeboat::{Applied, IdempotencyKey, RecoveryOption, SessionOp, StoredResponse, TenantId};
 use lifeboat_api::{
     AssetCountsBody, CheckpointCheck, List, Problem, ProblemType, Recover, Recovered, RecoveryBody,
     VerifyBody,
 };
 
-use super::sessions::PageQuery;
+use super::sessions::{PageQuery, session_op};
 use crate::AppState;
 use crate::convert::{checkpoint_body, recovery_body, session_body};
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, page, path_id};
+use crate::idempotency::json;
 
 /// Recoverable sessions (incomplete, failed, paused), newest first, each assessed.
 #[utoipa::path(get, path = "/api/v1/recovery", tag = "recovery", params(PageQuery),
@@ -55,9 +58,32 @@ pub(crate) async fn recover(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Path(id): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Recover>,
-) -> Result<Json<Recovered>, ApiError> {
-    let id = path_id(&id)?;
+) -> Result<Response, ApiError> {
+    fn render(applied: &Applied) -> StoredResponse {
+        let resume_from = applied
+            .resume_from
+            .as_ref()
+            .map(checkpoint_body)
+            .transpose();
+        match resume_from {
+            Ok(resume_from) => json(
+                StatusCode::OK,
+                &[],
+                &Recovered {
+                    session: session_body(&applied.session),
+                    resume_from,
+                },
+            ),
+            Err(error) => json(
+                StatusCode::from_u16(error.problem.status)
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &[],
+                &error.problem,
+            ),
+        }
+    }
     let option = RecoveryOption::parse(&body.option).ok_or_else(|| {
         ApiError::new(
             ProblemType::VALIDATION_FAILED,
@@ -71,15 +97,7 @@ pub(crate) async fn recover(
         option,
         confirm: body.confirm.unwrap_or(false),
     };
-    let applied = state.lifeboat.update(&tenant, &id, op).await?;
-    Ok(Json(Recovered {
-        session: session_body(&applied.session),
-        resume_from: applied
-            .resume_from
-            .as_ref()
-            .map(checkpoint_body)
-            .transpose()?,
-    }))
+    session_op(&state, &tenant, &id, op, key, render).await
 }
 
 /// Re-hashes every checkpoint of a session; damaged ones are marked invalid for good.

@@ -3,7 +3,11 @@
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use lifeboat::{CheckpointKind, SessionFilter, SessionOp, Status, TenantId};
+use axum::response::Response;
+use lifeboat::{
+    Applied, CheckpointKind, IdempotencyKey, Session, SessionFilter, SessionOp, Status,
+    StoredResponse, TenantId,
+};
 use lifeboat_api::{
     AttemptBody, CheckpointBody, CheckpointCreated, CreateCheckpoint, CreateSession, Fail,
     Heartbeat, HeartbeatAck, List, Problem, ProblemType, SessionBody,
@@ -16,6 +20,7 @@ use crate::convert::{
 };
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, OptionalJson, page, path_id};
+use crate::idempotency::{claim, json, respond};
 
 /// Query of `GET /sessions`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -49,13 +54,18 @@ pub(crate) struct PageQuery {
 pub(crate) async fn create_session(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<CreateSession>,
-) -> Result<(StatusCode, Json<SessionBody>), ApiError> {
-    let session = state
+) -> Result<Response, ApiError> {
+    fn render(session: &Session) -> StoredResponse {
+        json(StatusCode::CREATED, &[], &session_body(session))
+    }
+    let idempotency = claim(key.map(|Extension(key)| key), render);
+    let outcome = state
         .lifeboat
-        .create_session(&tenant, new_session(body)?)
+        .create_session_with(&tenant, new_session(body)?, idempotency)
         .await?;
-    Ok((StatusCode::CREATED, Json(session_body(&session))))
+    Ok(respond(outcome, render))
 }
 
 /// Lists sessions, newest first.
@@ -109,13 +119,27 @@ pub(crate) async fn get_session(
     Ok(Json(session_body(&session)))
 }
 
-async fn session_op(
+/// Runs a session write, idempotently when the request carries a key.
+pub(crate) async fn session_op(
     state: &AppState,
     tenant: &TenantId,
     id: &str,
     op: SessionOp,
-) -> Result<lifeboat::Applied, ApiError> {
-    Ok(state.lifeboat.update(tenant, &path_id(id)?, op).await?)
+    key: Option<Extension<IdempotencyKey>>,
+    render: fn(&Applied) -> StoredResponse,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let idempotency = claim(key.map(|Extension(key)| key), render);
+    let outcome = state
+        .lifeboat
+        .update_with(tenant, &id, op, idempotency)
+        .await?;
+    Ok(respond(outcome, render))
+}
+
+/// The session object of a write's result, 200.
+fn session_of(applied: &Applied) -> StoredResponse {
+    json(StatusCode::OK, &[], &session_body(&applied.session))
 }
 
 /// Cancels a session (same as `POST /sessions/{id}/cancel` without an attempt).
@@ -126,9 +150,9 @@ pub(crate) async fn delete_session(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Path(id): Path<String>,
-) -> Result<Json<SessionBody>, ApiError> {
-    let applied = session_op(&state, &tenant, &id, SessionOp::Cancel { attempt: None }).await?;
-    Ok(Json(session_body(&applied.session)))
+) -> Result<Response, ApiError> {
+    let op = SessionOp::Cancel { attempt: None };
+    session_op(&state, &tenant, &id, op, None, session_of).await
 }
 
 /// Extends the lease of the current attempt, merging progress and metrics.
@@ -139,18 +163,22 @@ pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Path(id): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Heartbeat>,
-) -> Result<Json<HeartbeatAck>, ApiError> {
+) -> Result<Response, ApiError> {
+    fn render(applied: &Applied) -> StoredResponse {
+        let ack = HeartbeatAck {
+            status: applied.session.status.as_str().to_owned(),
+            lease_expires_at: applied.session.lease_expires_at.map(rfc3339),
+        };
+        json(StatusCode::OK, &[], &ack)
+    }
     let op = SessionOp::Heartbeat {
         attempt: body.attempt,
         progress: body.progress.map(progress),
         metrics: body.metrics.map(metrics),
     };
-    let applied = session_op(&state, &tenant, &id, op).await?;
-    Ok(Json(HeartbeatAck {
-        status: applied.session.status.as_str().to_owned(),
-        lease_expires_at: applied.session.lease_expires_at.map(rfc3339),
-    }))
+    session_op(&state, &tenant, &id, op, key, render).await
 }
 
 /// Writes a checkpoint; it counts as a heartbeat.
@@ -161,8 +189,27 @@ pub(crate) async fn create_checkpoint(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Path(id): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<CreateCheckpoint>,
-) -> Result<(StatusCode, Json<CheckpointCreated>), ApiError> {
+) -> Result<Response, ApiError> {
+    fn render(applied: &Applied) -> StoredResponse {
+        match &applied.checkpoint {
+            Some(written) => json(
+                StatusCode::CREATED,
+                &[],
+                &CheckpointCreated {
+                    seq: written.seq,
+                    sha256: written.sha256.as_str().to_owned(),
+                    created_at: rfc3339(written.created_at),
+                },
+            ),
+            None => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &[],
+                &Problem::new(ProblemType::INTERNAL, "no checkpoint was written"),
+            ),
+        }
+    }
     let Some(attempt) = body.attempt else {
         return Err(ApiError::new(
             ProblemType::VALIDATION_FAILED,
@@ -170,27 +217,11 @@ pub(crate) async fn create_checkpoint(
         ));
     };
     let checkpoint = new_checkpoint(body, None)?;
-    let applied = session_op(
-        &state,
-        &tenant,
-        &id,
-        SessionOp::Checkpoint {
-            attempt,
-            checkpoint,
-        },
-    )
-    .await?;
-    let written = applied
-        .checkpoint
-        .ok_or_else(|| ApiError::new(ProblemType::INTERNAL, "no checkpoint was written"))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CheckpointCreated {
-            seq: written.seq,
-            sha256: written.sha256.as_str().to_owned(),
-            created_at: rfc3339(written.created_at),
-        }),
-    ))
+    let op = SessionOp::Checkpoint {
+        attempt,
+        checkpoint,
+    };
+    session_op(&state, &tenant, &id, op, key, render).await
 }
 
 /// A session's checkpoints in seq order.
@@ -264,18 +295,13 @@ pub(crate) async fn pause(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Path(id): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
     OptionalJson(body): OptionalJson<AttemptBody>,
-) -> Result<Json<SessionBody>, ApiError> {
-    let applied = session_op(
-        &state,
-        &tenant,
-        &id,
-        SessionOp::Pause {
-            attempt: body.attempt,
-        },
-    )
-    .await?;
-    Ok(Json(session_body(&applied.session)))
+) -> Result<Response, ApiError> {
+    let op = SessionOp::Pause {
+        attempt: body.attempt,
+    };
+    session_op(&state, &tenant, &id, op, key, session_of).await
 }
 
 /// Completes a session.
@@ -286,18 +312,13 @@ pub(crate) async fn complete(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Path(id): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
     OptionalJson(body): OptionalJson<AttemptBody>,
-) -> Result<Json<SessionBody>, ApiError> {
-    let applied = session_op(
-        &state,
-        &tenant,
-        &id,
-        SessionOp::Complete {
-            attempt: body.attempt,
-        },
-    )
-    .await?;
-    Ok(Json(session_body(&applied.session)))
+) -> Result<Response, ApiError> {
+    let op = SessionOp::Complete {
+        attempt: body.attempt,
+    };
+    session_op(&state, &tenant, &id, op, key, session_of).await
 }
 
 /// Cancels (discards) a session.
@@ -308,18 +329,13 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Path(id): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
     OptionalJson(body): OptionalJson<AttemptBody>,
-) -> Result<Json<SessionBody>, ApiError> {
-    let applied = session_op(
-        &state,
-        &tenant,
-        &id,
-        SessionOp::Cancel {
-            attempt: body.attempt,
-        },
-    )
-    .await?;
-    Ok(Json(session_body(&applied.session)))
+) -> Result<Response, ApiError> {
+    let op = SessionOp::Cancel {
+        attempt: body.attempt,
+    };
+    session_op(&state, &tenant, &id, op, key, session_of).await
 }
 
 /// Fails a session with an error and an optional emergency checkpoint.
@@ -330,8 +346,9 @@ pub(crate) async fn fail(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Path(id): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Fail>,
-) -> Result<Json<SessionBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let checkpoint = body
         .checkpoint
         .map(|c| new_checkpoint(c, Some(CheckpointKind::Emergency)))
@@ -341,6 +358,5 @@ pub(crate) async fn fail(
         error: body.error,
         checkpoint,
     };
-    let applied = session_op(&state, &tenant, &id, op).await?;
-    Ok(Json(session_body(&applied.session)))
+    session_op(&state, &tenant, &id, op, key, session_of).await
 }

@@ -1,6 +1,8 @@
 //! The SQLite backend: one file in WAL mode with `synchronous=FULL`, one writer thread
 //! with group commit (see `writer.rs`), and a small pool of read connections.
 
+mod idempotency;
+mod projects;
 mod rows;
 mod schema;
 mod writer;
@@ -12,15 +14,18 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lifeboat_core::{
-    AssetCounts, Checkpoint, CheckpointKind, CrashType, Id, RecoveryOption, Session, Status,
-    TenantId, Timestamp, assess,
+    AssetCounts, Chain, Change, Checkpoint, CheckpointKind, CrashType, Delta, Error as DomainError,
+    Id, Preconditions, Project, ProjectRules, RecoveryOption, Saved, SchemaRef, Session, Status,
+    TenantId, Timestamp, assess, save_project,
 };
+use serde_json::{Value, json};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OpenFlags, params, params_from_iter};
 
 use crate::{
-    Applied, Distribution, Error, Page, PageRequest, Recovery, Result, SessionFilter, SessionOp,
-    Stats, Store, Verification, apply,
+    Applied, Distribution, Error, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
+    ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, SessionFilter,
+    SessionOp, Stats, Store, Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, Writer};
@@ -57,6 +62,8 @@ pub(crate) fn translate(error: rusqlite::Error) -> Error {
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
+    rules: Arc<ProjectRules>,
+    schemas: Arc<SchemaCache>,
 }
 
 struct Readers {
@@ -107,7 +114,7 @@ impl Readers {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`, applying migrations.
-    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+    pub fn open(data_dir: &Path, rules: ProjectRules) -> Result<SqliteStore> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             Error::Unavailable(format!(
                 "cannot create data dir {}: {e}",
@@ -133,6 +140,8 @@ impl SqliteStore {
                 path,
                 idle: Mutex::new(Vec::new()),
             }),
+            rules: Arc::new(rules),
+            schemas: Arc::new(SchemaCache::default()),
         })
     }
 }
@@ -298,23 +307,31 @@ fn status_condition(status: Status, now_index: usize) -> String {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_session(&self, tenant: &TenantId, session: Session) -> Result<Session> {
+    async fn create_session(
+        &self,
+        tenant: &TenantId,
+        session: Session,
+        idempotency: Option<Idempotency<Session>>,
+    ) -> Result<Outcome<Session>> {
         let tenant = tenant.clone();
+        let now = session.created_at;
         self.writer
             .write(Ack::AfterCommit, move |conn| {
-                let exists = conn
-                    .prepare_cached("SELECT 1 FROM sessions WHERE tenant = ?1 AND id = ?2")
-                    .map_err(translate)?
-                    .exists(params![tenant.as_str(), session.id.as_str()])
-                    .map_err(translate)?;
-                if exists {
-                    return Ok(Err(Error::AlreadyExists {
-                        what: "session",
-                        id: session.id.to_string(),
-                    }));
-                }
-                rows::insert_session(conn, &tenant, &session)?;
-                Ok(Ok(session))
+                idempotency::once(conn, &tenant, idempotency, now, || {
+                    let exists = conn
+                        .prepare_cached("SELECT 1 FROM sessions WHERE tenant = ?1 AND id = ?2")
+                        .map_err(translate)?
+                        .exists(params![tenant.as_str(), session.id.as_str()])
+                        .map_err(translate)?;
+                    if exists {
+                        return Ok(Err(Error::AlreadyExists {
+                            what: "session",
+                            id: session.id.to_string(),
+                        }));
+                    }
+                    rows::insert_session(conn, &tenant, &session)?;
+                    Ok(Ok(session))
+                })
             })
             .await
     }
@@ -325,7 +342,8 @@ impl Store for SqliteStore {
         id: &Id,
         op: SessionOp,
         now: Timestamp,
-    ) -> Result<Applied> {
+        idempotency: Option<Idempotency<Applied>>,
+    ) -> Result<Outcome<Applied>> {
         let (tenant, id) = (tenant.clone(), id.clone());
         let ack = if op.is_heartbeat() {
             Ack::Early
@@ -338,26 +356,28 @@ impl Store for SqliteStore {
         };
         self.writer
             .write(ack, move |conn| {
-                let (pk, mut session) = rows::load_session(conn, &tenant, &id)?;
-                let before = session.clone();
-                // Assets arrive with asset storage; until then no name is known.
-                let result = apply(&mut session, op, now, &|_| false, || {
-                    rows::all_checkpoints(conn, pk)
-                });
-                if session != before {
-                    persist(conn, &tenant, pk, &before, &session)?;
-                }
-                let applied = match result {
-                    Ok(applied) => applied,
-                    Err(refusal) => return Ok(Err(refusal)),
-                };
-                if let Some(checkpoint) = &applied.checkpoint {
-                    write_checkpoint(conn, pk, session.checkpoint_retention, checkpoint)?;
-                }
-                if let Some(option) = recovery_option {
-                    record_recovery(conn, &tenant, pk, &session, option, now)?;
-                }
-                Ok(Ok(applied))
+                idempotency::once(conn, &tenant, idempotency, now, || {
+                    let (pk, mut session) = rows::load_session(conn, &tenant, &id)?;
+                    let before = session.clone();
+                    // Assets arrive with asset storage; until then no name is known.
+                    let result = apply(&mut session, op, now, &|_| false, || {
+                        rows::all_checkpoints(conn, pk)
+                    });
+                    if session != before {
+                        persist(conn, &tenant, pk, &before, &session)?;
+                    }
+                    let applied = match result {
+                        Ok(applied) => applied,
+                        Err(refusal) => return Ok(Err(refusal)),
+                    };
+                    if let Some(checkpoint) = &applied.checkpoint {
+                        write_checkpoint(conn, pk, session.checkpoint_retention, checkpoint)?;
+                    }
+                    if let Some(option) = recovery_option {
+                        record_recovery(conn, &tenant, pk, &session, option, now)?;
+                    }
+                    Ok(Ok(applied))
+                })
             })
             .await
     }
@@ -632,6 +652,219 @@ impl Store for SqliteStore {
             .read(|conn| {
                 conn.query_row("SELECT 1", [], |_| Ok(()))
                     .map_err(translate)
+            })
+            .await
+    }
+
+    async fn put_schema(
+        &self,
+        tenant: &TenantId,
+        schema: &SchemaRef,
+        body: Value,
+        now: Timestamp,
+        idempotency: Option<Idempotency<SchemaPut>>,
+    ) -> Result<Outcome<SchemaPut>> {
+        SchemaCache::compile(&body)?;
+        let (tenant, schema) = (tenant.clone(), schema.clone());
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                idempotency::once(conn, &tenant, idempotency, now, || {
+                    if let Some(existing) = projects::schema_body(conn, &tenant, &schema)? {
+                        if existing != body {
+                            return Ok(Err(DomainError::SchemaConflict(schema.to_string()).into()));
+                        }
+                        return Ok(Ok(SchemaPut {
+                            created: false,
+                            body: existing,
+                        }));
+                    }
+                    conn.prepare_cached(
+                        "INSERT INTO schemas (tenant, name, version, body, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(translate)?
+                    .execute(params![
+                        tenant.as_str(),
+                        schema.name.as_str(),
+                        schema.version.as_str(),
+                        body.to_string(),
+                        now.0
+                    ])
+                    .map_err(translate)?;
+                    Ok(Ok(SchemaPut {
+                        created: true,
+                        body,
+                    }))
+                })
+            })
+            .await
+    }
+
+    async fn schema(&self, tenant: &TenantId, schema: &SchemaRef) -> Result<Value> {
+        let (tenant, schema) = (tenant.clone(), schema.clone());
+        self.readers
+            .read(move |conn| {
+                projects::schema_body(conn, &tenant, &schema)?.ok_or_else(|| Error::NotFound {
+                    what: "schema",
+                    id: schema.to_string(),
+                })
+            })
+            .await
+    }
+
+    async fn save_project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        edit: ProjectEdit,
+        preconditions: Preconditions,
+        now: Timestamp,
+        idempotency: Option<Idempotency<Saved>>,
+    ) -> Result<Outcome<Saved>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        let (rules, schemas) = (Arc::clone(&self.rules), Arc::clone(&self.schemas));
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                idempotency::once(conn, &tenant, idempotency, now, || {
+                    let stored = projects::load(conn, &tenant, &id)?;
+                    let live = stored
+                        .as_ref()
+                        .filter(|s| s.project.deleted_at.is_none());
+                    if let Err(refusal) = preconditions.check(live.map(|s| s.project.revision)) {
+                        return Ok(Err(refusal.into()));
+                    }
+                    let change = match edit {
+                        ProjectEdit::Change(change) => change,
+                        ProjectEdit::Restore(revision) => {
+                            let Some(live) = live else {
+                                return Ok(Err(projects::not_found(&id)));
+                            };
+                            let (state, _) = projects::state_at(conn, live.pk, &id, revision)?;
+                            Change::Restore { revision, state }
+                        }
+                    };
+                    if matches!(change, Change::Merge(_) | Change::JsonPatch(_)) && live.is_none() {
+                        return Ok(Err(projects::not_found(&id)));
+                    }
+                    let chain = stored.as_ref().map(|s| s.chain).unwrap_or_default();
+                    let validate = |schema: &SchemaRef, state: &Value| {
+                        schemas
+                            .validate(&tenant, schema, state, || {
+                                projects::schema_body(conn, &tenant, schema)
+                            })
+                            .map_err(|e| match e {
+                                Error::Domain(domain) => domain,
+                                other => DomainError::Invalid {
+                                    field: "schema",
+                                    message: other.to_string(),
+                                },
+                            })
+                    };
+                    let saved = match save_project(
+                        stored.as_ref().map(|s| &s.project),
+                        &id,
+                        change,
+                        &rules,
+                        chain,
+                        now,
+                        &validate,
+                    ) {
+                        Ok(saved) => saved,
+                        Err(refusal) => return Ok(Err(refusal.into())),
+                    };
+                    let chain = match &saved.delta {
+                        Delta::Snapshot(_) => Chain::default(),
+                        delta => Chain {
+                            deltas: chain.deltas + 1,
+                            delta_bytes: chain.delta_bytes + delta.body().len() as u64,
+                        },
+                    };
+                    let pk = projects::write(
+                        conn,
+                        &tenant,
+                        stored.as_ref().map(|s| s.pk),
+                        &saved.project,
+                        &saved.delta,
+                        chain,
+                    )?;
+                    projects::prune(conn, pk, saved.project.revision, rules.retention, now)?;
+                    projects::record_event(
+                        conn,
+                        &tenant,
+                        "project.saved",
+                        id.as_str(),
+                        &json!({"id": id.as_str(), "revision": saved.project.revision}),
+                        now,
+                    )?;
+                    Ok(Ok(saved))
+                })
+            })
+            .await
+    }
+
+    async fn project(&self, tenant: &TenantId, id: &Id, revision: Option<u64>) -> Result<Project> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |conn| {
+                let stored = projects::load_live(conn, &tenant, &id)?;
+                let mut project = stored.project;
+                match revision {
+                    Some(revision) if revision != project.revision => {
+                        let (state, info) = projects::state_at(conn, stored.pk, &id, revision)?;
+                        project.state = state;
+                        project.revision = revision;
+                        project.size_bytes = info.size_bytes;
+                        project.updated_at = info.created_at;
+                        Ok(project)
+                    }
+                    _ => Ok(project),
+                }
+            })
+            .await
+    }
+
+    async fn projects(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ProjectInfo>> {
+        let tenant = tenant.clone();
+        let before = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let limit = page.limit;
+        self.readers
+            .read(move |conn| Ok(paginate(projects::list(conn, &tenant, before, limit)?, limit)))
+            .await
+    }
+
+    async fn delete_project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        preconditions: Preconditions,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                let stored = projects::load_live(conn, &tenant, &id)?;
+                if let Err(refusal) = preconditions.check(Some(stored.project.revision)) {
+                    return Ok(Err(refusal.into()));
+                }
+                projects::mark_deleted(conn, stored.pk, now)?;
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    async fn revisions(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        page: &PageRequest,
+    ) -> Result<Page<RevisionInfo>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        let before = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let limit = page.limit;
+        self.readers
+            .read(move |conn| {
+                let stored = projects::load_live(conn, &tenant, &id)?;
+                Ok(paginate(projects::revisions(conn, stored.pk, before, limit)?, limit))
             })
             .await
     }

@@ -7,9 +7,10 @@ use super::translate;
 use crate::Error;
 
 /// Migrations in order; a migration's version is its index + 1. Never edit a released one.
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../migrations/sqlite/0001_sessions_checkpoints.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_sessions_checkpoints.sql"),
+    include_str!("../../migrations/sqlite/0002_projects_schemas_idempotency.sql"),
+];
 
 /// Brings the schema up to date; refuses a database written by a newer Lifeboat.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {
