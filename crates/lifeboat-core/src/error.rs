@@ -79,7 +79,9 @@ pub enum Error {
     #[error("unknown asset {0:?}: upload or register it before naming it in a checkpoint")]
     UnknownAsset(String),
     /// A schema name or version does not match the name pattern.
-    #[error("invalid name {0:?}: schema names and versions match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$")]
+    #[error(
+        "invalid name {0:?}: schema names and versions match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$"
+    )]
     InvalidName(String),
     /// `If-Match` or `If-None-Match` does not hold. `current` is the project's revision
     /// (none when it does not exist).
@@ -102,7 +104,9 @@ pub enum Error {
         message: String,
     },
     /// The save names a schema version that is not registered.
-    #[error("unknown schema {0:?}: register it with PUT /api/v1/schemas/{{name}}/{{version}} first")]
+    #[error(
+        "unknown schema {0:?}: register it with PUT /api/v1/schemas/{{name}}/{{version}} first"
+    )]
     UnknownSchema(String),
     /// The project does not exist (or is deleted).
     #[error("project {0} not found")]

@@ -18,9 +18,9 @@ pub use checkpoint::{Checkpoint, CheckpointKind, CheckpointRef, NewCheckpoint, S
 pub use error::{Error, FieldError};
 pub use id::{Id, Name, TenantId};
 pub use project::{
-    Chain, Change, DEPTH_MAX_DEFAULT, Delta, Preconditions, Project, ProjectRules, RevisionRetention,
-    STATE_BYTES_MAX_DEFAULT, Saved, SchemaRef, depth, parse_json_patch, rebuild, save as save_project,
-    schema_violation,
+    Chain, Change, DEPTH_MAX_DEFAULT, Delta, Preconditions, Project, ProjectRules,
+    RevisionRetention, STATE_BYTES_MAX_DEFAULT, Saved, SchemaRef, depth, parse_json_patch, rebuild,
+    save as save_project, schema_violation,
 };
 pub use recovery::{Assessment, AssetCounts, Offer, RecoveryOption, ResumePoint, assess};
 pub use session::{

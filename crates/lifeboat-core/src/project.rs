@@ -275,7 +275,12 @@ pub fn save(
             let live = live.ok_or_else(|| not_found(id))?;
             let mut state = live.state.clone();
             json_patch::merge(&mut state, &patch);
-            (state, live.title.clone(), live.schema.clone(), Some(Delta::Merge(patch)))
+            (
+                state,
+                live.title.clone(),
+                live.schema.clone(),
+                Some(Delta::Merge(patch)),
+            )
         }
         Change::JsonPatch(patch) => {
             let live = live.ok_or_else(|| not_found(id))?;
@@ -284,7 +289,12 @@ pub fn save(
                 revision: live.revision,
                 message: e.to_string(),
             })?;
-            (state, live.title.clone(), live.schema.clone(), Some(Delta::Patch(patch)))
+            (
+                state,
+                live.title.clone(),
+                live.schema.clone(),
+                Some(Delta::Patch(patch)),
+            )
         }
     };
     if !state.is_object() {
@@ -297,7 +307,10 @@ pub fn save(
     if depth > rules.max_depth {
         return Err(Error::Invalid {
             field: "state",
-            message: format!("nesting depth {depth} is over the limit of {}", rules.max_depth),
+            message: format!(
+                "nesting depth {depth} is over the limit of {}",
+                rules.max_depth
+            ),
         });
     }
     let size = state.to_string().len();

@@ -9,8 +9,8 @@ use lifeboat_api::{Problem, ProblemType};
 /// An error on its way to becoming a problem+json response.
 #[derive(Debug)]
 pub struct ApiError {
-    /// The body.
-    pub problem: Problem,
+    /// The body (boxed: errors travel in every `Result` of the server).
+    pub problem: Box<Problem>,
     /// Headers the client needs to act on it (`ETag` with a 412, `Accept-Patch` with a 415).
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
@@ -19,7 +19,7 @@ impl ApiError {
     /// A problem of `kind` with `detail`.
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> ApiError {
         ApiError {
-            problem: Problem::new(kind, detail),
+            problem: Box::new(Problem::new(kind, detail)),
             headers: Vec::new(),
         }
     }

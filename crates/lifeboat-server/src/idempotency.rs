@@ -70,7 +70,10 @@ pub(crate) async fn track(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let writes = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+    let writes = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    );
     let Some(raw) = request.headers().get(IDEMPOTENCY_KEY).filter(|_| writes) else {
         return Ok(next.run(request).await);
     };
@@ -81,20 +84,7 @@ pub(crate) async fn track(
         .cloned()
         .unwrap_or_default();
     let route = format!("{} {}", request.method(), request.uri().path());
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, crate::BODY_BYTES_MAX)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ProblemType::PAYLOAD_TOO_LARGE,
-                format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX),
-            )
-        })?;
-    let mut hasher = Sha256::new();
-    hasher.update(route.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(&bytes);
-    let fingerprint = hex::encode(hasher.finalize());
+    // Claimed before the body is read, so a slow upload is already "in flight".
     let entry = (tenant.as_str().to_owned(), route.clone(), key.clone());
     let fresh = state
         .in_flight
@@ -112,6 +102,20 @@ pub(crate) async fn track(
         in_flight: Arc::clone(&state.in_flight),
         entry,
     };
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, crate::BODY_BYTES_MAX)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ProblemType::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX),
+            )
+        })?;
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let fingerprint = hex::encode(hasher.finalize());
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(IdempotencyKey {
         route,
@@ -142,7 +146,10 @@ pub(crate) fn into_response(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut response = (status, stored.body).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for (name, value) in stored.headers {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),

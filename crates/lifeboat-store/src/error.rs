@@ -24,7 +24,9 @@ pub enum Error {
         id: String,
     },
     /// The `Idempotency-Key` was used before with a different request.
-    #[error("Idempotency-Key {0:?} was used before with a different request; use a new key for a new request")]
+    #[error(
+        "Idempotency-Key {0:?} was used before with a different request; use a new key for a new request"
+    )]
     IdempotencyKeyReused(String),
     /// A pagination cursor that this store did not issue.
     #[error("invalid cursor")]

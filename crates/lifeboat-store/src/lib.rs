@@ -77,8 +77,9 @@ pub enum SessionOp {
 }
 
 impl SessionOp {
-    /// Whether this op only keeps a worker alive: its acknowledgement may precede the
-    /// commit (SPEC §6, the heartbeat exception), since the restart grace covers a loss.
+    /// Whether this op is a heartbeat. A heartbeat that changes nothing but the lease may
+    /// be acknowledged before its commit (SPEC §6, the heartbeat exception), since the
+    /// restart grace covers a loss; one that moves progress or metrics waits for it.
     pub fn is_heartbeat(&self) -> bool {
         matches!(self, SessionOp::Heartbeat { .. })
     }
@@ -318,7 +319,7 @@ pub struct SchemaPut {
 
 /// A storage backend. Every method is scoped by tenant; another tenant's records answer
 /// [`Error::NotFound`]. Writes return only after their commit, except heartbeats
-/// (see [`SessionOp::is_heartbeat`]).
+/// that only extend a lease (see [`SessionOp::is_heartbeat`]).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a new session; [`Error::AlreadyExists`] if its id is taken in the tenant.

@@ -50,8 +50,7 @@ impl SchemaCache {
         let validator = match cached {
             Some(validator) => validator,
             None => {
-                let body =
-                    load()?.ok_or_else(|| DomainError::UnknownSchema(schema.to_string()))?;
+                let body = load()?.ok_or_else(|| DomainError::UnknownSchema(schema.to_string()))?;
                 let validator = Arc::new(SchemaCache::compile(&body)?);
                 if let Ok(mut compiled) = self.compiled.lock() {
                     compiled.insert(key, Arc::clone(&validator));

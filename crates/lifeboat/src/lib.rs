@@ -378,12 +378,21 @@ impl Lifeboat {
     }
 
     /// A project, now or at `revision`.
-    pub async fn project(&self, tenant: &TenantId, id: &Id, revision: Option<u64>) -> Result<Project> {
+    pub async fn project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        revision: Option<u64>,
+    ) -> Result<Project> {
         self.inner.store.project(tenant, id, revision).await
     }
 
     /// Projects, newest first.
-    pub async fn projects(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ProjectInfo>> {
+    pub async fn projects(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<ProjectInfo>> {
         self.inner.store.projects(tenant, page).await
     }
 

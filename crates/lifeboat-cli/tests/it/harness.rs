@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lifeboat::{Clock, Config, Lifeboat, ManualClock, SystemClock, Timestamp};
+use lifeboat::{Clock, Config, Lifeboat, ManualClock, ProjectRules, SystemClock, Timestamp};
 use lifeboat_server::{AdminToken, AppState};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -33,8 +33,18 @@ impl TestServer {
 
     /// Starts (or restarts) a server over `dir` with `clock`.
     pub async fn start_in(dir: Arc<TempDir>, clock: Arc<dyn Clock>) -> TestServer {
+        TestServer::start_with(dir, clock, ProjectRules::default()).await
+    }
+
+    /// Starts a server with project limits and retention of its own.
+    pub async fn start_with(
+        dir: Arc<TempDir>,
+        clock: Arc<dyn Clock>,
+        projects: ProjectRules,
+    ) -> TestServer {
         let mut config = Config::new(dir.path());
         config.clock = clock;
+        config.projects = projects;
         config.sweep_interval = Duration::from_millis(100);
         let lifeboat = Lifeboat::open(config).await.expect("open lifeboat");
         let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
@@ -86,6 +96,33 @@ impl TestServer {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A request with headers and a body of any content type.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, String)>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some((content_type, body)) = body {
+            request = request.header("content-type", content_type).body(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.call("GET", path, None).await
     }
@@ -127,6 +164,26 @@ impl TestServer {
             "{method} {path}: {problem}"
         );
         assert_eq!(problem["status"], json!(status));
+    }
+}
+
+/// A response with its headers.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn slug(&self) -> &str {
+        self.body["type"]
+            .as_str()
+            .and_then(|t| t.strip_prefix("/problems/"))
+            .unwrap_or_default()
     }
 }
 

@@ -4,6 +4,8 @@
 mod crash;
 mod errors;
 mod harness;
+mod idempotency;
 mod lifecycle;
+mod projects;
 mod recovery;
 mod surface;

@@ -133,7 +133,15 @@ pub(crate) async fn put_project(
         title: body.title,
         schema: body.schema.as_deref().map(schema_ref).transpose()?,
     };
-    save(&state, &tenant, &id, ProjectEdit::Change(change), &headers, key).await
+    save(
+        &state,
+        &tenant,
+        &id,
+        ProjectEdit::Change(change),
+        &headers,
+        key,
+    )
+    .await
 }
 
 /// Patches a project's state atomically: a merge patch (RFC 7396) or a JSON Patch (RFC 6902).
@@ -185,7 +193,15 @@ pub(crate) async fn patch_project(
             ));
         }
     };
-    save(&state, &tenant, &id, ProjectEdit::Change(change), &headers, key).await
+    save(
+        &state,
+        &tenant,
+        &id,
+        ProjectEdit::Change(change),
+        &headers,
+        key,
+    )
+    .await
 }
 
 /// A project with its state, now or at `?revision=N`. `HEAD` answers the headers only.

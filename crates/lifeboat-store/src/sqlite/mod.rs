@@ -8,6 +8,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -18,14 +19,14 @@ use lifeboat_core::{
     Id, Preconditions, Project, ProjectRules, RecoveryOption, Saved, SchemaRef, Session, Status,
     TenantId, Timestamp, assess, save_project,
 };
-use serde_json::{Value, json};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OpenFlags, params, params_from_iter};
+use serde_json::{Value, json};
 
 use crate::{
     Applied, Distribution, Error, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
-    ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, SessionFilter,
-    SessionOp, Stats, Store, Verification, apply,
+    ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp,
+    Stats, Store, Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, Writer};
@@ -270,6 +271,17 @@ fn write_checkpoint(conn: &Connection, pk: i64, retention: u32, c: &Checkpoint) 
     Ok(())
 }
 
+/// Whether a write changed nothing but the lease: the one kind of write acknowledged
+/// before its commit (SPEC §6). Anything a reader would notice waits for the commit.
+fn only_lease_moved(before: &Session, after: &Session) -> bool {
+    let mut same = after.clone();
+    same.last_heartbeat_at = before.last_heartbeat_at;
+    same.lease_expires_at = before.lease_expires_at;
+    same.lease_ran_out_while_down = before.lease_ran_out_while_down;
+    same.updated_at = before.updated_at;
+    same == *before
+}
+
 /// The recovery view of one loaded session.
 fn recovery_of(
     conn: &Connection,
@@ -345,8 +357,9 @@ impl Store for SqliteStore {
         idempotency: Option<Idempotency<Applied>>,
     ) -> Result<Outcome<Applied>> {
         let (tenant, id) = (tenant.clone(), id.clone());
+        let lease_only = Arc::new(AtomicBool::new(false));
         let ack = if op.is_heartbeat() {
-            Ack::Early
+            Ack::EarlyIf(Arc::clone(&lease_only))
         } else {
             Ack::AfterCommit
         };
@@ -366,6 +379,7 @@ impl Store for SqliteStore {
                     if session != before {
                         persist(conn, &tenant, pk, &before, &session)?;
                     }
+                    lease_only.store(only_lease_moved(&before, &session), Ordering::Release);
                     let applied = match result {
                         Ok(applied) => applied,
                         Err(refusal) => return Ok(Err(refusal)),
@@ -727,9 +741,7 @@ impl Store for SqliteStore {
             .write(Ack::AfterCommit, move |conn| {
                 idempotency::once(conn, &tenant, idempotency, now, || {
                     let stored = projects::load(conn, &tenant, &id)?;
-                    let live = stored
-                        .as_ref()
-                        .filter(|s| s.project.deleted_at.is_none());
+                    let live = stored.as_ref().filter(|s| s.project.deleted_at.is_none());
                     if let Err(refusal) = preconditions.check(live.map(|s| s.project.revision)) {
                         return Ok(Err(refusal.into()));
                     }
@@ -828,7 +840,12 @@ impl Store for SqliteStore {
         let before = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
         let limit = page.limit;
         self.readers
-            .read(move |conn| Ok(paginate(projects::list(conn, &tenant, before, limit)?, limit)))
+            .read(move |conn| {
+                Ok(paginate(
+                    projects::list(conn, &tenant, before, limit)?,
+                    limit,
+                ))
+            })
             .await
     }
 
@@ -864,7 +881,10 @@ impl Store for SqliteStore {
         self.readers
             .read(move |conn| {
                 let stored = projects::load_live(conn, &tenant, &id)?;
-                Ok(paginate(projects::revisions(conn, stored.pk, before, limit)?, limit))
+                Ok(paginate(
+                    projects::revisions(conn, stored.pk, before, limit)?,
+                    limit,
+                ))
             })
             .await
     }

@@ -221,7 +221,12 @@ pub(super) fn prune(
 }
 
 /// Rebuilds the state at `revision` from the newest snapshot at or before it.
-pub(super) fn state_at(conn: &Connection, pk: i64, id: &Id, revision: u64) -> Result<(Value, RevisionInfo)> {
+pub(super) fn state_at(
+    conn: &Connection,
+    pk: i64,
+    id: &Id,
+    revision: u64,
+) -> Result<(Value, RevisionInfo)> {
     let missing = || Error::NotFound {
         what: "revision",
         id: format!("{id}@{revision}"),
@@ -243,7 +248,13 @@ pub(super) fn state_at(conn: &Connection, pk: i64, id: &Id, revision: u64) -> Re
         )
         .map_err(translate)?
         .query_map(params![pk, base, revision], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })
         .map_err(translate)?
         .collect::<rusqlite::Result<_>>()
@@ -343,19 +354,28 @@ pub(super) fn revisions(
 }
 
 /// A registered schema's body.
-pub(super) fn schema_body(conn: &Connection, tenant: &TenantId, schema: &SchemaRef) -> Result<Option<Value>> {
+pub(super) fn schema_body(
+    conn: &Connection,
+    tenant: &TenantId,
+    schema: &SchemaRef,
+) -> Result<Option<Value>> {
     let body: Option<String> = conn
         .prepare_cached("SELECT body FROM schemas WHERE tenant = ?1 AND name = ?2 AND version = ?3")
         .map_err(translate)?
         .query_row(
-            params![tenant.as_str(), schema.name.as_str(), schema.version.as_str()],
+            params![
+                tenant.as_str(),
+                schema.name.as_str(),
+                schema.version.as_str()
+            ],
             |row| row.get(0),
         )
         .optional()
         .map_err(translate)?;
     body.map(|body| {
-        serde_json::from_str(&body)
-            .map_err(|e| Error::Internal(format!("schema {schema}: stored body does not parse: {e}")))
+        serde_json::from_str(&body).map_err(|e| {
+            Error::Internal(format!("schema {schema}: stored body does not parse: {e}"))
+        })
     })
     .transpose()
 }
@@ -373,7 +393,13 @@ pub(super) fn record_event(
         "INSERT INTO events (tenant, type, subject, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .map_err(translate)?
-    .execute(params![tenant.as_str(), kind, subject, data.to_string(), now.0])
+    .execute(params![
+        tenant.as_str(),
+        kind,
+        subject,
+        data.to_string(),
+        now.0
+    ])
     .map_err(translate)?;
     conn.prepare_cached("DELETE FROM events WHERE seq <= ?1")
         .map_err(translate)?

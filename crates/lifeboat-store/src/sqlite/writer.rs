@@ -49,8 +49,9 @@ pub(super) struct Writer {
 pub(super) enum Ack {
     /// Reply after the commit.
     AfterCommit,
-    /// Reply as soon as the job ran, if it succeeded.
-    Early,
+    /// Reply as soon as the job ran, if it succeeded and set the flag (a heartbeat that
+    /// changed nothing but the lease).
+    EarlyIf(Arc<AtomicBool>),
 }
 
 impl Writer {
@@ -88,7 +89,10 @@ impl Writer {
             let outcome = work(conn);
             let keep = outcome.is_ok();
             let poison = matches!(outcome, Err(Error::Unavailable(_)));
-            let early = matches!(ack, Ack::Early) && matches!(outcome, Ok(Ok(_)));
+            let early = match &ack {
+                Ack::AfterCommit => false,
+                Ack::EarlyIf(flag) => flag.load(Ordering::Acquire),
+            } && matches!(outcome, Ok(Ok(_)));
             let mut answer = Some(outcome.and_then(|inner| inner));
             let mut tx = Some(tx);
             if early && let (Some(tx), Some(answer)) = (tx.take(), answer.take()) {
