@@ -23,7 +23,7 @@ pub(crate) struct Connection {
     data_dir: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Subcommand)]
@@ -74,14 +74,14 @@ pub(crate) struct RecoverArgs {
     connection: Connection,
 }
 
-struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Connection {
-    fn api(&self) -> Result<Api, Failure> {
+    pub(crate) fn api(&self) -> Result<Api, Failure> {
         let token = match &self.token {
             Some(token) => token.clone(),
             None => {
@@ -106,7 +106,7 @@ impl Connection {
 }
 
 impl Api {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -141,14 +141,14 @@ impl Api {
     }
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
 }
 
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),

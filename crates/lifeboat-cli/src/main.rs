@@ -1,9 +1,11 @@
 //! The `lifeboat` binary: `serve` runs the server; the other commands talk HTTP to one.
 //!
 //! Exit codes: 0 ok, 1 failure (refused by the server), 2 usage error, 65 bad data,
-//! 69 server unavailable, 77 permission denied, 78 configuration error.
+//! 66 input file unreadable, 69 server unavailable, 77 permission denied, 78 configuration
+//! error.
 
 mod client;
+mod projects;
 mod serve;
 
 use std::process::ExitCode;
@@ -34,6 +36,16 @@ enum Command {
     },
     /// Recovers a session with an option.
     Recover(client::RecoverArgs),
+    /// Lists, shows and restores projects (auto-saved documents).
+    Projects {
+        #[command(subcommand)]
+        command: projects::ProjectsCommand,
+    },
+    /// Registers and shows JSON Schemas for projects.
+    Schemas {
+        #[command(subcommand)]
+        command: projects::SchemasCommand,
+    },
 }
 
 /// Failure with the exit code it maps to.
@@ -46,6 +58,7 @@ pub(crate) struct Failure {
 impl Failure {
     pub(crate) const REFUSED: u8 = 1;
     pub(crate) const DATA: u8 = 65;
+    pub(crate) const NO_INPUT: u8 = 66;
     pub(crate) const UNAVAILABLE: u8 = 69;
     pub(crate) const PERMISSION: u8 = 77;
     pub(crate) const CONFIG: u8 = 78;
@@ -76,6 +89,8 @@ fn main() -> ExitCode {
             Command::Sessions { command } => client::sessions(command).await,
             Command::Recovery { command } => client::recovery(command).await,
             Command::Recover(args) => client::recover(args).await,
+            Command::Projects { command } => projects::projects(command).await,
+            Command::Schemas { command } => projects::schemas(command).await,
         }
     });
     match outcome {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lifeboat::{Config, Lifeboat};
+use lifeboat::{Config, Lifeboat, ProjectRules, RevisionRetention};
 use lifeboat_server::{AdminToken, AppState};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rand::RngCore;
@@ -41,6 +41,18 @@ pub(crate) struct ServeArgs {
     /// Where asset bytes are stored: `file://…` (default: inside the data dir).
     #[arg(long, env = "LIFEBOAT_BLOB_STORE")]
     blob_store: Option<String>,
+    /// Largest project state, in bytes of serialized JSON (413 beyond).
+    #[arg(long, env = "LIFEBOAT_MAX_STATE_BYTES", default_value_t = lifeboat::STATE_BYTES_MAX_DEFAULT)]
+    max_state_bytes: usize,
+    /// Deepest nesting of a project state (422 beyond).
+    #[arg(long, env = "LIFEBOAT_MAX_STATE_DEPTH", default_value_t = lifeboat::DEPTH_MAX_DEFAULT)]
+    max_state_depth: usize,
+    /// Project revisions younger than this many days are all kept.
+    #[arg(long, env = "LIFEBOAT_REVISION_KEEP_DAYS", default_value_t = 30)]
+    revision_keep_days: u64,
+    /// At least this many newest revisions of each project are kept.
+    #[arg(long, env = "LIFEBOAT_REVISION_KEEP_MIN", default_value_t = 100)]
+    revision_keep_min: u64,
     /// Log filter, e.g. `info` or `lifeboat=debug`.
     #[arg(long, env = "LIFEBOAT_LOG", default_value = "info")]
     log: String,
@@ -85,7 +97,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         }
     });
 
-    let lifeboat = Lifeboat::open(Config::new(&args.data_dir))
+    let mut config = Config::new(&args.data_dir);
+    config.projects = ProjectRules {
+        max_state_bytes: args.max_state_bytes,
+        max_depth: args.max_state_depth,
+        retention: RevisionRetention {
+            max_age_ms: args.revision_keep_days.saturating_mul(24 * 3_600_000),
+            min_revisions: args.revision_keep_min.max(1),
+        },
+    };
+    let lifeboat = Lifeboat::open(config)
         .await
         .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;
     let listener = tokio::net::TcpListener::bind(args.listen)

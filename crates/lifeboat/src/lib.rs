@@ -41,6 +41,7 @@ pub use lifeboat_core::{
     Project, ProjectRules, RecoveryOption, ResumePoint, RevisionRetention, Saved, SchemaRef,
     Session, SessionLimits, Sha256, Status, TenantId, Timestamp, parse_json_patch,
 };
+pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
     Applied, Distribution, Error, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome,

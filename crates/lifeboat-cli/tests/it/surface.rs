@@ -173,3 +173,68 @@ async fn cli_commands_and_exit_codes() {
         .expect("run");
     assert_eq!(output.status.code(), Some(69));
 }
+
+/// `lifeboat projects …` and `lifeboat schemas put` over HTTP, with `--json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_projects_and_schemas() {
+    let server = TestServer::start().await;
+    let schema = server.dir.path().join("note.schema.json");
+    std::fs::write(&schema, r#"{"type": "object", "required": ["text"]}"#).expect("schema file");
+    let schema = schema.to_str().expect("utf-8 path");
+    let (code, out) = lifeboat(&server, TOKEN, &["schemas", "put", "note", "1", schema]);
+    assert_eq!((code, out.trim()), (0, "schema note@1 registered"));
+    let (code, _) = lifeboat(
+        &server,
+        TOKEN,
+        &["schemas", "put", "note", "2", "/nonexistent/file.json"],
+    );
+    assert_eq!(code, 66, "an unreadable file");
+
+    for text in ["one", "two", "three"] {
+        let (status, body) = server
+            .call(
+                "PUT",
+                "/projects/note-7",
+                Some(json!({"state": {"text": text}, "schema": "note@1"})),
+            )
+            .await;
+        assert!(status == 200 || status == 201, "{body}");
+    }
+    let (code, out) = lifeboat(&server, TOKEN, &["projects", "list", "--json"]);
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(listed["items"][0]["id"], json!("note-7"));
+    assert_eq!(listed["items"][0]["schema"], json!("note@1"));
+
+    let (code, out) = lifeboat(&server, TOKEN, &["projects", "history", "note-7"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().count(),
+        4,
+        "a header and three revisions:\n{out}"
+    );
+
+    let (code, out) = lifeboat(&server, TOKEN, &["projects", "restore", "note-7", "1"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "project note-7 restored revision 1 as revision 4")
+    );
+    let (code, out) = lifeboat(&server, TOKEN, &["projects", "show", "note-7", "--json"]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (shown["revision"].clone(), shown["state"].clone()),
+        (json!(4), json!({"text": "one"}))
+    );
+    let (code, out) = lifeboat(
+        &server,
+        TOKEN,
+        &["projects", "show", "note-7", "--revision", "2"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("\"text\": \"two\""), "{out}");
+    assert_eq!(
+        lifeboat(&server, TOKEN, &["projects", "show", "missing"]).0,
+        1
+    );
+}
