@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Request, header};
+use hyper::{Method, Request, header};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
@@ -34,6 +34,7 @@ pub(crate) struct ReadLatency {
 enum Op {
     Checkpoint,
     Heartbeat,
+    Patch,
 }
 
 pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<LoadResult>> {
@@ -51,11 +52,24 @@ pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<
             bail!("creating a session: {}", response.status());
         }
     }
+    for client in 0..64 {
+        let document = json!({"state": {"title": format!("Document {client}"), "body": "lorem ipsum ".repeat(170)}});
+        let response = http
+            .put(format!("{base}/api/v1/projects/bench-{client}"))
+            .bearer_auth(TOKEN)
+            .json(&document)
+            .send()
+            .await?;
+        if response.status() != 201 {
+            bail!("creating a project: {}", response.status());
+        }
+    }
     let mut results = Vec::new();
     for clients in [1, 16, 64] {
         results.push(run(base, Op::Checkpoint, clients, window).await?);
     }
     results.push(run(base, Op::Heartbeat, 64, window).await?);
+    results.push(run(base, Op::Patch, 64, window).await?);
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -87,14 +101,25 @@ async fn run(base: &str, op: Op, clients: usize, window: Duration) -> anyhow::Re
     let deadline = started + window;
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let (path, body) = match op {
+            let (method, content_type, path, body) = match op {
                 Op::Checkpoint => (
+                    Method::POST,
+                    "application/json",
                     format!("/api/v1/sessions/bench-{client}/checkpoints"),
                     json!({"attempt": 1, "kind": "item", "data": {"blob": data}}),
                 ),
                 Op::Heartbeat => (
+                    Method::POST,
+                    "application/json",
                     format!("/api/v1/sessions/bench-{client}/heartbeat"),
                     json!({"attempt": 1, "progress": {"percent": 50}}),
+                ),
+                // About 100 bytes: what an editor sends when a person types a sentence.
+                Op::Patch => (
+                    Method::PATCH,
+                    "application/merge-patch+json",
+                    format!("/api/v1/projects/bench-{client}"),
+                    json!({"cursor": {"line": 12, "column": 40}, "draft": "The quick brown fox jumps over it."}),
                 ),
             };
             let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
@@ -107,10 +132,12 @@ async fn run(base: &str, op: Op, clients: usize, window: Duration) -> anyhow::Re
                 tokio::spawn(connection);
                 let mut latencies = Histogram::<u64>::new(3).context("histogram")?;
                 while Instant::now() < deadline {
-                    let request = Request::post(&path)
+                    let request = Request::builder()
+                        .method(method.clone())
+                        .uri(&path)
                         .header(header::HOST, &authority)
                         .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-                        .header(header::CONTENT_TYPE, "application/json")
+                        .header(header::CONTENT_TYPE, content_type)
                         .body(Full::new(body.clone()))?;
                     let sent = Instant::now();
                     let response = sender.send_request(request).await?;
@@ -135,6 +162,7 @@ async fn run(base: &str, op: Op, clients: usize, window: Duration) -> anyhow::Re
         name: match op {
             Op::Checkpoint => "durable checkpoint (1 KiB data)",
             Op::Heartbeat => "heartbeat",
+            Op::Patch => "project merge-patch save (~100 B into ~2 KiB)",
         },
         clients,
         ops_per_second: all.len() as f64 / elapsed,

@@ -5,12 +5,15 @@
 //!    100 rows per transaction. These are the baselines.
 //! 2. Durable checkpoint writes (1 KiB of `data`) over HTTP at 1, 16 and 64 clients,
 //!    with p50/p99 latency; heartbeats at 64 clients.
-//! 3. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
+//! 3. Project history: a 1 MiB document, 1,000 merge patches; growth on disk and the time
+//!    to read an old revision. (Project saves under load are part of 2.)
+//! 4. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
 //!    200 after start, and p99 of `GET /recovery?limit=50`.
 //!
 //! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
 
 mod fixture;
+mod history;
 mod load;
 
 use std::path::{Path, PathBuf};
@@ -76,6 +79,25 @@ fn main() -> anyhow::Result<()> {
             r.ops_per_second / one
         );
     }
+
+    println!("\n## Project history: a 1 MiB document, 1,000 merge patches of ~100 bytes");
+    let history = runtime.block_on(history::run(&root.path().join("history")))?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!("document:               {:>10.2} MiB", mib(history.state_bytes));
+    println!(
+        "data on disk grew by:   {:>10.2} MiB (1,000 full copies: {:.0} MiB; {:.0}x less)",
+        mib(history.growth_bytes),
+        mib(history.full_copies_bytes),
+        history.full_copies_bytes as f64 / history.growth_bytes.max(1) as f64
+    );
+    println!(
+        "PATCH (1 client):       p50 {:.2} ms, p99 {:.2} ms",
+        history.save_p50_ms, history.save_p99_ms
+    );
+    println!(
+        "GET ?revision=N (old):  p50 {:.2} ms, p99 {:.2} ms",
+        history.read_p50_ms, history.read_p99_ms
+    );
 
     println!(
         "\n## {} sessions stored, {} recoverable",
@@ -156,6 +178,20 @@ impl Server {
             .with_context(|| format!("unexpected first line {line:?}"))?
             .to_owned();
         Ok(Server { child, base })
+    }
+}
+
+impl Server {
+    /// Stops the server gracefully (SIGTERM), so SQLite checkpoints and removes its WAL.
+    fn stop(mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed: {status}");
+        }
+        self.child.wait()?;
+        Ok(())
     }
 }
 

@@ -533,7 +533,7 @@ impl Store for SqliteStore {
                 let sessions = conn
                     .prepare_cached(&format!(
                         "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ?1 AND pk < ?2 \
-                         AND status IN ('active', 'paused', 'incomplete', 'failed') \
+                         AND status <> 'completed' AND status <> 'cancelled' \
                          AND (status <> 'active' OR lease_expires_at <= ?3) \
                          ORDER BY pk DESC LIMIT ?4"
                     ))
