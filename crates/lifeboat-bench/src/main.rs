@@ -83,7 +83,10 @@ fn main() -> anyhow::Result<()> {
     println!("\n## Project history: a 1 MiB document, 1,000 merge patches of ~100 bytes");
     let history = runtime.block_on(history::run(&root.path().join("history")))?;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-    println!("document:               {:>10.2} MiB", mib(history.state_bytes));
+    println!(
+        "document:               {:>10.2} MiB",
+        mib(history.state_bytes)
+    );
     println!(
         "data on disk grew by:   {:>10.2} MiB (1,000 full copies: {:.0} MiB; {:.0}x less)",
         mib(history.growth_bytes),

@@ -237,6 +237,8 @@ pub struct Saved {
     pub project: Project,
     /// What to store for the revision.
     pub delta: Delta,
+    /// The new state, serialized once (what the store keeps as the current state).
+    pub state_json: String,
     /// True when the save created the project (or brought a deleted one back).
     pub created: bool,
 }
@@ -313,7 +315,8 @@ pub fn save(
             ),
         });
     }
-    let size = state.to_string().len();
+    let state_json = state.to_string();
+    let size = state_json.len();
     if size > rules.max_state_bytes {
         return Err(Error::StateTooLarge {
             size,
@@ -342,6 +345,7 @@ pub fn save(
     Ok(Saved {
         project,
         delta,
+        state_json,
         created: live.is_none(),
     })
 }

@@ -40,6 +40,8 @@ CREATE TABLE revisions (
 );
 -- Rebuilding revision N starts at the newest snapshot at or before N.
 CREATE INDEX revisions_snapshots ON revisions (project_pk, revision) WHERE kind = 'snapshot';
+-- Retention's question: the oldest revision younger than the age limit.
+CREATE INDEX revisions_age ON revisions (project_pk, created_at);
 
 CREATE TABLE schemas (
     tenant TEXT NOT NULL,

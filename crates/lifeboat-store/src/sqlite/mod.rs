@@ -38,6 +38,9 @@ const READERS_KEPT: usize = 8;
 /// Prepared statements kept per connection: more than the writer uses, so none is
 /// evicted and prepared again under load.
 const STATEMENT_CACHE: usize = 64;
+/// Revision retention is applied on every this-many-th save of a project: pruning can
+/// only ever free whole stretches before a snapshot, so checking each save buys nothing.
+const PRUNE_EVERY: u64 = 16;
 /// Sessions one sweep persists at most, so one sweep never holds the writer for long.
 const SWEEP_BATCH_MAX: u32 = 1_000;
 
@@ -740,7 +743,10 @@ impl Store for SqliteStore {
         self.writer
             .write(Ack::AfterCommit, move |conn| {
                 idempotency::once(conn, &tenant, idempotency, now, || {
-                    let stored = projects::load(conn, &tenant, &id)?;
+                    let mut stored = projects::load(conn, &tenant, &id)?;
+                    if let Some(stored) = stored.as_mut() {
+                        stored.parse_state()?;
+                    }
                     let live = stored.as_ref().filter(|s| s.project.deleted_at.is_none());
                     if let Err(refusal) = preconditions.check(live.map(|s| s.project.revision)) {
                         return Ok(Err(refusal.into()));
@@ -795,11 +801,12 @@ impl Store for SqliteStore {
                         conn,
                         &tenant,
                         stored.as_ref().map(|s| s.pk),
-                        &saved.project,
-                        &saved.delta,
+                        &saved,
                         chain,
                     )?;
-                    projects::prune(conn, pk, saved.project.revision, rules.retention, now)?;
+                    if saved.project.revision % PRUNE_EVERY == 0 {
+                        projects::prune(conn, pk, saved.project.revision, rules.retention, now)?;
+                    }
                     projects::record_event(
                         conn,
                         &tenant,
@@ -818,18 +825,21 @@ impl Store for SqliteStore {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.readers
             .read(move |conn| {
-                let stored = projects::load_live(conn, &tenant, &id)?;
-                let mut project = stored.project;
+                let mut stored = projects::load_live(conn, &tenant, &id)?;
                 match revision {
-                    Some(revision) if revision != project.revision => {
+                    Some(revision) if revision != stored.project.revision => {
                         let (state, info) = projects::state_at(conn, stored.pk, &id, revision)?;
+                        let mut project = stored.project;
                         project.state = state;
                         project.revision = revision;
                         project.size_bytes = info.size_bytes;
                         project.updated_at = info.created_at;
                         Ok(project)
                     }
-                    _ => Ok(project),
+                    _ => {
+                        stored.parse_state()?;
+                        Ok(stored.project)
+                    }
                 }
             })
             .await

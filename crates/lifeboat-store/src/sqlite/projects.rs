@@ -1,7 +1,8 @@
 //! Projects, revisions and schemas in SQLite. Run on the writer (saves) or a reader.
 
 use lifeboat_core::{
-    Chain, Delta, Id, Name, Project, RevisionRetention, SchemaRef, TenantId, Timestamp, rebuild,
+    Chain, Delta, Id, Name, Project, RevisionRetention, Saved, SchemaRef, TenantId, Timestamp,
+    rebuild,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
@@ -15,11 +16,26 @@ const EVENTS_KEPT: i64 = 100_000;
 const PROJECT_COLUMNS: &str = "pk, id, title, schema_name, schema_version, revision, state, \
      size_bytes, created_at, updated_at, deleted_at, chain_deltas, chain_bytes";
 
-/// A stored project row.
+/// A stored project row. `project.state` is `Null` until [`Stored::parse_state`]:
+/// reading an old revision or deleting never needs the (possibly large) current state.
 pub(super) struct Stored {
     pub(super) pk: i64,
     pub(super) project: Project,
     pub(super) chain: Chain,
+    state_json: String,
+}
+
+impl Stored {
+    /// Parses the current state into `project.state`.
+    pub(super) fn parse_state(&mut self) -> Result<()> {
+        self.project.state = serde_json::from_str(&self.state_json).map_err(|e| {
+            Error::Internal(format!(
+                "project {}: stored state does not parse: {e}",
+                self.project.id
+            ))
+        })?;
+        Ok(())
+    }
 }
 
 fn schema_of(row: &Row<'_>, name: usize) -> rusqlite::Result<Option<SchemaRef>> {
@@ -41,7 +57,7 @@ fn id_of(row: &Row<'_>, index: usize) -> rusqlite::Result<Id> {
     })
 }
 
-fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<(Stored, String)> {
+fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<Stored> {
     let state: String = row.get(6)?;
     let project = Project {
         id: id_of(row, 1)?,
@@ -58,34 +74,23 @@ fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<(Stored, String)> {
         deltas: row.get(11)?,
         delta_bytes: row.get(12)?,
     };
-    Ok((
-        Stored {
-            pk: row.get(0)?,
-            project,
-            chain,
-        },
-        state,
-    ))
+    Ok(Stored {
+        pk: row.get(0)?,
+        project,
+        chain,
+        state_json: state,
+    })
 }
 
-/// Loads a project row (deleted ones too), with its state parsed.
+/// Loads a project row (deleted ones too), its state not yet parsed.
 pub(super) fn load(conn: &Connection, tenant: &TenantId, id: &Id) -> Result<Option<Stored>> {
-    let found = conn
-        .prepare_cached(&format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant = ?1 AND id = ?2"
-        ))
-        .map_err(translate)?
-        .query_row(params![tenant.as_str(), id.as_str()], stored_from_row)
-        .optional()
-        .map_err(translate)?;
-    found
-        .map(|(mut stored, state)| {
-            stored.project.state = serde_json::from_str(&state).map_err(|e| {
-                Error::Internal(format!("project {id}: stored state does not parse: {e}"))
-            })?;
-            Ok(stored)
-        })
-        .transpose()
+    conn.prepare_cached(&format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant = ?1 AND id = ?2"
+    ))
+    .map_err(translate)?
+    .query_row(params![tenant.as_str(), id.as_str()], stored_from_row)
+    .optional()
+    .map_err(translate)
 }
 
 /// Loads a live (not deleted) project or answers not found.
@@ -107,11 +112,10 @@ pub(super) fn write(
     conn: &Connection,
     tenant: &TenantId,
     pk: Option<i64>,
-    project: &Project,
-    delta: &Delta,
+    saved: &Saved,
     chain: Chain,
 ) -> Result<i64> {
-    let state = project.state.to_string();
+    let (project, delta, state) = (&saved.project, &saved.delta, &saved.state_json);
     let schema = project.schema.as_ref();
     let pk = match pk {
         Some(pk) => {
