@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{TOKEN, TestServer};
 
-/// Every endpoint of this issue is described in `/api/v1/openapi.json`, which needs no token.
+/// Every endpoint is described in `/api/v1/openapi.json`, which needs no token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_describes_every_endpoint() {
     let server = TestServer::start().await;
@@ -39,6 +39,15 @@ async fn openapi_describes_every_endpoint() {
         ("/api/v1/sessions/{id}/verify", "post"),
         ("/api/v1/stats", "get"),
         ("/api/v1/admin/sweep", "post"),
+        ("/api/v1/projects", "get"),
+        ("/api/v1/projects/{id}", "put"),
+        ("/api/v1/projects/{id}", "patch"),
+        ("/api/v1/projects/{id}", "get"),
+        ("/api/v1/projects/{id}", "delete"),
+        ("/api/v1/projects/{id}/revisions", "get"),
+        ("/api/v1/projects/{id}/restore", "post"),
+        ("/api/v1/schemas/{name}/{version}", "put"),
+        ("/api/v1/schemas/{name}/{version}", "get"),
     ] {
         assert!(
             spec["paths"][path][method].is_object(),
