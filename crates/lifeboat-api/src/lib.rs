@@ -499,3 +499,39 @@ pub struct Restore {
     /// The revision whose state becomes the next revision.
     pub revision: u64,
 }
+
+/// An asset: `PUT` answers it (201 new, 200 replaced), an append answers it with the new
+/// size, and lists show each with its last verification status.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AssetBody {
+    /// The name within its session or project.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes, lowercase hex.
+    pub sha256: String,
+    /// `ok`, `missing` or `corrupt`, as of `verified_at`.
+    pub status: String,
+    /// `uploaded` or `external`.
+    pub source: String,
+    /// The label given at registration.
+    pub kind: Option<String>,
+    /// When the bytes were last checked.
+    pub verified_at: String,
+    /// When it was first stored.
+    pub created_at: String,
+    /// When its bytes last changed.
+    pub updated_at: String,
+}
+
+/// `POST …/assets/register`: a file on the server host, inside an asset root.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAsset {
+    /// The asset name (SPEC §5 rules).
+    pub name: String,
+    /// The absolute host path.
+    pub path: String,
+    /// A label, e.g. `audio`.
+    pub kind: Option<String>,
+}

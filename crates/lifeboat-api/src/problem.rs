@@ -45,11 +45,13 @@ problem_types! {
     ATTEMPTS_EXHAUSTED = "attempts-exhausted", 409, "The session has used all its attempts";
     NOT_RECOVERABLE = "not-recoverable", 409, "The session is not recoverable";
     CANNOT_RECOVER = "cannot-recover", 409, "This recovery option has no valid starting point";
+    OFFSET_MISMATCH = "offset-mismatch", 409, "The append does not start at the asset's current size";
     PATCH_CONFLICT = "patch-conflict", 409, "The patch does not apply to the current state";
     SCHEMA_CONFLICT = "schema-conflict", 409, "This schema version is registered with another body";
     IDEMPOTENCY_KEY_IN_USE = "idempotency-key-in-use", 409, "A request with this Idempotency-Key is still in flight";
     PRECONDITION_FAILED = "precondition-failed", 412, "A precondition (If-Match, If-None-Match) does not hold";
     PAYLOAD_TOO_LARGE = "payload-too-large", 413, "The request body is too large";
+    ASSET_TOO_LARGE = "asset-too-large", 413, "The asset is over the upload size limit";
     STATE_TOO_LARGE = "state-too-large", 413, "The project state is over max_state_bytes";
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type", 415, "Unsupported content type";
     VALIDATION_FAILED = "validation-failed", 422, "The request is well-formed but invalid";
@@ -79,6 +81,9 @@ pub struct Problem {
     /// Validation errors: `[{path, message}]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<Value>>,
+    /// With `offset-mismatch`: the asset's size now, where the next append must start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_size: Option<u64>,
 }
 
 impl Problem {
@@ -90,6 +95,7 @@ impl Problem {
             status: kind.status,
             detail: detail.into(),
             errors: None,
+            current_size: None,
         }
     }
 

@@ -41,6 +41,9 @@ pub(crate) struct ServeArgs {
     /// Where asset bytes are stored: `file://…` (default: inside the data dir).
     #[arg(long, env = "LIFEBOAT_BLOB_STORE")]
     blob_store: Option<String>,
+    /// Largest asset upload, in bytes (413 beyond).
+    #[arg(long, env = "LIFEBOAT_MAX_ASSET_BYTES", default_value_t = lifeboat::ASSET_BYTES_MAX_DEFAULT)]
+    max_asset_bytes: u64,
     /// Largest project state, in bytes of serialized JSON (413 beyond).
     #[arg(long, env = "LIFEBOAT_MAX_STATE_BYTES", default_value_t = lifeboat::STATE_BYTES_MAX_DEFAULT)]
     max_state_bytes: usize,
@@ -106,6 +109,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
             min_revisions: args.revision_keep_min.max(1),
         },
     };
+    config.asset_roots = args.asset_roots.clone();
+    config.max_asset_bytes = args.max_asset_bytes;
     let lifeboat = Lifeboat::open(config)
         .await
         .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;

@@ -108,6 +108,22 @@ pub enum Error {
         "unknown schema {0:?}: register it with PUT /api/v1/schemas/{{name}}/{{version}} first"
     )]
     UnknownSchema(String),
+    /// An asset name breaks the naming rules (SPEC §5).
+    #[error("invalid asset name {name:?}: {why}")]
+    InvalidAssetName {
+        /// The name (cut short).
+        name: String,
+        /// Which rule it breaks.
+        why: String,
+    },
+    /// An append's offset is neither the asset's size nor a retry of bytes already there.
+    #[error("offset {offset} does not continue the asset, whose size is {current_size}")]
+    OffsetMismatch {
+        /// The offset the request named.
+        offset: u64,
+        /// The asset's size now.
+        current_size: u64,
+    },
     /// The project does not exist (or is deleted).
     #[error("project {0} not found")]
     ProjectNotFound(String),

@@ -6,6 +6,7 @@
 //! Storage backends load an aggregate, call these functions inside their transaction,
 //! and persist what changed.
 
+mod asset;
 mod checkpoint;
 mod error;
 mod id;
@@ -14,6 +15,7 @@ mod recovery;
 mod session;
 mod time;
 
+pub use asset::{Asset, AssetName, AssetStatus, Owner, Storage};
 pub use checkpoint::{Checkpoint, CheckpointKind, CheckpointRef, NewCheckpoint, Sha256};
 pub use error::{Error, FieldError};
 pub use id::{Id, Name, TenantId};

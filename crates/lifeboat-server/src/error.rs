@@ -54,9 +54,13 @@ impl From<Error> for ApiError {
                 DomainError::SchemaViolation { .. } => ProblemType::SCHEMA_VIOLATION,
                 DomainError::SchemaConflict(_) => ProblemType::SCHEMA_CONFLICT,
                 DomainError::ProjectNotFound(_) => ProblemType::NOT_FOUND,
+                DomainError::InvalidAssetName { .. } => ProblemType::INVALID_ID,
+                DomainError::OffsetMismatch { .. } => ProblemType::OFFSET_MISMATCH,
                 _ => ProblemType::VALIDATION_FAILED,
             },
             Error::IdempotencyKeyReused(_) => ProblemType::IDEMPOTENCY_KEY_REUSED,
+            Error::Forbidden(_) => ProblemType::FORBIDDEN,
+            Error::TooLarge(_) => ProblemType::ASSET_TOO_LARGE,
             Error::NotFound { .. } => ProblemType::NOT_FOUND,
             Error::AlreadyExists { .. } => ProblemType::ALREADY_EXISTS,
             Error::BadCursor => ProblemType::MALFORMED_REQUEST,
@@ -84,6 +88,9 @@ impl From<Error> for ApiError {
                         .map(|e| serde_json::json!({"path": e.path, "message": e.message}))
                         .collect(),
                 );
+            }
+            Error::Domain(DomainError::OffsetMismatch { current_size, .. }) => {
+                api.problem.current_size = Some(*current_size);
             }
             Error::Domain(DomainError::PreconditionFailed(_, Some(current))) => {
                 if let Ok(etag) = HeaderValue::from_str(&format!("\"{current}\"")) {

@@ -5,7 +5,8 @@ use lifeboat_core::{AssetCounts, Checkpoint, Error as DomainError, Session, Time
 use crate::{Applied, Error, SessionOp};
 
 /// Applies `op` to `session` at `now`. `asset_exists` says whether the session has an
-/// asset of that name; `checkpoints` loads the session's checkpoints (with `valid`
+/// asset of that name; `asset_verifies` whether it is intact (for a recovery's
+/// assessment, with `asset_counts`); `checkpoints` loads the session's checkpoints (with `valid`
 /// recomputed) when a recovery needs them.
 ///
 /// On a refusal `session` may still have changed (an expiry observed, a crash type
@@ -15,6 +16,8 @@ pub fn apply(
     op: SessionOp,
     now: Timestamp,
     asset_exists: &dyn Fn(&str) -> bool,
+    asset_verifies: &dyn Fn(&str) -> bool,
+    asset_counts: AssetCounts,
     checkpoints: impl FnOnce() -> Result<Vec<Checkpoint>, Error>,
 ) -> Result<Applied, Error> {
     let named_assets = match &op {
@@ -49,7 +52,7 @@ pub fn apply(
         SessionOp::Recover { option, confirm } => {
             session.observe(now);
             let stored = checkpoints()?;
-            let assessment = assess(session, &stored, asset_exists, AssetCounts::default());
+            let assessment = assess(session, &stored, asset_verifies, asset_counts);
             let seq = session.recover(option, confirm, &assessment, now)?;
             resume_from = stored.into_iter().find(|c| Some(c.seq) == seq);
         }

@@ -28,6 +28,12 @@ pub enum Error {
         "Idempotency-Key {0:?} was used before with a different request; use a new key for a new request"
     )]
     IdempotencyKeyReused(String),
+    /// The request may not touch this (a path outside every asset root).
+    #[error("{0}")]
+    Forbidden(String),
+    /// An upload is larger than the configured limit; nothing was kept.
+    #[error("{0}")]
+    TooLarge(String),
     /// A pagination cursor that this store did not issue.
     #[error("invalid cursor")]
     BadCursor,

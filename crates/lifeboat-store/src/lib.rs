@@ -6,14 +6,17 @@
 //! and persists what changed, so every backend enforces the same rules.
 
 mod apply;
+pub mod blobs;
 mod error;
 mod schemas;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use blobs::BlobStore;
 use lifeboat_core::{
-    Assessment, AssetCounts, Change, Checkpoint, Id, Metrics, NewCheckpoint, Preconditions,
-    Progress, Project, RecoveryOption, Saved, SchemaRef, Session, Status, TenantId, Timestamp,
+    Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, Id, Metrics,
+    NewCheckpoint, Owner, Preconditions, Progress, Project, RecoveryOption, Saved, SchemaRef,
+    Session, Status, TenantId, Timestamp,
 };
 use serde_json::Value;
 
@@ -440,4 +443,34 @@ pub trait Store: Send + Sync + 'static {
         id: &Id,
         page: &PageRequest,
     ) -> Result<Page<RevisionInfo>>;
+
+    /// Where this store keeps asset bytes.
+    fn blobs(&self) -> &BlobStore;
+
+    /// One asset's record (404 if the owner or the asset does not exist).
+    async fn asset(&self, tenant: &TenantId, owner: &Owner, name: &AssetName) -> Result<Asset>;
+
+    /// An owner's assets, by name.
+    async fn assets(&self, tenant: &TenantId, owner: &Owner) -> Result<Vec<Asset>>;
+
+    /// Records an asset whose bytes are already durable; answers whether it is new.
+    async fn save_asset(&self, tenant: &TenantId, owner: &Owner, asset: Asset) -> Result<bool>;
+
+    /// Removes an asset's record, answering it (its bytes are left for cleanup).
+    async fn delete_asset(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+    ) -> Result<Asset>;
+
+    /// Records a verification verdict.
+    async fn set_asset_status(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+        status: AssetStatus,
+        at: Timestamp,
+    ) -> Result<()>;
 }

@@ -27,21 +27,25 @@
 //! # }
 //! ```
 
+mod assets;
 mod clock;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+pub use assets::Appended;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{
-    Assessment, AssetCounts, Change, Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType,
-    FieldError, Id, Metrics, Name, NewCheckpoint, NewSession, Offer, Preconditions, Progress,
-    Project, ProjectRules, RecoveryOption, ResumePoint, RevisionRetention, Saved, SchemaRef,
-    Session, SessionLimits, Sha256, Status, TenantId, Timestamp, parse_json_patch,
+    Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, CheckpointKind,
+    CheckpointRef, Crash, CrashType, FieldError, Id, Metrics, Name, NewCheckpoint, NewSession,
+    Offer, Owner, Preconditions, Progress, Project, ProjectRules, RecoveryOption, ResumePoint,
+    RevisionRetention, Saved, SchemaRef, Session, SessionLimits, Sha256, Status, Storage, TenantId,
+    Timestamp, parse_json_patch,
 };
 pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
+pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
     Applied, Distribution, Error, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome,
@@ -49,6 +53,9 @@ pub use lifeboat_store::{
     SessionFilter, SessionOp, Stats, Store, StoredResponse, Verification,
 };
 use serde_json::Value;
+
+/// The largest asset upload by default: 10 GiB.
+pub const ASSET_BYTES_MAX_DEFAULT: u64 = 10 * 1024 * 1024 * 1024;
 
 /// How often the sweeper persists expired leases and stall flags. Reads observe expiry
 /// themselves, so this bounds only how stale the stored state is.
@@ -65,6 +72,10 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Project limits and revision retention.
     pub projects: ProjectRules,
+    /// Directories external assets may be registered from.
+    pub asset_roots: Vec<PathBuf>,
+    /// The largest asset upload, in bytes (413 beyond).
+    pub max_asset_bytes: u64,
 }
 
 impl Config {
@@ -75,6 +86,8 @@ impl Config {
             sweep_interval: SWEEP_INTERVAL_DEFAULT,
             clock: Arc::new(SystemClock),
             projects: ProjectRules::default(),
+            asset_roots: Vec::new(),
+            max_asset_bytes: ASSET_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -83,6 +96,7 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ready_at: Timestamp,
+    assets: assets::AssetState,
 }
 
 /// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
@@ -117,6 +131,7 @@ impl Lifeboat {
             store,
             clock: config.clock,
             ready_at,
+            assets: assets::AssetState::new(config.asset_roots, config.max_asset_bytes),
         });
         tokio::spawn(sweep_loop(Arc::downgrade(&inner), config.sweep_interval));
         Ok(Lifeboat { inner })
@@ -322,11 +337,6 @@ impl Lifeboat {
         page: &PageRequest,
     ) -> Result<Page<Recovery>> {
         self.inner.store.recoverable(tenant, page, self.now()).await
-    }
-
-    /// Re-hashes a session's checkpoints.
-    pub async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification> {
-        self.inner.store.verify(tenant, id).await
     }
 
     /// Persists expired leases now; answers how many sessions timed out.

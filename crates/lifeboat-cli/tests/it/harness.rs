@@ -36,6 +36,15 @@ impl TestServer {
         TestServer::start_with(dir, clock, ProjectRules::default()).await
     }
 
+    /// Starts a server over a fresh data dir with a configuration of its own.
+    pub async fn start_configured(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = Config::new(dir.path());
+        config.sweep_interval = Duration::from_millis(100);
+        configure(&mut config);
+        TestServer::serve(dir, config).await
+    }
+
     /// Starts a server with project limits and retention of its own.
     pub async fn start_with(
         dir: Arc<TempDir>,
@@ -46,6 +55,10 @@ impl TestServer {
         config.clock = clock;
         config.projects = projects;
         config.sweep_interval = Duration::from_millis(100);
+        TestServer::serve(dir, config).await
+    }
+
+    async fn serve(dir: Arc<TempDir>, config: Config) -> TestServer {
         let lifeboat = Lifeboat::open(config).await.expect("open lifeboat");
         let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -112,15 +125,40 @@ impl TestServer {
         if let Some((content_type, body)) = body {
             request = request.header("content-type", content_type).body(body);
         }
+        Reply::of(request.send().await.expect("request")).await
+    }
+
+    /// A request with raw bytes as its body.
+    pub async fn send_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Reply::of(request.body(body).send().await.expect("request")).await
+    }
+
+    /// GET of raw bytes.
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let mut request = self.http.get(self.url(path)).bearer_auth(TOKEN);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let response = request.send().await.expect("request");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
-        Reply {
-            status,
-            headers,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        let bytes = response.bytes().await.expect("body").to_vec();
+        (status, headers, bytes)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -175,6 +213,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    async fn of(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

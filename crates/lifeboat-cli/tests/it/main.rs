@@ -1,6 +1,7 @@
 //! Integration tests of the `lifeboat` binary and server: real HTTP on loopback, a real
 //! SQLite file in a temp dir, real processes killed with SIGKILL. One test binary.
 
+mod assets;
 mod crash;
 mod errors;
 mod harness;

@@ -1,13 +1,15 @@
 //! The router: every endpoint, with its OpenAPI description derived from the handlers.
 
+mod assets;
 mod ops;
 mod projects;
 mod recovery;
 mod sessions;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use lifeboat_api::ProblemType;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -23,6 +25,14 @@ use crate::{AppState, idempotency};
     info(
         title = "Lifeboat",
         description = "Keeps long-running user work safe: sessions with leases and heartbeats, checkpoints, and verified recovery."
+    ),
+    paths(
+        assets::put_asset,
+        assets::append_asset,
+        assets::get_asset,
+        assets::delete_asset,
+        assets::list_assets,
+        assets::register_asset
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -75,6 +85,23 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(ops::sweep))
         .split_for_parts();
     let openapi_json = openapi.to_pretty_json().unwrap_or_default();
+    let mut api = api;
+    for owner in ["sessions", "projects"] {
+        let base = format!("/api/v1/{owner}/{{id}}/assets");
+        api = api
+            .route(&base, get(assets::list_assets))
+            .route(&format!("{base}/"), get(assets::list_assets))
+            .route(&format!("{base}/register"), post(assets::register_asset))
+            .route(
+                &format!("{base}/{{*name}}"),
+                put(assets::put_asset)
+                    .post(assets::append_asset)
+                    .get(assets::get_asset)
+                    .delete(assets::delete_asset)
+                    // Uploads are streamed and limited by --max-asset-bytes instead.
+                    .layer(DefaultBodyLimit::disable()),
+            );
+    }
     let api = api
         .route_layer(from_fn_with_state(state.clone(), idempotency::track))
         .route_layer(from_fn_with_state(state, require_token));

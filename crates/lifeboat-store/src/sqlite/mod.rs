@@ -1,6 +1,7 @@
 //! The SQLite backend: one file in WAL mode with `synchronous=FULL`, one writer thread
 //! with group commit (see `writer.rs`), and a small pool of read connections.
 
+mod assets;
 mod idempotency;
 mod projects;
 mod rows;
@@ -15,14 +16,15 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lifeboat_core::{
-    AssetCounts, Chain, Change, Checkpoint, CheckpointKind, CrashType, Delta, Error as DomainError,
-    Id, Preconditions, Project, ProjectRules, RecoveryOption, Saved, SchemaRef, Session, Status,
-    TenantId, Timestamp, assess, save_project,
+    Asset, AssetCounts, AssetName, AssetStatus, Chain, Change, Checkpoint, CheckpointKind,
+    CrashType, Delta, Error as DomainError, Id, Owner, Preconditions, Project, ProjectRules,
+    RecoveryOption, Saved, SchemaRef, Session, Status, TenantId, Timestamp, assess, save_project,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OpenFlags, params, params_from_iter};
 use serde_json::{Value, json};
 
+use crate::blobs::{BlobStore, looks_intact};
 use crate::{
     Applied, Distribution, Error, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
     ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp,
@@ -64,6 +66,7 @@ pub(crate) fn translate(error: rusqlite::Error) -> Error {
 /// A Lifeboat store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
+    blobs: BlobStore,
     writer: Writer,
     readers: Arc<Readers>,
     rules: Arc<ProjectRules>,
@@ -138,7 +141,14 @@ impl SqliteStore {
             .map_err(translate)?;
         schema::migrate(&mut conn)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let blobs = BlobStore::open(data_dir).map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot open the blob store in {}: {e}",
+                data_dir.display()
+            ))
+        })?;
         Ok(SqliteStore {
+            blobs,
             writer: Writer::spawn(conn)?,
             readers: Arc::new(Readers {
                 path,
@@ -286,16 +296,63 @@ fn only_lease_moved(before: &Session, after: &Session) -> bool {
 }
 
 /// The recovery view of one loaded session.
+/// A session's assets, each with the cheap intactness check recovery makes every time.
+fn session_assets(
+    conn: &Connection,
+    blobs: &BlobStore,
+    tenant: &TenantId,
+    session: &Id,
+) -> Result<Vec<(Asset, bool)>> {
+    let owner = Owner::Session(session.clone());
+    Ok(assets::all(conn, tenant, &owner)?
+        .into_iter()
+        .map(|asset| {
+            let intact = looks_intact(blobs, &asset);
+            (asset, intact)
+        })
+        .collect())
+}
+
+/// Counts by status: corrupt when the last verification said so, missing when the file is
+/// gone or has another size, ok otherwise.
+fn count_assets(checked: &[(Asset, bool)]) -> (AssetCounts, Vec<String>) {
+    let mut counts = AssetCounts {
+        total: checked.len() as u64,
+        ..AssetCounts::default()
+    };
+    let mut missing = Vec::new();
+    for (asset, intact) in checked {
+        if asset.status == AssetStatus::Corrupt {
+            counts.corrupt += 1;
+        } else if *intact {
+            counts.ok += 1;
+            continue;
+        } else {
+            counts.missing += 1;
+        }
+        missing.push(asset.name.to_string());
+    }
+    (counts, missing)
+}
+
 fn recovery_of(
     conn: &Connection,
+    blobs: &BlobStore,
+    tenant: &TenantId,
     pk: i64,
     mut session: Session,
     now: Timestamp,
 ) -> Result<Recovery> {
     session.observe(now);
     let checkpoints = rows::all_checkpoints(conn, pk)?;
-    let assets = AssetCounts::default();
-    let assessment = assess(&session, &checkpoints, &|_| false, assets);
+    let checked = session_assets(conn, blobs, tenant, &session.id)?;
+    let (assets, missing_assets) = count_assets(&checked);
+    let verifies = |name: &str| {
+        checked
+            .iter()
+            .any(|(a, intact)| *intact && a.name.as_str() == name)
+    };
+    let assessment = assess(&session, &checkpoints, &verifies, assets);
     let find = |seq: Option<u64>| checkpoints.iter().find(|c| Some(c.seq) == seq).cloned();
     let resume_from = find(assessment.resume_from.as_ref().map(|p| p.seq));
     let batch_from = find(assessment.restart_batch_from.as_ref().map(|p| p.seq));
@@ -305,7 +362,7 @@ fn recovery_of(
         resume_from,
         batch_from,
         assets,
-        missing_assets: Vec::new(),
+        missing_assets,
     })
 }
 
@@ -360,6 +417,7 @@ impl Store for SqliteStore {
         idempotency: Option<Idempotency<Applied>>,
     ) -> Result<Outcome<Applied>> {
         let (tenant, id) = (tenant.clone(), id.clone());
+        let blobs = self.blobs.clone();
         let lease_only = Arc::new(AtomicBool::new(false));
         let ack = if op.is_heartbeat() {
             Ack::EarlyIf(Arc::clone(&lease_only))
@@ -375,8 +433,12 @@ impl Store for SqliteStore {
                 idempotency::once(conn, &tenant, idempotency, now, || {
                     let (pk, mut session) = rows::load_session(conn, &tenant, &id)?;
                     let before = session.clone();
-                    // Assets arrive with asset storage; until then no name is known.
-                    let result = apply(&mut session, op, now, &|_| false, || {
+                    let checked = session_assets(conn, &blobs, &tenant, &id)?;
+                    let exists = |name: &str| checked.iter().any(|(a, _)| a.name.as_str() == name);
+                    let verifies =
+                        |name: &str| checked.iter().any(|(a, ok)| *ok && a.name.as_str() == name);
+                    let (counts, _) = count_assets(&checked);
+                    let result = apply(&mut session, op, now, &exists, &verifies, counts, || {
                         rows::all_checkpoints(conn, pk)
                     });
                     if session != before {
@@ -512,10 +574,11 @@ impl Store for SqliteStore {
 
     async fn recovery(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Recovery> {
         let (tenant, id) = (tenant.clone(), id.clone());
+        let blobs = self.blobs.clone();
         self.readers
             .read(move |conn| {
                 let (pk, session) = rows::load_session(conn, &tenant, &id)?;
-                recovery_of(conn, pk, session, now)
+                recovery_of(conn, &blobs, &tenant, pk, session, now)
             })
             .await
     }
@@ -527,6 +590,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Page<Recovery>> {
         let tenant = tenant.clone();
+        let blobs = self.blobs.clone();
         let after = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
         let limit = page.limit;
         self.readers
@@ -550,7 +614,9 @@ impl Store for SqliteStore {
                     .map_err(translate)?;
                 let items = sessions
                     .into_iter()
-                    .map(|(pk, session)| Ok((pk, recovery_of(conn, pk, session, now)?)))
+                    .map(|(pk, session)| {
+                        Ok((pk, recovery_of(conn, &blobs, &tenant, pk, session, now)?))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 Ok(paginate(items, limit))
             })
@@ -895,6 +961,87 @@ impl Store for SqliteStore {
                     projects::revisions(conn, stored.pk, before, limit)?,
                     limit,
                 ))
+            })
+            .await
+    }
+
+    fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    async fn asset(&self, tenant: &TenantId, owner: &Owner, name: &AssetName) -> Result<Asset> {
+        let (tenant, owner, name) = (tenant.clone(), owner.clone(), name.clone());
+        self.readers
+            .read(move |conn| {
+                assets::require_owner(conn, &tenant, &owner)?;
+                assets::find(conn, &tenant, &owner, name.as_str())?.ok_or_else(|| Error::NotFound {
+                    what: "asset",
+                    id: name.to_string(),
+                })
+            })
+            .await
+    }
+
+    async fn assets(&self, tenant: &TenantId, owner: &Owner) -> Result<Vec<Asset>> {
+        let (tenant, owner) = (tenant.clone(), owner.clone());
+        self.readers
+            .read(move |conn| {
+                assets::require_owner(conn, &tenant, &owner)?;
+                assets::all(conn, &tenant, &owner)
+            })
+            .await
+    }
+
+    async fn save_asset(&self, tenant: &TenantId, owner: &Owner, asset: Asset) -> Result<bool> {
+        let (tenant, owner) = (tenant.clone(), owner.clone());
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                if !assets::owner_exists(conn, &tenant, &owner)? {
+                    return Ok(Err(Error::NotFound {
+                        what: owner.kind(),
+                        id: owner.id().to_string(),
+                    }));
+                }
+                Ok(Ok(assets::save(conn, &tenant, &owner, &asset)?))
+            })
+            .await
+    }
+
+    async fn delete_asset(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+    ) -> Result<Asset> {
+        let (tenant, owner, name) = (tenant.clone(), owner.clone(), name.clone());
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                assets::require_owner(conn, &tenant, &owner)?;
+                let Some(asset) = assets::find(conn, &tenant, &owner, name.as_str())? else {
+                    return Ok(Err(Error::NotFound {
+                        what: "asset",
+                        id: name.to_string(),
+                    }));
+                };
+                assets::delete(conn, &tenant, &owner, name.as_str())?;
+                Ok(Ok(asset))
+            })
+            .await
+    }
+
+    async fn set_asset_status(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+        status: AssetStatus,
+        at: Timestamp,
+    ) -> Result<()> {
+        let (tenant, owner, name) = (tenant.clone(), owner.clone(), name.clone());
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                assets::set_status(conn, &tenant, &owner, name.as_str(), status, at)?;
+                Ok(Ok(()))
             })
             .await
     }

@@ -1,0 +1,340 @@
+//! Asset endpoints under `/sessions/{id}/assets/` and `/projects/{id}/assets/` (SPEC §5).
+//!
+//! Uploads are streamed to disk as they arrive (never held whole in memory); appends are
+//! bounded by the request body limit. Names are parsed into `AssetName` before anything
+//! touches the disk.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use lifeboat::{Asset, AssetName, Owner, Sha256, Storage, TenantId};
+use lifeboat_api::{AssetBody, List, Problem, ProblemType, RegisterAsset};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::AppState;
+use crate::convert::rfc3339;
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, JsonBody, path_id};
+
+/// The optional end-to-end check of an upload.
+const CONTENT_SHA256: &str = "x-content-sha256";
+
+/// The owner named by the path: `/api/v1/sessions/{id}/…` or `/api/v1/projects/{id}/…`.
+pub(crate) struct AssetOwner(Owner);
+
+impl<S: Send + Sync> FromRequestParts<S> for AssetOwner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut segments = parts.uri.path().trim_start_matches('/').split('/').skip(2);
+        let kind = segments.next().unwrap_or_default();
+        let id = path_id(segments.next().unwrap_or_default())?;
+        match kind {
+            "sessions" => Ok(AssetOwner(Owner::Session(id))),
+            "projects" => Ok(AssetOwner(Owner::Project(id))),
+            _ => Err(ApiError::new(ProblemType::NOT_FOUND, "no such endpoint")),
+        }
+    }
+}
+
+fn asset_name(params: &HashMap<String, String>) -> Result<AssetName, ApiError> {
+    let raw = params.get("name").map(String::as_str).unwrap_or_default();
+    AssetName::parse(raw).map_err(|e| ApiError::new(ProblemType::INVALID_ID, e.to_string()))
+}
+
+pub(crate) fn asset_body(asset: &Asset) -> AssetBody {
+    AssetBody {
+        name: asset.name.to_string(),
+        size: asset.size,
+        sha256: asset.sha256.as_str().to_owned(),
+        status: asset.status.as_str().to_owned(),
+        source: match asset.storage {
+            Storage::External(_) => "external",
+            _ => "uploaded",
+        }
+        .to_owned(),
+        kind: asset.kind.clone(),
+        verified_at: rfc3339(asset.verified_at),
+        created_at: rfc3339(asset.created_at),
+        updated_at: rfc3339(asset.updated_at),
+    }
+}
+
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// Uploads a whole file (replacing any asset of that name). The bytes are streamed to
+/// disk, fsynced and stored under their SHA-256 before the record is written.
+#[utoipa::path(put, path = "/api/v1/sessions/{id}/assets/{name}", tag = "assets",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
+        ("name" = String, Path, description = "Asset name, may contain /"),
+        ("X-Content-SHA256" = Option<String>, Header, description = "Expected SHA-256 of the bytes")),
+    responses((status = 201, body = AssetBody), (status = 200, body = AssetBody), (status = 400, body = Problem),
+        (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn put_asset(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    AssetOwner(owner): AssetOwner,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = asset_name(&params)?;
+    let expected = headers
+        .get(CONTENT_SHA256)
+        .map(|v| {
+            Sha256::parse("X-Content-SHA256", v.to_str().unwrap_or_default())
+                .map_err(|e| ApiError::new(ProblemType::MALFORMED_REQUEST, e.to_string()))
+        })
+        .transpose()?;
+    let limit = state.lifeboat.max_asset_bytes();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    let mut upload = state.lifeboat.upload(&tenant, &owner).await?;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                let received = upload.size();
+                upload.abort().await;
+                return Err(ApiError::new(
+                    ProblemType::MALFORMED_REQUEST,
+                    format!("the upload was cut off after {received} bytes: {e}"),
+                ));
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if let Err(e) = upload.write(&data, limit).await {
+            upload.abort().await;
+            return Err(if e.kind() == std::io::ErrorKind::FileTooLarge {
+                too_large(limit)
+            } else {
+                lifeboat::Error::Unavailable(format!("cannot write the upload: {e}")).into()
+            });
+        }
+    }
+    let (asset, created) = state
+        .lifeboat
+        .put_asset(&tenant, &owner, &name, upload, expected)
+        .await?;
+    Ok((created_or_ok(created), Json(asset_body(&asset))).into_response())
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        ProblemType::ASSET_TOO_LARGE,
+        format!("assets are limited to {limit} bytes"),
+    )
+}
+
+/// `?offset=N` of an append.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AppendQuery {
+    /// Where the chunk starts: the asset's current size (0 creates it), or an earlier
+    /// offset to retry a chunk already stored.
+    offset: Option<String>,
+}
+
+/// Appends a chunk at `offset`. Retrying a stored chunk is a no-op; any other offset than
+/// the current size is 409 with `current_size`. The chunk is durable before the answer.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/assets/{name}", tag = "assets",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
+        ("name" = String, Path, description = "Asset name"), AppendQuery),
+    responses((status = 200, body = AssetBody), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 413, body = Problem)))]
+pub(crate) async fn append_asset(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    AssetOwner(owner): AssetOwner,
+    Path(params): Path<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery<AppendQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = asset_name(&params)?;
+    let offset = query
+        .offset
+        .as_deref()
+        .and_then(|raw| raw.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ProblemType::MALFORMED_REQUEST,
+                "an append needs ?offset=N (a non-negative integer)",
+            )
+        })?;
+    let chunk = axum::body::to_bytes(body, crate::BODY_BYTES_MAX)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ProblemType::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a chunk is at most {} bytes; send larger data in several appends",
+                    crate::BODY_BYTES_MAX
+                ),
+            )
+        })?;
+    let appended = state
+        .lifeboat
+        .append_asset(&tenant, &owner, &name, offset, chunk.to_vec())
+        .await?;
+    Ok(Json(asset_body(&appended.asset)).into_response())
+}
+
+/// Registers a file on the server host, inside one of the `--asset-root`s (403 outside).
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/assets/register", tag = "assets", request_body = RegisterAsset,
+    params(("id" = String, Path, description = "Session id (or a project's, under /projects)")),
+    responses((status = 201, body = AssetBody), (status = 200, body = AssetBody), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn register_asset(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    AssetOwner(owner): AssetOwner,
+    JsonBody(body): JsonBody<RegisterAsset>,
+) -> Result<Response, ApiError> {
+    let name = AssetName::parse(&body.name)
+        .map_err(|e| ApiError::new(ProblemType::VALIDATION_FAILED, e.to_string()))?;
+    let (asset, created) = state
+        .lifeboat
+        .register_asset(&tenant, &owner, &name, &body.path, body.kind)
+        .await?;
+    Ok((created_or_ok(created), Json(asset_body(&asset))).into_response())
+}
+
+/// An owner's assets with their last verification status.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/assets", tag = "assets",
+    params(("id" = String, Path, description = "Session id (or a project's, under /projects)")),
+    responses((status = 200, body = List<AssetBody>), (status = 404, body = Problem)))]
+pub(crate) async fn list_assets(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    AssetOwner(owner): AssetOwner,
+) -> Result<Json<List<AssetBody>>, ApiError> {
+    let assets = state.lifeboat.assets(&tenant, &owner).await?;
+    Ok(Json(List {
+        items: assets.iter().map(asset_body).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// An asset's bytes. `Range: bytes=a-b` (one range) answers 206 with `Content-Range`.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/assets/{name}", tag = "assets",
+    params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
+        ("name" = String, Path, description = "Asset name")),
+    responses((status = 200, description = "The bytes"), (status = 206, description = "The requested range"),
+        (status = 404, body = Problem), (status = 416, description = "Range not satisfiable")))]
+pub(crate) async fn get_asset(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    AssetOwner(owner): AssetOwner,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = asset_name(&params)?;
+    let asset = state.lifeboat.asset(&tenant, &owner, &name).await?;
+    let path = state.lifeboat.asset_path(&asset);
+    let mut file = tokio::fs::File::open(&path).await.map_err(|_| {
+        ApiError::new(
+            ProblemType::NOT_FOUND,
+            format!("the bytes of asset {name} are missing; POST …/verify to record it"),
+        )
+    })?;
+    let size = asset.size;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|raw| parse_range(raw, size));
+    let (status, start, length) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Some(None) => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    file.seek(SeekFrom::Start(start)).await.map_err(|e| {
+        ApiError::from(lifeboat::Error::Unavailable(format!(
+            "cannot read {name}: {e}"
+        )))
+    })?;
+    let stream = tokio_util::io::ReaderStream::new(file.take(length));
+    let mut response = (status, Body::from_stream(stream)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(&length.to_string()) {
+        headers.insert(header::CONTENT_LENGTH, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", asset.sha256.as_str())) {
+        headers.insert(header::ETAG, value);
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(value) =
+            HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + length - 1))
+    {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    Ok(response)
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` within `size`; `None` if not satisfiable.
+fn parse_range(raw: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = raw.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let n = suffix.parse::<u64>().ok().filter(|n| *n > 0)?;
+            (size.saturating_sub(n), size - 1)
+        }
+        (start, "") => (start.parse().ok()?, size - 1),
+        (start, end) => (start.parse().ok()?, end.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+/// Removes an asset. A checkpoint that names it no longer qualifies for resume.
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}/assets/{name}", tag = "assets",
+    params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
+        ("name" = String, Path, description = "Asset name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub(crate) async fn delete_asset(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    AssetOwner(owner): AssetOwner,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let name = asset_name(&params)?;
+    state.lifeboat.delete_asset(&tenant, &owner, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,192 @@
+//! Asset bytes on the local file system, under `<data-dir>/blobs/`:
+//!
+//! - `tmp/<uuid>`: an upload in progress. Never referenced by a record.
+//! - `sha256/<aa>/<hex>`: a whole upload, named by its SHA-256 (content-addressed, so
+//!   identical uploads share one file). Written to `tmp/`, fsynced, renamed into place,
+//!   and the directory fsynced — before any record names it.
+//! - `open/<key>`: an asset built by appends, one file per asset.
+//!
+//! External assets stay where they are; their records hold the resolved host path.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use lifeboat_core::{Asset, Sha256, Storage};
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+
+/// The blob directory of a data dir.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+/// An upload being written to `tmp/`, hashed as it goes.
+pub struct BlobWriter {
+    file: tokio::fs::File,
+    path: PathBuf,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+/// A finished, durable upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// Its SHA-256 (and so its name).
+    pub sha256: Sha256,
+    /// Bytes.
+    pub size: u64,
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl BlobStore {
+    /// Opens (creating) `<data_dir>/blobs`.
+    pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
+        let root = data_dir.join("blobs");
+        for dir in ["tmp", "sha256", "open"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(BlobStore { root })
+    }
+
+    /// Where a content-addressed blob lives.
+    pub fn blob_path(&self, sha256: &Sha256) -> PathBuf {
+        let hex = sha256.as_str();
+        self.root.join("sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// Where an appendable asset's file lives.
+    pub fn appendable_path(&self, key: &str) -> PathBuf {
+        self.root.join("open").join(key)
+    }
+
+    /// The file holding an asset's bytes.
+    pub fn path_of(&self, asset: &Asset) -> PathBuf {
+        match &asset.storage {
+            Storage::Blob => self.blob_path(&asset.sha256),
+            Storage::Appendable(key) => self.appendable_path(key),
+            Storage::External(path) => PathBuf::from(path),
+        }
+    }
+
+    /// The directory of appendable files (fsynced after one is created).
+    pub fn open_dir(&self) -> PathBuf {
+        self.root.join("open")
+    }
+
+    /// Starts an upload in `tmp/`.
+    pub async fn writer(&self) -> io::Result<BlobWriter> {
+        let path = self.root.join("tmp").join(uuid::Uuid::now_v7().to_string());
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(BlobWriter {
+            file,
+            path,
+            hasher: sha2::Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Makes a finished upload durable under its hash: fsync, rename (or drop it if the
+    /// same bytes are already stored), fsync the directories.
+    async fn commit(&self, temp: PathBuf, sha256: &Sha256) -> io::Result<()> {
+        let target = self.blob_path(sha256);
+        tokio::task::spawn_blocking(move || {
+            let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+            std::fs::create_dir_all(&dir)?;
+            if target.exists() {
+                return std::fs::remove_file(&temp);
+            }
+            std::fs::rename(&temp, &target)?;
+            fsync_dir(&dir)?;
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+impl BlobWriter {
+    /// Appends a piece of the upload; `Err` with `ErrorKind::FileTooLarge` past `limit`.
+    pub async fn write(&mut self, chunk: &[u8], limit: u64) -> io::Result<()> {
+        self.size += chunk.len() as u64;
+        if self.size > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the upload is larger than {limit} bytes"),
+            ));
+        }
+        self.hasher.update(chunk);
+        self.file.write_all(chunk).await
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Finishes the upload: fsyncs it and stores it under its hash. `expected` is the
+    /// client's `X-Content-SHA256`; on a mismatch nothing is kept and the actual hash is
+    /// returned as the error.
+    pub async fn finish(
+        mut self,
+        blobs: &BlobStore,
+        expected: Option<&Sha256>,
+    ) -> io::Result<Result<Blob, Sha256>> {
+        self.file.flush().await?;
+        self.file.sync_all().await?;
+        let sha256 = Sha256::from_stored(hex::encode(self.hasher.finalize()));
+        if expected.is_some_and(|e| *e != sha256) {
+            drop(self.file);
+            tokio::fs::remove_file(&self.path).await?;
+            return Ok(Err(sha256));
+        }
+        drop(self.file);
+        blobs.commit(self.path, &sha256).await?;
+        Ok(Ok(Blob {
+            sha256,
+            size: self.size,
+        }))
+    }
+
+    /// Abandons the upload and removes its temporary file.
+    pub async fn abort(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+/// SHA-256 and size of the first `len` bytes of a file (all of it with `None`).
+pub fn hash_file(path: &Path, len: Option<u64>) -> io::Result<(Sha256, u64)> {
+    let file = File::open(path)?;
+    let mut reader: Box<dyn Read> = match len {
+        Some(len) => Box::new(file.take(len)),
+        None => Box::new(file),
+    };
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let read = reader.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok((Sha256::from_stored(hex::encode(hasher.finalize())), size))
+}
+
+/// The cheap check recovery makes every time: the file exists with the recorded size,
+/// and the last full verification did not find it corrupt.
+pub fn looks_intact(blobs: &BlobStore, asset: &Asset) -> bool {
+    asset.status != lifeboat_core::AssetStatus::Corrupt
+        && std::fs::metadata(blobs.path_of(asset))
+            .is_ok_and(|m| m.is_file() && m.len() == asset.size)
+}
