@@ -1150,6 +1150,23 @@ fn stats(conn: &Connection, tenant: &TenantId, now: Timestamp) -> Result<Stats> 
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .map_err(translate)?;
+    // Assets by their last verification status (POST …/verify refreshes it).
+    let mut by_status = conn
+        .prepare_cached("SELECT status, count(*) FROM assets WHERE tenant = ?1 GROUP BY status")
+        .map_err(translate)?;
+    let counted = by_status
+        .query_map([t], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)))
+        .map_err(translate)?;
+    for row in counted {
+        let (status, count) = row.map_err(translate)?;
+        stats.assets.total += count;
+        match AssetStatus::parse(&status) {
+            Some(AssetStatus::Ok) => stats.assets.ok += count,
+            Some(AssetStatus::Missing) => stats.assets.missing += count,
+            Some(AssetStatus::Corrupt) => stats.assets.corrupt += count,
+            None => {}
+        }
+    }
     let column = |sql: &str| -> Result<Vec<u64>> {
         conn.prepare_cached(sql)
             .map_err(translate)?
