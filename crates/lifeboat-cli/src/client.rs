@@ -106,30 +106,29 @@ impl Connection {
 }
 
 impl Api {
-    pub(crate) async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Failure> {
-        let mut request = self
-            .http
+    /// A request to `path` under `/api/v1`, authenticated.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends a request; a failure to connect is exit code 69.
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
         let response = request.send().await.map_err(|e| {
             Failure::new(
                 Failure::UNAVAILABLE,
                 anyhow!("cannot reach the server: {e}"),
             )
         })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
-        }
         let detail = body["detail"].as_str().unwrap_or("no detail").to_owned();
         let code = match status.as_u16() {
             401 | 403 => Failure::PERMISSION,
@@ -138,6 +137,20 @@ impl Api {
             _ => Failure::REFUSED,
         };
         Err(Failure::new(code, anyhow!("{status}: {detail}")))
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = self.send(request).await?;
+        Ok(response.json().await.unwrap_or(Value::Null))
     }
 }
 

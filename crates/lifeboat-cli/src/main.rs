@@ -4,6 +4,7 @@
 //! 66 input file unreadable, 69 server unavailable, 77 permission denied, 78 configuration
 //! error.
 
+mod assets;
 mod client;
 mod projects;
 mod serve;
@@ -40,6 +41,11 @@ enum Command {
     Projects {
         #[command(subcommand)]
         command: projects::ProjectsCommand,
+    },
+    /// Lists, downloads and uploads asset files.
+    Assets {
+        #[command(subcommand)]
+        command: assets::AssetsCommand,
     },
     /// Registers and shows JSON Schemas for projects.
     Schemas {
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
             Command::Recover(args) => client::recover(args).await,
             Command::Projects { command } => projects::projects(command).await,
             Command::Schemas { command } => projects::schemas(command).await,
+            Command::Assets { command } => assets::assets(command).await,
         }
     });
     match outcome {

@@ -543,7 +543,10 @@ async fn recovery_skips_a_checkpoint_whose_asset_is_gone() {
         .collect();
     assert_eq!(statuses, [&json!("ok"), &json!("missing")]);
     let (_, stats) = server.get("/stats").await;
-    assert_eq!(stats["assets"], json!({"total": 2, "ok": 1, "missing": 1, "corrupt": 0}));
+    assert_eq!(
+        stats["assets"],
+        json!({"total": 2, "ok": 1, "missing": 1, "corrupt": 0})
+    );
 
     server.post("/sessions/job/pause", json!({})).await;
     let (status, recovered) = server

@@ -253,3 +253,45 @@ async fn cli_projects_and_schemas() {
         1
     );
 }
+
+/// `lifeboat assets put|get|list` stream files over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_assets() {
+    let server = TestServer::start().await;
+    server.session(json!({"id": "job", "kind": "render"})).await;
+    let source = server.dir.path().join("scene.bin");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&source, &bytes).expect("source file");
+    let source = source.to_str().expect("utf-8");
+    let (code, out) = lifeboat(
+        &server,
+        TOKEN,
+        &["assets", "put", "job", "scenes/1.bin", source],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("scenes/1.bin stored: 200000 bytes"),
+        "{out}"
+    );
+    let target = server.dir.path().join("back.bin");
+    let target_text = target.to_str().expect("utf-8");
+    let (code, _) = lifeboat(
+        &server,
+        TOKEN,
+        &["assets", "get", "job", "scenes/1.bin", target_text],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read(&target).expect("downloaded"), bytes);
+    let (code, out) = lifeboat(&server, TOKEN, &["assets", "list", "job", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(listed["items"][0]["size"], json!(200_000));
+    assert_eq!(
+        lifeboat(&server, TOKEN, &["assets", "get", "job", "nope"]).0,
+        1
+    );
+    assert_eq!(
+        lifeboat(&server, TOKEN, &["assets", "put", "job", "../x", source]).0,
+        1
+    );
+}

@@ -1155,7 +1155,9 @@ fn stats(conn: &Connection, tenant: &TenantId, now: Timestamp) -> Result<Stats> 
         .prepare_cached("SELECT status, count(*) FROM assets WHERE tenant = ?1 GROUP BY status")
         .map_err(translate)?;
     let counted = by_status
-        .query_map([t], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)))
+        .query_map([t], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+        })
         .map_err(translate)?;
     for row in counted {
         let (status, count) = row.map_err(translate)?;
