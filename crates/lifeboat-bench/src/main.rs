@@ -7,7 +7,9 @@
 //!    with p50/p99 latency; heartbeats at 64 clients.
 //! 3. Project history: a 1 MiB document, 1,000 merge patches; growth on disk and the time
 //!    to read an old revision. (Project saves under load are part of 2.)
-//! 4. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
+//! 4. Assets: a 1 GiB upload against a plain write+fsync on the same disk, the server's
+//!    peak RSS meanwhile, and 64 KiB appends.
+//! 5. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
 //!    200 after start, and p99 of `GET /recovery?limit=50`.
 //!
 //! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
@@ -15,6 +17,7 @@
 mod fixture;
 mod history;
 mod load;
+mod uploads;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,6 +41,9 @@ struct Args {
     /// Of which recoverable.
     #[arg(long, default_value_t = 10_000)]
     recoverable: u64,
+    /// Bytes of the large upload (1 GiB).
+    #[arg(long, default_value_t = 1 << 30)]
+    upload_bytes: u64,
     /// Where to put the temporary data (default: a folder in the current directory, so
     /// that the baselines and the server use the same disk).
     #[arg(long)]
@@ -100,6 +106,28 @@ fn main() -> anyhow::Result<()> {
     println!(
         "GET ?revision=N (old):  p50 {:.2} ms, p99 {:.2} ms",
         history.read_p50_ms, history.read_p99_ms
+    );
+
+    println!("\n## Assets: one upload of {} MiB, then 64 KiB appends", args.upload_bytes >> 20);
+    let uploads = runtime.block_on(uploads::run(
+        &root.path().join("uploads"),
+        args.upload_bytes,
+        window,
+    ))?;
+    println!(
+        "plain write + fsync:    {:>10.0} MB/s",
+        uploads.baseline_mb_s
+    );
+    println!(
+        "PUT over HTTP:          {:>10.0} MB/s ({:.2}x the plain write; {} bytes)",
+        uploads.upload_mb_s,
+        uploads.upload_mb_s / uploads.baseline_mb_s,
+        uploads.bytes
+    );
+    println!("server peak RSS:        {:>10.1} MiB", uploads.peak_rss_mib);
+    println!(
+        "appends (64 KiB, 1 client): {:.0}/s, {:.1} MB/s",
+        uploads.appends_per_s, uploads.append_mb_s
     );
 
     println!(
@@ -185,6 +213,11 @@ impl Server {
 }
 
 impl Server {
+    /// The server's process id.
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server gracefully (SIGTERM), so SQLite checkpoints and removes its WAL.
     fn stop(mut self) -> anyhow::Result<()> {
         let status = Command::new("kill")
