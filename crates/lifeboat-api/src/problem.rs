@@ -38,6 +38,7 @@ problem_types! {
     FORBIDDEN = "forbidden", 403, "The key may not do this";
     NOT_FOUND = "not-found", 404, "No such resource";
     METHOD_NOT_ALLOWED = "method-not-allowed", 405, "Method not allowed on this resource";
+    REQUEST_TIMEOUT = "request-timeout", 408, "The request body stopped arriving";
     ALREADY_EXISTS = "already-exists", 409, "The resource already exists";
     SESSION_NOT_ACTIVE = "session-not-active", 409, "The session is not in a state that allows this";
     ATTEMPT_MISMATCH = "attempt-mismatch", 409, "The attempt is not the session's current attempt";

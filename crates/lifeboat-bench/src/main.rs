@@ -108,7 +108,10 @@ fn main() -> anyhow::Result<()> {
         history.read_p50_ms, history.read_p99_ms
     );
 
-    println!("\n## Assets: one upload of {} MiB, then 64 KiB appends", args.upload_bytes >> 20);
+    println!(
+        "\n## Assets: one upload of {} MiB, then 64 KiB appends",
+        args.upload_bytes >> 20
+    );
     let uploads = runtime.block_on(uploads::run(
         &root.path().join("uploads"),
         args.upload_bytes,

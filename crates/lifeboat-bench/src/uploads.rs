@@ -87,7 +87,9 @@ pub(crate) async fn run(dir: &Path, bytes: u64, window: Duration) -> anyhow::Res
     let mut appends = 0u64;
     while started.elapsed() < window {
         let response = http
-            .post(format!("{api}/sessions/uploads/assets/recording.pcm?offset={offset}"))
+            .post(format!(
+                "{api}/sessions/uploads/assets/recording.pcm?offset={offset}"
+            ))
             .bearer_auth(TOKEN)
             .body(chunk.clone())
             .send()

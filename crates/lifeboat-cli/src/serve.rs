@@ -44,6 +44,9 @@ pub(crate) struct ServeArgs {
     /// Largest asset upload, in bytes (413 beyond).
     #[arg(long, env = "LIFEBOAT_MAX_ASSET_BYTES", default_value_t = lifeboat::ASSET_BYTES_MAX_DEFAULT)]
     max_asset_bytes: u64,
+    /// Seconds an upload may send nothing before it is abandoned (408).
+    #[arg(long, env = "LIFEBOAT_UPLOAD_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    upload_idle_timeout_secs: u64,
     /// Largest project state, in bytes of serialized JSON (413 beyond).
     #[arg(long, env = "LIFEBOAT_MAX_STATE_BYTES", default_value_t = lifeboat::STATE_BYTES_MAX_DEFAULT)]
     max_state_bytes: usize,
@@ -111,6 +114,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     };
     config.asset_roots = args.asset_roots.clone();
     config.max_asset_bytes = args.max_asset_bytes;
+    config.upload_idle_timeout = Duration::from_secs(args.upload_idle_timeout_secs.max(1));
     let lifeboat = Lifeboat::open(config)
         .await
         .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lifeboat_core::{
     Asset, AssetName, AssetStatus, Error as DomainError, Id, Owner, Sha256, Storage, TenantId,
@@ -22,12 +23,13 @@ use crate::Lifeboat;
 pub(crate) struct AssetState {
     roots: Vec<PathBuf>,
     max_bytes: u64,
+    idle_timeout: Duration,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hashers: Mutex<HashMap<String, (u64, sha2::Sha256)>>,
 }
 
 impl AssetState {
-    pub(crate) fn new(roots: Vec<PathBuf>, max_bytes: u64) -> AssetState {
+    pub(crate) fn new(roots: Vec<PathBuf>, max_bytes: u64, idle_timeout: Duration) -> AssetState {
         // Roots are compared after resolving symlinks, like the paths registered in them.
         let roots = roots
             .into_iter()
@@ -36,6 +38,7 @@ impl AssetState {
         AssetState {
             roots,
             max_bytes,
+            idle_timeout,
             locks: Mutex::default(),
             hashers: Mutex::default(),
         }
@@ -92,6 +95,11 @@ impl Lifeboat {
     /// The largest upload accepted.
     pub fn max_asset_bytes(&self) -> u64 {
         self.inner.assets.max_bytes
+    }
+
+    /// How long an upload may send nothing before it is abandoned.
+    pub fn upload_idle_timeout(&self) -> Duration {
+        self.inner.assets.idle_timeout
     }
 
     /// Starts an upload for `owner` (404 before any byte is written if it does not exist).

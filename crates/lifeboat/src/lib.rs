@@ -57,6 +57,9 @@ use serde_json::Value;
 /// The largest asset upload by default: 10 GiB.
 pub const ASSET_BYTES_MAX_DEFAULT: u64 = 10 * 1024 * 1024 * 1024;
 
+/// How long an upload may send nothing before it is abandoned, by default.
+pub const UPLOAD_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+
 /// How often the sweeper persists expired leases and stall flags. Reads observe expiry
 /// themselves, so this bounds only how stale the stored state is.
 const SWEEP_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
@@ -76,6 +79,9 @@ pub struct Config {
     pub asset_roots: Vec<PathBuf>,
     /// The largest asset upload, in bytes (413 beyond).
     pub max_asset_bytes: u64,
+    /// An upload that sends no byte for this long is abandoned (a slow but live upload
+    /// is never cut).
+    pub upload_idle_timeout: Duration,
 }
 
 impl Config {
@@ -88,6 +94,7 @@ impl Config {
             projects: ProjectRules::default(),
             asset_roots: Vec::new(),
             max_asset_bytes: ASSET_BYTES_MAX_DEFAULT,
+            upload_idle_timeout: UPLOAD_IDLE_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -131,7 +138,11 @@ impl Lifeboat {
             store,
             clock: config.clock,
             ready_at,
-            assets: assets::AssetState::new(config.asset_roots, config.max_asset_bytes),
+            assets: assets::AssetState::new(
+                config.asset_roots,
+                config.max_asset_bytes,
+                config.upload_idle_timeout,
+            ),
         });
         tokio::spawn(sweep_loop(Arc::downgrade(&inner), config.sweep_interval));
         Ok(Lifeboat { inner })

@@ -630,3 +630,60 @@ async fn upload_killed_with_sigkill_leaves_nothing_ok_and_the_retry_completes() 
         "the retry stored every byte"
     );
 }
+
+/// A slow upload that keeps sending is never cut; one that stalls is abandoned (408).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_live_and_stalled_ones_time_out() {
+    let server = TestServer::start_configured(|config| {
+        config.upload_idle_timeout = Duration::from_millis(800);
+    })
+    .await;
+    server.session(json!({"id": "s", "kind": "k"})).await;
+    let address = server
+        .base
+        .strip_prefix("http://")
+        .expect("http")
+        .to_owned();
+    let upload = |name: &str, pause_after: usize, pause: Duration| {
+        let address = address.clone();
+        let name = name.to_owned();
+        std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+            let head = format!(
+                "PUT /api/v1/sessions/s/assets/{name} HTTP/1.1\r\nhost: {address}\r\n\
+                 authorization: Bearer {TOKEN}\r\ncontent-length: 10\r\nconnection: close\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).expect("head");
+            for byte in 0..10u8 {
+                if usize::from(byte) == pause_after {
+                    std::thread::sleep(pause);
+                }
+                // Ignore errors: the server may have given up on a stalled upload.
+                let _ = stream.write_all(&[byte]);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            answer
+        })
+    };
+    // 2.5 s in all, but never more than 250 ms without a byte.
+    let slow = upload("slow.bin", usize::MAX, Duration::ZERO);
+    let stalled = upload("stalled.bin", 3, Duration::from_millis(2_000));
+    let slow = tokio::task::spawn_blocking(move || slow.join().expect("slow"))
+        .await
+        .expect("join");
+    let stalled = tokio::task::spawn_blocking(move || stalled.join().expect("stalled"))
+        .await
+        .expect("join");
+    assert!(slow.starts_with("HTTP/1.1 201"), "{slow}");
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    let (_, listed) = server.get("/sessions/s/assets").await;
+    let names: Vec<&Value> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|a| &a["name"])
+        .collect();
+    assert_eq!(names, [&json!("slow.bin")]);
+}

@@ -110,8 +110,18 @@ pub(crate) async fn put_asset(
         return Err(too_large(limit));
     }
     let mut upload = state.lifeboat.upload(&tenant, &owner).await?;
+    let idle = state.lifeboat.upload_idle_timeout();
     let mut body = body;
-    while let Some(frame) = body.frame().await {
+    loop {
+        // No overall deadline: a slow upload goes on as long as bytes keep coming.
+        let Ok(next) = tokio::time::timeout(idle, body.frame()).await else {
+            let received = upload.size();
+            upload.abort().await;
+            return Err(idle_timeout(idle, received));
+        };
+        let Some(frame) = next else {
+            break;
+        };
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
@@ -140,6 +150,16 @@ pub(crate) async fn put_asset(
         .put_asset(&tenant, &owner, &name, upload, expected)
         .await?;
     Ok((created_or_ok(created), Json(asset_body(&asset))).into_response())
+}
+
+fn idle_timeout(idle: std::time::Duration, received: u64) -> ApiError {
+    ApiError::new(
+        ProblemType::REQUEST_TIMEOUT,
+        format!(
+            "no bytes arrived for {} s (after {received} bytes); nothing was kept, send it again",
+            idle.as_secs_f64()
+        ),
+    )
 }
 
 fn too_large(limit: u64) -> ApiError {
@@ -185,8 +205,11 @@ pub(crate) async fn append_asset(
                 "an append needs ?offset=N (a non-negative integer)",
             )
         })?;
-    let chunk = axum::body::to_bytes(body, crate::BODY_BYTES_MAX)
+    let idle = state.lifeboat.upload_idle_timeout();
+    let read = tokio::time::timeout(idle, axum::body::to_bytes(body, crate::BODY_BYTES_MAX));
+    let chunk = read
         .await
+        .map_err(|_| idle_timeout(idle, 0))?
         .map_err(|_| {
             ApiError::new(
                 ProblemType::PAYLOAD_TOO_LARGE,
