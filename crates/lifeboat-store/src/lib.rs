@@ -272,6 +272,28 @@ impl<T> Outcome<T> {
     }
 }
 
+/// A domain event as the event stream delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position in the tenant's stream (the SSE `id:`), increasing.
+    pub seq: i64,
+    /// `project.saved`, `session.status`, `session.stalled` or `checkpoint.created`.
+    pub kind: String,
+    /// The event's fields.
+    pub data: Value,
+    /// When it was committed.
+    pub created_at: Timestamp,
+}
+
+/// Which events a subscriber wants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Only this session's events.
+    pub session_id: Option<Id>,
+    /// Only events of this project (its saves, and its sessions' events).
+    pub project_id: Option<Id>,
+}
+
 /// A project write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProjectEdit {
@@ -443,6 +465,21 @@ pub trait Store: Send + Sync + 'static {
         id: &Id,
         page: &PageRequest,
     ) -> Result<Page<RevisionInfo>>;
+
+    /// Events after `after` in `seq` order, at most `limit`.
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>>;
+
+    /// The newest event's `seq` in the store (0 if none): where a new stream starts.
+    async fn newest_event(&self) -> Result<i64>;
+
+    /// Changes after every commit; subscribers then read new events with [`Store::events`].
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Where this store keeps asset bytes.
     fn blobs(&self) -> &BlobStore;

@@ -48,9 +48,9 @@ pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
-    Applied, Distribution, Error, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome,
-    Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut,
-    SessionFilter, SessionOp, Stats, Store, StoredResponse, Verification,
+    Applied, Distribution, Error, Event, EventFilter, IDEMPOTENCY_KEY_TTL_MS, Idempotency,
+    IdempotencyKey, Outcome, Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result,
+    RevisionInfo, SchemaPut, SessionFilter, SessionOp, Stats, Store, StoredResponse, Verification,
 };
 use serde_json::Value;
 
@@ -363,6 +363,27 @@ impl Lifeboat {
     /// Whether storage can serve.
     pub async fn ready(&self) -> Result<()> {
         self.inner.store.ready().await
+    }
+
+    /// Events after `after`, oldest first.
+    pub async fn events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        self.inner.store.events(tenant, after, filter, limit).await
+    }
+
+    /// The newest event's position: where a stream without `Last-Event-ID` starts.
+    pub async fn newest_event(&self) -> Result<i64> {
+        self.inner.store.newest_event().await
+    }
+
+    /// Changes after every commit: wait on it, then read new events.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.store.subscribe()
     }
 
     /// Registers a JSON Schema version (immutable once registered).

@@ -4,6 +4,7 @@
 mod assets;
 mod crash;
 mod errors;
+mod events;
 mod harness;
 mod idempotency;
 mod lifecycle;

@@ -48,6 +48,7 @@ async fn openapi_describes_every_endpoint() {
         ("/api/v1/projects/{id}/restore", "post"),
         ("/api/v1/schemas/{name}/{version}", "put"),
         ("/api/v1/schemas/{name}/{version}", "get"),
+        ("/api/v1/events", "get"),
         ("/api/v1/sessions/{id}/assets", "get"),
         ("/api/v1/sessions/{id}/assets/register", "post"),
         ("/api/v1/sessions/{id}/assets/{name}", "put"),

@@ -1,6 +1,7 @@
 //! The router: every endpoint, with its OpenAPI description derived from the handlers.
 
 mod assets;
+mod events;
 mod ops;
 mod projects;
 mod recovery;
@@ -81,6 +82,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(projects::list_revisions))
         .routes(routes!(projects::restore))
         .routes(routes!(projects::put_schema, projects::get_schema))
+        .routes(routes!(events::events))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::sweep))
         .split_for_parts();

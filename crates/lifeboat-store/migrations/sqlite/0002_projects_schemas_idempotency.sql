@@ -65,12 +65,15 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (tenant, route, key)
 );
 
--- Domain events (project.saved, …) in commit order, for the event stream.
+-- Domain events (project.saved, session.status, …) in commit order: the event stream
+-- and its replay window. `seq` is the stream's `id:`.
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL,
     type TEXT NOT NULL,
-    subject TEXT NOT NULL,
+    session_id TEXT,
+    project_id TEXT,
     data TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE INDEX events_tenant ON events (tenant, seq);

@@ -2,6 +2,7 @@
 //! with group commit (see `writer.rs`), and a small pool of read connections.
 
 mod assets;
+mod events;
 mod idempotency;
 mod projects;
 mod rows;
@@ -26,9 +27,9 @@ use serde_json::{Value, json};
 
 use crate::blobs::{BlobStore, looks_intact};
 use crate::{
-    Applied, Distribution, Error, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
-    ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp,
-    Stats, Store, Verification, apply,
+    Applied, Distribution, Error, Event, EventFilter, Idempotency, Outcome, Page, PageRequest,
+    ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut,
+    SessionFilter, SessionOp, Stats, Store, Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, Writer};
@@ -210,6 +211,7 @@ fn persist(
     after: &Session,
 ) -> Result<()> {
     rows::update_session(conn, pk, after)?;
+    events::session_changes(conn, tenant, Some(before), after, after.updated_at)?;
     if after.crash != before.crash
         && let Some(crash) = &after.crash
     {
@@ -402,6 +404,7 @@ impl Store for SqliteStore {
                         }));
                     }
                     rows::insert_session(conn, &tenant, &session)?;
+                    events::session_changes(conn, &tenant, None, &session, now)?;
                     Ok(Ok(session))
                 })
             })
@@ -451,6 +454,20 @@ impl Store for SqliteStore {
                     };
                     if let Some(checkpoint) = &applied.checkpoint {
                         write_checkpoint(conn, pk, session.checkpoint_retention, checkpoint)?;
+                        let data = json!({
+                            "session_id": id.as_str(),
+                            "project_id": session.project_id.as_ref().map(|p| p.as_str()),
+                            "seq": checkpoint.seq,
+                            "attempt": checkpoint.attempt,
+                            "kind": checkpoint.kind.as_str(),
+                            "stage": checkpoint.stage,
+                            "sha256": checkpoint.sha256.as_str(),
+                        });
+                        let subject = events::Subject {
+                            session_id: Some(id.as_str()),
+                            project_id: session.project_id.as_ref().map(|p| p.as_str()),
+                        };
+                        events::record(conn, &tenant, "checkpoint.created", subject, &data, now)?;
                     }
                     if let Some(option) = recovery_option {
                         record_recovery(conn, &tenant, pk, &session, option, now)?;
@@ -873,12 +890,19 @@ impl Store for SqliteStore {
                     if saved.project.revision % PRUNE_EVERY == 0 {
                         projects::prune(conn, pk, saved.project.revision, rules.retention, now)?;
                     }
-                    projects::record_event(
+                    events::record(
                         conn,
                         &tenant,
                         "project.saved",
-                        id.as_str(),
-                        &json!({"id": id.as_str(), "revision": saved.project.revision}),
+                        events::Subject {
+                            session_id: None,
+                            project_id: Some(id.as_str()),
+                        },
+                        &json!({
+                            "project_id": id.as_str(),
+                            "revision": saved.project.revision,
+                            "size_bytes": saved.project.size_bytes,
+                        }),
                         now,
                     )?;
                     Ok(Ok(saved))
@@ -963,6 +987,27 @@ impl Store for SqliteStore {
                 ))
             })
             .await
+    }
+
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let (tenant, filter) = (tenant.clone(), filter.clone());
+        self.readers
+            .read(move |conn| events::read(conn, &tenant, after, &filter, limit))
+            .await
+    }
+
+    async fn newest_event(&self) -> Result<i64> {
+        self.readers.read(events::newest).await
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.commits()
     }
 
     fn blobs(&self) -> &BlobStore {

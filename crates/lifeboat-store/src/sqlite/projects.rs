@@ -10,9 +10,6 @@ use serde_json::Value;
 use super::translate;
 use crate::{Error, ProjectInfo, Result, RevisionInfo};
 
-/// The event log keeps this many newest events (the replay window of the event stream).
-const EVENTS_KEPT: i64 = 100_000;
-
 const PROJECT_COLUMNS: &str = "pk, id, title, schema_name, schema_version, revision, state, \
      size_bytes, created_at, updated_at, deleted_at, chain_deltas, chain_bytes";
 
@@ -382,32 +379,4 @@ pub(super) fn schema_body(
         })
     })
     .transpose()
-}
-
-/// Records a domain event in the write's transaction.
-pub(super) fn record_event(
-    conn: &Connection,
-    tenant: &TenantId,
-    kind: &str,
-    subject: &str,
-    data: &Value,
-    now: Timestamp,
-) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO events (tenant, type, subject, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .map_err(translate)?
-    .execute(params![
-        tenant.as_str(),
-        kind,
-        subject,
-        data.to_string(),
-        now.0
-    ])
-    .map_err(translate)?;
-    conn.prepare_cached("DELETE FROM events WHERE seq <= ?1")
-        .map_err(translate)?
-        .execute(params![conn.last_insert_rowid() - EVENTS_KEPT])
-        .map_err(translate)?;
-    Ok(())
 }

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Instant;
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::translate;
 use crate::Error;
@@ -43,6 +43,8 @@ type Job = Box<dyn FnOnce(&Connection) -> Finished + Send>;
 pub(super) struct Writer {
     queue: mpsc::Sender<Job>,
     poisoned: Arc<AtomicBool>,
+    /// Counts successful commits; the event stream waits on it for new events.
+    commits: watch::Receiver<u64>,
 }
 
 /// How a job's outcome is to be handled.
@@ -60,11 +62,21 @@ impl Writer {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let poisoned = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&poisoned);
+        let (committed, commits) = watch::channel(0);
         thread::Builder::new()
             .name("lifeboat-writer".to_owned())
-            .spawn(move || run(conn, jobs, flag))
+            .spawn(move || run(conn, jobs, flag, committed))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
-        Ok(Writer { queue, poisoned })
+        Ok(Writer {
+            queue,
+            poisoned,
+            commits,
+        })
+    }
+
+    /// A receiver that changes after every successful commit.
+    pub(super) fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
     }
 
     /// Whether a failed commit has stopped writes.
@@ -124,7 +136,12 @@ fn poisoned_error() -> Error {
     )
 }
 
-fn run(conn: Connection, mut jobs: mpsc::Receiver<Job>, poisoned: Arc<AtomicBool>) {
+fn run(
+    conn: Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    poisoned: Arc<AtomicBool>,
+    committed: watch::Sender<u64>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -147,9 +164,14 @@ fn run(conn: Connection, mut jobs: mpsc::Receiver<Job>, poisoned: Arc<AtomicBool
         metrics::histogram!("lifeboat_commit_batch_size").record(size as f64);
         metrics::histogram!("lifeboat_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        if let Err(Error::Unavailable(reason)) = outcome {
-            tracing::error!(%reason, "commit failed; writes are stopped until restart");
-            poisoned.store(true, Ordering::Release);
+        match outcome {
+            // Never blocks: subscribers read the new events themselves, at their pace.
+            Ok(()) => committed.send_modify(|count| *count += 1),
+            Err(Error::Unavailable(reason)) => {
+                tracing::error!(%reason, "commit failed; writes are stopped until restart");
+                poisoned.store(true, Ordering::Release);
+            }
+            Err(_) => {}
         }
     }
 }

@@ -1,0 +1,131 @@
+//! The event log: domain events written in the same transaction as the change they
+//! describe, read back in `seq` order by the event stream.
+
+use lifeboat_core::{Session, TenantId, Timestamp};
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+
+use super::translate;
+use crate::{Event, EventFilter, Result};
+
+/// The log keeps this many newest events: the replay window of `Last-Event-ID`.
+const EVENTS_KEPT: i64 = 100_000;
+
+/// What an event is about.
+pub(super) struct Subject<'a> {
+    pub(super) session_id: Option<&'a str>,
+    pub(super) project_id: Option<&'a str>,
+}
+
+/// Records an event in the caller's transaction.
+pub(super) fn record(
+    conn: &Connection,
+    tenant: &TenantId,
+    kind: &str,
+    subject: Subject<'_>,
+    data: &Value,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (tenant, type, session_id, project_id, data, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(translate)?
+    .execute(params![
+        tenant.as_str(),
+        kind,
+        subject.session_id,
+        subject.project_id,
+        data.to_string(),
+        now.0
+    ])
+    .map_err(translate)?;
+    conn.prepare_cached("DELETE FROM events WHERE seq <= ?1")
+        .map_err(translate)?
+        .execute(params![conn.last_insert_rowid() - EVENTS_KEPT])
+        .map_err(translate)?;
+    Ok(())
+}
+
+/// The events a change of `before` into `after` makes: `session.status` when the status
+/// changed, `session.stalled` when the session became stalled.
+pub(super) fn session_changes(
+    conn: &Connection,
+    tenant: &TenantId,
+    before: Option<&Session>,
+    after: &Session,
+    now: Timestamp,
+) -> Result<()> {
+    let subject = || Subject {
+        session_id: Some(after.id.as_str()),
+        project_id: after.project_id.as_ref().map(|p| p.as_str()),
+    };
+    if before.map(|b| b.status) != Some(after.status) {
+        let data = json!({
+            "session_id": after.id.as_str(),
+            "project_id": after.project_id.as_ref().map(|p| p.as_str()),
+            "status": after.status.as_str(),
+            "previous": before.map(|b| b.status.as_str()),
+            "attempt": after.attempt,
+            "crash_type": after.crash.as_ref().map(|c| c.kind.as_str()),
+        });
+        record(conn, tenant, "session.status", subject(), &data, now)?;
+    }
+    if after.stalled && !before.is_some_and(|b| b.stalled) {
+        let data = json!({
+            "session_id": after.id.as_str(),
+            "project_id": after.project_id.as_ref().map(|p| p.as_str()),
+            "attempt": after.attempt,
+        });
+        record(conn, tenant, "session.stalled", subject(), &data, now)?;
+    }
+    Ok(())
+}
+
+/// Events after `after`, oldest first, at most `limit`.
+pub(super) fn read(
+    conn: &Connection,
+    tenant: &TenantId,
+    after: i64,
+    filter: &EventFilter,
+    limit: u32,
+) -> Result<Vec<Event>> {
+    let mut events: Vec<Event> = conn
+        .prepare_cached(
+            "SELECT seq, type, data, created_at FROM events WHERE tenant = ?1 AND seq > ?2 \
+             AND (?3 IS NULL OR session_id = ?3) AND (?4 IS NULL OR project_id = ?4) \
+             ORDER BY seq LIMIT ?5",
+        )
+        .map_err(translate)?
+        .query_map(
+            params![
+                tenant.as_str(),
+                after,
+                filter.session_id.as_ref().map(|s| s.as_str()),
+                filter.project_id.as_ref().map(|p| p.as_str()),
+                limit
+            ],
+            |row| {
+                let data: String = row.get(2)?;
+                Ok(Event {
+                    seq: row.get(0)?,
+                    kind: row.get(1)?,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                    created_at: Timestamp(row.get(3)?),
+                })
+            },
+        )
+        .map_err(translate)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(translate)?;
+    events.sort_by_key(|e| e.seq);
+    Ok(events)
+}
+
+/// The newest event's `seq` (0 when there is none).
+pub(super) fn newest(conn: &Connection) -> Result<i64> {
+    conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
+        row.get(0)
+    })
+    .map_err(translate)
+}
