@@ -535,3 +535,24 @@ pub struct RegisterAsset {
     /// A label, e.g. `audio`.
     pub kind: Option<String>,
 }
+
+/// `POST /admin/cleanup`: what was removed (or, with `dry_run=true`, would be).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CleanupBody {
+    /// Whether this was a dry run (nothing changed).
+    pub dry_run: bool,
+    /// Unreferenced asset files older than the orphan age.
+    pub orphan_files_deleted: u64,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Old `failed` / `cancelled` sessions, with their checkpoints and assets.
+    pub sessions_purged: u64,
+    /// Checkpoints removed with those sessions.
+    pub checkpoints_pruned: u64,
+    /// Project revisions beyond retention.
+    pub revisions_pruned: u64,
+    /// Soft-deleted projects past the grace period, with revisions and assets.
+    pub projects_purged: u64,
+    /// Idempotency keys older than 24 hours.
+    pub idempotency_keys_expired: u64,
+}

@@ -295,3 +295,46 @@ pub(crate) async fn recover(args: RecoverArgs) -> Result<(), Failure> {
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub(crate) struct CleanupArgs {
+    /// Count what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub(crate) async fn cleanup(args: CleanupArgs) -> Result<(), Failure> {
+    let report = args
+        .connection
+        .api()?
+        .call(
+            reqwest::Method::POST,
+            &format!("/admin/cleanup?dry_run={}", args.dry_run),
+            None,
+        )
+        .await?;
+    if args.connection.json {
+        print_json(&report);
+        return Ok(());
+    }
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    println!("cleanup {verb}:");
+    for key in [
+        "sessions_purged",
+        "checkpoints_pruned",
+        "projects_purged",
+        "revisions_pruned",
+        "idempotency_keys_expired",
+        "orphan_files_deleted",
+        "bytes_freed",
+    ] {
+        println!("  {key:<26} {}", text(&report[key]));
+    }
+    Ok(())
+}

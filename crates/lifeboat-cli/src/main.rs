@@ -47,6 +47,8 @@ enum Command {
         #[command(subcommand)]
         command: assets::AssetsCommand,
     },
+    /// Removes old finished sessions, deleted projects, old revisions and orphan files.
+    Cleanup(client::CleanupArgs),
     /// Registers and shows JSON Schemas for projects.
     Schemas {
         #[command(subcommand)]
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
             Command::Projects { command } => projects::projects(command).await,
             Command::Schemas { command } => projects::schemas(command).await,
             Command::Assets { command } => assets::assets(command).await,
+            Command::Cleanup(args) => client::cleanup(args).await,
         }
     });
     match outcome {

@@ -47,6 +47,18 @@ pub(crate) struct ServeArgs {
     /// Seconds an upload may send nothing before it is abandoned (408).
     #[arg(long, env = "LIFEBOAT_UPLOAD_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     upload_idle_timeout_secs: u64,
+    /// Hours between background cleanups (0: never; run `lifeboat cleanup` by hand).
+    #[arg(long, env = "LIFEBOAT_CLEANUP_INTERVAL_HOURS", default_value_t = 6)]
+    cleanup_interval_hours: u64,
+    /// Days after which failed and cancelled sessions are purged.
+    #[arg(long, env = "LIFEBOAT_CLEANUP_SESSION_DAYS", default_value_t = 7)]
+    cleanup_session_days: u64,
+    /// Days after which soft-deleted projects are purged.
+    #[arg(long, env = "LIFEBOAT_CLEANUP_PROJECT_DAYS", default_value_t = 7)]
+    cleanup_project_days: u64,
+    /// Hours after which unreferenced asset files are deleted.
+    #[arg(long, env = "LIFEBOAT_CLEANUP_ORPHAN_HOURS", default_value_t = 24)]
+    cleanup_orphan_hours: u64,
     /// Largest project state, in bytes of serialized JSON (413 beyond).
     #[arg(long, env = "LIFEBOAT_MAX_STATE_BYTES", default_value_t = lifeboat::STATE_BYTES_MAX_DEFAULT)]
     max_state_bytes: usize,
@@ -115,6 +127,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     config.asset_roots = args.asset_roots.clone();
     config.max_asset_bytes = args.max_asset_bytes;
     config.upload_idle_timeout = Duration::from_secs(args.upload_idle_timeout_secs.max(1));
+    const HOUR_MS: u64 = 3_600_000;
+    config.cleanup = lifeboat::CleanupRules {
+        orphan_age_ms: args.cleanup_orphan_hours.saturating_mul(HOUR_MS),
+        finished_session_age_ms: args.cleanup_session_days.saturating_mul(24 * HOUR_MS),
+        deleted_project_age_ms: args.cleanup_project_days.saturating_mul(24 * HOUR_MS),
+    };
+    config.cleanup_interval = (args.cleanup_interval_hours > 0)
+        .then(|| Duration::from_secs(args.cleanup_interval_hours.saturating_mul(3_600)));
     let lifeboat = Lifeboat::open(config)
         .await
         .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;

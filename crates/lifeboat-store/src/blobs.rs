@@ -78,6 +78,61 @@ impl BlobStore {
         self.root.join("open")
     }
 
+    /// Every stored file, for cleanup: uploads in progress, whole uploads (with their
+    /// SHA-256), and appendable files (with their key).
+    pub fn files(&self) -> io::Result<Vec<StoredFile>> {
+        let mut files = Vec::new();
+        let list = |dir: &Path| -> io::Result<Vec<(PathBuf, String)>> {
+            let mut found = Vec::new();
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries {
+                    let entry = entry?;
+                    found.push((
+                        entry.path(),
+                        entry.file_name().to_string_lossy().into_owned(),
+                    ));
+                }
+            }
+            Ok(found)
+        };
+        for (path, _) in list(&self.root.join("tmp"))? {
+            files.push(StoredFile::Temporary(path));
+        }
+        for (dir, _) in list(&self.root.join("sha256"))? {
+            for (path, name) in list(&dir)? {
+                files.push(StoredFile::Blob(path, name));
+            }
+        }
+        for (path, key) in list(&self.root.join("open"))? {
+            files.push(StoredFile::Appendable(path, key));
+        }
+        Ok(files)
+    }
+}
+
+/// A file under the blob store, as cleanup sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredFile {
+    /// `tmp/…`: never referenced.
+    Temporary(PathBuf),
+    /// `sha256/…/<hex>`, with its hex name.
+    Blob(PathBuf, String),
+    /// `open/<key>`, with its key.
+    Appendable(PathBuf, String),
+}
+
+impl StoredFile {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        match self {
+            StoredFile::Temporary(path)
+            | StoredFile::Blob(path, _)
+            | StoredFile::Appendable(path, _) => path,
+        }
+    }
+}
+
+impl BlobStore {
     /// Starts an upload in `tmp/`.
     pub async fn writer(&self) -> io::Result<BlobWriter> {
         let path = self.root.join("tmp").join(uuid::Uuid::now_v7().to_string());
@@ -98,6 +153,12 @@ impl BlobStore {
             let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
             std::fs::create_dir_all(&dir)?;
             if target.exists() {
+                // Same bytes already stored. Touch them, so cleanup (which deletes only
+                // old unreferenced files) cannot take them while this upload is recorded.
+                File::options()
+                    .append(true)
+                    .open(&target)?
+                    .set_modified(std::time::SystemTime::now())?;
                 return std::fs::remove_file(&temp);
             }
             std::fs::rename(&temp, &target)?;

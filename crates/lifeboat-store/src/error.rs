@@ -44,6 +44,9 @@ pub enum Error {
     /// The disk is full; nothing was written.
     #[error("storage full: {0}")]
     Full(String),
+    /// Not an error: a dry run's report, carried out of the transaction it rolls back.
+    #[error("dry run")]
+    DryRun(crate::CleanupReport, Vec<crate::FileRef>),
     /// An unexpected storage failure.
     #[error("storage error: {0}")]
     Internal(String),

@@ -272,6 +272,56 @@ impl<T> Outcome<T> {
     }
 }
 
+/// What cleanup removes, and when things become eligible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupRules {
+    /// Unreferenced files older than this are deleted (default 24 h).
+    pub orphan_age_ms: u64,
+    /// `failed` and `cancelled` sessions untouched for this long are purged (default 7 d).
+    pub finished_session_age_ms: u64,
+    /// Soft-deleted projects are purged this long after deletion (default 7 d).
+    pub deleted_project_age_ms: u64,
+}
+
+impl Default for CleanupRules {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3_600_000;
+        CleanupRules {
+            orphan_age_ms: DAY,
+            finished_session_age_ms: 7 * DAY,
+            deleted_project_age_ms: 7 * DAY,
+        }
+    }
+}
+
+/// What a cleanup run removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Unreferenced asset files deleted.
+    pub orphan_files_deleted: u64,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Sessions purged, with their checkpoints and assets.
+    pub sessions_purged: u64,
+    /// Checkpoints removed with them.
+    pub checkpoints_pruned: u64,
+    /// Project revisions beyond retention.
+    pub revisions_pruned: u64,
+    /// Soft-deleted projects purged, with their revisions and assets.
+    pub projects_purged: u64,
+    /// Expired idempotency keys.
+    pub idempotency_keys_expired: u64,
+}
+
+/// A stored file as records name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FileRef {
+    /// A whole upload, by SHA-256 (hex).
+    Blob(String),
+    /// An appendable file, by key.
+    Appendable(String),
+}
+
 /// A domain event as the event stream delivers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -480,6 +530,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes after every commit; subscribers then read new events with [`Store::events`].
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Removes the records cleanup is for (all tenants), in one transaction: old finished
+    /// sessions with their checkpoints and asset records, old deleted projects with their
+    /// revisions and asset records, revisions beyond retention, expired idempotency keys.
+    /// With `dry_run` it counts and changes nothing.
+    ///
+    /// `candidates` are stored files old enough to go; the answer lists those no record
+    /// names once the records are gone (evaluated in the same transaction, so a dry run
+    /// counts the files a real run would delete).
+    async fn cleanup_records(
+        &self,
+        rules: CleanupRules,
+        now: Timestamp,
+        dry_run: bool,
+        candidates: Vec<FileRef>,
+    ) -> Result<(CleanupReport, Vec<FileRef>)>;
 
     /// Where this store keeps asset bytes.
     fn blobs(&self) -> &BlobStore;

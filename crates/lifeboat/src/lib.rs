@@ -28,6 +28,7 @@
 //! ```
 
 mod assets;
+mod cleanup;
 mod clock;
 
 use std::path::{Path, PathBuf};
@@ -48,14 +49,18 @@ pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
-    Applied, Distribution, Error, Event, EventFilter, IDEMPOTENCY_KEY_TTL_MS, Idempotency,
-    IdempotencyKey, Outcome, Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result,
-    RevisionInfo, SchemaPut, SessionFilter, SessionOp, Stats, Store, StoredResponse, Verification,
+    Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter,
+    IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome, Page, PageRequest, ProjectEdit,
+    ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut, SessionFilter, SessionOp, Stats, Store,
+    StoredResponse, Verification,
 };
 use serde_json::Value;
 
 /// The largest asset upload by default: 10 GiB.
 pub const ASSET_BYTES_MAX_DEFAULT: u64 = 10 * 1024 * 1024 * 1024;
+
+/// How often cleanup runs by default: every 6 hours.
+pub const CLEANUP_INTERVAL_DEFAULT: Duration = Duration::from_secs(6 * 3_600);
 
 /// How long an upload may send nothing before it is abandoned, by default.
 pub const UPLOAD_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
@@ -82,6 +87,10 @@ pub struct Config {
     /// An upload that sends no byte for this long is abandoned (a slow but live upload
     /// is never cut).
     pub upload_idle_timeout: Duration,
+    /// What cleanup removes, and when.
+    pub cleanup: CleanupRules,
+    /// How often cleanup runs in the background (`None`: never; run it by hand).
+    pub cleanup_interval: Option<Duration>,
 }
 
 impl Config {
@@ -95,6 +104,8 @@ impl Config {
             asset_roots: Vec::new(),
             max_asset_bytes: ASSET_BYTES_MAX_DEFAULT,
             upload_idle_timeout: UPLOAD_IDLE_TIMEOUT_DEFAULT,
+            cleanup: CleanupRules::default(),
+            cleanup_interval: Some(CLEANUP_INTERVAL_DEFAULT),
         }
     }
 }
@@ -104,6 +115,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     ready_at: Timestamp,
     assets: assets::AssetState,
+    cleanup: CleanupRules,
 }
 
 /// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
@@ -143,8 +155,12 @@ impl Lifeboat {
                 config.max_asset_bytes,
                 config.upload_idle_timeout,
             ),
+            cleanup: config.cleanup,
         });
         tokio::spawn(sweep_loop(Arc::downgrade(&inner), config.sweep_interval));
+        if let Some(every) = config.cleanup_interval {
+            tokio::spawn(cleanup_loop(Arc::downgrade(&inner), every));
+        }
         Ok(Lifeboat { inner })
     }
 
@@ -468,6 +484,20 @@ fn done<T>(outcome: Outcome<T>) -> Result<T> {
     outcome
         .done()
         .ok_or_else(|| Error::Internal("a write without Idempotency-Key was replayed".to_owned()))
+}
+
+async fn cleanup_loop(inner: Weak<Inner>, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if let Err(error) = (Lifeboat { inner }).cleanup(false).await {
+            tracing::warn!(%error, "cleanup failed");
+        }
+    }
 }
 
 async fn sweep_loop(inner: Weak<Inner>, every: Duration) {

@@ -49,6 +49,7 @@ async fn openapi_describes_every_endpoint() {
         ("/api/v1/schemas/{name}/{version}", "put"),
         ("/api/v1/schemas/{name}/{version}", "get"),
         ("/api/v1/events", "get"),
+        ("/api/v1/admin/cleanup", "post"),
         ("/api/v1/sessions/{id}/assets", "get"),
         ("/api/v1/sessions/{id}/assets/register", "post"),
         ("/api/v1/sessions/{id}/assets/{name}", "put"),

@@ -85,6 +85,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(events::events))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::sweep))
+        .routes(routes!(ops::cleanup))
         .split_for_parts();
     let openapi_json = openapi.to_pretty_json().unwrap_or_default();
     let mut api = api;

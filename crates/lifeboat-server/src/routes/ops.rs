@@ -5,12 +5,13 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use lifeboat::TenantId;
-use lifeboat_api::{Problem, StatsBody, SweepBody};
+use lifeboat_api::{CleanupBody, Problem, ProblemType, StatsBody, SweepBody};
 use serde_json::json;
 
 use crate::AppState;
 use crate::convert::stats_body;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 
 /// Counts for the tenant of the key.
 #[utoipa::path(get, path = "/api/v1/stats", tag = "operations",
@@ -28,6 +29,45 @@ pub(crate) async fn stats(
 pub(crate) async fn sweep(State(state): State<AppState>) -> Result<Json<SweepBody>, ApiError> {
     let timed_out = state.lifeboat.sweep().await?;
     Ok(Json(SweepBody { timed_out }))
+}
+
+/// `?dry_run=` of a cleanup.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CleanupQuery {
+    /// `true` counts what would go and changes nothing (default `false`).
+    dry_run: Option<String>,
+}
+
+/// Runs cleanup now: old finished sessions, old deleted projects, revisions beyond
+/// retention, expired idempotency keys, then unreferenced files older than 24 h.
+#[utoipa::path(post, path = "/api/v1/admin/cleanup", tag = "operations", params(CleanupQuery),
+    responses((status = 200, body = CleanupBody), (status = 400, body = Problem), (status = 503, body = Problem)))]
+pub(crate) async fn cleanup(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CleanupQuery>,
+) -> Result<Json<CleanupBody>, ApiError> {
+    let dry_run = match query.dry_run.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                ProblemType::MALFORMED_REQUEST,
+                format!("dry_run must be true or false, not {other:?}"),
+            ));
+        }
+    };
+    let report = state.lifeboat.cleanup(dry_run).await?;
+    Ok(Json(CleanupBody {
+        dry_run,
+        orphan_files_deleted: report.orphan_files_deleted,
+        bytes_freed: report.bytes_freed,
+        sessions_purged: report.sessions_purged,
+        checkpoints_pruned: report.checkpoints_pruned,
+        revisions_pruned: report.revisions_pruned,
+        projects_purged: report.projects_purged,
+        idempotency_keys_expired: report.idempotency_keys_expired,
+    }))
 }
 
 /// Liveness: the process answers. Checks no dependency.

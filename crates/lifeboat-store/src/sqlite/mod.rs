@@ -2,6 +2,7 @@
 //! with group commit (see `writer.rs`), and a small pool of read connections.
 
 mod assets;
+mod cleanup;
 mod events;
 mod idempotency;
 mod projects;
@@ -27,9 +28,10 @@ use serde_json::{Value, json};
 
 use crate::blobs::{BlobStore, looks_intact};
 use crate::{
-    Applied, Distribution, Error, Event, EventFilter, Idempotency, Outcome, Page, PageRequest,
-    ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut,
-    SessionFilter, SessionOp, Stats, Store, Verification, apply,
+    Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, FileRef,
+    Idempotency, Outcome, Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result,
+    RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp, Stats, Store, Verification,
+    apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, Writer};
@@ -1008,6 +1010,36 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.writer.commits()
+    }
+
+    async fn cleanup_records(
+        &self,
+        rules: CleanupRules,
+        now: Timestamp,
+        dry_run: bool,
+        candidates: Vec<FileRef>,
+    ) -> Result<(CleanupReport, Vec<FileRef>)> {
+        let retention = self.rules.retention;
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                let report = cleanup::records(conn, rules, retention, now)?;
+                let mut orphans = Vec::new();
+                for file in candidates {
+                    if !cleanup::referenced(conn, &file)? {
+                        orphans.push(file);
+                    }
+                }
+                // A dry run counts inside the transaction, then rolls it back.
+                if dry_run {
+                    return Err(Error::DryRun(report, orphans));
+                }
+                Ok(Ok((report, orphans)))
+            })
+            .await
+            .or_else(|e| match e {
+                Error::DryRun(report, orphans) => Ok((report, orphans)),
+                other => Err(other),
+            })
     }
 
     fn blobs(&self) -> &BlobStore {
