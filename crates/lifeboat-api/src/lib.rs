@@ -556,3 +556,43 @@ pub struct CleanupBody {
     /// Idempotency keys older than 24 hours.
     pub idempotency_keys_expired: u64,
 }
+
+/// A damaged checkpoint found by `POST /admin/verify`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DamagedCheckpoint {
+    /// Its tenant.
+    pub tenant: String,
+    /// Its session.
+    pub session_id: String,
+    /// Its seq.
+    pub seq: u64,
+}
+
+/// `POST /admin/verify`: the whole store checked, all tenants.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StoreVerifyBody {
+    /// True when nothing is wrong.
+    pub ok: bool,
+    /// Whether damaged checkpoints were quarantined and asset statuses recorded.
+    pub repair: bool,
+    /// SQLite's integrity check findings (empty when it says ok).
+    pub integrity: Vec<String>,
+    /// Checkpoints hashed.
+    pub checkpoints_checked: u64,
+    /// Bytes of checkpoint data hashed.
+    pub checkpoint_bytes: u64,
+    /// Checkpoints whose data no longer matches its SHA-256 (and were not yet quarantined).
+    pub damaged_checkpoints: Vec<DamagedCheckpoint>,
+    /// How many of them this run quarantined.
+    pub quarantined: u64,
+    /// Counters that disagree with the rows they count.
+    pub inconsistencies: Vec<String>,
+    /// Assets re-hashed.
+    pub assets_checked: u64,
+    /// Their bytes.
+    pub asset_bytes: u64,
+    /// `tenant/owner-kind/owner/name` of assets whose file is gone.
+    pub missing_assets: Vec<String>,
+    /// Those whose size or SHA-256 differs.
+    pub corrupt_assets: Vec<String>,
+}

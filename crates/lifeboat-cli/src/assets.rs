@@ -75,6 +75,13 @@ fn progress(length: Option<u64>, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// Checks a name before any byte is sent (the server would refuse it anyway).
+fn checked(name: &str) -> Result<&str, Failure> {
+    lifeboat::AssetName::parse(name)
+        .map(|_| name)
+        .map_err(|e| Failure::new(Failure::DATA, anyhow!("{e}")))
+}
+
 fn local(context: &str, e: std::io::Error) -> Failure {
     Failure::new(Failure::NO_INPUT, anyhow!("{context}: {e}"))
 }
@@ -113,7 +120,7 @@ pub(crate) async fn assets(command: AssetsCommand) -> Result<(), Failure> {
             connection,
         } => {
             let api = connection.api()?;
-            let path = format!("{}/{name}", owner.path());
+            let path = format!("{}/{}", owner.path(), checked(&name)?);
             let response = api.send(api.request(Method::GET, &path)).await?;
             let bar = progress(response.content_length(), file.is_none());
             let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = match &file {
@@ -145,6 +152,7 @@ pub(crate) async fn assets(command: AssetsCommand) -> Result<(), Failure> {
             connection,
         } => {
             let api = connection.api()?;
+            checked(&name)?;
             let (reader, length): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, Option<u64>) =
                 match &file {
                     Some(file) => {

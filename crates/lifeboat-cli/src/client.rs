@@ -1,5 +1,6 @@
 //! The client commands: talk HTTP to a running server and print tables or `--json`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
@@ -337,4 +338,83 @@ pub(crate) async fn cleanup(args: CleanupArgs) -> Result<(), Failure> {
         println!("  {key:<26} {}", text(&report[key]));
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    /// Quarantine damaged checkpoints and record asset statuses (nothing is deleted).
+    #[arg(long)]
+    repair: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Exit 0 when the store is intact, 1 when anything is wrong.
+pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
+    let api = args.connection.api()?;
+    let spinner = if args.connection.json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_message("verifying every checkpoint and asset…");
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner
+    };
+    let report = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/admin/verify?repair={}", args.repair),
+            None,
+        )
+        .await;
+    spinner.finish_and_clear();
+    let report = report?;
+    if args.connection.json {
+        print_json(&report);
+    } else {
+        println!(
+            "checkpoints: {} checked ({} bytes), {} damaged, {} quarantined",
+            text(&report["checkpoints_checked"]),
+            text(&report["checkpoint_bytes"]),
+            report["damaged_checkpoints"].as_array().map_or(0, Vec::len),
+            text(&report["quarantined"]),
+        );
+        println!(
+            "assets:      {} checked ({} bytes), {} missing, {} corrupt",
+            text(&report["assets_checked"]),
+            text(&report["asset_bytes"]),
+            report["missing_assets"].as_array().map_or(0, Vec::len),
+            report["corrupt_assets"].as_array().map_or(0, Vec::len),
+        );
+        for damaged in report["damaged_checkpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "  damaged checkpoint {}/{} seq {}",
+                text(&damaged["tenant"]),
+                text(&damaged["session_id"]),
+                text(&damaged["seq"])
+            );
+        }
+        for key in [
+            "missing_assets",
+            "corrupt_assets",
+            "integrity",
+            "inconsistencies",
+        ] {
+            for item in report[key].as_array().into_iter().flatten() {
+                println!("  {key}: {}", text(item));
+            }
+        }
+    }
+    if report["ok"] == Value::Bool(true) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            Failure::REFUSED,
+            anyhow!("the store has problems (see above)"),
+        ))
+    }
 }

@@ -47,6 +47,8 @@ enum Command {
         #[command(subcommand)]
         command: assets::AssetsCommand,
     },
+    /// Verifies the whole store: every checkpoint and asset hash, counters, SQLite's check.
+    Verify(client::VerifyArgs),
     /// Removes old finished sessions, deleted projects, old revisions and orphan files.
     Cleanup(client::CleanupArgs),
     /// Registers and shows JSON Schemas for projects.
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
             Command::Schemas { command } => projects::schemas(command).await,
             Command::Assets { command } => assets::assets(command).await,
             Command::Cleanup(args) => client::cleanup(args).await,
+            Command::Verify(args) => client::verify(args).await,
         }
     });
     match outcome {

@@ -313,6 +313,23 @@ pub struct CleanupReport {
     pub idempotency_keys_expired: u64,
 }
 
+/// The record half of a whole-store verification.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreCheck {
+    /// SQLite's own `integrity_check` findings (empty when it says `ok`).
+    pub integrity: Vec<String>,
+    /// Checkpoints whose hash was checked.
+    pub checkpoints_checked: u64,
+    /// Bytes of checkpoint data hashed.
+    pub checkpoint_bytes: u64,
+    /// Checkpoints whose data no longer matches its SHA-256: `(tenant, session, seq)`.
+    pub damaged: Vec<(String, String, u64)>,
+    /// Of those, how many were quarantined by this run (`repair`).
+    pub quarantined: u64,
+    /// Counters that disagree with the rows they count.
+    pub inconsistencies: Vec<String>,
+}
+
 /// A stored file as records name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FileRef {
@@ -546,6 +563,14 @@ pub trait Store: Send + Sync + 'static {
         dry_run: bool,
         candidates: Vec<FileRef>,
     ) -> Result<(CleanupReport, Vec<FileRef>)>;
+
+    /// Checks the whole store, all tenants: SQLite's integrity check, every checkpoint's
+    /// hash, per-session counters. With `repair`, damaged checkpoints are quarantined
+    /// (marked invalid, never deleted).
+    async fn check_store(&self, repair: bool) -> Result<StoreCheck>;
+
+    /// Every asset of every tenant, for verification.
+    async fn all_assets(&self) -> Result<Vec<(TenantId, Owner, Asset)>>;
 
     /// Where this store keeps asset bytes.
     fn blobs(&self) -> &BlobStore;

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-pub use assets::Appended;
+pub use assets::{Appended, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{

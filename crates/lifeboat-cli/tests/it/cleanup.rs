@@ -195,3 +195,90 @@ async fn cleanup_removes_exactly_what_is_eligible() {
         (json!(0), json!(0))
     );
 }
+
+/// A byte changed behind the server's back is reported by `verify` (HTTP and CLI, exit 1),
+/// quarantined by `--repair` (nothing deleted), and skipped by recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_and_repair_quarantines() {
+    let server = TestServer::start().await;
+    server.session(json!({"id": "v", "kind": "k"})).await;
+    for n in 0..3 {
+        server
+            .checkpoint("v", json!({"attempt": 1, "kind": "item", "data": {"n": n}}))
+            .await;
+    }
+    server
+        .send_bytes(
+            "PUT",
+            "/sessions/v/assets/out.bin",
+            &[],
+            b"rendered".to_vec(),
+        )
+        .await;
+    let (_, clean) = server.post("/admin/verify", json!({})).await;
+    assert_eq!(clean["ok"], json!(true), "{clean}");
+    assert_eq!(clean["checkpoints_checked"], json!(3));
+    assert_eq!(clean["assets_checked"], json!(1));
+
+    crate::recovery::corrupt(&server, "v", 3);
+    let blob = walk_files(&server.dir.path().join("blobs/sha256"));
+    std::fs::write(&blob[0], b"tampered").expect("tamper the asset");
+    let (_, found) = server.post("/admin/verify", json!({})).await;
+    assert_eq!(found["ok"], json!(false));
+    assert_eq!(
+        found["damaged_checkpoints"],
+        json!([{"tenant": "default", "session_id": "v", "seq": 3}])
+    );
+    assert_eq!(
+        found["corrupt_assets"],
+        json!(["default/session/v/out.bin"])
+    );
+    assert_eq!(found["quarantined"], json!(0), "no repair without --repair");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args([
+            "verify",
+            "--url",
+            &server.base,
+            "--token",
+            crate::harness::TOKEN,
+        ])
+        .output()
+        .expect("run lifeboat verify");
+    assert_eq!(output.status.code(), Some(1), "problems exit 1");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("damaged checkpoint default/v seq 3"));
+
+    let (_, repaired) = server.post("/admin/verify?repair=true", json!({})).await;
+    assert_eq!(repaired["quarantined"], json!(1));
+    let (_, listed) = server.get("/sessions/v/checkpoints").await;
+    assert_eq!(
+        listed["items"].as_array().expect("items").len(),
+        3,
+        "evidence is never deleted"
+    );
+    assert_eq!(listed["items"][2]["valid"], json!(false));
+    let (_, recovery) = server.get("/sessions/v/recovery").await;
+    assert_eq!(recovery["resume_from"]["seq"], json!(2));
+    let (_, assets) = server.get("/sessions/v/assets").await;
+    assert_eq!(assets["items"][0]["status"], json!("corrupt"));
+    let (_, after) = server.post("/admin/verify", json!({})).await;
+    assert!(
+        after["damaged_checkpoints"]
+            .as_array()
+            .expect("list")
+            .is_empty(),
+        "quarantined ones are known"
+    );
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk_files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

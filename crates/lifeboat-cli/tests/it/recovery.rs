@@ -84,7 +84,7 @@ async fn data_sha256_mismatch_is_refused() {
 }
 
 /// Flips the stored bytes of checkpoint `seq` of session `id`, behind the server's back.
-fn corrupt(server: &TestServer, id: &str, seq: u64) {
+pub(crate) fn corrupt(server: &TestServer, id: &str, seq: u64) {
     let conn =
         rusqlite::Connection::open(server.dir.path().join("lifeboat.sqlite3")).expect("open");
     let changed = conn

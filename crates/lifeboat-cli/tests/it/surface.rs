@@ -50,6 +50,7 @@ async fn openapi_describes_every_endpoint() {
         ("/api/v1/schemas/{name}/{version}", "get"),
         ("/api/v1/events", "get"),
         ("/api/v1/admin/cleanup", "post"),
+        ("/api/v1/admin/verify", "post"),
         ("/api/v1/sessions/{id}/assets", "get"),
         ("/api/v1/sessions/{id}/assets/register", "post"),
         ("/api/v1/sessions/{id}/assets/{name}", "put"),
@@ -294,6 +295,7 @@ async fn cli_assets() {
     );
     assert_eq!(
         lifeboat(&server, TOKEN, &["assets", "put", "job", "../x", source]).0,
-        1
+        65,
+        "a bad name is refused before any byte is sent"
     );
 }

@@ -86,6 +86,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(ops::stats))
         .routes(routes!(ops::sweep))
         .routes(routes!(ops::cleanup))
+        .routes(routes!(ops::verify_store))
         .split_for_parts();
     let openapi_json = openapi.to_pretty_json().unwrap_or_default();
     let mut api = api;

@@ -5,7 +5,9 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use lifeboat::TenantId;
-use lifeboat_api::{CleanupBody, Problem, ProblemType, StatsBody, SweepBody};
+use lifeboat_api::{
+    CleanupBody, DamagedCheckpoint, Problem, ProblemType, StatsBody, StoreVerifyBody, SweepBody,
+};
 use serde_json::json;
 
 use crate::AppState;
@@ -47,16 +49,7 @@ pub(crate) async fn cleanup(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<CleanupQuery>,
 ) -> Result<Json<CleanupBody>, ApiError> {
-    let dry_run = match query.dry_run.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::new(
-                ProblemType::MALFORMED_REQUEST,
-                format!("dry_run must be true or false, not {other:?}"),
-            ));
-        }
-    };
+    let dry_run = flag("dry_run", query.dry_run.as_deref())?;
     let report = state.lifeboat.cleanup(dry_run).await?;
     Ok(Json(CleanupBody {
         dry_run,
@@ -68,6 +61,61 @@ pub(crate) async fn cleanup(
         projects_purged: report.projects_purged,
         idempotency_keys_expired: report.idempotency_keys_expired,
     }))
+}
+
+/// `?repair=` of a store verification.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct VerifyQuery {
+    /// `true` quarantines damaged checkpoints and records asset statuses (default `false`).
+    repair: Option<String>,
+}
+
+/// Verifies the whole store, all tenants: SQLite's integrity check, every checkpoint's
+/// hash, per-session counters, every asset's bytes. Nothing is ever deleted.
+#[utoipa::path(post, path = "/api/v1/admin/verify", tag = "operations", params(VerifyQuery),
+    responses((status = 200, body = StoreVerifyBody), (status = 400, body = Problem)))]
+pub(crate) async fn verify_store(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<VerifyQuery>,
+) -> Result<Json<StoreVerifyBody>, ApiError> {
+    let repair = flag("repair", query.repair.as_deref())?;
+    let found = state.lifeboat.verify_store(repair).await?;
+    Ok(Json(StoreVerifyBody {
+        ok: found.is_clean(),
+        repair,
+        integrity: found.check.integrity.clone(),
+        checkpoints_checked: found.check.checkpoints_checked,
+        checkpoint_bytes: found.check.checkpoint_bytes,
+        damaged_checkpoints: found
+            .check
+            .damaged
+            .iter()
+            .map(|(tenant, session_id, seq)| DamagedCheckpoint {
+                tenant: tenant.clone(),
+                session_id: session_id.clone(),
+                seq: *seq,
+            })
+            .collect(),
+        quarantined: found.check.quarantined,
+        inconsistencies: found.check.inconsistencies.clone(),
+        assets_checked: found.assets_checked,
+        asset_bytes: found.asset_bytes,
+        missing_assets: found.missing,
+        corrupt_assets: found.corrupt,
+    }))
+}
+
+/// A `true` / `false` query flag (absent: false).
+fn flag(name: &str, raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            ProblemType::MALFORMED_REQUEST,
+            format!("{name} must be true or false, not {other:?}"),
+        )),
+    }
 }
 
 /// Liveness: the process answers. Checks no dependency.

@@ -10,10 +10,15 @@ const ASSET_COLUMNS: &str =
     "name, storage, location, size, sha256, kind, status, verified_at, created_at, updated_at";
 
 fn asset_from_row(row: &Row<'_>) -> rusqlite::Result<Asset> {
-    let name: String = row.get(0)?;
-    let storage: String = row.get(1)?;
-    let location: Option<String> = row.get(2)?;
-    let status: String = row.get(6)?;
+    asset_from_offset(row, 0)
+}
+
+/// An asset from [`ASSET_COLUMNS`] starting at column `at`.
+fn asset_from_offset(row: &Row<'_>, at: usize) -> rusqlite::Result<Asset> {
+    let name: String = row.get(at)?;
+    let storage: String = row.get(at + 1)?;
+    let location: Option<String> = row.get(at + 2)?;
+    let status: String = row.get(at + 6)?;
     let bad = |index: usize, what: String| {
         rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, what.into())
     };
@@ -21,18 +26,18 @@ fn asset_from_row(row: &Row<'_>) -> rusqlite::Result<Asset> {
         ("blob", _) => Storage::Blob,
         ("appendable", Some(key)) => Storage::Appendable(key),
         ("external", Some(path)) => Storage::External(path),
-        (other, _) => return Err(bad(1, format!("unknown asset storage {other:?}"))),
+        (other, _) => return Err(bad(at + 1, format!("unknown asset storage {other:?}"))),
     };
     Ok(Asset {
-        name: AssetName::parse(&name).map_err(|e| bad(0, e.to_string()))?,
+        name: AssetName::parse(&name).map_err(|e| bad(at, e.to_string()))?,
         storage,
-        size: row.get(3)?,
-        sha256: Sha256::from_stored(row.get(4)?),
-        kind: row.get(5)?,
-        status: AssetStatus::parse(&status).ok_or_else(|| bad(6, status.clone()))?,
-        verified_at: Timestamp(row.get(7)?),
-        created_at: Timestamp(row.get(8)?),
-        updated_at: Timestamp(row.get(9)?),
+        size: row.get(at + 3)?,
+        sha256: Sha256::from_stored(row.get(at + 4)?),
+        kind: row.get(at + 5)?,
+        status: AssetStatus::parse(&status).ok_or_else(|| bad(at + 6, status.clone()))?,
+        verified_at: Timestamp(row.get(at + 7)?),
+        created_at: Timestamp(row.get(at + 8)?),
+        updated_at: Timestamp(row.get(at + 9)?),
     })
 }
 
@@ -188,4 +193,32 @@ pub(super) fn set_status(
     ])
     .map_err(translate)?;
     Ok(())
+}
+
+/// Every asset of every tenant with its owner.
+pub(super) fn everything(conn: &Connection) -> Result<Vec<(TenantId, Owner, Asset)>> {
+    let rows: Vec<(String, String, String, Asset)> = conn
+        .prepare(&format!(
+            "SELECT tenant, owner_kind, owner_id, {ASSET_COLUMNS} FROM assets ORDER BY pk"
+        ))
+        .map_err(translate)?
+        .query_map([], |row| {
+            // The asset columns follow the three owner columns.
+            let asset = asset_from_offset(row, 3)?;
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, asset))
+        })
+        .map_err(translate)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(translate)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(tenant, kind, id, asset)| {
+            let id = lifeboat_core::Id::parse(&id).ok()?;
+            let owner = match kind.as_str() {
+                "session" => Owner::Session(id),
+                _ => Owner::Project(id),
+            };
+            Some((TenantId::new(tenant), owner, asset))
+        })
+        .collect())
 }

@@ -30,8 +30,8 @@ use crate::blobs::{BlobStore, looks_intact};
 use crate::{
     Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, FileRef,
     Idempotency, Outcome, Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result,
-    RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp, Stats, Store, Verification,
-    apply,
+    RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp, Stats, Store, StoreCheck,
+    Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, Writer};
@@ -1040,6 +1040,24 @@ impl Store for SqliteStore {
                 Error::DryRun(report, orphans) => Ok((report, orphans)),
                 other => Err(other),
             })
+    }
+
+    async fn check_store(&self, repair: bool) -> Result<StoreCheck> {
+        let mut check = self.readers.read(cleanup::check).await?;
+        if repair && !check.damaged.is_empty() {
+            let damaged = check.damaged.clone();
+            check.quarantined = self
+                .writer
+                .write(Ack::AfterCommit, move |conn| {
+                    Ok(Ok(cleanup::quarantine(conn, &damaged)?))
+                })
+                .await?;
+        }
+        Ok(check)
+    }
+
+    async fn all_assets(&self) -> Result<Vec<(TenantId, Owner, Asset)>> {
+        self.readers.read(assets::everything).await
     }
 
     fn blobs(&self) -> &BlobStore {
