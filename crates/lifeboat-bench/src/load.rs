@@ -31,7 +31,7 @@ pub(crate) struct ReadLatency {
 }
 
 #[derive(Clone, Copy)]
-enum Op {
+pub(crate) enum Op {
     Checkpoint,
     Heartbeat,
     Patch,
@@ -91,7 +91,12 @@ pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<
     Ok(results)
 }
 
-async fn run(base: &str, op: Op, clients: usize, window: Duration) -> anyhow::Result<LoadResult> {
+pub(crate) async fn run(
+    base: &str,
+    op: Op,
+    clients: usize,
+    window: Duration,
+) -> anyhow::Result<LoadResult> {
     let authority = base
         .strip_prefix("http://")
         .context("the server URL is not http://")?

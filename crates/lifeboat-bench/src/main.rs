@@ -9,7 +9,9 @@
 //!    to read an old revision. (Project saves under load are part of 2.)
 //! 4. Assets: a 1 GiB upload against a plain write+fsync on the same disk, the server's
 //!    peak RSS meanwhile, and 64 KiB appends.
-//! 5. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
+//! 5. Operations: `POST /admin/verify` against `sha256sum` of the same bytes, and
+//!    checkpoint writes with 100 event-stream subscribers against none.
+//! 6. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
 //!    200 after start, and p99 of `GET /recovery?limit=50`.
 //!
 //! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
@@ -17,6 +19,7 @@
 mod fixture;
 mod history;
 mod load;
+mod ops;
 mod uploads;
 
 use std::path::{Path, PathBuf};
@@ -131,6 +134,24 @@ fn main() -> anyhow::Result<()> {
     println!(
         "appends (64 KiB, 1 client): {:.0}/s, {:.1} MB/s",
         uploads.appends_per_s, uploads.append_mb_s
+    );
+
+    println!("\n## Operations: verify speed, and writers with 100 event subscribers");
+    let ops = runtime.block_on(ops::run(&root.path().join("ops"), window))?;
+    println!(
+        "checkpoint writes, 16 clients: {:.0}/s alone, {:.0}/s with 100 SSE subscribers ({:.2}x; {} events delivered)",
+        ops.writes_alone,
+        ops.writes_with_subscribers,
+        ops.writes_with_subscribers / ops.writes_alone,
+        ops.events_received
+    );
+    println!(
+        "verify: {:.0} checkpoints/s, {:.0} MB/s over {} bytes; sha256sum of the same bytes: {:.0} MB/s ({:.2}x)",
+        ops.verify_checkpoints_s,
+        ops.verify_mb_s,
+        ops.verify_bytes,
+        ops.sha256sum_mb_s,
+        ops.verify_mb_s / ops.sha256sum_mb_s
     );
 
     println!(

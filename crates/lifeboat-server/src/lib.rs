@@ -38,6 +38,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// `Idempotency-Key`s of requests in flight.
     pub in_flight: Arc<InFlight>,
+    /// Becomes `true` when the server starts shutting down: long-lived responses (event
+    /// streams) end, so the graceful shutdown does not wait for them forever.
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ impl AppState {
             admin_token: Arc::new(admin_token),
             metrics,
             in_flight: Arc::default(),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 }
@@ -73,6 +77,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = Arc::clone(&state.closing);
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -283,6 +283,19 @@ pub struct CleanupRules {
     pub deleted_project_age_ms: u64,
 }
 
+impl EventFilter {
+    /// Whether `event` passes this filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.session_id
+            .as_ref()
+            .is_none_or(|id| event.session_id.as_deref() == Some(id.as_str()))
+            && self
+                .project_id
+                .as_ref()
+                .is_none_or(|id| event.project_id.as_deref() == Some(id.as_str()))
+    }
+}
+
 impl Default for CleanupRules {
     fn default() -> Self {
         const DAY: u64 = 24 * 3_600_000;
@@ -342,8 +355,14 @@ pub enum FileRef {
 /// A domain event as the event stream delivers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// Position in the tenant's stream (the SSE `id:`), increasing.
+    /// Position in the stream (the SSE `id:`), increasing.
     pub seq: i64,
+    /// Whose event it is.
+    pub tenant: TenantId,
+    /// The session it is about, if any.
+    pub session_id: Option<String>,
+    /// The project it is about (a project's save, or an event of one of its sessions).
+    pub project_id: Option<String>,
     /// `project.saved`, `session.status`, `session.stalled` or `checkpoint.created`.
     pub kind: String,
     /// The event's fields.
@@ -541,6 +560,10 @@ pub trait Store: Send + Sync + 'static {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<Event>>;
+
+    /// Events of every tenant after `after` in `seq` order, at most `limit` (the feed that
+    /// fans out to live subscribers).
+    async fn all_events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
 
     /// The newest event's `seq` in the store (0 if none): where a new stream starts.
     async fn newest_event(&self) -> Result<i64>;

@@ -30,6 +30,7 @@
 mod assets;
 mod cleanup;
 mod clock;
+mod events;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 pub use assets::{Appended, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::FeedEvent;
 pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{
     Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, CheckpointKind,
@@ -116,6 +118,7 @@ struct Inner {
     ready_at: Timestamp,
     assets: assets::AssetState,
     cleanup: CleanupRules,
+    feed: tokio::sync::broadcast::Sender<Arc<events::FeedEvent>>,
 }
 
 /// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
@@ -156,7 +159,12 @@ impl Lifeboat {
                 config.upload_idle_timeout,
             ),
             cleanup: config.cleanup,
+            feed: tokio::sync::broadcast::Sender::new(events::FEED_CAPACITY),
         });
+        tokio::spawn(events::feed_loop(
+            Arc::downgrade(&inner),
+            inner.feed.clone(),
+        ));
         tokio::spawn(sweep_loop(Arc::downgrade(&inner), config.sweep_interval));
         if let Some(every) = config.cleanup_interval {
             tokio::spawn(cleanup_loop(Arc::downgrade(&inner), every));

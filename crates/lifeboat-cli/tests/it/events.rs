@@ -148,3 +148,37 @@ async fn a_scripted_session_streams_in_order_and_resumes() {
         )
         .await;
 }
+
+/// A graceful stop (SIGTERM) ends open event streams instead of waiting for them forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_streams() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = crate::harness::Binary::start(dir.path());
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", server.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(response.status(), 200);
+    let pid = server.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            assert!(exit.success(), "{exit}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not stop with a stream open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(_)) = stream.next().await {}
+}

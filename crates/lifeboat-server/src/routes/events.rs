@@ -1,20 +1,23 @@
 //! `GET /api/v1/events`: Server-Sent Events of the tenant's changes.
 //!
-//! Events are read from the store's event log after each commit, so a slow subscriber
-//! only falls behind in the log; it never holds up a writer. `Last-Event-ID` resumes
-//! after that event (within the replay window of the log).
+//! A stream first catches up from the store's event log (after `Last-Event-ID`, or from
+//! the newest event), then follows the live feed, which reads each commit's events once
+//! for all subscribers. A subscriber that falls behind the feed's buffer goes back to the
+//! log; it never holds up a writer.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use lifeboat::{Event, EventFilter, Lifeboat, TenantId};
+use lifeboat::{Event, EventFilter, FeedEvent, Lifeboat, TenantId};
 use lifeboat_api::{Problem, ProblemType};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -35,51 +38,80 @@ pub(crate) struct EventQuery {
     project_id: Option<String>,
 }
 
+/// The `data:` of an event: `{seq, type, created_at, data}`.
+fn render(event: &Event) -> String {
+    serde_json::json!({
+        "seq": event.seq,
+        "type": event.kind,
+        "created_at": crate::convert::rfc3339(event.created_at),
+        "data": event.data,
+    })
+    .to_string()
+}
+
 struct Cursor {
     lifeboat: Lifeboat,
     tenant: TenantId,
     filter: EventFilter,
     after: i64,
-    pending: VecDeque<Event>,
-    commits: tokio::sync::watch::Receiver<u64>,
+    /// Events to send, each with its rendered JSON.
+    pending: VecDeque<(i64, String, String)>,
+    /// Reading the log (at the start, and after falling behind the live feed).
+    catching_up: bool,
+    feed: broadcast::Receiver<Arc<FeedEvent>>,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Cursor {
-    /// The next event, waiting for a commit when the log has nothing new.
+    /// The next event: from the log while catching up, then from the live feed.
     async fn next(mut self) -> Option<(SseEvent, Cursor)> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                self.after = event.seq;
-                let data = serde_json::json!({
-                    "seq": event.seq,
-                    "type": event.kind,
-                    "created_at": crate::convert::rfc3339(event.created_at),
-                    "data": event.data,
-                });
+            if *self.closing.borrow() {
+                return None;
+            }
+            if let Some((seq, kind, json)) = self.pending.pop_front() {
+                self.after = seq;
                 let sse = SseEvent::default()
-                    .id(event.seq.to_string())
-                    .event(event.kind.clone())
-                    .data(data.to_string());
+                    .id(seq.to_string())
+                    .event(kind)
+                    .data(json);
                 return Some((sse, self));
             }
-            // Mark the current commit count as seen before reading, so a commit that
-            // lands during the read wakes the next wait.
-            self.commits.borrow_and_update();
-            match self
-                .lifeboat
-                .events(&self.tenant, self.after, &self.filter, BATCH)
-                .await
-            {
-                Ok(events) if !events.is_empty() => self.pending.extend(events),
-                Ok(_) => {
-                    if self.commits.changed().await.is_err() {
-                        return None;
+            if self.catching_up {
+                match self
+                    .lifeboat
+                    .events(&self.tenant, self.after, &self.filter, BATCH)
+                    .await
+                {
+                    Ok(events) if !events.is_empty() => self.pending.extend(
+                        events
+                            .into_iter()
+                            .map(|e| (e.seq, e.kind.clone(), render(&e))),
+                    ),
+                    Ok(_) => self.catching_up = false,
+                    Err(error) => {
+                        tracing::warn!(%error, "the event stream cannot read the log");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "the event stream cannot read the log");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                continue;
+            }
+            tokio::select! {
+                received = self.feed.recv() => match received {
+                    Ok(fed) => {
+                        let event = &fed.event;
+                        if event.seq > self.after
+                            && event.tenant == self.tenant
+                            && self.filter.matches(event)
+                        {
+                            let json = fed.rendered.get_or_init(|| render(event)).clone();
+                            self.pending.push_back((event.seq, event.kind.clone(), json));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.closing.changed() => {}
             }
         }
     }
@@ -115,13 +147,17 @@ pub(crate) async fn events(
             })?,
         None => state.lifeboat.newest_event().await?,
     };
+    // Subscribed before the catch-up read, so nothing committed in between is missed.
+    let feed = state.lifeboat.feed();
     let cursor = Cursor {
-        commits: state.lifeboat.subscribe(),
+        feed,
+        closing: state.closing.subscribe(),
         lifeboat: state.lifeboat.clone(),
         tenant,
         filter,
         after,
         pending: VecDeque::new(),
+        catching_up: true,
     };
     let stream = futures_util::stream::unfold(cursor, |cursor| async move {
         cursor

@@ -82,39 +82,42 @@ pub(super) fn session_changes(
     Ok(())
 }
 
-/// Events after `after`, oldest first, at most `limit`.
+/// Events after `after`, oldest first, at most `limit`; of one tenant and filter, or of
+/// everyone (`None`).
 pub(super) fn read(
     conn: &Connection,
-    tenant: &TenantId,
+    scope: Option<(&TenantId, &EventFilter)>,
     after: i64,
-    filter: &EventFilter,
     limit: u32,
 ) -> Result<Vec<Event>> {
+    let (tenant, session, project) = match scope {
+        Some((tenant, filter)) => (
+            Some(tenant.as_str()),
+            filter.session_id.as_ref().map(|s| s.as_str()),
+            filter.project_id.as_ref().map(|p| p.as_str()),
+        ),
+        None => (None, None, None),
+    };
     let mut events: Vec<Event> = conn
         .prepare_cached(
-            "SELECT seq, type, data, created_at FROM events WHERE tenant = ?1 AND seq > ?2 \
+            "SELECT seq, tenant, type, session_id, project_id, data, created_at FROM events \
+             WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) \
              AND (?3 IS NULL OR session_id = ?3) AND (?4 IS NULL OR project_id = ?4) \
              ORDER BY seq LIMIT ?5",
         )
         .map_err(translate)?
-        .query_map(
-            params![
-                tenant.as_str(),
-                after,
-                filter.session_id.as_ref().map(|s| s.as_str()),
-                filter.project_id.as_ref().map(|p| p.as_str()),
-                limit
-            ],
-            |row| {
-                let data: String = row.get(2)?;
-                Ok(Event {
-                    seq: row.get(0)?,
-                    kind: row.get(1)?,
-                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                    created_at: Timestamp(row.get(3)?),
-                })
-            },
-        )
+        .query_map(params![after, tenant, session, project, limit], |row| {
+            let data: String = row.get(5)?;
+            Ok(Event {
+                seq: row.get(0)?,
+                tenant: TenantId::new(row.get::<_, String>(1)?),
+                kind: row.get(2)?,
+                session_id: row.get(3)?,
+                project_id: row.get(4)?,
+                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                created_at: Timestamp(row.get(6)?),
+            })
+        })
         .map_err(translate)?
         .collect::<rusqlite::Result<_>>()
         .map_err(translate)?;

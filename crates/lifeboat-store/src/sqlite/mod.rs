@@ -1000,7 +1000,13 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Event>> {
         let (tenant, filter) = (tenant.clone(), filter.clone());
         self.readers
-            .read(move |conn| events::read(conn, &tenant, after, &filter, limit))
+            .read(move |conn| events::read(conn, Some((&tenant, &filter)), after, limit))
+            .await
+    }
+
+    async fn all_events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        self.readers
+            .read(move |conn| events::read(conn, None, after, limit))
             .await
     }
 

@@ -1,0 +1,142 @@
+//! Operations: how fast `lifeboat verify` hashes against `sha256sum` of the same bytes,
+//! and what 100 connected event-stream subscribers cost writers.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::load::{self, Op};
+use crate::{Server, TOKEN};
+
+const CHECKPOINTS: u64 = 20_000;
+const DATA_BYTES: usize = 4_096;
+const ASSET_BYTES: usize = 256 << 20;
+const SUBSCRIBERS: usize = 100;
+
+pub(crate) struct OpsResult {
+    pub(crate) verify_bytes: u64,
+    pub(crate) verify_checkpoints_s: f64,
+    pub(crate) verify_mb_s: f64,
+    pub(crate) sha256sum_mb_s: f64,
+    pub(crate) writes_alone: f64,
+    pub(crate) writes_with_subscribers: f64,
+    pub(crate) events_received: u64,
+}
+
+pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResult> {
+    std::fs::create_dir_all(dir)?;
+    let server = Server::start(&dir.join("server"))?;
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/v1", server.base);
+    for client in 0..64 {
+        let created = http
+            .post(format!("{api}/sessions"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"id": format!("bench-{client}"), "kind": "bench",
+                "heartbeat_timeout_ms": 3_600_000}))
+            .send()
+            .await?;
+        if created.status() != 201 {
+            bail!("creating a session: {}", created.status());
+        }
+    }
+
+    // Writes with nobody listening, then with 100 subscribers reading every event.
+    let alone = load::run(&server.base, Op::Checkpoint, 16, window).await?;
+    let mut subscribers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let response = http
+            .get(format!("{api}/events"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        subscribers.push(tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            let mut events = 0u64;
+            while let Some(Ok(chunk)) = stream.next().await {
+                events += chunk.windows(3).filter(|w| w == b"id:").count() as u64;
+            }
+            events
+        }));
+    }
+    let listened = load::run(&server.base, Op::Checkpoint, 16, window).await?;
+    let stopped = server.stop();
+    let mut events_received = 0;
+    for subscriber in subscribers {
+        events_received += subscriber.await.unwrap_or(0);
+    }
+    stopped?;
+
+    // A store of 20,000 checkpoints of 4 KiB and one 256 MiB asset, verified whole.
+    let server = Server::start(&dir.join("verify"))?;
+    let api = format!("{}/api/v1", server.base);
+    http.post(format!("{api}/sessions"))
+        .bearer_auth(TOKEN)
+        // `stage` checkpoints are kept for life: all 20,000 stay.
+        .json(&json!({"id": "v", "kind": "bench", "heartbeat_timeout_ms": 3_600_000}))
+        .send()
+        .await?;
+    let mut same_bytes = std::fs::File::create(dir.join("checkpoints.bin"))?;
+    let data = format!("\"{}\"", "d".repeat(DATA_BYTES - 2));
+    let body = format!(r#"{{"attempt": 1, "kind": "stage", "data": {data}}}"#);
+    for _ in 0..CHECKPOINTS {
+        let response = http
+            .post(format!("{api}/sessions/v/checkpoints"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        if response.status() != 201 {
+            bail!("checkpoint: {}", response.status());
+        }
+        same_bytes.write_all(data.as_bytes())?;
+    }
+    same_bytes.sync_all()?;
+    let asset = vec![0x42u8; ASSET_BYTES];
+    std::fs::write(dir.join("asset.bin"), &asset)?;
+    http.put(format!("{api}/sessions/v/assets/big.bin"))
+        .bearer_auth(TOKEN)
+        .body(asset)
+        .send()
+        .await?;
+    let verify_bytes = CHECKPOINTS * DATA_BYTES as u64 + ASSET_BYTES as u64;
+    let started = Instant::now();
+    let report: serde_json::Value = http
+        .post(format!("{api}/admin/verify"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let verify_s = started.elapsed().as_secs_f64();
+    if report["ok"] != json!(true) || report["checkpoints_checked"] != json!(CHECKPOINTS) {
+        bail!("unexpected verification: {report}");
+    }
+    drop(server);
+    let started = Instant::now();
+    let status = Command::new("sha256sum")
+        .arg(dir.join("checkpoints.bin"))
+        .arg(dir.join("asset.bin"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running sha256sum")?;
+    if !status.success() {
+        bail!("sha256sum failed: {status}");
+    }
+    let sha256sum_s = started.elapsed().as_secs_f64();
+    Ok(OpsResult {
+        verify_bytes,
+        verify_checkpoints_s: CHECKPOINTS as f64 / verify_s,
+        verify_mb_s: verify_bytes as f64 / 1e6 / verify_s,
+        sha256sum_mb_s: verify_bytes as f64 / 1e6 / sha256sum_s,
+        writes_alone: alone.ops_per_second,
+        writes_with_subscribers: listened.ops_per_second,
+        events_received,
+    })
+}

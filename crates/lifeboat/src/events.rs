@@ -1,0 +1,77 @@
+//! The live event feed: one task reads each commit's new events from the log once and
+//! broadcasts them in memory to every subscriber, so a hundred subscribers cost one
+//! query per commit, not a hundred. A subscriber that falls behind the broadcast buffer
+//! reads the log itself (and never holds up anyone).
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use lifeboat_store::Event;
+use tokio::sync::broadcast;
+
+use crate::{Inner, Lifeboat};
+
+/// Events buffered per subscriber before it must catch up from the log.
+pub(crate) const FEED_CAPACITY: usize = 4_096;
+/// Events read from the log per query.
+const BATCH: u32 = 1_000;
+
+/// An event on the live feed. `rendered` holds its wire form, made by the first
+/// subscriber that sends it and shared by all the others.
+#[derive(Debug)]
+pub struct FeedEvent {
+    /// The event.
+    pub event: Event,
+    /// The event as an event stream sends it.
+    pub rendered: OnceLock<String>,
+}
+
+impl Lifeboat {
+    /// A receiver of every tenant's events as they commit (filter by tenant yourself).
+    /// On `Lagged`, read the missed events with [`Lifeboat::events`].
+    pub fn feed(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.inner.feed.subscribe()
+    }
+}
+
+pub(crate) async fn feed_loop(inner: Weak<Inner>, sender: broadcast::Sender<Arc<FeedEvent>>) {
+    let (mut commits, mut after) = match inner.upgrade() {
+        Some(inner) => (
+            inner.store.subscribe(),
+            inner.store.newest_event().await.unwrap_or(0),
+        ),
+        None => return,
+    };
+    loop {
+        {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            commits.borrow_and_update();
+            loop {
+                match inner.store.all_events(after, BATCH).await {
+                    Ok(events) => {
+                        let full = events.len() == BATCH as usize;
+                        for event in events {
+                            after = event.seq;
+                            // No receivers is fine: nobody is listening.
+                            let _ = sender.send(Arc::new(FeedEvent {
+                                event,
+                                rendered: OnceLock::new(),
+                            }));
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the event feed cannot read the log");
+                        break;
+                    }
+                }
+            }
+        }
+        if commits.changed().await.is_err() {
+            return;
+        }
+    }
+}
