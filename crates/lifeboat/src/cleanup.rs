@@ -62,6 +62,20 @@ impl Lifeboat {
             report.orphan_files_deleted += 1;
             report.bytes_freed += size;
         }
+        if !dry_run {
+            for (kind, count) in [
+                ("orphan_file", report.orphan_files_deleted),
+                ("session", report.sessions_purged),
+                ("checkpoint", report.checkpoints_pruned),
+                ("revision", report.revisions_pruned),
+                ("project", report.projects_purged),
+                ("idempotency_key", report.idempotency_keys_expired),
+            ] {
+                metrics::counter!("lifeboat_cleanup_deleted_total", "kind" => kind)
+                    .increment(count);
+            }
+            metrics::counter!("lifeboat_cleanup_freed_bytes_total").increment(report.bytes_freed);
+        }
         tracing::info!(
             dry_run,
             orphan_files_deleted = report.orphan_files_deleted,

@@ -288,6 +288,16 @@ fn write_checkpoint(conn: &Connection, pk: i64, retention: u32, c: &Checkpoint) 
     Ok(())
 }
 
+/// Crash metrics: by type, how late the crash was noticed, and how much work it cost.
+fn record_crash(crash: &lifeboat_core::Crash) {
+    metrics::counter!("lifeboat_crashes_total", "type" => crash.kind.as_str()).increment(1);
+    if let Some(expired) = crash.lease_expires_at {
+        let delay = crash.detected_at.ms_since(expired) as f64 / 1000.0;
+        metrics::histogram!("lifeboat_detection_delay_seconds").record(delay);
+    }
+    metrics::histogram!("lifeboat_work_lost_seconds").record(crash.work_lost_ms as f64 / 1000.0);
+}
+
 /// Whether a write changed nothing but the lease: the one kind of write acknowledged
 /// before its commit (SPEC §6). Anything a reader would notice waits for the commit.
 fn only_lease_moved(before: &Session, after: &Session) -> bool {
@@ -473,6 +483,14 @@ impl Store for SqliteStore {
                     }
                     if let Some(option) = recovery_option {
                         record_recovery(conn, &tenant, pk, &session, option, now)?;
+                        metrics::counter!("lifeboat_recoveries_total", "option" => option.as_str())
+                            .increment(1);
+                    }
+                    // A new crash (not a refinement of the type of one already counted).
+                    if let Some(crash) = &session.crash
+                        && before.crash.as_ref().map(|c| c.attempt) != Some(crash.attempt)
+                    {
+                        record_crash(crash);
                     }
                     Ok(Ok(applied))
                 })
@@ -702,8 +720,7 @@ impl Store for SqliteStore {
                     if session.status == Status::Incomplete {
                         timed_out += 1;
                         if let Some(crash) = &session.crash {
-                            metrics::counter!("lifeboat_crashes_total", "type" => crash.kind.as_str())
-                                .increment(1);
+                            record_crash(crash);
                         }
                     }
                 }
