@@ -2,6 +2,7 @@
 //! path ids and page requests.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -44,17 +45,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        ProblemType::PAYLOAD_TOO_LARGE,
-                        format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX),
-                    )
-                } else {
-                    ApiError::new(ProblemType::MALFORMED_REQUEST, rejection.body_text())
-                }
-            })?;
+            .map_err(body_rejection)?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A body that could not be read: too large (413) or broken (400).
+pub(crate) fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ProblemType::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX),
+        )
+    } else {
+        ApiError::new(ProblemType::MALFORMED_REQUEST, rejection.body_text())
     }
 }
 

@@ -408,6 +408,20 @@ impl Lifeboat {
         Ok(())
     }
 
+    /// Reads an asset's bytes whole: its status, and how many bytes were read.
+    async fn rehash(&self, asset: &Asset) -> Result<(AssetStatus, u64)> {
+        let path = self.asset_path(asset);
+        let recorded = (asset.sha256.clone(), asset.size);
+        blocking(move || {
+            Ok(match hash_file(&path, None) {
+                Err(_) => (AssetStatus::Missing, 0),
+                Ok(found) if found == recorded => (AssetStatus::Ok, found.1),
+                Ok(found) => (AssetStatus::Corrupt, found.1),
+            })
+        })
+        .await
+    }
+
     /// Re-hashes a session's checkpoints and assets; damaged checkpoints are quarantined
     /// and every asset's status is recorded.
     pub async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification> {
@@ -415,16 +429,7 @@ impl Lifeboat {
         let owner = Owner::Session(id.clone());
         let now = self.now();
         for asset in self.inner.store.assets(tenant, &owner).await? {
-            let path = self.asset_path(&asset);
-            let recorded = (asset.sha256.clone(), asset.size);
-            let status = blocking(move || {
-                Ok(match hash_file(&path, None) {
-                    Err(_) => AssetStatus::Missing,
-                    Ok(found) if found == recorded => AssetStatus::Ok,
-                    Ok(_) => AssetStatus::Corrupt,
-                })
-            })
-            .await?;
+            let (status, _) = self.rehash(&asset).await?;
             verification.assets.total += 1;
             match status {
                 AssetStatus::Ok => verification.assets.ok += 1,
@@ -498,16 +503,7 @@ impl Lifeboat {
         };
         let now = self.now();
         for (tenant, owner, asset) in self.inner.store.all_assets().await? {
-            let path = self.asset_path(&asset);
-            let recorded = (asset.sha256.clone(), asset.size);
-            let (status, bytes) = blocking(move || {
-                Ok(match hash_file(&path, None) {
-                    Err(_) => (AssetStatus::Missing, 0),
-                    Ok(found) if found == recorded => (AssetStatus::Ok, found.1),
-                    Ok(found) => (AssetStatus::Corrupt, found.1),
-                })
-            })
-            .await?;
+            let (status, bytes) = self.rehash(&asset).await?;
             verification.assets_checked += 1;
             verification.asset_bytes += bytes;
             let label = format!(

@@ -26,7 +26,7 @@ use super::sessions::PageQuery;
 use crate::AppState;
 use crate::convert::rfc3339;
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, JsonBody, page, parse_json, path_id};
+use crate::extract::{ApiQuery, JsonBody, body_rejection, page, parse_json, path_id};
 use crate::idempotency::{claim, json, respond};
 
 /// The media types `PATCH` accepts, as advertised in `Accept-Patch`.
@@ -165,16 +165,7 @@ pub(crate) async fn patch_project(
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ProblemType::PAYLOAD_TOO_LARGE,
-                format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX),
-            )
-        } else {
-            ApiError::new(ProblemType::MALFORMED_REQUEST, rejection.body_text())
-        }
-    })?;
+    let body = body.map_err(body_rejection)?;
     let change = match mime.as_str() {
         "application/merge-patch+json" => Change::Merge(parse_json::<Value>(&body)?),
         "application/json-patch+json" => {
