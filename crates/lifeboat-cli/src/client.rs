@@ -418,3 +418,48 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
         ))
     }
 }
+
+/// `lifeboat stats`: counts for the key's tenant.
+pub(crate) async fn stats(connection: Connection) -> Result<(), Failure> {
+    let stats = connection
+        .api()?
+        .call(reqwest::Method::GET, "/stats", None)
+        .await?;
+    if connection.json {
+        print_json(&stats);
+        return Ok(());
+    }
+    let pairs = |value: &Value| -> String {
+        value
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .map(|(k, v)| format!("{k} {}", text(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    println!("sessions:    {}", pairs(&stats["sessions"]));
+    println!(
+        "crashes:     {} ({})",
+        text(&stats["crashes"]["total"]),
+        pairs(&stats["crashes"]["by_type"])
+    );
+    println!(
+        "recoveries:  {} ({}); succeeded {}, failed {}, pending {}",
+        text(&stats["recoveries"]["total"]),
+        pairs(&stats["recoveries"]["by_option"]),
+        text(&stats["recoveries"]["succeeded"]),
+        text(&stats["recoveries"]["failed"]),
+        text(&stats["recoveries"]["pending"]),
+    );
+    println!("checkpoints: {}", pairs(&stats["checkpoints"]));
+    println!("assets:      {}", pairs(&stats["assets"]));
+    println!(
+        "detection delay ms: {}",
+        pairs(&stats["detection_delay_ms"])
+    );
+    println!("work lost ms:       {}", pairs(&stats["work_lost_ms"]));
+    Ok(())
+}

@@ -47,6 +47,8 @@ enum Command {
         #[command(subcommand)]
         command: assets::AssetsCommand,
     },
+    /// Counts: sessions by status, crashes, recoveries, detection delay, work lost.
+    Stats(client::Connection),
     /// Verifies the whole store: every checkpoint and asset hash, counters, SQLite's check.
     Verify(client::VerifyArgs),
     /// Removes old finished sessions, deleted projects, old revisions and orphan files.
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
             Command::Assets { command } => assets::assets(command).await,
             Command::Cleanup(args) => client::cleanup(args).await,
             Command::Verify(args) => client::verify(args).await,
+            Command::Stats(connection) => client::stats(connection).await,
         }
     });
     match outcome {

@@ -343,6 +343,17 @@ pub struct StoreCheck {
     pub inconsistencies: Vec<String>,
 }
 
+/// Point-in-time figures for `/metrics`, across all tenants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    /// Sessions by observed status.
+    pub sessions: Vec<(Status, u64)>,
+    /// Bytes of all asset records.
+    pub asset_bytes: u64,
+    /// Bytes of the database (pages in use and free).
+    pub database_bytes: u64,
+}
+
 /// A stored file as records name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FileRef {
@@ -591,6 +602,9 @@ pub trait Store: Send + Sync + 'static {
     /// hash, per-session counters. With `repair`, damaged checkpoints are quarantined
     /// (marked invalid, never deleted).
     async fn check_store(&self, repair: bool) -> Result<StoreCheck>;
+
+    /// Sessions by status, asset bytes and database size, across all tenants.
+    async fn gauges(&self, now: Timestamp) -> Result<Gauges>;
 
     /// Every asset of every tenant, for verification.
     async fn all_assets(&self) -> Result<Vec<(TenantId, Owner, Asset)>>;

@@ -51,7 +51,7 @@ pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
-    Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter,
+    Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, Gauges,
     IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome, Page, PageRequest, ProjectEdit,
     ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut, SessionFilter, SessionOp, Stats, Store,
     StoredResponse, Verification,
@@ -382,6 +382,11 @@ impl Lifeboat {
     /// Counts for one tenant.
     pub async fn stats(&self, tenant: &TenantId) -> Result<Stats> {
         self.inner.store.stats(tenant, self.now()).await
+    }
+
+    /// Sessions by status, asset bytes and database size, across all tenants (`/metrics`).
+    pub async fn gauges(&self) -> Result<Gauges> {
+        self.inner.store.gauges(self.now()).await
     }
 
     /// Whether storage can serve.

@@ -104,6 +104,11 @@ async fn probes_need_no_token() {
         .await
         .expect("text");
     assert!(metrics.contains("lifeboat_build_info"));
+    assert!(
+        metrics.contains("lifeboat_sessions{status=\"active\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lifeboat_database_bytes "), "{metrics}");
 }
 
 fn lifeboat(server: &TestServer, token: &str, args: &[&str]) -> (i32, String) {

@@ -141,6 +141,26 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         .as_ref()
         .map(|handle| handle.render())
         .unwrap_or_default();
+    match state.lifeboat.gauges().await {
+        Ok(gauges) => {
+            body.push_str("# HELP lifeboat_sessions Sessions by status, all tenants.\n# TYPE lifeboat_sessions gauge\n");
+            for (status, count) in &gauges.sessions {
+                body.push_str(&format!(
+                    "lifeboat_sessions{{status=\"{}\"}} {count}\n",
+                    status.as_str()
+                ));
+            }
+            body.push_str(&format!(
+                "# HELP lifeboat_asset_bytes Bytes of all assets.\n# TYPE lifeboat_asset_bytes gauge\nlifeboat_asset_bytes {}\n",
+                gauges.asset_bytes
+            ));
+            body.push_str(&format!(
+                "# HELP lifeboat_database_bytes Size of the database.\n# TYPE lifeboat_database_bytes gauge\nlifeboat_database_bytes {}\n",
+                gauges.database_bytes
+            ));
+        }
+        Err(error) => tracing::warn!(%error, "metrics: cannot read the gauges"),
+    }
     body.push_str(&format!(
         "# HELP lifeboat_build_info Build information.\n# TYPE lifeboat_build_info gauge\nlifeboat_build_info{{version=\"{}\"}} 1\n",
         env!("CARGO_PKG_VERSION")

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use crate::blobs::{BlobStore, looks_intact};
 use crate::{
-    Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, FileRef,
+    Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, FileRef, Gauges,
     Idempotency, Outcome, Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result,
     RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp, Stats, Store, StoreCheck,
     Verification, apply,
@@ -1081,6 +1081,49 @@ impl Store for SqliteStore {
 
     async fn all_assets(&self) -> Result<Vec<(TenantId, Owner, Asset)>> {
         self.readers.read(assets::everything).await
+    }
+
+    async fn gauges(&self, now: Timestamp) -> Result<Gauges> {
+        self.readers
+            .read(move |conn| {
+                let mut gauges = Gauges {
+                    sessions: Status::ALL.into_iter().map(|s| (s, 0)).collect(),
+                    ..Gauges::default()
+                };
+                let rows: Vec<(String, u64)> = conn
+                    .prepare_cached(
+                        "SELECT CASE WHEN status = 'active' AND lease_expires_at <= ?1 \
+                         THEN 'incomplete' ELSE status END, count(*) FROM sessions GROUP BY 1",
+                    )
+                    .map_err(translate)?
+                    .query_map([now.0], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(translate)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(translate)?;
+                for (status, count) in rows {
+                    if let Some(slot) = gauges
+                        .sessions
+                        .iter_mut()
+                        .find(|(s, _)| s.as_str() == status)
+                    {
+                        slot.1 = count;
+                    }
+                }
+                gauges.asset_bytes = conn
+                    .query_row("SELECT coalesce(sum(size), 0) FROM assets", [], |row| {
+                        row.get(0)
+                    })
+                    .map_err(translate)?;
+                let pages: u64 = conn
+                    .query_row("PRAGMA page_count", [], |row| row.get(0))
+                    .map_err(translate)?;
+                let page_size: u64 = conn
+                    .query_row("PRAGMA page_size", [], |row| row.get(0))
+                    .map_err(translate)?;
+                gauges.database_bytes = pages * page_size;
+                Ok(gauges)
+            })
+            .await
     }
 
     fn blobs(&self) -> &BlobStore {
