@@ -596,3 +596,43 @@ pub struct StoreVerifyBody {
     /// Those whose size or SHA-256 differs.
     pub corrupt_assets: Vec<String>,
 }
+
+/// `POST /keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// The tenant the key acts for (a tenant admin key may only name its own).
+    pub tenant: String,
+    /// Any of `read`, `write`, `admin`.
+    pub scopes: Vec<String>,
+}
+
+/// A key as listed (never its secret).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyBody {
+    /// The key's id (the public part of `lb_<id>_<secret>`).
+    pub id: String,
+    /// The tenant it acts for.
+    pub tenant: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// When it was made.
+    pub created_at: String,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<String>,
+}
+
+/// The answer to `POST /keys`: the whole key, shown this once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyCreated {
+    /// The key's id.
+    pub id: String,
+    /// The bearer token: `lb_<id>_<secret>`. Store it now; only a hash is kept.
+    pub key: String,
+    /// The tenant it acts for.
+    pub tenant: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// When it was made.
+    pub created_at: String,
+}

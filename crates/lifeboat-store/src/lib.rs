@@ -343,6 +343,23 @@ pub struct StoreCheck {
     pub inconsistencies: Vec<String>,
 }
 
+/// An API key's record (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The public part of `lb_<id>_<secret>`.
+    pub id: String,
+    /// The tenant it acts for.
+    pub tenant: TenantId,
+    /// SHA-256 (hex) of the secret.
+    pub secret_sha256: String,
+    /// `read`, `write`, `admin`.
+    pub scopes: Vec<String>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// Point-in-time figures for `/metrics`, across all tenants.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Gauges {
@@ -602,6 +619,24 @@ pub trait Store: Send + Sync + 'static {
     /// hash, per-session counters. With `repair`, damaged checkpoints are quarantined
     /// (marked invalid, never deleted).
     async fn check_store(&self, repair: bool) -> Result<StoreCheck>;
+
+    /// Stores a new API key.
+    async fn create_key(&self, key: ApiKey) -> Result<()>;
+
+    /// One key by id (revoked ones too).
+    async fn key(&self, id: &str) -> Result<Option<ApiKey>>;
+
+    /// Keys, of one tenant or (`None`) of all.
+    async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>>;
+
+    /// Revokes a key at once; answers it, or `None` if there is no such key (in `tenant`,
+    /// when given).
+    async fn revoke_key(
+        &self,
+        id: &str,
+        tenant: Option<&TenantId>,
+        now: Timestamp,
+    ) -> Result<Option<ApiKey>>;
 
     /// Sessions by status, asset bytes and database size, across all tenants.
     async fn gauges(&self, now: Timestamp) -> Result<Gauges>;

@@ -31,6 +31,7 @@ mod assets;
 mod cleanup;
 mod clock;
 mod events;
+mod keys;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -39,6 +40,7 @@ use std::time::Duration;
 pub use assets::{Appended, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::FeedEvent;
+pub use keys::SCOPES;
 pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{
     Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, CheckpointKind,
@@ -51,7 +53,7 @@ pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
-    Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, Gauges,
+    ApiKey, Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, Gauges,
     IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome, Page, PageRequest, ProjectEdit,
     ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut, SessionFilter, SessionOp, Stats, Store,
     StoredResponse, Verification,
@@ -119,6 +121,7 @@ struct Inner {
     assets: assets::AssetState,
     cleanup: CleanupRules,
     feed: tokio::sync::broadcast::Sender<Arc<events::FeedEvent>>,
+    keys: keys::KeyCache,
 }
 
 /// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
@@ -160,6 +163,7 @@ impl Lifeboat {
             ),
             cleanup: config.cleanup,
             feed: tokio::sync::broadcast::Sender::new(events::FEED_CAPACITY),
+            keys: keys::KeyCache::default(),
         });
         tokio::spawn(events::feed_loop(
             Arc::downgrade(&inner),

@@ -10,10 +10,10 @@ use crate::harness::{TOKEN, TestServer};
 
 /// One parsed SSE event: id, type, data.
 #[derive(Debug)]
-struct Sse {
-    id: i64,
-    kind: String,
-    data: Value,
+pub(crate) struct Sse {
+    pub(crate) id: i64,
+    pub(crate) kind: String,
+    pub(crate) data: Value,
 }
 
 /// Reads `count` events from `GET /events?{query}` (after `last_id` if given).
@@ -23,10 +23,21 @@ async fn read_events(
     last_id: Option<i64>,
     count: usize,
 ) -> Vec<Sse> {
+    read_events_as(server, TOKEN, query, last_id, count).await
+}
+
+/// [`read_events`] with another key.
+pub(crate) async fn read_events_as(
+    server: &TestServer,
+    token: &str,
+    query: &str,
+    last_id: Option<i64>,
+    count: usize,
+) -> Vec<Sse> {
     let mut request = server
         .http
         .get(server.url(&format!("/events?{query}")))
-        .bearer_auth(TOKEN);
+        .bearer_auth(token);
     if let Some(id) = last_id {
         request = request.header("last-event-id", id.to_string());
     }

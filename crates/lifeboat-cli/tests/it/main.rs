@@ -12,3 +12,4 @@ mod lifecycle;
 mod projects;
 mod recovery;
 mod surface;
+mod tenancy;

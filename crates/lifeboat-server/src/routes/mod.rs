@@ -2,6 +2,7 @@
 
 mod assets;
 mod events;
+mod keys;
 mod ops;
 mod projects;
 mod recovery;
@@ -83,6 +84,8 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(projects::restore))
         .routes(routes!(projects::put_schema, projects::get_schema))
         .routes(routes!(events::events))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::sweep))
         .routes(routes!(ops::cleanup))

@@ -77,8 +77,15 @@ pub(crate) struct VerifyQuery {
     responses((status = 200, body = StoreVerifyBody), (status = 400, body = Problem)))]
 pub(crate) async fn verify_store(
     State(state): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
     ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<Json<StoreVerifyBody>, ApiError> {
+    if !caller.bootstrap {
+        return Err(ApiError::new(
+            ProblemType::FORBIDDEN,
+            "verifying the whole store (every tenant) needs the bootstrap admin key",
+        ));
+    }
     let repair = flag("repair", query.repair.as_deref())?;
     let found = state.lifeboat.verify_store(repair).await?;
     Ok(Json(StoreVerifyBody {

@@ -5,6 +5,7 @@ mod assets;
 mod cleanup;
 mod events;
 mod idempotency;
+mod keys;
 mod projects;
 mod rows;
 mod schema;
@@ -28,8 +29,8 @@ use serde_json::{Value, json};
 
 use crate::blobs::{BlobStore, looks_intact};
 use crate::{
-    Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, FileRef, Gauges,
-    Idempotency, Outcome, Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result,
+    ApiKey, Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, FileRef,
+    Gauges, Idempotency, Outcome, Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result,
     RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp, Stats, Store, StoreCheck,
     Verification, apply,
 };
@@ -1122,6 +1123,47 @@ impl Store for SqliteStore {
                     .map_err(translate)?;
                 gauges.database_bytes = pages * page_size;
                 Ok(gauges)
+            })
+            .await
+    }
+
+    async fn create_key(&self, key: ApiKey) -> Result<()> {
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                keys::insert(conn, &key)?;
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let id = id.to_owned();
+        self.readers.read(move |conn| keys::find(conn, &id)).await
+    }
+
+    async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>> {
+        let tenant = tenant.cloned();
+        self.readers
+            .read(move |conn| keys::list(conn, tenant.as_ref()))
+            .await
+    }
+
+    async fn revoke_key(
+        &self,
+        id: &str,
+        tenant: Option<&TenantId>,
+        now: Timestamp,
+    ) -> Result<Option<ApiKey>> {
+        let (id, tenant) = (id.to_owned(), tenant.cloned());
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                let Some(key) = keys::find(conn, &id)?
+                    .filter(|k| tenant.as_ref().is_none_or(|t| *t == k.tenant))
+                else {
+                    return Ok(Ok(None));
+                };
+                keys::revoke(conn, &id, now)?;
+                Ok(Ok(keys::find(conn, &id)?.or(Some(key))))
             })
             .await
     }

@@ -1,0 +1,245 @@
+//! Tenants and keys: another tenant's resources answer 404 and never appear in lists or
+//! event streams; a missing scope is 403; a revoked or unknown key is 401.
+
+use serde_json::{Value, json};
+
+use crate::events::read_events_as;
+use crate::harness::TestServer;
+
+async fn as_key(
+    server: &TestServer,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = server
+        .http
+        .request(method, server.url(path))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn key(server: &TestServer, tenant: &str, scopes: &[&str]) -> String {
+    let (status, created) = server
+        .post("/keys", json!({"tenant": tenant, "scopes": scopes}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().expect("key").to_owned();
+    assert!(key.starts_with(&format!("lb_{}_", created["id"].as_str().expect("id"))));
+    assert!(
+        key.len() >= 3 + 16 + 1 + 64,
+        "at least 256 bits of secret: {key}"
+    );
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_and_scopes_enforced() {
+    let server = TestServer::start().await;
+    let acme = key(&server, "acme", &["read", "write"]).await;
+    let other = key(&server, "other", &["read", "write"]).await;
+    let reader = key(&server, "acme", &["read"]).await;
+    let acme_admin = key(&server, "acme", &["admin"]).await;
+
+    assert_eq!(
+        as_key(
+            &server,
+            &acme,
+            "POST",
+            "/sessions",
+            Some(json!({"id": "s1", "kind": "k"}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        as_key(
+            &server,
+            &acme,
+            "PUT",
+            "/projects/p1",
+            Some(json!({"state": {"secret": 1}}))
+        )
+        .await
+        .0,
+        201
+    );
+
+    // Another tenant: 404 for every resource, nothing in lists; the same ids are free there.
+    for (method, path, body) in [
+        ("GET", "/sessions/s1", None),
+        ("GET", "/sessions/s1/checkpoints", None),
+        ("GET", "/sessions/s1/recovery", None),
+        (
+            "POST",
+            "/sessions/s1/heartbeat",
+            Some(json!({"attempt": 1})),
+        ),
+        (
+            "POST",
+            "/sessions/s1/checkpoints",
+            Some(json!({"attempt": 1, "kind": "item"})),
+        ),
+        ("POST", "/sessions/s1/cancel", Some(json!({}))),
+        ("GET", "/projects/p1", None),
+        ("GET", "/projects/p1/revisions", None),
+        ("DELETE", "/projects/p1", None),
+        ("GET", "/sessions/s1/assets", None),
+    ] {
+        let (status, body) = as_key(&server, &other, method, path, body).await;
+        assert_eq!(status, 404, "{method} {path} as another tenant: {body}");
+    }
+    let (_, sessions) = as_key(&server, &other, "GET", "/sessions", None).await;
+    assert_eq!(sessions["items"], json!([]));
+    let (_, projects) = as_key(&server, &other, "GET", "/projects", None).await;
+    assert_eq!(projects["items"], json!([]));
+    let (_, recovery) = as_key(&server, &other, "GET", "/recovery", None).await;
+    assert_eq!(recovery["items"], json!([]));
+    assert_eq!(
+        as_key(
+            &server,
+            &other,
+            "POST",
+            "/sessions",
+            Some(json!({"id": "s1", "kind": "k"}))
+        )
+        .await
+        .0,
+        201
+    );
+    let events = read_events_as(&server, &other, "", Some(0), 1).await;
+    assert_eq!(events[0].data["data"]["session_id"], json!("s1"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.data["data"]["project_id"] != json!("p1"))
+    );
+    let (_, theirs) = as_key(&server, &acme, "GET", "/sessions/s1", None).await;
+    assert_eq!(theirs["kind"], json!("k"));
+
+    // Scopes.
+    assert_eq!(
+        as_key(&server, &reader, "GET", "/sessions/s1", None)
+            .await
+            .0,
+        200
+    );
+    let (status, problem) = as_key(
+        &server,
+        &reader,
+        "POST",
+        "/sessions/s1/heartbeat",
+        Some(json!({"attempt": 1})),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["type"].clone()),
+        (403, json!("/problems/forbidden"))
+    );
+    assert_eq!(as_key(&server, &acme, "GET", "/keys", None).await.0, 403);
+    assert_eq!(
+        as_key(&server, &acme, "POST", "/admin/cleanup", None)
+            .await
+            .0,
+        403
+    );
+    let (status, _) = as_key(
+        &server,
+        &acme_admin,
+        "POST",
+        "/keys",
+        Some(json!({"tenant": "other", "scopes": ["read"]})),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a tenant admin cannot make keys for another tenant"
+    );
+    let (status, _) = as_key(
+        &server,
+        &acme_admin,
+        "POST",
+        "/keys",
+        Some(json!({"tenant": "acme", "scopes": ["read"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, listed) = as_key(&server, &acme_admin, "GET", "/keys", None).await;
+    let tenants: Vec<&Value> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|k| &k["tenant"])
+        .collect();
+    assert!(tenants.iter().all(|t| **t == json!("acme")), "{listed}");
+    assert!(
+        listed["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|k| k.get("key").is_none()),
+        "no secrets"
+    );
+    assert_eq!(
+        as_key(&server, &acme_admin, "POST", "/admin/verify", None)
+            .await
+            .0,
+        403
+    );
+    let (status, _) = server
+        .post("/keys", json!({"tenant": "acme", "scopes": ["root"]}))
+        .await;
+    assert_eq!(status, 422);
+
+    // Revocation takes effect at once; unknown and missing tokens are 401.
+    let id = acme.split('_').nth(1).expect("id").to_owned();
+    assert_eq!(
+        server
+            .send("DELETE", &format!("/keys/{id}"), &[], None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        as_key(&server, &acme, "GET", "/sessions", None).await.0,
+        401
+    );
+    assert_eq!(
+        as_key(&server, "lb_0000_ffff", "GET", "/sessions", None)
+            .await
+            .0,
+        401
+    );
+    let tampered = format!("{}0", &reader[..reader.len() - 1]);
+    assert_eq!(
+        as_key(&server, &tampered, "GET", "/sessions", None).await.0,
+        401
+    );
+    let response = server
+        .http
+        .get(server.url("/sessions"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        server.send("DELETE", "/keys/nope", &[], None).await.status,
+        404
+    );
+    let (_, all) = server.get("/keys").await;
+    let revoked = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|k| k["id"] == json!(id))
+        .expect("listed");
+    assert!(revoked["revoked_at"].is_string());
+}

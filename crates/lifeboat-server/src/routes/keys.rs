@@ -1,0 +1,94 @@
+//! API keys (SPEC §7): create (shown once), list, revoke. Admin scope.
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use lifeboat::{ApiKey, TenantId};
+use lifeboat_api::{CreateKey, KeyBody, KeyCreated, List, Problem, ProblemType};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::convert::rfc3339;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+
+fn key_body(key: &ApiKey) -> KeyBody {
+    KeyBody {
+        id: key.id.clone(),
+        tenant: key.tenant.as_str().to_owned(),
+        scopes: key.scopes.clone(),
+        created_at: rfc3339(key.created_at),
+        revoked_at: key.revoked_at.map(rfc3339),
+    }
+}
+
+/// The tenant a caller's key operations are limited to (`None`: the bootstrap key, all).
+fn scope_of(caller: &Caller, tenant: &TenantId) -> Option<TenantId> {
+    (!caller.bootstrap).then(|| tenant.clone())
+}
+
+/// Makes a key for a tenant. The whole key is in this answer only.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = KeyCreated), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn create_key(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
+    if !caller.bootstrap && body.tenant != tenant.as_str() {
+        return Err(ApiError::new(
+            ProblemType::FORBIDDEN,
+            "a tenant's admin key can only make keys for its own tenant",
+        ));
+    }
+    let (record, key) = state
+        .lifeboat
+        .create_key(&body.tenant, &body.scopes)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyCreated {
+            id: record.id,
+            key,
+            tenant: record.tenant.as_str().to_owned(),
+            scopes: record.scopes,
+            created_at: rfc3339(record.created_at),
+        }),
+    ))
+}
+
+/// Keys of the caller's tenant (every tenant's for the bootstrap key), without secrets.
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, body = List<KeyBody>), (status = 403, body = Problem)))]
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<List<KeyBody>>, ApiError> {
+    let keys = state
+        .lifeboat
+        .keys(scope_of(&caller, &tenant).as_ref())
+        .await?;
+    Ok(Json(List {
+        items: keys.iter().map(key_body).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Revokes a key at once: its next request is refused with 401.
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "Key id")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .lifeboat
+        .revoke_key(&id, scope_of(&caller, &tenant).as_ref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

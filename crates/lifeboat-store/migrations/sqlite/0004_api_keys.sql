@@ -1,0 +1,13 @@
+-- API keys: each acts for one tenant with scopes. Only a hash of the secret is kept.
+
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    -- SHA-256 (hex) of the secret part of `lb_<id>_<secret>`.
+    secret_sha256 TEXT NOT NULL,
+    -- Comma-separated: read, write, admin.
+    scopes TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX api_keys_tenant ON api_keys (tenant);

@@ -1,0 +1,69 @@
+//! API key records.
+
+use lifeboat_core::{TenantId, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::translate;
+use crate::{ApiKey, Result};
+
+const KEY_COLUMNS: &str = "id, tenant, secret_sha256, scopes, created_at, revoked_at";
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let scopes: String = row.get(3)?;
+    Ok(ApiKey {
+        id: row.get(0)?,
+        tenant: TenantId::new(row.get::<_, String>(1)?),
+        secret_sha256: row.get(2)?,
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        created_at: Timestamp(row.get(4)?),
+        revoked_at: row.get::<_, Option<i64>>(5)?.map(Timestamp),
+    })
+}
+
+pub(super) fn insert(conn: &Connection, key: &ApiKey) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO api_keys (id, tenant, secret_sha256, scopes, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(translate)?
+    .execute(params![
+        key.id,
+        key.tenant.as_str(),
+        key.secret_sha256,
+        key.scopes.join(","),
+        key.created_at.0
+    ])
+    .map_err(translate)?;
+    Ok(())
+}
+
+pub(super) fn find(conn: &Connection, id: &str) -> Result<Option<ApiKey>> {
+    conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
+        .map_err(translate)?
+        .query_row([id], key_from_row)
+        .optional()
+        .map_err(translate)
+}
+
+pub(super) fn list(conn: &Connection, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>> {
+    conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, id"
+    ))
+    .map_err(translate)?
+    .query_map([tenant.map(TenantId::as_str)], key_from_row)
+    .map_err(translate)?
+    .collect::<rusqlite::Result<_>>()
+    .map_err(translate)
+}
+
+pub(super) fn revoke(conn: &Connection, id: &str, now: Timestamp) -> Result<()> {
+    conn.prepare_cached("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+        .map_err(translate)?
+        .execute(params![id, now.0])
+        .map_err(translate)?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! API keys: `lb_<id>_<secret>`, 256 random bits of secret, stored only as a SHA-256,
+//! compared in constant time, revocable at once. Each acts for one tenant with scopes.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use lifeboat_core::{Error as DomainError, Name, Sha256, TenantId};
+use lifeboat_store::{ApiKey, Error, Result};
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+
+use crate::Lifeboat;
+
+/// The scopes a key may hold.
+pub const SCOPES: [&str; 3] = ["read", "write", "admin"];
+
+/// Keys seen so far, by id. This process is the only writer of keys, so the cache is
+/// updated on every change and a revocation takes effect at once.
+#[derive(Default)]
+pub(crate) struct KeyCache(RwLock<HashMap<String, ApiKey>>);
+
+impl Lifeboat {
+    /// Makes a key for `tenant` with `scopes`; answers its record and the whole key,
+    /// which is shown this once and stored only as a hash.
+    pub async fn create_key(&self, tenant: &str, scopes: &[String]) -> Result<(ApiKey, String)> {
+        let tenant = Name::parse(tenant).map_err(|_| DomainError::Invalid {
+            field: "tenant",
+            message: format!(
+                "{tenant:?} is not a tenant name (^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$)"
+            ),
+        })?;
+        if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+            return Err(DomainError::Invalid {
+                field: "scopes",
+                message: "one or more of read, write, admin".to_owned(),
+            }
+            .into());
+        }
+        let mut scopes: Vec<String> = scopes.to_vec();
+        scopes.sort();
+        scopes.dedup();
+        let mut id = [0u8; 8];
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut id);
+        rand::rng().fill_bytes(&mut secret);
+        let (id, secret) = (hex::encode(id), hex::encode(secret));
+        let record = ApiKey {
+            id: id.clone(),
+            tenant: TenantId::new(tenant.as_str()),
+            secret_sha256: Sha256::of(secret.as_bytes()).as_str().to_owned(),
+            scopes,
+            created_at: self.now(),
+            revoked_at: None,
+        };
+        self.inner.store.create_key(record.clone()).await?;
+        Ok((record, format!("lb_{id}_{secret}")))
+    }
+
+    /// Keys of `tenant`, or of every tenant.
+    pub async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>> {
+        self.inner.store.keys(tenant).await
+    }
+
+    /// Revokes a key at once (in `tenant`, when given).
+    pub async fn revoke_key(&self, id: &str, tenant: Option<&TenantId>) -> Result<ApiKey> {
+        let revoked = self
+            .inner
+            .store
+            .revoke_key(id, tenant, self.now())
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "key",
+                id: id.to_owned(),
+            })?;
+        if let Ok(mut cache) = self.inner.keys.0.write() {
+            cache.insert(revoked.id.clone(), revoked.clone());
+        }
+        Ok(revoked)
+    }
+
+    /// The live key a bearer token names, if the token is one.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<ApiKey>> {
+        let Some((id, secret)) = token
+            .strip_prefix("lb_")
+            .and_then(|rest| rest.split_once('_'))
+        else {
+            return Ok(None);
+        };
+        let cached = self
+            .inner
+            .keys
+            .0
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(id).cloned());
+        let key = match cached {
+            Some(key) => key,
+            None => match self.inner.store.key(id).await? {
+                Some(key) => {
+                    if let Ok(mut cache) = self.inner.keys.0.write() {
+                        cache.insert(key.id.clone(), key.clone());
+                    }
+                    key
+                }
+                None => return Ok(None),
+            },
+        };
+        let presented = Sha256::of(secret.as_bytes());
+        let matches: bool = presented
+            .as_str()
+            .as_bytes()
+            .ct_eq(key.secret_sha256.as_bytes())
+            .into();
+        Ok((matches && key.revoked_at.is_none()).then_some(key))
+    }
+}
