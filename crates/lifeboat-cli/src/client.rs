@@ -463,3 +463,100 @@ pub(crate) async fn stats(connection: Connection) -> Result<(), Failure> {
     println!("work lost ms:       {}", pairs(&stats["work_lost_ms"]));
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Makes a key for a tenant; prints it once.
+    Create {
+        /// The tenant it acts for.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated scopes: read, write, admin.
+        #[arg(long, value_delimiter = ',', default_value = "read,write")]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Lists keys (never their secrets).
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Revokes a key at once.
+    Revoke {
+        /// The key id (the part after `lb_`).
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+pub(crate) async fn keys(command: KeysCommand) -> Result<(), Failure> {
+    match command {
+        KeysCommand::Create {
+            tenant,
+            scopes,
+            connection,
+        } => {
+            let created = connection
+                .api()?
+                .call(
+                    reqwest::Method::POST,
+                    "/keys",
+                    Some(json!({"tenant": tenant, "scopes": scopes})),
+                )
+                .await?;
+            if connection.json {
+                print_json(&created);
+            } else {
+                println!("{}", text(&created["key"]));
+                eprintln!(
+                    "key {} for tenant {}: store it now, it is not shown again",
+                    text(&created["id"]),
+                    text(&created["tenant"])
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::List { connection } => {
+            let list = connection
+                .api()?
+                .call(reqwest::Method::GET, "/keys", None)
+                .await?;
+            if connection.json {
+                print_json(&list);
+                return Ok(());
+            }
+            println!(
+                "{:<18} {:<20} {:<18} {:<26} REVOKED",
+                "ID", "TENANT", "SCOPES", "CREATED"
+            );
+            for k in list["items"].as_array().into_iter().flatten() {
+                let scopes: Vec<String> = k["scopes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(text)
+                    .collect();
+                println!(
+                    "{:<18} {:<20} {:<18} {:<26} {}",
+                    text(&k["id"]),
+                    text(&k["tenant"]),
+                    scopes.join(","),
+                    text(&k["created_at"]),
+                    text(&k["revoked_at"]),
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { id, connection } => {
+            let api = connection.api()?;
+            api.send(api.request(reqwest::Method::DELETE, &format!("/keys/{id}")))
+                .await?;
+            if !connection.json {
+                println!("key {id} revoked");
+            }
+            Ok(())
+        }
+    }
+}

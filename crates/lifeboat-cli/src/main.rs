@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: assets::AssetsCommand,
     },
+    /// Creates, lists and revokes API keys.
+    Keys {
+        #[command(subcommand)]
+        command: client::KeysCommand,
+    },
     /// Counts: sessions by status, crashes, recoveries, detection delay, work lost.
     Stats(client::Connection),
     /// Verifies the whole store: every checkpoint and asset hash, counters, SQLite's check.
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
             Command::Cleanup(args) => client::cleanup(args).await,
             Command::Verify(args) => client::verify(args).await,
             Command::Stats(connection) => client::stats(connection).await,
+            Command::Keys { command } => client::keys(command).await,
         }
     });
     match outcome {
