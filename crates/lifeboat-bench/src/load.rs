@@ -97,6 +97,18 @@ pub(crate) async fn run(
     clients: usize,
     window: Duration,
 ) -> anyhow::Result<LoadResult> {
+    run_as(base, TOKEN, op, clients, window).await
+}
+
+/// [`run`] with another bearer token.
+pub(crate) async fn run_as(
+    base: &str,
+    token: &str,
+    op: Op,
+    clients: usize,
+    window: Duration,
+) -> anyhow::Result<LoadResult> {
+    let authorization = format!("Bearer {token}");
     let authority = base
         .strip_prefix("http://")
         .context("the server URL is not http://")?
@@ -129,6 +141,7 @@ pub(crate) async fn run(
             };
             let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
             let authority = authority.clone();
+            let authorization = authorization.clone();
             tokio::spawn(async move {
                 let stream = tokio::net::TcpStream::connect(&authority).await?;
                 stream.set_nodelay(true)?;
@@ -141,7 +154,7 @@ pub(crate) async fn run(
                         .method(method.clone())
                         .uri(&path)
                         .header(header::HOST, &authority)
-                        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                        .header(header::AUTHORIZATION, &authorization)
                         .header(header::CONTENT_TYPE, content_type)
                         .body(Full::new(body.clone()))?;
                     let sent = Instant::now();

@@ -146,6 +146,12 @@ fn main() -> anyhow::Result<()> {
         ops.events_received
     );
     println!(
+        "checkpoint writes, 16 clients: {:.0}/s with the bootstrap key, {:.0}/s with a tenant key ({:.2}x)",
+        ops.writes_bootstrap_key,
+        ops.writes_tenant_key,
+        ops.writes_tenant_key / ops.writes_bootstrap_key
+    );
+    println!(
         "verify: {:.0} checkpoints/s, {:.0} MB/s over {} bytes; sha256sum of the same bytes: {:.0} MB/s ({:.2}x)",
         ops.verify_checkpoints_s,
         ops.verify_mb_s,

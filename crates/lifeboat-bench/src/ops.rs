@@ -26,6 +26,8 @@ pub(crate) struct OpsResult {
     pub(crate) writes_alone: f64,
     pub(crate) writes_with_subscribers: f64,
     pub(crate) events_received: u64,
+    pub(crate) writes_bootstrap_key: f64,
+    pub(crate) writes_tenant_key: f64,
 }
 
 pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResult> {
@@ -45,6 +47,34 @@ pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResul
             bail!("creating a session: {}", created.status());
         }
     }
+
+    // The cost of tenant keys: the same load with a tenant's key (its own sessions).
+    let created: serde_json::Value = http
+        .post(format!("{api}/keys"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"tenant": "bench", "scopes": ["read", "write"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tenant_key = created["key"]
+        .as_str()
+        .context("no key created")?
+        .to_owned();
+    for client in 0..16 {
+        let created = http
+            .post(format!("{api}/sessions"))
+            .bearer_auth(&tenant_key)
+            .json(&json!({"id": format!("bench-{client}"), "kind": "bench",
+                "heartbeat_timeout_ms": 3_600_000}))
+            .send()
+            .await?;
+        if created.status() != 201 {
+            bail!("creating a tenant session: {}", created.status());
+        }
+    }
+    let bootstrap = load::run(&server.base, Op::Checkpoint, 16, window).await?;
+    let tenant = load::run_as(&server.base, &tenant_key, Op::Checkpoint, 16, window).await?;
 
     // Writes with nobody listening, then with 100 subscribers reading every event.
     let alone = load::run(&server.base, Op::Checkpoint, 16, window).await?;
@@ -138,5 +168,7 @@ pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResul
         writes_alone: alone.ops_per_second,
         writes_with_subscribers: listened.ops_per_second,
         events_received,
+        writes_bootstrap_key: bootstrap.ops_per_second,
+        writes_tenant_key: tenant.ops_per_second,
     })
 }
