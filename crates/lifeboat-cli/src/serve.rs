@@ -41,6 +41,14 @@ pub(crate) struct ServeArgs {
     /// Where asset bytes are stored: `file://…` (default: inside the data dir).
     #[arg(long, env = "LIFEBOAT_BLOB_STORE")]
     blob_store: Option<String>,
+    /// An origin browsers may call the API from, e.g. `https://app.example.com`
+    /// (repeatable; none by default: no CORS headers at all).
+    #[arg(
+        long = "cors-origin",
+        env = "LIFEBOAT_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// Largest asset upload, in bytes (413 beyond).
     #[arg(long, env = "LIFEBOAT_MAX_ASSET_BYTES", default_value_t = lifeboat::ASSET_BYTES_MAX_DEFAULT)]
     max_asset_bytes: u64,
@@ -149,7 +157,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     // Scripts and tests read this line to find a port chosen by the OS.
     println!("listening on http://{address}");
     let _ = std::io::stdout().flush();
-    let state = AppState::new(lifeboat, AdminToken::new(token), Some(prometheus));
+    let state = AppState::new(lifeboat, AdminToken::new(token), Some(prometheus))
+        .with_cors_origins(&args.cors_origins)
+        .map_err(|origin| {
+            Failure::new(
+                Failure::CONFIG,
+                anyhow::anyhow!("--cors-origin {origin:?} is not a valid origin"),
+            )
+        })?;
     lifeboat_server::serve(listener, state, shutdown_signal())
         .await
         .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;

@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use lifeboat::Lifeboat;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::AdminToken;
 pub use error::ApiError;
@@ -41,6 +43,8 @@ pub struct AppState {
     /// Becomes `true` when the server starts shutting down: long-lived responses (event
     /// streams) end, so the graceful shutdown does not wait for them forever.
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Origins browsers may call the API from (CORS); empty: none (the default).
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 impl AppState {
@@ -56,19 +60,72 @@ impl AppState {
             metrics,
             in_flight: Arc::default(),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// Allows browsers on these origins (e.g. `https://app.example.com`) to call the API.
+    /// Answers the first origin that is not a valid header value.
+    pub fn with_cors_origins(mut self, origins: &[String]) -> Result<AppState, String> {
+        self.cors_origins = origins
+            .iter()
+            .map(|origin| HeaderValue::from_str(origin).map_err(|_| origin.clone()))
+            .collect::<Result<_, _>>()?;
+        Ok(self)
     }
 }
 
 /// The whole HTTP API: `/api/v1/*`, `/healthz`, `/readyz`, `/metrics`.
 pub fn app(state: AppState) -> Router {
-    routes::router(state.clone())
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+    let cors = cors(&state.cors_origins);
+    let router = routes::router(state.clone()).layer(DefaultBodyLimit::max(BODY_BYTES_MAX));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panic_response,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The CORS policy for `origins`: none at all when empty (browsers then refuse
+/// cross-origin calls), else those origins with the methods and headers the API uses.
+fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let header = |name: &'static str| HeaderName::from_static(name);
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                header::RANGE,
+                header("idempotency-key"),
+                header("last-event-id"),
+                header("x-content-sha256"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::CONTENT_RANGE,
+                header::RETRY_AFTER,
+                header::LOCATION,
+            ]),
+    )
 }
 
 /// Serves [`app`] on `listener` until `shutdown` resolves, then drains open requests.

@@ -262,9 +262,15 @@ pub struct Binary {
 
 impl Binary {
     pub fn start(data_dir: &Path) -> Binary {
+        Binary::start_with(data_dir, &[])
+    }
+
+    /// Starts the binary with extra `serve` flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .env("LIFEBOAT_ADMIN_TOKEN", TOKEN)
             .env("LIFEBOAT_LOG", "warn")
             .stdout(Stdio::piped())

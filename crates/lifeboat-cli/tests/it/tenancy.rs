@@ -243,3 +243,69 @@ async fn tenants_are_isolated_and_scopes_enforced() {
         .expect("listed");
     assert!(revoked["revoked_at"].is_string());
 }
+
+/// CORS is off unless origins are configured; then only those origins get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_configured_origins() {
+    let http = reqwest::Client::new();
+    let preflight = |base: String, origin: &'static str| {
+        let http = http.clone();
+        async move {
+            http.request(
+                reqwest::Method::OPTIONS,
+                format!("{base}/api/v1/projects/p"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "PATCH")
+            .header(
+                "access-control-request-headers",
+                "authorization,if-match,idempotency-key",
+            )
+            .send()
+            .await
+            .expect("preflight")
+        }
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let closed = crate::harness::Binary::start(dir.path());
+    let answer = preflight(closed.base.clone(), "https://app.example").await;
+    assert!(
+        answer
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "off by default"
+    );
+    drop(closed);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let open =
+        crate::harness::Binary::start_with(dir.path(), &["--cors-origin", "https://app.example"]);
+    let answer = preflight(open.base.clone(), "https://app.example").await;
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed = answer.headers()["access-control-allow-headers"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert!(
+        allowed.contains("idempotency-key") && allowed.contains("if-match"),
+        "{allowed}"
+    );
+    let other = preflight(open.base.clone(), "https://evil.example").await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let read = http
+        .get(format!("{}/api/v1/projects", open.base))
+        .header("origin", "https://app.example")
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(read.status(), 200);
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
