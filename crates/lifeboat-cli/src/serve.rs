@@ -49,6 +49,12 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// Writes a second each key may make (0: unlimited, the default); 429 beyond.
+    #[arg(long, env = "LIFEBOAT_WRITE_RATE_PER_KEY", default_value_t = 0)]
+    write_rate_per_key: u32,
+    /// Writes a key may make in a burst (default: twice the rate).
+    #[arg(long, env = "LIFEBOAT_WRITE_BURST_PER_KEY")]
+    write_burst_per_key: Option<u32>,
     /// Largest asset upload, in bytes (413 beyond).
     #[arg(long, env = "LIFEBOAT_MAX_ASSET_BYTES", default_value_t = lifeboat::ASSET_BYTES_MAX_DEFAULT)]
     max_asset_bytes: u64,
@@ -165,6 +171,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
                 anyhow::anyhow!("--cors-origin {origin:?} is not a valid origin"),
             )
         })?;
+    let state = if args.write_rate_per_key > 0 {
+        let burst = args
+            .write_burst_per_key
+            .unwrap_or(args.write_rate_per_key.saturating_mul(2));
+        state.with_write_limit(args.write_rate_per_key, burst)
+    } else {
+        state
+    };
     lifeboat_server::serve(listener, state, shutdown_signal())
         .await
         .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;

@@ -1,5 +1,9 @@
 //! Bearer-token authentication for `/api/v1`. Tokens are compared in constant time.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
@@ -44,6 +48,49 @@ pub(crate) struct Caller {
 impl Caller {
     fn may(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope || s == "admin")
+    }
+}
+
+/// The key a rate limit counts against: the id of an API key, or the bootstrap key.
+fn caller_key(presented: &str) -> String {
+    presented
+        .strip_prefix("lb_")
+        .and_then(|rest| rest.split_once('_'))
+        .map_or_else(|| "bootstrap".to_owned(), |(id, _)| id.to_owned())
+}
+
+/// A token bucket per key for writes: `per_second` tokens a second, up to `burst`.
+#[derive(Debug)]
+pub struct WriteLimit {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl WriteLimit {
+    /// `per_second` writes a second per key, in bursts of up to `burst`.
+    pub fn new(per_second: u32, burst: u32) -> WriteLimit {
+        WriteLimit {
+            per_second: f64::from(per_second.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes a token for `key`, or answers how long until one is there.
+    fn take(&self, key: String) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, at) = buckets.entry(key).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
+        }
     }
 }
 
@@ -103,6 +150,23 @@ pub(crate) async fn require_token(
             }
         }
     };
+    if let Some(limit) = &state.write_limit
+        && !matches!(*request.method(), Method::GET | Method::HEAD)
+        && let Err(wait) = limit.take(caller_key(&presented))
+    {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(ApiError::new(
+            ProblemType::RATE_LIMITED,
+            format!(
+                "this key may write {} times a second; retry in {seconds} s",
+                limit.per_second
+            ),
+        )
+        .with_header(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(seconds),
+        ));
+    }
     let scope = required_scope(request.method(), request.uri().path());
     if !caller.may(scope) {
         return Err(ApiError::new(

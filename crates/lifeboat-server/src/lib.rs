@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use auth::AdminToken;
+pub use auth::{AdminToken, WriteLimit};
 pub use error::ApiError;
 pub use idempotency::InFlight;
 
@@ -45,6 +45,8 @@ pub struct AppState {
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// Origins browsers may call the API from (CORS); empty: none (the default).
     pub cors_origins: Vec<HeaderValue>,
+    /// Writes per second per key (`None`: unlimited, the default).
+    pub write_limit: Option<Arc<WriteLimit>>,
 }
 
 impl AppState {
@@ -61,7 +63,15 @@ impl AppState {
             in_flight: Arc::default(),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             cors_origins: Vec::new(),
+            write_limit: None,
         }
+    }
+
+    /// Limits each key to `per_second` writes a second, in bursts of up to `burst`
+    /// (429 with `Retry-After` beyond).
+    pub fn with_write_limit(mut self, per_second: u32, burst: u32) -> AppState {
+        self.write_limit = Some(Arc::new(WriteLimit::new(per_second, burst)));
+        self
     }
 
     /// Allows browsers on these origins (e.g. `https://app.example.com`) to call the API.

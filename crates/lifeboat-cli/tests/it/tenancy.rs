@@ -309,3 +309,69 @@ async fn cors_only_for_configured_origins() {
         "https://app.example"
     );
 }
+
+/// A key over its write rate gets 429 with Retry-After; reads are not limited; the bucket
+/// refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_per_key_are_rate_limited() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = crate::harness::Binary::start_with(
+        dir.path(),
+        &["--write-rate-per-key", "2", "--write-burst-per-key", "3"],
+    );
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/v1", server.base);
+    let write = |n: u32| {
+        http.put(format!("{api}/projects/p{n}"))
+            .bearer_auth(crate::harness::TOKEN)
+            .json(&json!({"state": {}}))
+            .send()
+    };
+    for n in 0..3 {
+        assert_eq!(
+            write(n).await.expect("write").status(),
+            201,
+            "within the burst"
+        );
+    }
+    let limited = write(3).await.expect("write");
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!(wait >= 1);
+    let problem: Value = limited.json().await.expect("problem");
+    assert_eq!(problem["type"], json!("/problems/rate-limited"));
+    let read = http
+        .get(format!("{api}/projects"))
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(read.status(), 200, "reads are not limited");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(
+        write(4).await.expect("write").status(),
+        201,
+        "the bucket refills"
+    );
+    let (_, listed): (u16, Value) = {
+        let response = http
+            .get(format!("{api}/projects"))
+            .bearer_auth(crate::harness::TOKEN)
+            .send()
+            .await
+            .expect("list");
+        (
+            response.status().as_u16(),
+            response.json().await.expect("json"),
+        )
+    };
+    assert_eq!(
+        listed["items"].as_array().expect("items").len(),
+        4,
+        "the refused write changed nothing"
+    );
+}
