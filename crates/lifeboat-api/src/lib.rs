@@ -636,3 +636,22 @@ pub struct KeyCreated {
     /// When it was made.
     pub created_at: String,
 }
+
+/// One entry of `GET /audit`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditBody {
+    /// Position, increasing.
+    pub seq: i64,
+    /// The tenant of the key that acted.
+    pub tenant: String,
+    /// When.
+    pub at: String,
+    /// The key id, or `bootstrap`.
+    pub actor: String,
+    /// What was done, e.g. `session.recover`.
+    pub action: String,
+    /// To what, e.g. `session:render-42`.
+    pub resource: String,
+    /// Details of the action.
+    pub detail: Value,
+}

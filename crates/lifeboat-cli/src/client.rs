@@ -560,3 +560,31 @@ pub(crate) async fn keys(command: KeysCommand) -> Result<(), Failure> {
         }
     }
 }
+
+/// `lifeboat audit`: who did what, newest first.
+pub(crate) async fn audit(connection: Connection) -> Result<(), Failure> {
+    let trail = connection
+        .api()?
+        .call(reqwest::Method::GET, "/audit?limit=100", None)
+        .await?;
+    if connection.json {
+        print_json(&trail);
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<12} {:<18} {:<18} {:<30} DETAIL",
+        "AT", "TENANT", "ACTOR", "ACTION", "RESOURCE"
+    );
+    for e in trail["items"].as_array().into_iter().flatten() {
+        println!(
+            "{:<26} {:<12} {:<18} {:<18} {:<30} {}",
+            text(&e["at"]),
+            text(&e["tenant"]),
+            text(&e["actor"]),
+            text(&e["action"]),
+            text(&e["resource"]),
+            e["detail"],
+        );
+    }
+    Ok(())
+}

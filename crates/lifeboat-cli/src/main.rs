@@ -52,6 +52,8 @@ enum Command {
         #[command(subcommand)]
         command: client::KeysCommand,
     },
+    /// The audit trail: who did what to which resource.
+    Audit(client::Connection),
     /// Counts: sessions by status, crashes, recoveries, detection delay, work lost.
     Stats(client::Connection),
     /// Verifies the whole store: every checkpoint and asset hash, counters, SQLite's check.
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => client::verify(args).await,
             Command::Stats(connection) => client::stats(connection).await,
             Command::Keys { command } => client::keys(command).await,
+            Command::Audit(connection) => client::audit(connection).await,
         }
     });
     match outcome {

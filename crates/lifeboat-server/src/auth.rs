@@ -41,6 +41,8 @@ impl std::fmt::Debug for AdminToken {
 /// every key, verify the whole store).
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
+    /// The key id, or `bootstrap`: the actor in the audit trail.
+    pub(crate) actor: String,
     pub(crate) bootstrap: bool,
     pub(crate) scopes: Vec<String>,
 }
@@ -129,6 +131,7 @@ pub(crate) async fn require_token(
     };
     let (tenant, caller) = if state.admin_token.matches(&presented) {
         let caller = Caller {
+            actor: "bootstrap".to_owned(),
             bootstrap: true,
             scopes: vec!["admin".to_owned()],
         };
@@ -137,6 +140,7 @@ pub(crate) async fn require_token(
         match state.lifeboat.authenticate(&presented).await? {
             Some(key) => {
                 let caller = Caller {
+                    actor: key.id,
                     bootstrap: false,
                     scopes: key.scopes,
                 };
@@ -177,4 +181,23 @@ pub(crate) async fn require_token(
     request.extensions_mut().insert(tenant);
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+/// Records an audited action that succeeded. The action already committed, so a failure
+/// to record it is logged, not answered.
+pub(crate) async fn audit(
+    state: &AppState,
+    tenant: &TenantId,
+    caller: &Caller,
+    action: &str,
+    resource: String,
+    detail: serde_json::Value,
+) {
+    if let Err(error) = state
+        .lifeboat
+        .audit(tenant, &caller.actor, action, &resource, detail)
+        .await
+    {
+        tracing::error!(%error, action, resource, "cannot record an audit entry");
+    }
 }

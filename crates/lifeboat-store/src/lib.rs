@@ -343,6 +343,26 @@ pub struct StoreCheck {
     pub inconsistencies: Vec<String>,
 }
 
+/// One entry of the audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Position, increasing.
+    pub seq: i64,
+    /// The tenant of the key that acted.
+    pub tenant: TenantId,
+    /// When.
+    pub at: Timestamp,
+    /// The key id, or `bootstrap`.
+    pub actor: String,
+    /// `session.recover`, `session.cancel`, `project.restore`, `project.delete`,
+    /// `asset.delete`, `key.create`, `key.revoke`, `cleanup`.
+    pub action: String,
+    /// What it acted on, e.g. `session:render-42`.
+    pub resource: String,
+    /// Details (the recovery option, the key's tenant and scopes, cleanup counts, …).
+    pub detail: Value,
+}
+
 /// An API key's record (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -619,6 +639,16 @@ pub trait Store: Send + Sync + 'static {
     /// hash, per-session counters. With `repair`, damaged checkpoints are quarantined
     /// (marked invalid, never deleted).
     async fn check_store(&self, repair: bool) -> Result<StoreCheck>;
+
+    /// Appends to the audit trail.
+    async fn audit(&self, entry: AuditEntry) -> Result<()>;
+
+    /// The audit trail, newest first: of one tenant, or (`None`) of all.
+    async fn audit_trail(
+        &self,
+        tenant: Option<&TenantId>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>>;
 
     /// Stores a new API key.
     async fn create_key(&self, key: ApiKey) -> Result<()>;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use lifeboat_core::{Error as DomainError, Name, Sha256, TenantId};
-use lifeboat_store::{ApiKey, Error, Result};
+use lifeboat_store::{ApiKey, AuditEntry, Error, Page, PageRequest, Result};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
@@ -112,5 +112,38 @@ impl Lifeboat {
             .ct_eq(key.secret_sha256.as_bytes())
             .into();
         Ok((matches && key.revoked_at.is_none()).then_some(key))
+    }
+}
+
+impl Lifeboat {
+    /// Appends to the audit trail: `actor` (a key id or `bootstrap`) did `action` to
+    /// `resource`.
+    pub async fn audit(
+        &self,
+        tenant: &TenantId,
+        actor: &str,
+        action: &str,
+        resource: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let entry = AuditEntry {
+            seq: 0,
+            tenant: tenant.clone(),
+            at: self.now(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            detail,
+        };
+        self.inner.store.audit(entry).await
+    }
+
+    /// The audit trail, newest first: of `tenant`, or of every tenant.
+    pub async fn audit_trail(
+        &self,
+        tenant: Option<&TenantId>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>> {
+        self.inner.store.audit_trail(tenant, page).await
     }
 }

@@ -53,10 +53,10 @@ pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
-    ApiKey, Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, Gauges,
-    IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome, Page, PageRequest, ProjectEdit,
-    ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut, SessionFilter, SessionOp, Stats, Store,
-    StoredResponse, Verification,
+    ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
+    EventFilter, Gauges, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome, Page,
+    PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut,
+    SessionFilter, SessionOp, Stats, Store, StoredResponse, Verification,
 };
 use serde_json::Value;
 

@@ -54,6 +54,7 @@ async fn openapi_describes_every_endpoint() {
         ("/api/v1/keys", "post"),
         ("/api/v1/keys", "get"),
         ("/api/v1/keys/{id}", "delete"),
+        ("/api/v1/audit", "get"),
         ("/api/v1/sessions/{id}/assets", "get"),
         ("/api/v1/sessions/{id}/assets/register", "post"),
         ("/api/v1/sessions/{id}/assets/{name}", "put"),

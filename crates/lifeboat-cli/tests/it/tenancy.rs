@@ -375,3 +375,108 @@ async fn writes_per_key_are_rate_limited() {
         "the refused write changed nothing"
     );
 }
+
+/// Recover, cancel, restore, deletes, key changes and cleanup are in the audit trail, with
+/// the key that did them; a tenant's admin sees only its tenant's entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_names_who_did_what() {
+    let server = TestServer::start().await;
+    let admin = key(&server, "acme", &["admin"]).await;
+    let admin_id = admin.split('_').nth(1).expect("id").to_owned();
+    as_key(
+        &server,
+        &admin,
+        "POST",
+        "/sessions",
+        Some(json!({"id": "s", "kind": "k"})),
+    )
+    .await;
+    as_key(
+        &server,
+        &admin,
+        "POST",
+        "/sessions/s/pause",
+        Some(json!({})),
+    )
+    .await;
+    let (status, _) = as_key(
+        &server,
+        &admin,
+        "POST",
+        "/sessions/s/recover",
+        Some(json!({"option": "continue"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    as_key(
+        &server,
+        &admin,
+        "POST",
+        "/sessions/s/cancel",
+        Some(json!({})),
+    )
+    .await;
+    as_key(
+        &server,
+        &admin,
+        "PUT",
+        "/projects/p",
+        Some(json!({"state": {"v": 1}})),
+    )
+    .await;
+    as_key(
+        &server,
+        &admin,
+        "PUT",
+        "/projects/p",
+        Some(json!({"state": {"v": 2}})),
+    )
+    .await;
+    as_key(
+        &server,
+        &admin,
+        "POST",
+        "/projects/p/restore",
+        Some(json!({"revision": 1})),
+    )
+    .await;
+    as_key(&server, &admin, "DELETE", "/projects/p", None).await;
+    server.post("/admin/cleanup", json!({})).await;
+
+    let (status, trail) = as_key(&server, &admin, "GET", "/audit", None).await;
+    assert_eq!(status, 200, "{trail}");
+    let actions: Vec<(&str, &str, &str)> = trail["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().expect("action"),
+                e["resource"].as_str().expect("resource"),
+                e["actor"].as_str().expect("actor"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("project.delete", "project:p", admin_id.as_str()),
+            ("project.restore", "project:p", admin_id.as_str()),
+            ("session.cancel", "session:s", admin_id.as_str()),
+            ("session.recover", "session:s", admin_id.as_str()),
+        ],
+        "newest first, only this tenant's"
+    );
+    assert_eq!(trail["items"][3]["detail"]["option"], json!("continue"));
+    let (_, everything) = server.get("/audit").await;
+    let all: Vec<&str> = everything["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["action"].as_str().expect("a"))
+        .collect();
+    assert_eq!(all.first(), Some(&"cleanup"));
+    assert!(all.contains(&"key.create"), "{all:?}");
+    let user = key(&server, "acme", &["read", "write"]).await;
+    assert_eq!(as_key(&server, &user, "GET", "/audit", None).await.0, 403);
+}

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::AppState;
+use crate::auth::{Caller, audit};
 use crate::convert::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, path_id};
@@ -354,10 +355,21 @@ fn parse_range(raw: &str, size: u64) -> Option<(u64, u64)> {
 pub(crate) async fn delete_asset(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     AssetOwner(owner): AssetOwner,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
     let name = asset_name(&params)?;
     state.lifeboat.delete_asset(&tenant, &owner, &name).await?;
+    let resource = format!("{}:{}/asset:{name}", owner.kind(), owner.id());
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "asset.delete",
+        resource,
+        serde_json::Value::Null,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

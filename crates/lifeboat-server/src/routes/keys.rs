@@ -4,10 +4,14 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use lifeboat::{ApiKey, TenantId};
-use lifeboat_api::{CreateKey, KeyBody, KeyCreated, List, Problem, ProblemType};
+use lifeboat_api::{AuditBody, CreateKey, KeyBody, KeyCreated, List, Problem, ProblemType};
+use serde_json::json;
+
+use super::sessions::PageQuery;
+use crate::extract::{ApiQuery, page};
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, audit};
 use crate::convert::rfc3339;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -46,6 +50,16 @@ pub(crate) async fn create_key(
         .lifeboat
         .create_key(&body.tenant, &body.scopes)
         .await?;
+    let detail = json!({"tenant": record.tenant.as_str(), "scopes": record.scopes});
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "key.create",
+        format!("key:{}", record.id),
+        detail,
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(KeyCreated {
@@ -86,9 +100,52 @@ pub(crate) async fn revoke_key(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
+    let revoked = state
         .lifeboat
         .revoke_key(&id, scope_of(&caller, &tenant).as_ref())
         .await?;
+    let detail = json!({"tenant": revoked.tenant.as_str()});
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "key.revoke",
+        format!("key:{id}"),
+        detail,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The audit trail, newest first: who (key id, or `bootstrap`) did what to which resource.
+/// A tenant's admin key sees its tenant's entries; the bootstrap key sees every tenant's.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "keys", params(PageQuery),
+    responses((status = 200, body = List<AuditBody>), (status = 403, body = Problem)))]
+pub(crate) async fn audit_trail(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<List<AuditBody>>, ApiError> {
+    let page = page(query.limit.as_deref(), query.cursor)?;
+    let found = state
+        .lifeboat
+        .audit_trail(scope_of(&caller, &tenant).as_ref(), &page)
+        .await?;
+    Ok(Json(List {
+        items: found
+            .items
+            .into_iter()
+            .map(|entry| AuditBody {
+                seq: entry.seq,
+                tenant: entry.tenant.as_str().to_owned(),
+                at: rfc3339(entry.at),
+                actor: entry.actor,
+                action: entry.action,
+                resource: entry.resource,
+                detail: entry.detail,
+            })
+            .collect(),
+        next_cursor: found.next_cursor,
+    }))
 }

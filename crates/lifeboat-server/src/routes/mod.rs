@@ -86,6 +86,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(events::events))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::audit_trail))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::sweep))
         .routes(routes!(ops::cleanup))

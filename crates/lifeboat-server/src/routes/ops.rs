@@ -47,10 +47,29 @@ pub(crate) struct CleanupQuery {
     responses((status = 200, body = CleanupBody), (status = 400, body = Problem), (status = 503, body = Problem)))]
 pub(crate) async fn cleanup(
     State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<crate::auth::Caller>,
     ApiQuery(query): ApiQuery<CleanupQuery>,
 ) -> Result<Json<CleanupBody>, ApiError> {
     let dry_run = flag("dry_run", query.dry_run.as_deref())?;
     let report = state.lifeboat.cleanup(dry_run).await?;
+    if !dry_run {
+        let detail = json!({
+            "sessions_purged": report.sessions_purged,
+            "projects_purged": report.projects_purged,
+            "revisions_pruned": report.revisions_pruned,
+            "orphan_files_deleted": report.orphan_files_deleted,
+        });
+        crate::auth::audit(
+            &state,
+            &tenant,
+            &caller,
+            "cleanup",
+            "store".to_owned(),
+            detail,
+        )
+        .await;
+    }
     Ok(Json(CleanupBody {
         dry_run,
         orphan_files_deleted: report.orphan_files_deleted,

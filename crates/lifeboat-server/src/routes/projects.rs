@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::sessions::PageQuery;
 use crate::AppState;
+use crate::auth::{Caller, audit};
 use crate::convert::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, body_rejection, page, parse_json, path_id};
@@ -271,6 +272,7 @@ pub(crate) async fn list_projects(
 pub(crate) async fn delete_project(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -278,6 +280,15 @@ pub(crate) async fn delete_project(
         .lifeboat
         .delete_project(&tenant, &path_id(&id)?, preconditions(&headers))
         .await?;
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "project.delete",
+        format!("project:{id}"),
+        Value::Null,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -317,13 +328,25 @@ pub(crate) async fn list_revisions(
 pub(crate) async fn restore(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Restore>,
 ) -> Result<Response, ApiError> {
     let edit = ProjectEdit::Restore(body.revision);
-    save(&state, &tenant, &id, edit, &headers, key).await
+    let response = save(&state, &tenant, &id, edit, &headers, key).await?;
+    let detail = serde_json::json!({"revision": body.revision});
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "project.restore",
+        format!("project:{id}"),
+        detail,
+    )
+    .await;
+    Ok(response)
 }
 
 fn schema_path(name: &str, version: &str) -> Result<SchemaRef, ApiError> {

@@ -12,6 +12,7 @@ use lifeboat_api::{
 
 use super::sessions::{PageQuery, session_op};
 use crate::AppState;
+use crate::auth::{Caller, audit};
 use crate::convert::{checkpoint_body, recovery_body, session_body};
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, page, path_id};
@@ -57,6 +58,7 @@ pub(crate) async fn session_recovery(
 pub(crate) async fn recover(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Recover>,
@@ -97,7 +99,20 @@ pub(crate) async fn recover(
         option,
         confirm: body.confirm.unwrap_or(false),
     };
-    session_op(&state, &tenant, &id, op, key, render).await
+    let response = session_op(&state, &tenant, &id, op, key, render).await?;
+    if response.status().is_success() {
+        let detail = serde_json::json!({"option": option.as_str(), "confirm": body.confirm});
+        audit(
+            &state,
+            &tenant,
+            &caller,
+            "session.recover",
+            format!("session:{id}"),
+            detail,
+        )
+        .await;
+    }
+    Ok(response)
 }
 
 /// Re-hashes every checkpoint of a session; damaged ones are marked invalid for good.

@@ -13,8 +13,10 @@ use lifeboat_api::{
     Heartbeat, HeartbeatAck, List, Problem, ProblemType, SessionBody,
 };
 use serde::Deserialize;
+use serde_json::json;
 
 use crate::AppState;
+use crate::auth::{Caller, audit};
 use crate::convert::{
     checkpoint_body, metrics, new_checkpoint, new_session, progress, rfc3339, session_body,
 };
@@ -149,10 +151,21 @@ fn session_of(applied: &Applied) -> StoredResponse {
 pub(crate) async fn delete_session(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let op = SessionOp::Cancel { attempt: None };
-    session_op(&state, &tenant, &id, op, None, session_of).await
+    let response = session_op(&state, &tenant, &id, op, None, session_of).await?;
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "session.cancel",
+        format!("session:{id}"),
+        json!({}),
+    )
+    .await;
+    Ok(response)
 }
 
 /// Extends the lease of the current attempt, merging progress and metrics.
@@ -328,6 +341,7 @@ pub(crate) async fn complete(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     key: Option<Extension<IdempotencyKey>>,
     OptionalJson(body): OptionalJson<AttemptBody>,
@@ -335,7 +349,18 @@ pub(crate) async fn cancel(
     let op = SessionOp::Cancel {
         attempt: body.attempt,
     };
-    session_op(&state, &tenant, &id, op, key, session_of).await
+    let response = session_op(&state, &tenant, &id, op, key, session_of).await?;
+    let detail = json!({"attempt": body.attempt});
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "session.cancel",
+        format!("session:{id}"),
+        detail,
+    )
+    .await;
+    Ok(response)
 }
 
 /// Fails a session with an error and an optional emergency checkpoint.

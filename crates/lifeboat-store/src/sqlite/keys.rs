@@ -4,7 +4,7 @@ use lifeboat_core::{TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::translate;
-use crate::{ApiKey, Result};
+use crate::{ApiKey, AuditEntry, Result};
 
 const KEY_COLUMNS: &str = "id, tenant, secret_sha256, scopes, created_at, revoked_at";
 
@@ -66,4 +66,59 @@ pub(super) fn revoke(conn: &Connection, id: &str, now: Timestamp) -> Result<()> 
         .execute(params![id, now.0])
         .map_err(translate)?;
     Ok(())
+}
+
+/// Appends an audit entry.
+pub(super) fn audit(conn: &Connection, entry: &AuditEntry) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (tenant, at, actor, action, resource, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(translate)?
+    .execute(params![
+        entry.tenant.as_str(),
+        entry.at.0,
+        entry.actor,
+        entry.action,
+        entry.resource,
+        entry.detail.to_string()
+    ])
+    .map_err(translate)?;
+    Ok(())
+}
+
+/// Audit entries below `before` (a seq), newest first.
+pub(super) fn audit_trail(
+    conn: &Connection,
+    tenant: Option<&TenantId>,
+    before: i64,
+    limit: u32,
+) -> Result<Vec<(i64, AuditEntry)>> {
+    conn.prepare_cached(
+        "SELECT seq, tenant, at, actor, action, resource, detail FROM audit \
+         WHERE (?1 IS NULL OR tenant = ?1) AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+    )
+    .map_err(translate)?
+    .query_map(
+        params![tenant.map(TenantId::as_str), before, limit + 1],
+        |row| {
+            let detail: String = row.get(6)?;
+            let seq: i64 = row.get(0)?;
+            Ok((
+                seq,
+                AuditEntry {
+                    seq,
+                    tenant: TenantId::new(row.get::<_, String>(1)?),
+                    at: Timestamp(row.get(2)?),
+                    actor: row.get(3)?,
+                    action: row.get(4)?,
+                    resource: row.get(5)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                },
+            ))
+        },
+    )
+    .map_err(translate)?
+    .collect::<rusqlite::Result<_>>()
+    .map_err(translate)
 }

@@ -29,10 +29,10 @@ use serde_json::{Value, json};
 
 use crate::blobs::{BlobStore, looks_intact};
 use crate::{
-    ApiKey, Applied, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter, FileRef,
-    Gauges, Idempotency, Outcome, Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result,
-    RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp, Stats, Store, StoreCheck,
-    Verification, apply,
+    ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
+    EventFilter, FileRef, Gauges, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
+    ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp,
+    Stats, Store, StoreCheck, Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, Writer};
@@ -1123,6 +1123,33 @@ impl Store for SqliteStore {
                     .map_err(translate)?;
                 gauges.database_bytes = pages * page_size;
                 Ok(gauges)
+            })
+            .await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                keys::audit(conn, &entry)?;
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    async fn audit_trail(
+        &self,
+        tenant: Option<&TenantId>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>> {
+        let tenant = tenant.cloned();
+        let before = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let limit = page.limit;
+        self.readers
+            .read(move |conn| {
+                Ok(paginate(
+                    keys::audit_trail(conn, tenant.as_ref(), before, limit)?,
+                    limit,
+                ))
             })
             .await
     }

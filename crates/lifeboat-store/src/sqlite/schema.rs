@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_projects_schemas_idempotency.sql"),
     include_str!("../../migrations/sqlite/0003_assets.sql"),
     include_str!("../../migrations/sqlite/0004_api_keys.sql"),
+    include_str!("../../migrations/sqlite/0005_audit.sql"),
 ];
 
 /// Brings the schema up to date; refuses a database written by a newer Lifeboat.
