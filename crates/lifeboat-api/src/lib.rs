@@ -655,3 +655,15 @@ pub struct AuditBody {
     /// Details of the action.
     pub detail: Value,
 }
+
+/// `POST /sessions/{id}/token`: a token for this session only, shown once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionTokenBody {
+    /// The session it may act on.
+    pub session_id: String,
+    /// The bearer token: `lbs_<id>_<secret>`. It may send this session's heartbeats,
+    /// checkpoints, assets and completion, and dies when the session ends.
+    pub token: String,
+    /// When it was made.
+    pub created_at: String,
+}

@@ -53,8 +53,36 @@ impl Caller {
     }
 }
 
+/// What a session token may do: on its own session, read it, heartbeat, write and read
+/// checkpoints, complete or fail it, and use its assets.
+fn session_token_may(method: &Method, path: &str, session: &str) -> bool {
+    let Some(rest) = path
+        .strip_prefix("/api/v1/sessions/")
+        .and_then(|rest| rest.strip_prefix(session))
+    else {
+        return false;
+    };
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    match rest {
+        "" => read,
+        "/heartbeat" | "/complete" | "/fail" => *method == Method::POST,
+        "/checkpoints" => read || *method == Method::POST,
+        _ => {
+            rest.starts_with("/checkpoints/") && read
+                || rest == "/assets"
+                || rest.starts_with("/assets/") && rest != "/assets/register"
+        }
+    }
+}
+
 /// The key a rate limit counts against: the id of an API key, or the bootstrap key.
 fn caller_key(presented: &str) -> String {
+    if let Some((id, _)) = presented
+        .strip_prefix("lbs_")
+        .and_then(|rest| rest.split_once('_'))
+    {
+        return format!("session-token:{id}");
+    }
     presented
         .strip_prefix("lb_")
         .and_then(|rest| rest.split_once('_'))
@@ -129,7 +157,34 @@ pub(crate) async fn require_token(
             "send Authorization: Bearer <key>",
         ));
     };
-    let (tenant, caller) = if state.admin_token.matches(&presented) {
+    let (tenant, caller) = if presented.starts_with("lbs_") {
+        let Some(token) = state
+            .lifeboat
+            .authenticate_session_token(&presented)
+            .await?
+        else {
+            return Err(ApiError::new(
+                ProblemType::UNAUTHORIZED,
+                "the session token is not valid, or its session has ended",
+            ));
+        };
+        if !session_token_may(
+            request.method(),
+            request.uri().path(),
+            token.session_id.as_str(),
+        ) {
+            return Err(ApiError::new(
+                ProblemType::FORBIDDEN,
+                "a session token may only send its session's heartbeats, checkpoints, assets and completion",
+            ));
+        }
+        let caller = Caller {
+            actor: format!("session-token:{}", token.id),
+            bootstrap: false,
+            scopes: vec!["read".to_owned(), "write".to_owned()],
+        };
+        (token.tenant, caller)
+    } else if state.admin_token.matches(&presented) {
         let caller = Caller {
             actor: "bootstrap".to_owned(),
             bootstrap: true,

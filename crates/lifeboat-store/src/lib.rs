@@ -363,6 +363,21 @@ pub struct AuditEntry {
     pub detail: Value,
 }
 
+/// A session token's record (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    /// The public part of `lbs_<id>_<secret>`.
+    pub id: String,
+    /// The session's tenant.
+    pub tenant: TenantId,
+    /// The one session it may act on.
+    pub session_id: Id,
+    /// SHA-256 (hex) of the secret.
+    pub secret_sha256: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+}
+
 /// An API key's record (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -649,6 +664,12 @@ pub trait Store: Send + Sync + 'static {
         tenant: Option<&TenantId>,
         page: &PageRequest,
     ) -> Result<Page<AuditEntry>>;
+
+    /// Stores a session token (id, tenant, session, SHA-256 of its secret).
+    async fn create_session_token(&self, token: SessionToken) -> Result<()>;
+
+    /// A session token by id.
+    async fn session_token(&self, id: &str) -> Result<Option<SessionToken>>;
 
     /// Stores a new API key.
     async fn create_key(&self, key: ApiKey) -> Result<()>;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use lifeboat_core::{Error as DomainError, Name, Sha256, TenantId};
-use lifeboat_store::{ApiKey, AuditEntry, Error, Page, PageRequest, Result};
+use lifeboat_store::{ApiKey, AuditEntry, Error, Page, PageRequest, Result, SessionToken};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
@@ -145,5 +145,62 @@ impl Lifeboat {
         page: &PageRequest,
     ) -> Result<Page<AuditEntry>> {
         self.inner.store.audit_trail(tenant, page).await
+    }
+}
+
+impl Lifeboat {
+    /// Makes a token that may act only on `session` (its heartbeats, checkpoints, assets
+    /// and completion) — for a browser or worker that must not hold a tenant key. Answers
+    /// its record and the whole token, shown this once.
+    pub async fn create_session_token(
+        &self,
+        tenant: &TenantId,
+        session: &lifeboat_core::Id,
+    ) -> Result<(SessionToken, String)> {
+        let mut id = [0u8; 8];
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut id);
+        rand::rng().fill_bytes(&mut secret);
+        let (id, secret) = (hex::encode(id), hex::encode(secret));
+        let record = SessionToken {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            session_id: session.clone(),
+            secret_sha256: Sha256::of(secret.as_bytes()).as_str().to_owned(),
+            created_at: self.now(),
+        };
+        self.inner
+            .store
+            .create_session_token(record.clone())
+            .await?;
+        Ok((record, format!("lbs_{id}_{secret}")))
+    }
+
+    /// The session token a bearer token names, if it is one and its session has not
+    /// ended (completed, cancelled or purged).
+    pub async fn authenticate_session_token(&self, token: &str) -> Result<Option<SessionToken>> {
+        let Some((id, secret)) = token
+            .strip_prefix("lbs_")
+            .and_then(|rest| rest.split_once('_'))
+        else {
+            return Ok(None);
+        };
+        let Some(record) = self.inner.store.session_token(id).await? else {
+            return Ok(None);
+        };
+        let presented = Sha256::of(secret.as_bytes());
+        let matches: bool = presented
+            .as_str()
+            .as_bytes()
+            .ct_eq(record.secret_sha256.as_bytes())
+            .into();
+        if !matches {
+            return Ok(None);
+        }
+        match self.session(&record.tenant, &record.session_id).await {
+            Ok(session) if !session.status.is_final() => Ok(Some(record)),
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 }

@@ -56,7 +56,7 @@ pub use lifeboat_store::{
     ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
     EventFilter, Gauges, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome, Page,
     PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut,
-    SessionFilter, SessionOp, Stats, Store, StoredResponse, Verification,
+    SessionFilter, SessionOp, SessionToken, Stats, Store, StoredResponse, Verification,
 };
 use serde_json::Value;
 

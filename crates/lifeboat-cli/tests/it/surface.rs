@@ -55,6 +55,7 @@ async fn openapi_describes_every_endpoint() {
         ("/api/v1/keys", "get"),
         ("/api/v1/keys/{id}", "delete"),
         ("/api/v1/audit", "get"),
+        ("/api/v1/sessions/{id}/token", "post"),
         ("/api/v1/sessions/{id}/assets", "get"),
         ("/api/v1/sessions/{id}/assets/register", "post"),
         ("/api/v1/sessions/{id}/assets/{name}", "put"),

@@ -26,6 +26,12 @@ async fn as_key(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The token with its last character changed.
+fn tampered(token: &str) -> String {
+    let last = if token.ends_with('0') { '1' } else { '0' };
+    format!("{}{last}", &token[..token.len() - 1])
+}
+
 async fn key(server: &TestServer, tenant: &str, scopes: &[&str]) -> String {
     let (status, created) = server
         .post("/keys", json!({"tenant": tenant, "scopes": scopes}))
@@ -479,4 +485,111 @@ async fn the_audit_trail_names_who_did_what() {
     assert!(all.contains(&"key.create"), "{all:?}");
     let user = key(&server, "acme", &["read", "write"]).await;
     assert_eq!(as_key(&server, &user, "GET", "/audit", None).await.0, 403);
+}
+
+/// A session token acts only on its session's heartbeats, checkpoints, assets and
+/// completion, and dies with the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tokens_act_on_one_session_only() {
+    let server = TestServer::start().await;
+    server
+        .session(json!({"id": "mine", "kind": "recording"}))
+        .await;
+    server
+        .session(json!({"id": "other", "kind": "recording"}))
+        .await;
+    let (status, created) = server.post("/sessions/mine/token", json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().expect("token").to_owned();
+    assert!(token.starts_with("lbs_"));
+
+    assert_eq!(
+        as_key(
+            &server,
+            &token,
+            "POST",
+            "/sessions/mine/heartbeat",
+            Some(json!({"attempt": 1}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        as_key(
+            &server,
+            &token,
+            "POST",
+            "/sessions/mine/checkpoints",
+            Some(json!({"attempt": 1, "kind": "item", "data": {}}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        as_key(&server, &token, "GET", "/sessions/mine", None)
+            .await
+            .0,
+        200
+    );
+    let upload = server
+        .http
+        .put(server.url("/sessions/mine/assets/chunk.bin"))
+        .bearer_auth(&token)
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(upload.status(), 201);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/sessions/other/heartbeat",
+            Some(json!({"attempt": 1})),
+        ),
+        ("GET", "/sessions/other", None),
+        ("GET", "/sessions", None),
+        ("POST", "/sessions", Some(json!({"kind": "k"}))),
+        (
+            "POST",
+            "/sessions/mine/recover",
+            Some(json!({"option": "continue"})),
+        ),
+        ("POST", "/sessions/mine/token", None),
+        ("GET", "/projects", None),
+        ("GET", "/keys", None),
+    ] {
+        assert_eq!(
+            as_key(&server, &token, method, path, body).await.0,
+            403,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        as_key(
+            &server,
+            &token,
+            "POST",
+            "/sessions/mine/complete",
+            Some(json!({"attempt": 1}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        as_key(&server, &token, "GET", "/sessions/mine", None)
+            .await
+            .0,
+        401,
+        "it died with its session"
+    );
+    let forged = tampered(&token);
+    assert_eq!(
+        as_key(&server, &forged, "GET", "/sessions/mine", None)
+            .await
+            .0,
+        401
+    );
 }

@@ -59,6 +59,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(sessions::create_session, sessions::list_sessions))
         .routes(routes!(sessions::get_session, sessions::delete_session))
         .routes(routes!(sessions::heartbeat))
+        .routes(routes!(sessions::session_token))
         .routes(routes!(
             sessions::create_checkpoint,
             sessions::list_checkpoints

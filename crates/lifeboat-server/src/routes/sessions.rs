@@ -10,7 +10,7 @@ use lifeboat::{
 };
 use lifeboat_api::{
     AttemptBody, CheckpointBody, CheckpointCreated, CreateCheckpoint, CreateSession, Fail,
-    Heartbeat, HeartbeatAck, List, Problem, ProblemType, SessionBody,
+    Heartbeat, HeartbeatAck, List, Problem, ProblemType, SessionBody, SessionTokenBody,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -384,4 +384,29 @@ pub(crate) async fn fail(
         checkpoint,
     };
     session_op(&state, &tenant, &id, op, key, session_of).await
+}
+
+/// Makes a token that may act only on this session — its heartbeats, checkpoints, assets
+/// and completion — for a browser or worker that must not hold a tenant key. Shown once;
+/// it stops working when the session completes or is cancelled.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/token", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 201, body = SessionTokenBody), (status = 404, body = Problem)))]
+pub(crate) async fn session_token(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<SessionTokenBody>), ApiError> {
+    let (record, token) = state
+        .lifeboat
+        .create_session_token(&tenant, &path_id(&id)?)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionTokenBody {
+            session_id: record.session_id.to_string(),
+            token,
+            created_at: rfc3339(record.created_at),
+        }),
+    ))
 }

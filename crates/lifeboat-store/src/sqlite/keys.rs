@@ -1,10 +1,10 @@
 //! API key records.
 
-use lifeboat_core::{TenantId, Timestamp};
+use lifeboat_core::{Id, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::translate;
-use crate::{ApiKey, AuditEntry, Result};
+use crate::{ApiKey, AuditEntry, Result, SessionToken};
 
 const KEY_COLUMNS: &str = "id, tenant, secret_sha256, scopes, created_at, revoked_at";
 
@@ -120,5 +120,43 @@ pub(super) fn audit_trail(
     )
     .map_err(translate)?
     .collect::<rusqlite::Result<_>>()
+    .map_err(translate)
+}
+
+pub(super) fn insert_session_token(conn: &Connection, token: &SessionToken) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO session_tokens (id, tenant, session_id, secret_sha256, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(translate)?
+    .execute(params![
+        token.id,
+        token.tenant.as_str(),
+        token.session_id.as_str(),
+        token.secret_sha256,
+        token.created_at.0
+    ])
+    .map_err(translate)?;
+    Ok(())
+}
+
+pub(super) fn find_session_token(conn: &Connection, id: &str) -> Result<Option<SessionToken>> {
+    conn.prepare_cached(
+        "SELECT id, tenant, session_id, secret_sha256, created_at FROM session_tokens WHERE id = ?1",
+    )
+    .map_err(translate)?
+    .query_row([id], |row| {
+        let session: String = row.get(2)?;
+        Ok(SessionToken {
+            id: row.get(0)?,
+            tenant: TenantId::new(row.get::<_, String>(1)?),
+            session_id: Id::parse(&session).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+            })?,
+            secret_sha256: row.get(3)?,
+            created_at: Timestamp(row.get(4)?),
+        })
+    })
+    .optional()
     .map_err(translate)
 }

@@ -32,7 +32,7 @@ use crate::{
     ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
     EventFilter, FileRef, Gauges, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
     ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp,
-    Stats, Store, StoreCheck, Verification, apply,
+    SessionToken, Stats, Store, StoreCheck, Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, Writer};
@@ -1151,6 +1151,23 @@ impl Store for SqliteStore {
                     limit,
                 ))
             })
+            .await
+    }
+
+    async fn create_session_token(&self, token: SessionToken) -> Result<()> {
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                rows::load_session(conn, &token.tenant, &token.session_id)?;
+                keys::insert_session_token(conn, &token)?;
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    async fn session_token(&self, id: &str) -> Result<Option<SessionToken>> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| keys::find_session_token(conn, &id))
             .await
     }
 
