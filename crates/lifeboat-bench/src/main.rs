@@ -224,7 +224,14 @@ impl Server {
             );
         }
         let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--streams-per-key",
+                "1000",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("LIFEBOAT_ADMIN_TOKEN", TOKEN)
             .env("LIFEBOAT_LOG", "warn")

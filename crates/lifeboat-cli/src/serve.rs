@@ -55,6 +55,9 @@ pub(crate) struct ServeArgs {
     /// Writes a key may make in a burst (default: twice the rate).
     #[arg(long, env = "LIFEBOAT_WRITE_BURST_PER_KEY")]
     write_burst_per_key: Option<u32>,
+    /// Event streams each key may hold open at once (429 beyond).
+    #[arg(long, env = "LIFEBOAT_STREAMS_PER_KEY", default_value_t = lifeboat_server::STREAMS_PER_KEY_DEFAULT)]
+    streams_per_key: usize,
     /// Largest asset upload, in bytes (413 beyond).
     #[arg(long, env = "LIFEBOAT_MAX_ASSET_BYTES", default_value_t = lifeboat::ASSET_BYTES_MAX_DEFAULT)]
     max_asset_bytes: u64,
@@ -171,6 +174,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
                 anyhow::anyhow!("--cors-origin {origin:?} is not a valid origin"),
             )
         })?;
+    let state = state.with_streams_per_key(args.streams_per_key);
     let state = if args.write_rate_per_key > 0 {
         let burst = args
             .write_burst_per_key

@@ -29,6 +29,9 @@ pub use idempotency::InFlight;
 /// but anything bigger belongs in an asset.
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Event streams a key may hold open at once, by default.
+pub const STREAMS_PER_KEY_DEFAULT: usize = 32;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -47,6 +50,10 @@ pub struct AppState {
     pub cors_origins: Vec<HeaderValue>,
     /// Writes per second per key (`None`: unlimited, the default).
     pub write_limit: Option<Arc<WriteLimit>>,
+    /// Event streams each key may hold open at once.
+    pub streams_per_key: usize,
+    /// Event streams open now, per key.
+    pub open_streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 impl AppState {
@@ -64,7 +71,15 @@ impl AppState {
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             cors_origins: Vec::new(),
             write_limit: None,
+            streams_per_key: STREAMS_PER_KEY_DEFAULT,
+            open_streams: Arc::default(),
         }
+    }
+
+    /// Lets each key hold at most `limit` event streams open (429 beyond).
+    pub fn with_streams_per_key(mut self, limit: usize) -> AppState {
+        self.streams_per_key = limit.max(1);
+        self
     }
 
     /// Limits each key to `per_second` writes a second, in bursts of up to `burst`

@@ -193,3 +193,36 @@ async fn sigterm_ends_open_streams() {
     let mut stream = response.bytes_stream();
     while let Some(Ok(_)) = stream.next().await {}
 }
+
+/// Each key may hold a limited number of open streams; closing one frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_per_key_are_limited() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = crate::harness::Binary::start_with(dir.path(), &["--streams-per-key", "2"]);
+    let http = reqwest::Client::new();
+    let open = || {
+        http.get(format!("{}/api/v1/events", server.base))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let first = open().await.expect("first");
+    let second = open().await.expect("second");
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open().await.expect("third");
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    drop(first);
+    let mut reopened = open().await.expect("reopen");
+    for _ in 0..50 {
+        if reopened.status() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reopened = open().await.expect("reopen");
+    }
+    assert_eq!(reopened.status(), 200, "a closed stream frees its place");
+    drop(second);
+}

@@ -49,7 +49,26 @@ fn render(event: &Event) -> String {
     .to_string()
 }
 
+/// Counts an open stream against its key while it lives.
+struct StreamSlot {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 struct Cursor {
+    _slot: StreamSlot,
     lifeboat: Lifeboat,
     tenant: TenantId,
     filter: EventFilter,
@@ -127,9 +146,32 @@ impl Cursor {
 pub(crate) async fn events(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<crate::auth::Caller>,
     ApiQuery(query): ApiQuery<EventQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let slot = {
+        let mut open = state.open_streams.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(caller.actor.clone()).or_insert(0);
+        if *count >= state.streams_per_key {
+            return Err(ApiError::new(
+                ProblemType::RATE_LIMITED,
+                format!(
+                    "this key already holds {} open event streams; close one first",
+                    state.streams_per_key
+                ),
+            )
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            ));
+        }
+        *count += 1;
+        StreamSlot {
+            open: Arc::clone(&state.open_streams),
+            key: caller.actor.clone(),
+        }
+    };
     let filter = EventFilter {
         session_id: query.session_id.as_deref().map(path_id).transpose()?,
         project_id: query.project_id.as_deref().map(path_id).transpose()?,
@@ -150,6 +192,7 @@ pub(crate) async fn events(
     // Subscribed before the catch-up read, so nothing committed in between is missed.
     let feed = state.lifeboat.feed();
     let cursor = Cursor {
+        _slot: slot,
         feed,
         closing: state.closing.subscribe(),
         lifeboat: state.lifeboat.clone(),
