@@ -635,7 +635,7 @@ async fn upload_killed_with_sigkill_leaves_nothing_ok_and_the_retry_completes() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_uploads_live_and_stalled_ones_time_out() {
     let server = TestServer::start_configured(|config| {
-        config.upload_idle_timeout = Duration::from_millis(800);
+        config.upload_idle_timeout = Duration::from_millis(1_500);
     })
     .await;
     server.session(json!({"id": "s", "kind": "k"})).await;
@@ -669,7 +669,7 @@ async fn slow_uploads_live_and_stalled_ones_time_out() {
     };
     // 2.5 s in all, but never more than 250 ms without a byte.
     let slow = upload("slow.bin", usize::MAX, Duration::ZERO);
-    let stalled = upload("stalled.bin", 3, Duration::from_millis(2_000));
+    let stalled = upload("stalled.bin", 3, Duration::from_millis(3_500));
     let slow = tokio::task::spawn_blocking(move || slow.join().expect("slow"))
         .await
         .expect("join");

@@ -192,7 +192,7 @@ async fn a_key_in_flight_is_refused_until_the_first_request_ends() {
     slow.write_all(&body.as_bytes()[..10])
         .await
         .expect("part of the body");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let second = server
         .send(

@@ -295,11 +295,17 @@ async fn restart_grace() {
     assert_eq!(quiet["status"], "incomplete");
     assert_eq!(quiet["crash"]["type"], "server_restart");
     assert_eq!(status_of(&server, "alive").await["status"], "active");
+    // The background sweeper (every 100 ms here) may have persisted it already; either
+    // way exactly one crash is recorded, and only once.
     let (code, swept) = server.post("/admin/sweep", json!({})).await;
     assert_eq!(code, 200);
-    assert_eq!(swept["timed_out"], 1);
+    assert!(
+        swept["timed_out"].as_u64().is_some_and(|n| n <= 1),
+        "{swept}"
+    );
     let (_, stats) = server.get("/stats").await;
     assert_eq!(stats["crashes"]["by_type"]["server_restart"], 1, "{stats}");
+    assert_eq!(stats["crashes"]["total"], 1, "{stats}");
 }
 
 /// A session whose heartbeats keep coming but whose progress does not move is flagged
