@@ -289,6 +289,10 @@ async fn restart_grace() {
         code, 200,
         "a worker that reconnects within the grace keeps its session"
     );
+    // A heartbeat that only extends a lease is acknowledged before its commit (see
+    // docs/durability.md); a write answered after its commit orders the clock jump
+    // below after it.
+    server.post("/admin/sweep", json!({})).await;
 
     clock.advance_ms(5_000);
     let quiet = status_of(&server, "quiet").await;
