@@ -9,7 +9,7 @@ use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use lifeboat::TenantId;
+use lifeboat::{API_KEY_PREFIX, SESSION_TOKEN_PREFIX, TenantId, split_token};
 use lifeboat_api::ProblemType;
 use subtle::ConstantTimeEq;
 
@@ -77,15 +77,10 @@ fn session_token_may(method: &Method, path: &str, session: &str) -> bool {
 
 /// The key a rate limit counts against: the id of an API key, or the bootstrap key.
 fn caller_key(presented: &str) -> String {
-    if let Some((id, _)) = presented
-        .strip_prefix("lbs_")
-        .and_then(|rest| rest.split_once('_'))
-    {
+    if let Some((id, _)) = split_token(presented, SESSION_TOKEN_PREFIX) {
         return format!("session-token:{id}");
     }
-    presented
-        .strip_prefix("lb_")
-        .and_then(|rest| rest.split_once('_'))
+    split_token(presented, API_KEY_PREFIX)
         .map_or_else(|| "bootstrap".to_owned(), |(id, _)| id.to_owned())
 }
 
@@ -157,7 +152,7 @@ pub(crate) async fn require_token(
             "send Authorization: Bearer <key>",
         ));
     };
-    let (tenant, caller) = if presented.starts_with("lbs_") {
+    let (tenant, caller) = if presented.starts_with(SESSION_TOKEN_PREFIX) {
         let Some(token) = state
             .lifeboat
             .authenticate_session_token(&presented)

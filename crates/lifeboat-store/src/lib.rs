@@ -86,6 +86,20 @@ impl SessionOp {
     pub fn is_heartbeat(&self) -> bool {
         matches!(self, SessionOp::Heartbeat { .. })
     }
+
+    /// Whether applying this op looks at the session's assets: a checkpoint that names
+    /// some, or a recovery (which assesses them). Other writes skip the file checks.
+    pub fn needs_assets(&self) -> bool {
+        match self {
+            SessionOp::Checkpoint { checkpoint, .. } => !checkpoint.assets.is_empty(),
+            SessionOp::Fail {
+                checkpoint: Some(checkpoint),
+                ..
+            } => !checkpoint.assets.is_empty(),
+            SessionOp::Recover { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// What a session write produced.

@@ -14,6 +14,34 @@ use crate::Lifeboat;
 /// The scopes a key may hold.
 pub const SCOPES: [&str; 3] = ["read", "write", "admin"];
 
+/// API keys read `lb_<id>_<secret>`.
+pub const API_KEY_PREFIX: &str = "lb_";
+/// Session tokens read `lbs_<id>_<secret>`.
+pub const SESSION_TOKEN_PREFIX: &str = "lbs_";
+
+/// The `(id, secret)` of a bearer token with `prefix`, if it has that shape.
+pub fn split_token<'t>(token: &'t str, prefix: &str) -> Option<(&'t str, &'t str)> {
+    token.strip_prefix(prefix)?.split_once('_')
+}
+
+/// A new credential: a 64-bit public id and a 256-bit secret, both hex.
+fn new_credential() -> (String, String) {
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut id);
+    rand::rng().fill_bytes(&mut secret);
+    (hex::encode(id), hex::encode(secret))
+}
+
+/// Whether `secret` hashes to `stored`, compared in constant time.
+fn secret_matches(secret: &str, stored: &str) -> bool {
+    Sha256::of(secret.as_bytes())
+        .as_str()
+        .as_bytes()
+        .ct_eq(stored.as_bytes())
+        .into()
+}
+
 /// Keys seen so far, by id. This process is the only writer of keys, so the cache is
 /// updated on every change and a revocation takes effect at once.
 #[derive(Default)]
@@ -39,11 +67,7 @@ impl Lifeboat {
         let mut scopes: Vec<String> = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
-        let mut id = [0u8; 8];
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut id);
-        rand::rng().fill_bytes(&mut secret);
-        let (id, secret) = (hex::encode(id), hex::encode(secret));
+        let (id, secret) = new_credential();
         let record = ApiKey {
             id: id.clone(),
             tenant: TenantId::new(tenant.as_str()),
@@ -53,7 +77,7 @@ impl Lifeboat {
             revoked_at: None,
         };
         self.inner.store.create_key(record.clone()).await?;
-        Ok((record, format!("lb_{id}_{secret}")))
+        Ok((record, format!("{API_KEY_PREFIX}{id}_{secret}")))
     }
 
     /// Keys of `tenant`, or of every tenant.
@@ -80,10 +104,7 @@ impl Lifeboat {
 
     /// The live key a bearer token names, if the token is one.
     pub async fn authenticate(&self, token: &str) -> Result<Option<ApiKey>> {
-        let Some((id, secret)) = token
-            .strip_prefix("lb_")
-            .and_then(|rest| rest.split_once('_'))
-        else {
+        let Some((id, secret)) = split_token(token, API_KEY_PREFIX) else {
             return Ok(None);
         };
         let cached = self
@@ -105,12 +126,7 @@ impl Lifeboat {
                 None => return Ok(None),
             },
         };
-        let presented = Sha256::of(secret.as_bytes());
-        let matches: bool = presented
-            .as_str()
-            .as_bytes()
-            .ct_eq(key.secret_sha256.as_bytes())
-            .into();
+        let matches = secret_matches(secret, &key.secret_sha256);
         Ok((matches && key.revoked_at.is_none()).then_some(key))
     }
 }
@@ -157,11 +173,7 @@ impl Lifeboat {
         tenant: &TenantId,
         session: &lifeboat_core::Id,
     ) -> Result<(SessionToken, String)> {
-        let mut id = [0u8; 8];
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut id);
-        rand::rng().fill_bytes(&mut secret);
-        let (id, secret) = (hex::encode(id), hex::encode(secret));
+        let (id, secret) = new_credential();
         let record = SessionToken {
             id: id.clone(),
             tenant: tenant.clone(),
@@ -173,28 +185,19 @@ impl Lifeboat {
             .store
             .create_session_token(record.clone())
             .await?;
-        Ok((record, format!("lbs_{id}_{secret}")))
+        Ok((record, format!("{SESSION_TOKEN_PREFIX}{id}_{secret}")))
     }
 
     /// The session token a bearer token names, if it is one and its session has not
     /// ended (completed, cancelled or purged).
     pub async fn authenticate_session_token(&self, token: &str) -> Result<Option<SessionToken>> {
-        let Some((id, secret)) = token
-            .strip_prefix("lbs_")
-            .and_then(|rest| rest.split_once('_'))
-        else {
+        let Some((id, secret)) = split_token(token, SESSION_TOKEN_PREFIX) else {
             return Ok(None);
         };
         let Some(record) = self.inner.store.session_token(id).await? else {
             return Ok(None);
         };
-        let presented = Sha256::of(secret.as_bytes());
-        let matches: bool = presented
-            .as_str()
-            .as_bytes()
-            .ct_eq(record.secret_sha256.as_bytes())
-            .into();
-        if !matches {
+        if !secret_matches(secret, &record.secret_sha256) {
             return Ok(None);
         }
         match self.session(&record.tenant, &record.session_id).await {

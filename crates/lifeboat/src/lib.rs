@@ -40,7 +40,7 @@ use std::time::Duration;
 pub use assets::{Appended, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::FeedEvent;
-pub use keys::SCOPES;
+pub use keys::{API_KEY_PREFIX, SCOPES, SESSION_TOKEN_PREFIX, split_token};
 pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{
     Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, CheckpointKind,

@@ -9,7 +9,7 @@ use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::harness::{Binary, TOKEN, TestServer};
+use crate::harness::{Binary, TOKEN, TestServer, files_under};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
@@ -372,7 +372,7 @@ async fn hostile_names_are_refused_and_touch_nothing() {
     let (_, listed) = server.get("/sessions/s/assets").await;
     assert_eq!(listed["items"], json!([]), "nothing was stored");
     let blobs = server.dir.path().join("blobs");
-    let stray: Vec<_> = walk(&blobs).into_iter().filter(|p| p.is_file()).collect();
+    let stray: Vec<_> = files_under(&blobs);
     assert!(
         stray.iter().all(|p| p.starts_with(blobs.join("tmp"))),
         "{stray:?}"
@@ -386,20 +386,6 @@ async fn hostile_names_are_refused_and_touch_nothing() {
         )
         .await;
     assert_eq!(register.0, 422);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                found.extend(walk(&path));
-            }
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

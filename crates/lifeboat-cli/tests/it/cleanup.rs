@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::harness::{TestServer, manual_clock};
+use crate::harness::{TestServer, files_under, manual_clock};
 
 const DAY_MS: i64 = 24 * 3_600_000;
 
@@ -221,7 +221,7 @@ async fn verify_reports_and_repair_quarantines() {
     assert_eq!(clean["assets_checked"], json!(1));
 
     crate::recovery::corrupt(&server, "v", 3);
-    let blob = walk_files(&server.dir.path().join("blobs/sha256"));
+    let blob = files_under(&server.dir.path().join("blobs/sha256"));
     std::fs::write(&blob[0], b"tampered").expect("tamper the asset");
     let (_, found) = server.post("/admin/verify", json!({})).await;
     assert_eq!(found["ok"], json!(false));
@@ -268,17 +268,4 @@ async fn verify_reports_and_repair_quarantines() {
             .is_empty(),
         "quarantined ones are known"
     );
-}
-
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk_files(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }

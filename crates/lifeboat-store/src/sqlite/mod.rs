@@ -449,7 +449,12 @@ impl Store for SqliteStore {
                 idempotency::once(conn, &tenant, idempotency, now, || {
                     let (pk, mut session) = rows::load_session(conn, &tenant, &id)?;
                     let before = session.clone();
-                    let checked = session_assets(conn, &blobs, &tenant, &id)?;
+                    // Heartbeats and plain checkpoints stat no files in the writer.
+                    let checked = if op.needs_assets() {
+                        session_assets(conn, &blobs, &tenant, &id)?
+                    } else {
+                        Vec::new()
+                    };
                     let exists = |name: &str| checked.iter().any(|(a, _)| a.name.as_str() == name);
                     let verifies =
                         |name: &str| checked.iter().any(|(a, ok)| *ok && a.name.as_str() == name);
