@@ -536,6 +536,24 @@ pub struct RegisterAsset {
     pub kind: Option<String>,
 }
 
+/// What an export holds (`GET /admin/export`, in its manifest) or an import added
+/// (`POST /admin/import`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct TransferBody {
+    /// Projects.
+    pub projects: u64,
+    /// Their stored revisions.
+    pub revisions: u64,
+    /// Schema versions the projects use (an import counts only new ones).
+    pub schemas: u64,
+    /// Sessions.
+    pub sessions: u64,
+    /// Their checkpoints.
+    pub checkpoints: u64,
+    /// Assets of projects and sessions.
+    pub assets: u64,
+}
+
 /// `POST /admin/cleanup`: what was removed (or, with `dry_run=true`, would be).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CleanupBody {

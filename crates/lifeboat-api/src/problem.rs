@@ -62,6 +62,7 @@ problem_types! {
     UNKNOWN_SCHEMA = "unknown-schema", 422, "The save names a schema that is not registered";
     SCHEMA_VIOLATION = "schema-violation", 422, "The state does not match the project's schema";
     IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused", 422, "The Idempotency-Key was used with a different request";
+    INVALID_ARCHIVE = "invalid-archive", 422, "The archive is damaged, truncated or not a Lifeboat export";
     RATE_LIMITED = "rate-limited", 429, "Too many writes with this key; retry after a moment";
     INTERNAL = "internal", 500, "Internal server error";
     STORAGE_UNAVAILABLE = "storage-unavailable", 503, "Storage is unavailable";

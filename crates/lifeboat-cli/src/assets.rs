@@ -63,7 +63,7 @@ impl OwnerArgs {
     }
 }
 
-fn progress(length: Option<u64>, quiet: bool) -> ProgressBar {
+pub(crate) fn progress(length: Option<u64>, quiet: bool) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

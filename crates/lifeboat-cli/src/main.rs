@@ -8,6 +8,7 @@ mod assets;
 mod client;
 mod projects;
 mod serve;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,10 @@ enum Command {
     Verify(client::VerifyArgs),
     /// Removes old finished sessions, deleted projects, old revisions and orphan files.
     Cleanup(client::CleanupArgs),
+    /// Writes projects and sessions (state, revisions, checkpoints, assets) to an archive.
+    Export(transfer::ExportArgs),
+    /// Imports an archive from `lifeboat export`, checking every hash first.
+    Import(transfer::ImportArgs),
     /// Registers and shows JSON Schemas for projects.
     Schemas {
         #[command(subcommand)]
@@ -116,6 +121,8 @@ fn main() -> ExitCode {
             Command::Stats(connection) => client::stats(connection).await,
             Command::Keys { command } => client::keys(command).await,
             Command::Audit(connection) => client::audit(connection).await,
+            Command::Export(args) => transfer::export(args).await,
+            Command::Import(args) => transfer::import(args).await,
         }
     });
     match outcome {

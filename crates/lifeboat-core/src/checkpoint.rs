@@ -73,7 +73,7 @@ impl CheckpointKind {
 }
 
 /// A lowercase hex SHA-256 digest.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256(String);
 
 impl Sha256 {

@@ -64,6 +64,7 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => ProblemType::NOT_FOUND,
             Error::AlreadyExists { .. } => ProblemType::ALREADY_EXISTS,
             Error::BadCursor => ProblemType::MALFORMED_REQUEST,
+            Error::InvalidArchive(_) => ProblemType::INVALID_ARCHIVE,
             Error::Unavailable(_) => ProblemType::STORAGE_UNAVAILABLE,
             Error::Full(_) => ProblemType::STORAGE_FULL,
             _ => ProblemType::INTERNAL,

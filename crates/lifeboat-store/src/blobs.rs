@@ -135,7 +135,7 @@ impl StoredFile {
 impl BlobStore {
     /// Starts an upload in `tmp/`.
     pub async fn writer(&self) -> io::Result<BlobWriter> {
-        let path = self.root.join("tmp").join(uuid::Uuid::now_v7().to_string());
+        let path = self.temp_path();
         let file = tokio::fs::File::create(&path).await?;
         Ok(BlobWriter {
             file,
@@ -145,31 +145,51 @@ impl BlobStore {
         })
     }
 
+    /// A fresh path under `tmp/` for a file being written.
+    pub fn temp_path(&self) -> PathBuf {
+        self.root.join("tmp").join(uuid::Uuid::now_v7().to_string())
+    }
+
     /// Makes a finished upload durable under its hash: fsync, rename (or drop it if the
     /// same bytes are already stored), fsync the directories.
     async fn commit(&self, temp: PathBuf, sha256: &Sha256) -> io::Result<()> {
+        let blobs = self.clone();
+        let sha256 = sha256.clone();
+        tokio::task::spawn_blocking(move || blobs.keep(&temp, &sha256))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Blocking: moves a fsynced file from `tmp/` into place under `sha256` and fsyncs the
+    /// directories (or drops it if the same bytes are already stored).
+    pub fn keep(&self, temp: &Path, sha256: &Sha256) -> io::Result<()> {
         let target = self.blob_path(sha256);
-        tokio::task::spawn_blocking(move || {
-            let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
-            std::fs::create_dir_all(&dir)?;
-            if target.exists() {
-                // Same bytes already stored. Touch them, so cleanup (which deletes only
-                // old unreferenced files) cannot take them while this upload is recorded.
-                File::options()
-                    .append(true)
-                    .open(&target)?
-                    .set_modified(std::time::SystemTime::now())?;
-                return std::fs::remove_file(&temp);
-            }
-            std::fs::rename(&temp, &target)?;
-            fsync_dir(&dir)?;
-            if let Some(parent) = dir.parent() {
-                fsync_dir(parent)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(io::Error::other)?
+        let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+        std::fs::create_dir_all(&dir)?;
+        if target.exists() {
+            // Same bytes already stored. Touch them, so cleanup (which deletes only
+            // old unreferenced files) cannot take them while this upload is recorded.
+            File::options()
+                .append(true)
+                .open(&target)?
+                .set_modified(std::time::SystemTime::now())?;
+            return std::fs::remove_file(temp);
+        }
+        std::fs::rename(temp, &target)?;
+        fsync_dir(&dir)?;
+        if let Some(parent) = dir.parent() {
+            fsync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    /// Blocking: copies a file from `tmp/` to a new appendable file `open/<key>`, durable
+    /// (file and directory fsynced) when this returns.
+    pub fn copy_to_appendable(&self, temp: &Path, key: &str) -> io::Result<()> {
+        let target = self.appendable_path(key);
+        std::fs::copy(temp, &target)?;
+        File::open(&target)?.sync_all()?;
+        fsync_dir(&self.open_dir())
     }
 }
 

@@ -44,6 +44,9 @@ pub enum Error {
     /// The disk is full; nothing was written.
     #[error("storage full: {0}")]
     Full(String),
+    /// An archive to import is damaged, truncated or not an export; nothing was imported.
+    #[error("{0}")]
+    InvalidArchive(String),
     /// Not an error: a dry run's report, carried out of the transaction it rolls back.
     #[error("dry run")]
     DryRun(crate::CleanupReport, Vec<crate::FileRef>),

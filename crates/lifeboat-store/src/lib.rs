@@ -321,6 +321,33 @@ impl Default for CleanupRules {
     }
 }
 
+/// What an export takes from a tenant. Both lists empty: everything it holds (projects
+/// that are not deleted, and every session). A project brings its sessions along.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Project ids.
+    pub projects: Vec<Id>,
+    /// Session ids.
+    pub sessions: Vec<Id>,
+}
+
+/// What an export holds, or an import added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferCounts {
+    /// Projects.
+    pub projects: u64,
+    /// Their stored revisions.
+    pub revisions: u64,
+    /// Schema versions the projects use.
+    pub schemas: u64,
+    /// Sessions.
+    pub sessions: u64,
+    /// Their checkpoints.
+    pub checkpoints: u64,
+    /// Assets of both.
+    pub assets: u64,
+}
+
 /// What a cleanup run removed (or, in a dry run, would remove).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanupReport {
@@ -668,6 +695,22 @@ pub trait Store: Send + Sync + 'static {
     /// hash, per-session counters. With `repair`, damaged checkpoints are quarantined
     /// (marked invalid, never deleted).
     async fn check_store(&self, repair: bool) -> Result<StoreCheck>;
+
+    /// The records of `selection` as rows without row ids or tenant, shaped
+    /// `{"schemas": [row], "projects": [{"project": row, "revisions": [row], "assets":
+    /// [row]}], "sessions": [{"session": row, "checkpoints": [row], "crashes": [row],
+    /// "recoveries": [row], "assets": [row]}]}`, each row an object of column → value.
+    async fn export_records(
+        &self,
+        tenant: &TenantId,
+        selection: &Selection,
+    ) -> Result<(Value, TransferCounts)>;
+
+    /// Adds exported records to `tenant` in one transaction, or nothing: an id that is
+    /// taken is `AlreadyExists`; rows that do not read back as valid records (a checkpoint
+    /// whose data does not match its hash, revisions that do not rebuild the state) are
+    /// `InvalidArchive`.
+    async fn import_records(&self, tenant: &TenantId, records: Value) -> Result<TransferCounts>;
 
     /// Appends to the audit trail.
     async fn audit(&self, entry: AuditEntry) -> Result<()>;

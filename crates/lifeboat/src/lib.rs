@@ -32,6 +32,7 @@ mod cleanup;
 mod clock;
 mod events;
 mod keys;
+mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -55,10 +56,12 @@ use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
     ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
     EventFilter, Gauges, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome, Page,
-    PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut,
-    SessionFilter, SessionOp, SessionToken, Stats, Store, StoredResponse, Verification,
+    PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut, Selection,
+    SessionFilter, SessionOp, SessionToken, Stats, Store, StoredResponse, TransferCounts,
+    Verification,
 };
 use serde_json::Value;
+pub use transfer::{ARCHIVE_FORMAT, ARCHIVE_VERSION, Export};
 
 /// The largest asset upload by default: 10 GiB.
 pub const ASSET_BYTES_MAX_DEFAULT: u64 = 10 * 1024 * 1024 * 1024;

@@ -13,3 +13,4 @@ mod projects;
 mod recovery;
 mod surface;
 mod tenancy;
+mod transfer;

@@ -7,6 +7,7 @@ mod ops;
 mod projects;
 mod recovery;
 mod sessions;
+mod transfer;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -34,7 +35,9 @@ use crate::{AppState, idempotency};
         assets::get_asset,
         assets::delete_asset,
         assets::list_assets,
-        assets::register_asset
+        assets::register_asset,
+        transfer::export,
+        transfer::import
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -113,6 +116,13 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
     }
     let api = api
         .route_layer(from_fn_with_state(state.clone(), idempotency::track))
+        // Archives are streamed, so they stay out of the Idempotency-Key buffering (a
+        // second import of the same archive answers 409) and the JSON body limit.
+        .route("/api/v1/admin/export", get(transfer::export))
+        .route(
+            "/api/v1/admin/import",
+            post(transfer::import).layer(DefaultBodyLimit::disable()),
+        )
         .route_layer(from_fn_with_state(state, require_token));
     Router::new()
         .merge(api)

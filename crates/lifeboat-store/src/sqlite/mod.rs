@@ -9,6 +9,7 @@ mod keys;
 mod projects;
 mod rows;
 mod schema;
+mod transfer;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -31,8 +32,8 @@ use crate::blobs::{BlobStore, looks_intact};
 use crate::{
     ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
     EventFilter, FileRef, Gauges, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
-    ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, SessionFilter, SessionOp,
-    SessionToken, Stats, Store, StoreCheck, Verification, apply,
+    ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, Selection, SessionFilter,
+    SessionOp, SessionToken, Stats, Store, StoreCheck, TransferCounts, Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, Writer};
@@ -1083,6 +1084,26 @@ impl Store for SqliteStore {
                 .await?;
         }
         Ok(check)
+    }
+
+    async fn export_records(
+        &self,
+        tenant: &TenantId,
+        selection: &Selection,
+    ) -> Result<(Value, TransferCounts)> {
+        let (tenant, selection) = (tenant.clone(), selection.clone());
+        self.readers
+            .read(move |conn| transfer::export(conn, &tenant, &selection))
+            .await
+    }
+
+    async fn import_records(&self, tenant: &TenantId, records: Value) -> Result<TransferCounts> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                transfer::import(conn, &tenant, &records).map(Ok)
+            })
+            .await
     }
 
     async fn all_assets(&self) -> Result<Vec<(TenantId, Owner, Asset)>> {

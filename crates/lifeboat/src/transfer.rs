@@ -1,0 +1,514 @@
+//! Export and import archives: one tar file that moves projects and sessions (state,
+//! revisions, checkpoints, assets) between servers. Entries, in this order:
+//!
+//! - `manifest.json`: the format and version, what it holds, and the SHA-256 and size of
+//!   every other entry;
+//! - `records.json`: the store's rows (see `Store::export_records`);
+//! - `blobs/<sha256>`: each asset's bytes, once per distinct content.
+//!
+//! Import checks every entry against the manifest while it reads, and the records
+//! against the bytes, before anything is placed: a truncated, altered or foreign archive
+//! is refused with nothing imported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use lifeboat_core::{Sha256, TenantId};
+use lifeboat_store::blobs::BlobStore;
+use lifeboat_store::{Error, Result, Selection, TransferCounts};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::Lifeboat;
+
+/// The `format` of an archive's manifest.
+pub const ARCHIVE_FORMAT: &str = "lifeboat-archive";
+/// The archive version this build writes and reads.
+pub const ARCHIVE_VERSION: u64 = 1;
+const MANIFEST: &str = "manifest.json";
+const RECORDS: &str = "records.json";
+const BLOBS: &str = "blobs/";
+/// The largest `manifest.json` or `records.json` an import reads into memory.
+const JSON_ENTRY_MAX: u64 = 1 << 30;
+/// Bytes of a tar header, and the unit entries are padded to.
+const TAR_BLOCK: u64 = 512;
+
+/// An export, ready to be written: the records in memory, the asset bytes still on disk.
+pub struct Export {
+    manifest: Vec<u8>,
+    records: Vec<u8>,
+    blobs: Vec<ExportedBlob>,
+    counts: TransferCounts,
+    created_at: u64,
+}
+
+struct ExportedBlob {
+    sha256: Sha256,
+    size: u64,
+    path: PathBuf,
+}
+
+/// Every asset row of an exported (or imported) document, mutable.
+fn asset_rows(records: &mut Value) -> Vec<&mut serde_json::Map<String, Value>> {
+    let mut rows = Vec::new();
+    let Some(object) = records.as_object_mut() else {
+        return rows;
+    };
+    for (field, owners) in object.iter_mut() {
+        if field != "projects" && field != "sessions" {
+            continue;
+        }
+        for owner in owners.as_array_mut().into_iter().flatten() {
+            let assets = owner.get_mut("assets").and_then(Value::as_array_mut);
+            rows.extend(
+                assets
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_object_mut),
+            );
+        }
+    }
+    rows
+}
+
+fn counts_json(counts: &TransferCounts) -> Value {
+    json!({
+        "projects": counts.projects,
+        "revisions": counts.revisions,
+        "schemas": counts.schemas,
+        "sessions": counts.sessions,
+        "checkpoints": counts.checkpoints,
+        "assets": counts.assets,
+    })
+}
+
+fn padded(size: u64) -> u64 {
+    size.div_ceil(TAR_BLOCK) * TAR_BLOCK
+}
+
+/// Reads through, hashing and counting what passes.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    read: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Hashing<R> {
+        Hashing {
+            inner,
+            hasher: sha2::Sha256::new(),
+            read: 0,
+        }
+    }
+
+    fn finish(self) -> (Sha256, u64) {
+        (
+            Sha256::from_stored(hex::encode(self.hasher.finalize())),
+            self.read,
+        )
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        self.read += read as u64;
+        Ok(read)
+    }
+}
+
+impl Lifeboat {
+    /// Collects an export of `selection` (empty: the whole tenant). Write it with
+    /// [`Export::write_to`].
+    pub async fn export(&self, tenant: &TenantId, selection: &Selection) -> Result<Export> {
+        let (mut records, counts) = self.inner.store.export_records(tenant, selection).await?;
+        let store = self.inner.store.blobs();
+        let mut blobs = BTreeMap::new();
+        for row in asset_rows(&mut records) {
+            let text = |column: &str| row.get(column).and_then(Value::as_str).unwrap_or("");
+            let sha256 = Sha256::from_stored(text("sha256").to_owned());
+            let path = match (text("storage"), text("location")) {
+                ("appendable", key) => store.appendable_path(key),
+                ("external", path) => PathBuf::from(path),
+                _ => store.blob_path(&sha256),
+            };
+            let size = row.get("size").and_then(Value::as_u64).unwrap_or(0);
+            blobs
+                .entry(sha256.clone())
+                .or_insert(ExportedBlob { sha256, size, path });
+        }
+        let blobs: Vec<ExportedBlob> = blobs.into_values().collect();
+        let records = serde_json::to_vec(&records)
+            .map_err(|e| Error::Internal(format!("cannot encode the records: {e}")))?;
+        let mut files = vec![json!({
+            "path": RECORDS,
+            "sha256": Sha256::of(&records).as_str(),
+            "size": records.len(),
+        })];
+        files.extend(blobs.iter().map(|blob| {
+            json!({
+                "path": format!("{BLOBS}{}", blob.sha256.as_str()),
+                "sha256": blob.sha256.as_str(),
+                "size": blob.size,
+            })
+        }));
+        let created_at = u64::try_from(self.now().0).unwrap_or(0);
+        let manifest = serde_json::to_vec_pretty(&json!({
+            "format": ARCHIVE_FORMAT,
+            "version": ARCHIVE_VERSION,
+            "created_at_ms": created_at,
+            "contents": counts_json(&counts),
+            "files": files,
+        }))
+        .map_err(|e| Error::Internal(format!("cannot encode the manifest: {e}")))?;
+        Ok(Export {
+            manifest,
+            records,
+            blobs,
+            counts,
+            created_at: created_at / 1000,
+        })
+    }
+
+    /// Imports an archive into `tenant`. Blocking reads run off the async runtime. The
+    /// archive is checked whole before anything is placed; a damaged one is
+    /// `InvalidArchive`, an id that already exists here `AlreadyExists` — either way
+    /// nothing is imported.
+    pub async fn import<R: Read + Send + 'static>(
+        &self,
+        tenant: &TenantId,
+        reader: R,
+    ) -> Result<TransferCounts> {
+        let store = self.inner.store.blobs().clone();
+        let limit = self.max_asset_bytes();
+        let unpacked = tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || unpack(&store, reader, limit)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("import task failed: {e}")))??;
+        let (records, appendables) = tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || place(&store, unpacked)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("import task failed: {e}")))??;
+        let imported = self.inner.store.import_records(tenant, records).await;
+        if imported.is_err() {
+            // Nothing names these files; content-addressed blobs stay for cleanup, since
+            // other records may share them.
+            for key in appendables {
+                let _ = std::fs::remove_file(store.appendable_path(&key));
+            }
+        }
+        imported
+    }
+}
+
+impl Export {
+    /// What the archive holds.
+    pub fn counts(&self) -> TransferCounts {
+        self.counts
+    }
+
+    /// The exact size of the archive [`Export::write_to`] writes, in bytes.
+    pub fn archive_size(&self) -> u64 {
+        let entries = [self.manifest.len() as u64, self.records.len() as u64]
+            .into_iter()
+            .chain(self.blobs.iter().map(|blob| blob.size));
+        entries.map(|size| TAR_BLOCK + padded(size)).sum::<u64>() + 2 * TAR_BLOCK
+    }
+
+    /// Writes the archive (blocking). Asset bytes are hashed as they are copied: if one no
+    /// longer matches its record, this fails and what was written must be discarded.
+    pub fn write_to<W: Write>(&self, out: W) -> io::Result<W> {
+        let mut tar = tar::Builder::new(out);
+        let header = |size: u64| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(size);
+            header.set_mode(0o644);
+            header.set_mtime(self.created_at);
+            header.set_entry_type(tar::EntryType::Regular);
+            header
+        };
+        tar.append_data(
+            &mut header(self.manifest.len() as u64),
+            MANIFEST,
+            self.manifest.as_slice(),
+        )?;
+        tar.append_data(
+            &mut header(self.records.len() as u64),
+            RECORDS,
+            self.records.as_slice(),
+        )?;
+        for blob in &self.blobs {
+            let file = std::fs::File::open(&blob.path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot read the bytes of asset {}: {e}",
+                        blob.sha256.as_str()
+                    ),
+                )
+            })?;
+            let mut reader = Hashing::new(file.take(blob.size));
+            let path = format!("{BLOBS}{}", blob.sha256.as_str());
+            tar.append_data(&mut header(blob.size), &path, &mut reader)?;
+            let (sha256, size) = reader.finish();
+            if sha256 != blob.sha256 || size != blob.size {
+                return Err(io::Error::other(format!(
+                    "the stored bytes of asset {} no longer match their record \
+                     (run `lifeboat verify`); the export is incomplete",
+                    blob.sha256.as_str()
+                )));
+            }
+        }
+        tar.into_inner()
+    }
+}
+
+/// What an archive held, checked: its records, and its blobs in `tmp/` files.
+struct Unpacked {
+    records: Value,
+    temps: Temps,
+}
+
+/// Files in `tmp/`, removed when dropped unless taken.
+#[derive(Default)]
+struct Temps(BTreeMap<Sha256, (PathBuf, u64)>);
+
+impl Drop for Temps {
+    fn drop(&mut self) {
+        for (path, _) in self.0.values() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn damaged(what: impl std::fmt::Display) -> Error {
+    Error::InvalidArchive(format!(
+        "the archive is damaged: {what}; nothing was imported"
+    ))
+}
+
+/// One entry of the manifest's file list.
+struct Listed {
+    sha256: Sha256,
+    size: u64,
+}
+
+fn parse_manifest(bytes: &[u8]) -> Result<BTreeMap<String, Listed>> {
+    let manifest: Value = serde_json::from_slice(bytes)
+        .map_err(|e| damaged(format!("{MANIFEST} does not parse: {e}")))?;
+    if manifest.get("format").and_then(Value::as_str) != Some(ARCHIVE_FORMAT) {
+        return Err(Error::InvalidArchive(format!(
+            "not a Lifeboat export: {MANIFEST} has no \"format\": \"{ARCHIVE_FORMAT}\""
+        )));
+    }
+    let version = manifest.get("version").and_then(Value::as_u64);
+    if version != Some(ARCHIVE_VERSION) {
+        return Err(Error::InvalidArchive(format!(
+            "archive version {version:?} is not {ARCHIVE_VERSION}, the one this Lifeboat reads"
+        )));
+    }
+    let mut files = BTreeMap::new();
+    let list = manifest.get("files").and_then(Value::as_array);
+    for file in list.into_iter().flatten() {
+        let (Some(path), Some(sha256), Some(size)) = (
+            file.get("path").and_then(Value::as_str),
+            file.get("sha256").and_then(Value::as_str),
+            file.get("size").and_then(Value::as_u64),
+        ) else {
+            return Err(damaged(format!(
+                "{MANIFEST} lists a file without path, sha256 or size"
+            )));
+        };
+        let sha256 = Sha256::parse("sha256", sha256)
+            .map_err(|_| damaged(format!("{path}: invalid sha256")))?;
+        files.insert(path.to_owned(), Listed { sha256, size });
+    }
+    if !files.contains_key(RECORDS) {
+        return Err(damaged(format!("{MANIFEST} does not list {RECORDS}")));
+    }
+    Ok(files)
+}
+
+/// Reads the whole archive, checking each entry against the manifest; asset bytes go to
+/// `tmp/` files (fsynced), nothing else is touched.
+fn unpack(store: &BlobStore, reader: impl Read, limit: u64) -> Result<Unpacked> {
+    let mut archive = tar::Archive::new(reader);
+    let mut manifest: Option<BTreeMap<String, Listed>> = None;
+    let unreadable = |e: io::Error, manifest: &Option<_>| match manifest {
+        None => Error::InvalidArchive(
+            "not a Lifeboat export, or truncated before its manifest.json; nothing was imported"
+                .to_owned(),
+        ),
+        Some(_) => damaged(format!("it is truncated or not a tar file ({e})")),
+    };
+    let entries = archive.entries().map_err(|e| unreadable(e, &manifest))?;
+    let mut seen = BTreeSet::new();
+    let mut records = None;
+    let mut temps = Temps::default();
+    for entry in entries {
+        let entry = entry.map_err(|e| unreadable(e, &manifest))?;
+        let path = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| damaged("an entry's name is not UTF-8"))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(damaged(format!("{path} is not a regular file")));
+        }
+        let size = entry.size();
+        let Some(files) = &manifest else {
+            if path != MANIFEST || size > JSON_ENTRY_MAX {
+                return Err(Error::InvalidArchive(format!(
+                    "not a Lifeboat export: its first entry is {path}, not {MANIFEST}; \
+                     nothing was imported"
+                )));
+            }
+            let (bytes, _) = read_json_entry(entry, size, &path)?;
+            manifest = Some(parse_manifest(&bytes)?);
+            continue;
+        };
+        let Some(listed) = files.get(&path) else {
+            return Err(damaged(format!("{path} is not listed in {MANIFEST}")));
+        };
+        if !seen.insert(path.clone()) {
+            return Err(damaged(format!("{path} appears twice")));
+        }
+        if size != listed.size {
+            return Err(damaged(format!(
+                "{path} holds {size} bytes, {MANIFEST} says {}",
+                listed.size
+            )));
+        }
+        let sha256 = if path == RECORDS {
+            let (bytes, sha256) = read_json_entry(entry, size, &path)?;
+            records = Some(bytes);
+            sha256
+        } else if path.strip_prefix(BLOBS) == Some(listed.sha256.as_str()) {
+            if size > limit {
+                return Err(Error::TooLarge(format!(
+                    "{path} is {size} bytes, more than this server's asset limit of {limit}"
+                )));
+            }
+            let temp = store.temp_path();
+            temps.0.insert(listed.sha256.clone(), (temp.clone(), size));
+            copy_entry(entry, size, &temp, &path)?
+        } else {
+            return Err(damaged(format!("unexpected entry {path}")));
+        };
+        if sha256 != listed.sha256 {
+            return Err(damaged(format!(
+                "{path} does not match its SHA-256 in {MANIFEST}"
+            )));
+        }
+    }
+    let Some(files) = manifest else {
+        return Err(Error::InvalidArchive(format!(
+            "not a Lifeboat export: it has no {MANIFEST}; nothing was imported"
+        )));
+    };
+    if let Some(missing) = files.keys().find(|path| !seen.contains(*path)) {
+        return Err(damaged(format!("it is truncated: {missing} is missing")));
+    }
+    let Some(records) = records else {
+        return Err(damaged(format!("{RECORDS} is missing")));
+    };
+    let records = serde_json::from_slice(&records)
+        .map_err(|e| damaged(format!("{RECORDS} does not parse: {e}")))?;
+    Ok(Unpacked { records, temps })
+}
+
+/// Reads a JSON entry whole, with its hash; a short read is a truncated archive.
+fn read_json_entry(entry: impl Read, size: u64, path: &str) -> Result<(Vec<u8>, Sha256)> {
+    if size > JSON_ENTRY_MAX {
+        return Err(damaged(format!(
+            "{path} is larger than {JSON_ENTRY_MAX} bytes"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut reader = Hashing::new(entry);
+    reader.read_to_end(&mut bytes).map_err(damaged)?;
+    let (sha256, read) = reader.finish();
+    if read != size {
+        return Err(damaged(format!("it is truncated inside {path}")));
+    }
+    Ok((bytes, sha256))
+}
+
+/// Copies an entry to `temp` and fsyncs it; answers its hash.
+fn copy_entry(entry: impl Read, size: u64, temp: &Path, path: &str) -> Result<Sha256> {
+    let unavailable =
+        |e: io::Error| Error::Unavailable(format!("cannot write {}: {e}", temp.display()));
+    let mut file = std::fs::File::create(temp).map_err(unavailable)?;
+    let mut reader = Hashing::new(entry);
+    io::copy(&mut reader, &mut file).map_err(|e| {
+        if e.kind() == io::ErrorKind::StorageFull {
+            Error::Full(e.to_string())
+        } else {
+            damaged(format!("{path}: {e}"))
+        }
+    })?;
+    file.sync_all().map_err(unavailable)?;
+    let (sha256, read) = reader.finish();
+    if read != size {
+        return Err(damaged(format!("it is truncated inside {path}")));
+    }
+    Ok(sha256)
+}
+
+/// Checks the asset records against the blobs, then puts the bytes in place (where no
+/// record names them yet): content-addressed blobs under `sha256/`, appendable assets in
+/// new files of their own. External assets arrive as blobs, since the path they named
+/// is on the old machine. Answers the records to commit and the appendable keys made.
+fn place(store: &BlobStore, unpacked: Unpacked) -> Result<(Value, Vec<String>)> {
+    let Unpacked {
+        mut records,
+        mut temps,
+    } = unpacked;
+    let mut appendables = Vec::new();
+    let mut as_blobs = BTreeSet::new();
+    for row in asset_rows(&mut records) {
+        let name = row
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let sha256 = row
+            .get("sha256")
+            .and_then(Value::as_str)
+            .and_then(|s| Sha256::parse("sha256", s).ok())
+            .ok_or_else(|| damaged(format!("asset {name} has no valid sha256")))?;
+        let size = row.get("size").and_then(Value::as_u64);
+        let Some((temp, stored)) = temps.0.get(&sha256) else {
+            return Err(damaged(format!("the bytes of asset {name} are missing")));
+        };
+        if size != Some(*stored) {
+            return Err(damaged(format!(
+                "asset {name}: its size does not match its bytes"
+            )));
+        }
+        if row.get("storage").and_then(Value::as_str) == Some("appendable") {
+            let key = uuid::Uuid::now_v7().to_string();
+            store
+                .copy_to_appendable(temp, &key)
+                .map_err(|e| Error::Unavailable(format!("cannot place asset {name}: {e}")))?;
+            row.insert("location".to_owned(), Value::String(key.clone()));
+            appendables.push(key);
+        } else {
+            row.insert("storage".to_owned(), Value::String("blob".to_owned()));
+            row.insert("location".to_owned(), Value::Null);
+            as_blobs.insert(sha256);
+        }
+    }
+    for sha256 in as_blobs {
+        if let Some((temp, _)) = temps.0.remove(&sha256) {
+            store
+                .keep(&temp, &sha256)
+                .map_err(|e| Error::Unavailable(format!("cannot place a blob: {e}")))?;
+        }
+    }
+    Ok((records, appendables))
+}
