@@ -38,6 +38,9 @@ impl Lifeboat {
             .store
             .cleanup_records(rules, now, dry_run, candidates)
             .await?;
+        if !dry_run {
+            crate::failpoint::reached("cleanup.after_records");
+        }
         let orphans: HashSet<FileRef> = orphans.into_iter().collect();
         for file in old {
             let unreferenced = match &file {
@@ -58,6 +61,9 @@ impl Lifeboat {
             if !dry_run && let Err(error) = tokio::fs::remove_file(file.path()).await {
                 tracing::warn!(%error, path = %file.path().display(), "cannot delete an orphan file");
                 continue;
+            }
+            if !dry_run && report.orphan_files_deleted == 0 {
+                crate::failpoint::reached("cleanup.after_first_file");
             }
             report.orphan_files_deleted += 1;
             report.bytes_freed += size;

@@ -31,6 +31,7 @@ mod assets;
 mod cleanup;
 mod clock;
 mod events;
+mod failpoint;
 mod keys;
 mod transfer;
 
@@ -41,6 +42,7 @@ use std::time::Duration;
 pub use assets::{Appended, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::FeedEvent;
+pub use failpoint::FAILPOINT_VAR;
 pub use keys::{API_KEY_PREFIX, SCOPES, SESSION_TOKEN_PREFIX, split_token};
 pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{

@@ -2,11 +2,12 @@
 //! and assets, old deleted projects, unreferenced old files — and nothing else, not even
 //! a blob an old session shared with a young one.
 
+use std::process::Command;
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::harness::{TestServer, files_under, manual_clock};
+use crate::harness::{Binary, TestServer, files_under, manual_clock};
 
 const DAY_MS: i64 = 24 * 3_600_000;
 
@@ -268,4 +269,183 @@ async fn verify_reports_and_repair_quarantines() {
             .is_empty(),
         "quarantined ones are known"
     );
+}
+
+/// JSON over HTTP to the real binary.
+async fn call(http: &reqwest::Client, base: &str, method: &str, path: &str, body: Value) -> Value {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let response = http
+        .request(method, format!("{base}/api/v1{path}"))
+        .bearer_auth(crate::harness::TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap_or(Value::Null)
+}
+
+async fn upload(http: &reqwest::Client, base: &str, path: &str, bytes: Vec<u8>) {
+    let response = http
+        .request(reqwest::Method::PUT, format!("{base}/api/v1{path}"))
+        .bearer_auth(crate::harness::TOKEN)
+        .body(bytes)
+        .send()
+        .await
+        .expect("upload");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_cleanup_leaves_a_consistent_store() {
+    // Everything finished is eligible at once, so one cleanup has records and files to
+    // remove; the process is SIGKILLed at each failpoint in turn.
+    let flags = [
+        "--cleanup-session-days",
+        "0",
+        "--cleanup-project-days",
+        "0",
+        "--cleanup-orphan-hours",
+        "0",
+        "--cleanup-interval-hours",
+        "0",
+    ];
+    for failpoint in ["cleanup.after_records", "cleanup.after_first_file"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let http = reqwest::Client::new();
+        let mut server = Binary::start_at_failpoint(dir.path(), &flags, failpoint);
+        let base = server.base.clone();
+        let long = json!(3_600_000);
+        for id in ["keeper", "gone"] {
+            call(
+                &http,
+                &base,
+                "POST",
+                "/sessions",
+                json!({"id": id, "kind": "k", "heartbeat_timeout_ms": long}),
+            )
+            .await;
+            for n in 0..3 {
+                call(
+                    &http,
+                    &base,
+                    "POST",
+                    &format!("/sessions/{id}/checkpoints"),
+                    json!({"attempt": 1, "kind": "item", "data": {"n": n}}),
+                )
+                .await;
+            }
+        }
+        let shared = b"bytes both sessions uploaded".to_vec();
+        upload(
+            &http,
+            &base,
+            "/sessions/keeper/assets/kept.bin",
+            shared.clone(),
+        )
+        .await;
+        upload(
+            &http,
+            &base,
+            "/sessions/gone/assets/shared.bin",
+            shared.clone(),
+        )
+        .await;
+        for (n, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
+            upload(
+                &http,
+                &base,
+                &format!("/sessions/gone/assets/{name}"),
+                vec![n as u8; 10_000],
+            )
+            .await;
+        }
+        call(&http, &base, "POST", "/sessions/gone/cancel", json!({})).await;
+
+        let cleanup = tokio::spawn({
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                http.post(format!("{base}/api/v1/admin/cleanup"))
+                    .bearer_auth(crate::harness::TOKEN)
+                    .send()
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || {
+            server.wait_for_failpoint();
+            server.kill_9();
+        })
+        .await
+        .expect("kill at the failpoint");
+        assert!(
+            cleanup.await.expect("join").is_err(),
+            "{failpoint}: the cleanup never answered"
+        );
+
+        let server = Binary::start_with(dir.path(), &flags);
+        let base = server.base.clone();
+        // Three orphans (a, b, c) were due: the kill left all three, or two.
+        let left_over = files_under(&dir.path().join("blobs")).len() - 1;
+        let due = if failpoint == "cleanup.after_records" {
+            3
+        } else {
+            2
+        };
+        assert_eq!(left_over, due, "{failpoint}");
+        let verify = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["verify", "--url", &base, "--token", crate::harness::TOKEN])
+            .output()
+            .expect("run lifeboat verify");
+        assert!(
+            verify.status.success(),
+            "{failpoint}: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        let gone = http
+            .get(format!("{base}/api/v1/sessions/gone"))
+            .bearer_auth(crate::harness::TOKEN)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(gone.status(), 404, "{failpoint}: the purge committed");
+        let recovery = call(
+            &http,
+            &base,
+            "GET",
+            "/sessions/keeper/recovery",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(recovery["resume_from"]["seq"], json!(3), "{failpoint}");
+        let kept = http
+            .get(format!("{base}/api/v1/sessions/keeper/assets/kept.bin"))
+            .bearer_auth(crate::harness::TOKEN)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            kept.bytes().await.expect("body").to_vec(),
+            shared,
+            "{failpoint}"
+        );
+
+        // The next run finishes the job: only the keeper's blob is left.
+        let report = call(&http, &base, "POST", "/admin/cleanup", Value::Null).await;
+        assert_eq!(report["sessions_purged"], json!(0), "{failpoint}: {report}");
+        let left = files_under(&dir.path().join("blobs"));
+        assert_eq!(left.len(), 1, "{failpoint}: {left:?}");
+        assert_eq!(
+            report["orphan_files_deleted"],
+            json!(left_over),
+            "{failpoint}"
+        );
+    }
 }

@@ -267,14 +267,47 @@ impl Binary {
 
     /// Starts the binary with extra `serve` flags.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        Binary::spawn(
+            Command::new(env!("CARGO_BIN_EXE_lifeboat")),
+            data_dir,
+            flags,
+        )
+    }
+
+    /// Starts the binary set to stop dead at `failpoint` (see `lifeboat::FAILPOINT_VAR`);
+    /// its stderr is kept for [`Binary::wait_for_failpoint`].
+    pub fn start_at_failpoint(data_dir: &Path, flags: &[&str], failpoint: &str) -> Binary {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        command
+            .env(lifeboat::FAILPOINT_VAR, failpoint)
+            .stderr(Stdio::piped());
+        Binary::spawn(command, data_dir, flags)
+    }
+
+    /// Blocks until the process says it reached its failpoint (panics after 30 s).
+    pub fn wait_for_failpoint(&mut self) {
+        let stderr = self.child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if line.starts_with("failpoint ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the failpoint is reached");
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, flags: &[&str]) -> Binary {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(flags)
             .env("LIFEBOAT_ADMIN_TOKEN", TOKEN)
             .env("LIFEBOAT_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn lifeboat");
         let stdout = child.stdout.take().expect("stdout");
