@@ -139,8 +139,11 @@ fn main() -> anyhow::Result<()> {
     println!("\n## Operations: verify speed, and writers with 100 event subscribers");
     let ops = runtime.block_on(ops::run(&root.path().join("ops"), window))?;
     println!(
-        "checkpoint writes, 16 clients: {:.0}/s alone, {:.0}/s with 100 SSE subscribers ({:.2}x; {} events delivered)",
+        "checkpoint writes, 16 clients: {:.0}/s alone; {:.0}/s with 100 SSE subscribers each following one written session ({:.2}x; {} events delivered); {:.0}/s with 100 following everything ({:.2}x; {} events delivered)",
         ops.writes_alone,
+        ops.writes_following,
+        ops.writes_following / ops.writes_alone,
+        ops.followed_events,
         ops.writes_with_subscribers,
         ops.writes_with_subscribers / ops.writes_alone,
         ops.events_received

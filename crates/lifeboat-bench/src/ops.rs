@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,10 +26,47 @@ pub(crate) struct OpsResult {
     pub(crate) verify_mb_s: f64,
     pub(crate) sha256sum_mb_s: f64,
     pub(crate) writes_alone: f64,
+    pub(crate) writes_following: f64,
+    pub(crate) followed_events: u64,
     pub(crate) writes_with_subscribers: f64,
     pub(crate) events_received: u64,
     pub(crate) writes_bootstrap_key: f64,
     pub(crate) writes_tenant_key: f64,
+}
+
+/// Checkpoint writes at 16 clients while `SUBSCRIBERS` event streams (with the query
+/// `query(n)`) read along; answers writes/s and the events the streams received.
+async fn with_subscribers(
+    base: &str,
+    query: impl Fn(usize) -> String,
+    window: Duration,
+) -> anyhow::Result<(f64, u64)> {
+    let http = reqwest::Client::new();
+    let received = Arc::new(AtomicU64::new(0));
+    let mut subscribers = Vec::new();
+    for n in 0..SUBSCRIBERS {
+        let response = http
+            .get(format!("{base}/api/v1/events{}", query(n)))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        if response.status() != 200 {
+            bail!("subscribing: {}", response.status());
+        }
+        let received = Arc::clone(&received);
+        subscribers.push(tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            while let Some(Ok(chunk)) = stream.next().await {
+                let events = chunk.windows(3).filter(|w| w == b"id:").count() as u64;
+                received.fetch_add(events, Ordering::Relaxed);
+            }
+        }));
+    }
+    let writes = load::run(base, Op::Checkpoint, 16, window).await?;
+    for subscriber in &subscribers {
+        subscriber.abort();
+    }
+    Ok((writes.ops_per_second, received.load(Ordering::Relaxed)))
 }
 
 pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResult> {
@@ -76,31 +115,18 @@ pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResul
     let bootstrap = load::run(&server.base, Op::Checkpoint, 16, window).await?;
     let tenant = load::run_as(&server.base, &tenant_key, Op::Checkpoint, 16, window).await?;
 
-    // Writes with nobody listening, then with 100 subscribers reading every event.
+    // Writes with nobody listening; with 100 subscribers each following one of the 16
+    // written sessions (a browser tab per document); with 100 reading every event.
     let alone = load::run(&server.base, Op::Checkpoint, 16, window).await?;
-    let mut subscribers = Vec::new();
-    for _ in 0..SUBSCRIBERS {
-        let response = http
-            .get(format!("{api}/events"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await?;
-        subscribers.push(tokio::spawn(async move {
-            let mut stream = response.bytes_stream();
-            let mut events = 0u64;
-            while let Some(Ok(chunk)) = stream.next().await {
-                events += chunk.windows(3).filter(|w| w == b"id:").count() as u64;
-            }
-            events
-        }));
-    }
-    let listened = load::run(&server.base, Op::Checkpoint, 16, window).await?;
-    let stopped = server.stop();
-    let mut events_received = 0;
-    for subscriber in subscribers {
-        events_received += subscriber.await.unwrap_or(0);
-    }
-    stopped?;
+    let (following, followed_events) = with_subscribers(
+        &server.base,
+        |n| format!("?session_id=bench-{}", n % 16),
+        window,
+    )
+    .await?;
+    let (listened, events_received) =
+        with_subscribers(&server.base, |_| String::new(), window).await?;
+    server.stop()?;
 
     // A store of 20,000 checkpoints of 4 KiB and one 256 MiB asset, verified whole.
     let server = Server::start(&dir.join("verify"))?;
@@ -166,7 +192,9 @@ pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResul
         verify_mb_s: verify_bytes as f64 / 1e6 / verify_s,
         sha256sum_mb_s: verify_bytes as f64 / 1e6 / sha256sum_s,
         writes_alone: alone.ops_per_second,
-        writes_with_subscribers: listened.ops_per_second,
+        writes_following: following,
+        followed_events,
+        writes_with_subscribers: listened,
         events_received,
         writes_bootstrap_key: bootstrap.ops_per_second,
         writes_tenant_key: tenant.ops_per_second,

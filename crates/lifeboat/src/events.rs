@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::{Inner, Lifeboat};
 
-/// Events buffered per subscriber before it must catch up from the log.
+/// Commits buffered per subscriber before it must catch up from the log.
 pub(crate) const FEED_CAPACITY: usize = 4_096;
 /// Events read from the log per query.
 const BATCH: u32 = 1_000;
@@ -25,15 +25,19 @@ pub struct FeedEvent {
     pub rendered: OnceLock<String>,
 }
 
+/// The events of one commit (at most a log read's worth), in `seq` order: a subscriber
+/// wakes once per commit, not once per event.
+pub type FeedBatch = Arc<[FeedEvent]>;
+
 impl Lifeboat {
-    /// A receiver of every tenant's events as they commit (filter by tenant yourself).
-    /// On `Lagged`, read the missed events with [`Lifeboat::events`].
-    pub fn feed(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+    /// A receiver of every tenant's events as they commit, a batch per commit (filter by
+    /// tenant yourself). On `Lagged`, read the missed events with [`Lifeboat::events`].
+    pub fn feed(&self) -> broadcast::Receiver<FeedBatch> {
         self.inner.feed.subscribe()
     }
 }
 
-pub(crate) async fn feed_loop(inner: Weak<Inner>, sender: broadcast::Sender<Arc<FeedEvent>>) {
+pub(crate) async fn feed_loop(inner: Weak<Inner>, sender: broadcast::Sender<FeedBatch>) {
     let (mut commits, mut after) = match inner.upgrade() {
         Some(inner) => (
             inner.store.subscribe(),
@@ -51,13 +55,17 @@ pub(crate) async fn feed_loop(inner: Weak<Inner>, sender: broadcast::Sender<Arc<
                 match inner.store.all_events(after, BATCH).await {
                     Ok(events) => {
                         let full = events.len() == BATCH as usize;
-                        for event in events {
-                            after = event.seq;
+                        if let Some(last) = events.last() {
+                            after = last.seq;
+                            let batch: FeedBatch = events
+                                .into_iter()
+                                .map(|event| FeedEvent {
+                                    event,
+                                    rendered: OnceLock::new(),
+                                })
+                                .collect();
                             // No receivers is fine: nobody is listening.
-                            let _ = sender.send(Arc::new(FeedEvent {
-                                event,
-                                rendered: OnceLock::new(),
-                            }));
+                            let _ = sender.send(batch);
                         }
                         if !full {
                             break;

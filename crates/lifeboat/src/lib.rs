@@ -41,7 +41,7 @@ use std::time::Duration;
 
 pub use assets::{Appended, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::FeedEvent;
+pub use events::{FeedBatch, FeedEvent};
 pub use failpoint::FAILPOINT_VAR;
 pub use keys::{API_KEY_PREFIX, SCOPES, SESSION_TOKEN_PREFIX, split_token};
 pub use lifeboat_core::Error as DomainError;
@@ -125,7 +125,7 @@ struct Inner {
     ready_at: Timestamp,
     assets: assets::AssetState,
     cleanup: CleanupRules,
-    feed: tokio::sync::broadcast::Sender<Arc<events::FeedEvent>>,
+    feed: tokio::sync::broadcast::Sender<events::FeedBatch>,
     keys: keys::KeyCache,
 }
 

@@ -5,16 +5,15 @@
 //! for all subscribers. A subscriber that falls behind the feed's buffer goes back to the
 //! log; it never holds up a writer.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::Stream;
-use lifeboat::{Event, EventFilter, FeedEvent, Lifeboat, TenantId};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use lifeboat::{Event, EventFilter, FeedBatch, Lifeboat, TenantId};
 use lifeboat_api::{Problem, ProblemType};
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -38,15 +37,16 @@ pub(crate) struct EventQuery {
     project_id: Option<String>,
 }
 
-/// The `data:` of an event: `{seq, type, created_at, data}`.
+/// An event as one SSE frame: `id:`, `event:`, and `data:` holding
+/// `{seq, type, created_at, data}` on one line (JSON has no raw newlines).
 fn render(event: &Event) -> String {
-    serde_json::json!({
+    let data = serde_json::json!({
         "seq": event.seq,
         "type": event.kind,
         "created_at": crate::convert::rfc3339(event.created_at),
         "data": event.data,
-    })
-    .to_string()
+    });
+    format!("id: {}\nevent: {}\ndata: {data}\n\n", event.seq, event.kind)
 }
 
 /// Counts an open stream against its key while it lives.
@@ -73,64 +73,68 @@ struct Cursor {
     tenant: TenantId,
     filter: EventFilter,
     after: i64,
-    /// Events to send, each with its rendered JSON.
-    pending: VecDeque<(i64, String, String)>,
     /// Reading the log (at the start, and after falling behind the live feed).
     catching_up: bool,
-    feed: broadcast::Receiver<Arc<FeedEvent>>,
+    feed: broadcast::Receiver<FeedBatch>,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// When the stream last sent anything: a keep-alive is due `KEEP_ALIVE` after.
+    sent_at: tokio::time::Instant,
 }
 
 impl Cursor {
-    /// The next event: from the log while catching up, then from the live feed.
-    async fn next(mut self) -> Option<(SseEvent, Cursor)> {
+    /// The next piece of the stream: every event of a log read or of a commit that this
+    /// stream wants, as one chunk (one write to the socket), or a keep-alive comment.
+    async fn next(mut self) -> Option<(Bytes, Cursor)> {
         loop {
             if *self.closing.borrow() {
                 return None;
             }
-            if let Some((seq, kind, json)) = self.pending.pop_front() {
-                self.after = seq;
-                let sse = SseEvent::default()
-                    .id(seq.to_string())
-                    .event(kind)
-                    .data(json);
-                return Some((sse, self));
-            }
+            let mut chunk = String::new();
             if self.catching_up {
                 match self
                     .lifeboat
                     .events(&self.tenant, self.after, &self.filter, BATCH)
                     .await
                 {
-                    Ok(events) if !events.is_empty() => self.pending.extend(
-                        events
-                            .into_iter()
-                            .map(|e| (e.seq, e.kind.clone(), render(&e))),
-                    ),
+                    Ok(events) if !events.is_empty() => {
+                        for event in &events {
+                            chunk.push_str(&render(event));
+                            self.after = event.seq;
+                        }
+                    }
                     Ok(_) => self.catching_up = false,
                     Err(error) => {
                         tracing::warn!(%error, "the event stream cannot read the log");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
-                continue;
-            }
-            tokio::select! {
-                received = self.feed.recv() => match received {
-                    Ok(fed) => {
-                        let event = &fed.event;
-                        if event.seq > self.after
-                            && event.tenant == self.tenant
-                            && self.filter.matches(event)
-                        {
-                            let json = fed.rendered.get_or_init(|| render(event)).clone();
-                            self.pending.push_back((event.seq, event.kind.clone(), json));
+            } else {
+                tokio::select! {
+                    received = self.feed.recv() => match received {
+                        Ok(batch) => {
+                            for fed in batch.iter() {
+                                let event = &fed.event;
+                                if event.seq > self.after
+                                    && event.tenant == self.tenant
+                                    && self.filter.matches(event)
+                                {
+                                    chunk.push_str(fed.rendered.get_or_init(|| render(event)));
+                                    self.after = event.seq;
+                                }
+                            }
                         }
+                        Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = self.closing.changed() => {}
+                    _ = tokio::time::sleep_until(self.sent_at + KEEP_ALIVE) => {
+                        chunk.push_str(":\n\n");
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = self.closing.changed() => {}
+                }
+            }
+            if !chunk.is_empty() {
+                self.sent_at = tokio::time::Instant::now();
+                return Some((Bytes::from(chunk), self));
             }
         }
     }
@@ -149,7 +153,7 @@ pub(crate) async fn events(
     Extension(caller): Extension<crate::auth::Caller>,
     ApiQuery(query): ApiQuery<EventQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let slot = {
         let mut open = state.open_streams.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(caller.actor.clone()).or_insert(0);
@@ -199,14 +203,21 @@ pub(crate) async fn events(
         tenant,
         filter,
         after,
-        pending: VecDeque::new(),
         catching_up: true,
+        sent_at: tokio::time::Instant::now(),
     };
     let stream = futures_util::stream::unfold(cursor, |cursor| async move {
         cursor
             .next()
             .await
-            .map(|(event, cursor)| (Ok(event), cursor))
+            .map(|(chunk, cursor)| (Ok::<_, Infallible>(chunk), cursor))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
