@@ -9,6 +9,7 @@ mod events;
 mod harness;
 mod idempotency;
 mod lifecycle;
+mod matrix;
 mod projects;
 mod recovery;
 mod surface;
