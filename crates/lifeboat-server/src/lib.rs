@@ -20,6 +20,7 @@ use lifeboat::Lifeboat;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use auth::{AdminToken, WriteLimit};
 pub use error::ApiError;
@@ -108,12 +109,34 @@ pub fn app(state: AppState) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router
+    security_headers(router)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panic_response,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Headers that keep a browser from sniffing, framing or leaking what it is shown: no
+/// response of this API is a page to render (a dashboard would set its own CSP).
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+];
+
+fn security_headers(mut router: Router<AppState>) -> Router<AppState> {
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
 }
 
 /// The CORS policy for `origins`: none at all when empty (browsers then refuse

@@ -309,3 +309,44 @@ async fn cli_assets() {
         "a bad name is refused before any byte is sent"
     );
 }
+
+/// Every answer — data, problems, probes — tells a browser not to sniff, frame or leak it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_security_headers() {
+    let server = TestServer::start().await;
+    for (path, token) in [
+        ("/api/v1/sessions", true),
+        ("/api/v1/sessions/nope", true),
+        ("/api/v1/sessions", false),
+        ("/healthz", false),
+        ("/api/v1/openapi.json", false),
+    ] {
+        let mut request = server.http.get(format!("{}{path}", server.base));
+        if token {
+            request = request.bearer_auth(crate::harness::TOKEN);
+        }
+        let response = request.send().await.expect("request");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(header("x-frame-options").as_deref(), Some("DENY"), "{path}");
+        assert_eq!(
+            header("referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{path}"
+        );
+        assert!(
+            header("content-security-policy").is_some_and(|v| v.contains("default-src 'none'")),
+            "{path}"
+        );
+    }
+}
