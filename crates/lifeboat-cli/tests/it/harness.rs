@@ -274,6 +274,16 @@ impl Binary {
         )
     }
 
+    /// Starts the binary through a wrapper command (`fiu-run -x`, say), which must exec it
+    /// in the same process.
+    pub fn start_under(wrapper: &[&str], data_dir: &Path, flags: &[&str]) -> Binary {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(env!("CARGO_BIN_EXE_lifeboat"));
+        Binary::spawn(command, data_dir, flags)
+    }
+
     /// Starts the binary set to stop dead at `failpoint` (see `lifeboat::FAILPOINT_VAR`);
     /// its stderr is kept for [`Binary::wait_for_failpoint`].
     pub fn start_at_failpoint(data_dir: &Path, flags: &[&str], failpoint: &str) -> Binary {

@@ -6,6 +6,7 @@ mod cleanup;
 mod crash;
 mod errors;
 mod events;
+mod faults;
 mod harness;
 mod idempotency;
 mod lifecycle;

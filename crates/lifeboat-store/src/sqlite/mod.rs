@@ -154,7 +154,7 @@ impl SqliteStore {
         })?;
         Ok(SqliteStore {
             blobs,
-            writer: Writer::spawn(conn)?,
+            writer: Writer::spawn(conn, path.clone())?,
             readers: Arc::new(Readers {
                 path,
                 idle: Mutex::new(Vec::new()),

@@ -7,13 +7,21 @@
 //! write answers [`Error::Unavailable`] until restart, because a retried fsync cannot be
 //! trusted. A full disk answers [`Error::Full`] and does not poison: SQLite has rolled the
 //! transaction back and the database is intact.
+//!
+//! A commit that fails after SQLite wrote its frames to the WAL (a failed fsync) would
+//! still be found by the WAL recovery at the next start, although its writes were
+//! refused. So the writer tracks how much of the WAL holds committed frames (through the
+//! WAL hook, which also runs the checkpoints) and, when it is poisoned, cuts the WAL back
+//! to that length: what was refused stays refused after a restart.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Instant;
 
 use rusqlite::Connection;
+use rusqlite::wal::CheckpointMode;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::translate;
@@ -23,6 +31,11 @@ use crate::Error;
 const QUEUE_CAPACITY: usize = 8_192;
 /// Most writes in one transaction, so one batch never holds the lock for long.
 const BATCH_MAX: usize = 512;
+/// A checkpoint runs once the WAL holds this many frames (SQLite's own default).
+const CHECKPOINT_FRAMES: i32 = 1_000;
+/// Bytes of the WAL header, and of each frame's header.
+const WAL_HEADER: u64 = 32;
+const FRAME_HEADER: u64 = 24;
 
 /// What a write job reports back to the loop.
 pub(super) struct Finished {
@@ -57,15 +70,16 @@ pub(super) enum Ack {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub(super) fn spawn(conn: Connection) -> Result<Writer, Error> {
+    /// Starts the writer thread on `conn`, the connection to the database at `path`.
+    pub(super) fn spawn(mut conn: Connection, path: PathBuf) -> Result<Writer, Error> {
+        let wal = WalTail::start(&mut conn, path)?;
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let poisoned = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&poisoned);
         let (committed, commits) = watch::channel(0);
         thread::Builder::new()
             .name("lifeboat-writer".to_owned())
-            .spawn(move || run(conn, jobs, flag, committed))
+            .spawn(move || run(conn, jobs, flag, committed, wal))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             queue,
@@ -130,6 +144,71 @@ impl Writer {
     }
 }
 
+/// How much of the WAL file holds frames that must survive: everything after it belongs
+/// to no successful commit.
+struct WalTail {
+    /// The `-wal` file.
+    path: PathBuf,
+    /// Bytes of one frame: its header and one page.
+    frame_bytes: u64,
+    /// Frames of the WAL still needed after the last commit (0 once a checkpoint has
+    /// copied them all into the database file).
+    needed: Arc<AtomicU64>,
+}
+
+impl WalTail {
+    /// Empties the WAL (a truncating checkpoint), then installs the WAL hook, which
+    /// records the committed length after each commit and checkpoints as SQLite would.
+    fn start(conn: &mut Connection, database: PathBuf) -> Result<WalTail, Error> {
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(translate)?;
+        let page_size: u64 = conn
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .map_err(translate)?;
+        let needed = Arc::new(AtomicU64::new(0));
+        let recorder = Arc::clone(&needed);
+        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, frames: i32| {
+            let mut kept = u64::try_from(frames).unwrap_or(0);
+            if frames >= CHECKPOINT_FRAMES {
+                // A checkpoint that copied every frame leaves none needed.
+                if let Ok((log, done)) = wal.checkpoint_v2(CheckpointMode::PASSIVE)
+                    && log >= 0
+                    && log == done
+                {
+                    kept = 0;
+                }
+            }
+            recorder.store(kept, Ordering::Release);
+            Ok(())
+        }))
+        .map_err(translate)?;
+        let mut path = database.into_os_string();
+        path.push("-wal");
+        Ok(WalTail {
+            path: PathBuf::from(path),
+            frame_bytes: FRAME_HEADER + page_size,
+            needed,
+        })
+    }
+
+    /// Cuts the WAL back to its committed frames, so a commit that failed halfway (its
+    /// frames written, its fsync failed) is not replayed at the next start.
+    fn discard_uncommitted(&self) {
+        let keep = WAL_HEADER + self.needed.load(Ordering::Acquire) * self.frame_bytes;
+        let cut = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|file| match file.metadata()?.len() {
+                len if len > keep => file.set_len(keep).map(|()| len - keep),
+                _ => Ok(0),
+            });
+        match cut {
+            Ok(bytes) => tracing::warn!(bytes, "cut the failed commit from the WAL"),
+            Err(error) => tracing::error!(%error, "cannot cut the failed commit from the WAL"),
+        }
+    }
+}
+
 fn poisoned_error() -> Error {
     Error::Unavailable(
         "a commit failed earlier, so writes are stopped until the server restarts".to_owned(),
@@ -141,6 +220,7 @@ fn run(
     mut jobs: mpsc::Receiver<Job>,
     poisoned: Arc<AtomicBool>,
     committed: watch::Sender<u64>,
+    wal: WalTail,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
     while let Some(first) = jobs.blocking_recv() {
@@ -170,6 +250,7 @@ fn run(
             Err(Error::Unavailable(reason)) => {
                 tracing::error!(%reason, "commit failed; writes are stopped until restart");
                 poisoned.store(true, Ordering::Release);
+                wal.discard_uncommitted();
             }
             Err(_) => {}
         }
