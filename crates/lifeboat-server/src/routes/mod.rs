@@ -56,6 +56,70 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Errors are `application/problem+json`, and every operation lists the problems any
+/// request can meet (a malformed body, a missing key or scope, a rate limit, a storage
+/// fault) besides those its handler declares.
+struct ProblemResponses;
+
+/// Statuses any operation may answer with a problem.
+const ANY_OPERATION: [(&str, &str); 11] = [
+    ("400", "The request is malformed"),
+    ("401", "Missing or invalid bearer token"),
+    ("403", "The key may not do this"),
+    ("404", "No such resource"),
+    ("413", "The request body is too large"),
+    ("415", "Unsupported content type"),
+    ("422", "The request is well-formed but invalid"),
+    ("429", "Too many writes with this key"),
+    ("500", "Internal server error"),
+    ("503", "Storage is unavailable"),
+    ("507", "Storage is full"),
+];
+
+impl utoipa::Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, RefOr, ResponseBuilder, schema::Ref};
+        let problem = || Content::new(Some(Ref::from_schema_name("Problem")));
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                for response in responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem = response.content.get("application/json").is_some_and(|c| {
+                        matches!(c, RefOr::T(c) if matches!(&c.schema,
+                            Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem")))
+                    });
+                    if is_problem {
+                        response.content.shift_remove("application/json");
+                        response
+                            .content
+                            .insert("application/problem+json".to_owned(), RefOr::T(problem()));
+                    }
+                }
+                for (status, title) in ANY_OPERATION {
+                    responses.entry(status.to_owned()).or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(title)
+                                .content("application/problem+json", problem())
+                                .build(),
+                        )
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Builds the router (state is attached by the caller).
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -96,6 +160,8 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(ops::cleanup))
         .routes(routes!(ops::verify_store))
         .split_for_parts();
+    let mut openapi = openapi;
+    utoipa::Modify::modify(&ProblemResponses, &mut openapi);
     let openapi_json = openapi.to_pretty_json().unwrap_or_default();
     let mut api = api;
     for owner in ["sessions", "projects"] {

@@ -362,9 +362,9 @@ fn schema_path(name: &str, version: &str) -> Result<SchemaRef, ApiError> {
 /// Registers a JSON Schema (Draft 2020-12) version. The body is the schema itself.
 /// A registered version is immutable: 200 for the identical body, 409 for another.
 #[utoipa::path(put, path = "/api/v1/schemas/{name}/{version}", tag = "schemas",
-    request_body(content = Object, description = "The JSON Schema document"),
+    request_body(content = serde_json::Value, description = "The JSON Schema document (an object, or true / false)"),
     params(("name" = String, Path, description = "Schema name"), ("version" = String, Path, description = "Version")),
-    responses((status = 201, body = Object), (status = 200, body = Object), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = serde_json::Value), (status = 200, body = serde_json::Value), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn put_schema(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
@@ -392,7 +392,7 @@ pub(crate) async fn put_schema(
 /// A registered schema version.
 #[utoipa::path(get, path = "/api/v1/schemas/{name}/{version}", tag = "schemas",
     params(("name" = String, Path, description = "Schema name"), ("version" = String, Path, description = "Version")),
-    responses((status = 200, body = Object), (status = 404, body = Problem)))]
+    responses((status = 200, body = serde_json::Value), (status = 404, body = Problem)))]
 pub(crate) async fn get_schema(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
