@@ -149,7 +149,7 @@ fn main() -> anyhow::Result<()> {
         ops.events_received
     );
     println!(
-        "checkpoint writes, 16 clients: {:.0}/s with the bootstrap key, {:.0}/s with a tenant key ({:.2}x)",
+        "checkpoint writes, 16 clients, median of 3 alternating runs: {:.0}/s with the bootstrap key, {:.0}/s with a tenant key ({:.2}x)",
         ops.writes_bootstrap_key,
         ops.writes_tenant_key,
         ops.writes_tenant_key / ops.writes_bootstrap_key

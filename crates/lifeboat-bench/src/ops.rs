@@ -112,8 +112,26 @@ pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResul
             bail!("creating a tenant session: {}", created.status());
         }
     }
-    let bootstrap = load::run(&server.base, Op::Checkpoint, 16, window).await?;
-    let tenant = load::run_as(&server.base, &tenant_key, Op::Checkpoint, 16, window).await?;
+    // Alternated three times and the medians compared: this VM drifts by ±30 % within
+    // a minute, which a single pair cannot tell from the cost of a key.
+    let (mut bootstrap, mut tenant) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        bootstrap.push(
+            load::run(&server.base, Op::Checkpoint, 16, window)
+                .await?
+                .ops_per_second,
+        );
+        tenant.push(
+            load::run_as(&server.base, &tenant_key, Op::Checkpoint, 16, window)
+                .await?
+                .ops_per_second,
+        );
+    }
+    let median = |mut runs: Vec<f64>| {
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    };
+    let (bootstrap, tenant) = (median(bootstrap), median(tenant));
 
     // Writes with nobody listening; with 100 subscribers each following one of the 16
     // written sessions (a browser tab per document); with 100 reading every event.
@@ -196,7 +214,7 @@ pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResul
         followed_events,
         writes_with_subscribers: listened,
         events_received,
-        writes_bootstrap_key: bootstrap.ops_per_second,
-        writes_tenant_key: tenant.ops_per_second,
+        writes_bootstrap_key: bootstrap,
+        writes_tenant_key: tenant,
     })
 }
