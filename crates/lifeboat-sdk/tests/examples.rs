@@ -1,0 +1,142 @@
+//! The reference scenarios, run as real programs against a real server: each is killed
+//! with SIGKILL part-way, run again, and must resume where the server says it stood.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lifeboat::{Config, Lifeboat};
+use lifeboat_server::{AdminToken, AppState};
+use serde_json::Value;
+
+const TOKEN: &str = "sdk-test-token";
+
+/// A server on 127.0.0.1:0 over a temp data dir, in this process.
+async fn server(dir: &Path) -> String {
+    let lifeboat = Lifeboat::open(Config::new(dir)).await.expect("open");
+    let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = lifeboat_server::serve(listener, state, std::future::pending::<()>()).await;
+    });
+    base
+}
+
+/// An example program, built next to this test by `cargo test`.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("examples").join(name)
+}
+
+fn spawn(name: &str, base: &str, args: &[&str]) -> Child {
+    Command::new(example(name))
+        .args(["--url", base, "--token", TOKEN])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run example {name}: {e}"))
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v1{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn lines(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_processor_resumes_after_sigkill() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = server(&dir.path().join("data")).await;
+    let log = dir.path().join("processed.log");
+    let log_arg = log.to_str().expect("utf-8");
+    let args = [
+        "--id",
+        "b1",
+        "--items",
+        "400",
+        "--item-ms",
+        "4",
+        "--log",
+        log_arg,
+    ];
+
+    let mut first = spawn("batch_processor", &base, &args);
+    for _ in 0..600 {
+        if lines(&log).len() >= 150 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    let killed_at = lines(&log).len() as u64;
+    assert!(
+        (150..400).contains(&killed_at),
+        "killed part-way: {killed_at}"
+    );
+    let before = get(&base, "/sessions/b1/checkpoints/latest").await;
+    let saved: Value = serde_json::from_str(
+        before["data"]
+            .as_str()
+            .map_or(&before["data"].to_string(), |s| s),
+    )
+    .unwrap_or(before["data"].clone());
+    let saved_next = saved["next"]
+        .as_u64()
+        .expect("the last checkpoint names the next item");
+
+    let second = spawn("batch_processor", &base, &args);
+    let output = second.wait_with_output().expect("second run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let expected = format!("resumed from checkpoint seq={}", before["seq"]);
+    assert!(stdout.contains(&expected), "{stdout}");
+    assert!(
+        stdout.contains("confidence"),
+        "shows the recovery options: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("processing items {saved_next}..400")),
+        "{stdout}"
+    );
+
+    let session = get(&base, "/sessions/b1").await;
+    assert_eq!(session["status"], "completed");
+    assert_eq!(session["attempt"], 2);
+    let processed = lines(&log);
+    for item in 0..400u64 {
+        let times = processed.iter().filter(|i| **i == item).count();
+        if item < saved_next {
+            assert_eq!(times, 1, "item {item} was checkpointed, and done again");
+        } else {
+            assert!(times >= 1, "item {item} was never done");
+        }
+    }
+    let redone = processed.len() - 400;
+    assert!(
+        redone < 10,
+        "only work after the last item checkpoint is redone: {redone}"
+    );
+    println!(
+        "batch_processor: killed after {killed_at} items, resumed at {saved_next}, {redone} redone"
+    );
+}
