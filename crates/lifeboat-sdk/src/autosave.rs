@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -77,7 +79,7 @@ impl SaveStatus {
 }
 
 enum Command {
-    Edit(Value),
+    Edit(u64, Value),
     Flush(oneshot::Sender<Result<()>>),
     Close(oneshot::Sender<Result<()>>),
 }
@@ -87,6 +89,9 @@ enum Command {
 pub struct AutoSaver {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<SaveStatus>,
+    journal: Option<Arc<Journal>>,
+    /// The number of the newest edit.
+    edits: Arc<AtomicU64>,
 }
 
 impl AutoSaver {
@@ -94,44 +99,32 @@ impl AutoSaver {
     /// resends what its journal holds from an earlier run.
     pub async fn open(client: &Client, id: &str, options: AutoSaveOptions) -> Result<AutoSaver> {
         let path = format!("/projects/{id}");
-        let (base, revision) = read_project(client, &path).await?;
-        let (base, revision) = match (base, revision) {
+        let (base, revision) = match read_project(client, &path).await? {
             (Some(base), revision) => (base, revision),
-            (None, _) => {
-                let body = json!({"state": {}});
-                let created = client
-                    .send(
-                        Call::new(Method::PUT, path.as_str())
-                            .json(&body)
-                            .header(HeaderName::from_static("if-none-match"), "*")
-                            .idempotent(),
-                    )
-                    .await;
-                match created {
-                    Ok(answer) => (
-                        json!({}),
-                        answer.json::<Value>()?["revision"].as_u64().unwrap_or(1),
-                    ),
-                    // Someone else created it first: read theirs.
-                    Err(e) if e.slug() == Some("precondition-failed") => {
-                        let (base, revision) = read_project(client, &path).await?;
-                        (base.unwrap_or_else(|| json!({})), revision)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            (None, _) => create_project(client, &path).await?,
         };
-        let journal = options.journal.clone().map(Journal);
-        let (inflight, pending) = match &journal {
+        let journal = options
+            .journal
+            .clone()
+            .map(|path| Arc::new(Journal::new(path)));
+        let replayed = match &journal {
             Some(journal) => journal.read()?,
-            None => (None, VecDeque::new()),
+            None => Replayed::default(),
         };
-        let inflight_edits = usize::from(inflight.is_some());
-        let pending: VecDeque<(Value, usize)> = pending.into_iter().map(|p| (p, 1)).collect();
-        let pending_edits = inflight_edits + pending.len();
+        let edits = Arc::new(AtomicU64::new(replayed.newest));
+        let inflight_edits = usize::from(replayed.inflight.is_some());
+        let pending: VecDeque<Pending> = replayed
+            .pending
+            .into_iter()
+            .map(|(upto, patch)| Pending {
+                patch,
+                edits: 1,
+                upto,
+            })
+            .collect();
         let (status_tx, status) = watch::channel(SaveStatus {
             state: SaveState::Idle,
-            pending_edits,
+            pending_edits: inflight_edits + pending.len(),
             revision,
             conflicts: Vec::new(),
         });
@@ -142,25 +135,40 @@ impl AutoSaver {
             options,
             base,
             revision,
-            inflight,
+            inflight: replayed.inflight,
             inflight_edits,
             pending,
+            newest: replayed.newest,
             first_edit: None,
             last_edit: None,
             tries: 0,
             retry_at: None,
-            journal,
+            journal: journal.clone(),
+            received: Arc::clone(&edits),
             status: status_tx,
             conflicts: Vec::new(),
             waiters: Vec::new(),
         };
         tokio::spawn(saver.run(receiver));
-        Ok(AutoSaver { commands, status })
+        Ok(AutoSaver {
+            commands,
+            status,
+            journal,
+            edits,
+        })
     }
 
-    /// Records an edit: a merge patch (RFC 7396) of the project's state. Never blocks.
-    pub fn edit(&self, patch: Value) {
-        let _ = self.commands.send(Command::Edit(patch));
+    /// Records an edit: a merge patch (RFC 7396) of the project's state. With a journal,
+    /// the edit is in it (fsynced) when this returns, so it survives a crash of the
+    /// application; without one this only queues it.
+    pub fn edit(&self, patch: Value) -> Result<()> {
+        let number = match &self.journal {
+            Some(journal) => journal.append_edit(&self.edits, &patch)?,
+            None => self.edits.fetch_add(1, Ordering::AcqRel) + 1,
+        };
+        self.commands
+            .send(Command::Edit(number, patch))
+            .map_err(|_| stopped())
     }
 
     /// Saves now what is pending and waits until the server acknowledged it.
@@ -168,9 +176,8 @@ impl AutoSaver {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Flush(tx))
-            .map_err(|_| Error::Protocol("the auto-saver has stopped".to_owned()))?;
-        rx.await
-            .map_err(|_| Error::Protocol("the auto-saver has stopped".to_owned()))?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Saves what is pending, waits for it, and stops.
@@ -178,9 +185,8 @@ impl AutoSaver {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Close(tx))
-            .map_err(|_| Error::Protocol("the auto-saver has stopped".to_owned()))?;
-        rx.await
-            .map_err(|_| Error::Protocol("the auto-saver has stopped".to_owned()))?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// The status stream: idle / saving / saved / error / offline, pending edits, revision.
@@ -189,10 +195,38 @@ impl AutoSaver {
     }
 }
 
+fn stopped() -> Error {
+    Error::Protocol("the auto-saver has stopped".to_owned())
+}
+
 impl Drop for AutoSaver {
     fn drop(&mut self) {
         let (tx, _) = oneshot::channel();
         let _ = self.commands.send(Command::Close(tx));
+    }
+}
+
+/// Creates the project empty (`If-None-Match: *`), or reads it if someone was first.
+async fn create_project(client: &Client, path: &str) -> Result<(Value, u64)> {
+    let body = json!({"state": {}});
+    let created = client
+        .send(
+            Call::new(Method::PUT, path)
+                .json(&body)
+                .header(HeaderName::from_static("if-none-match"), "*")
+                .idempotent(),
+        )
+        .await;
+    match created {
+        Ok(answer) => {
+            let revision = answer.json::<Value>()?["revision"].as_u64().unwrap_or(1);
+            Ok((json!({}), revision))
+        }
+        Err(e) if e.slug() == Some("precondition-failed") => {
+            let (base, revision) = read_project(client, path).await?;
+            Ok((base.unwrap_or_else(|| json!({})), revision))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -257,58 +291,149 @@ fn touched(patch: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The journal: what is not yet acknowledged, rewritten (fsynced, renamed) on each change.
-struct Journal(PathBuf);
+/// The journal: an append-only file of JSON lines, each fsynced — `{"edit": n, "patch"}`
+/// as the application edits, `{"inflight": n, "patch", "key"}` before a save of the edits
+/// up to `n` is sent, `{"acked": n}` once the server acknowledged it. Emptied whenever
+/// everything is acknowledged. What follows the newest acknowledgement is replayed at the
+/// next start (an in-flight save again with its key, so a save that did land is not made
+/// twice).
+struct Journal {
+    path: PathBuf,
+    file: Mutex<Option<std::fs::File>>,
+}
 
-type InFlight = (Value, String);
+/// What a journal held.
+#[derive(Default)]
+struct Replayed {
+    inflight: Option<InFlight>,
+    /// Edits after the in-flight save (or the newest acknowledgement), with their numbers.
+    pending: Vec<(u64, Value)>,
+    /// The newest edit number.
+    newest: u64,
+}
+
+/// A save being sent: its patch, its Idempotency-Key, the newest edit it holds.
+#[derive(Clone)]
+struct InFlight {
+    patch: Value,
+    key: String,
+    upto: u64,
+}
+
+/// Edits not yet sent: coalesced into one patch, how many, the newest one's number.
+struct Pending {
+    patch: Value,
+    edits: usize,
+    upto: u64,
+}
 
 impl Journal {
-    fn read(&self) -> Result<(Option<InFlight>, VecDeque<Value>)> {
-        let text = match std::fs::read_to_string(&self.0) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((None, VecDeque::new()));
-            }
-            Err(e) => return Err(Error::Journal(e.to_string())),
-        };
-        let saved: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Journal(format!("{}: {e}", self.0.display())))?;
-        let inflight = match (&saved["inflight"], saved["key"].as_str()) {
-            (Value::Null, _) | (_, None) => None,
-            (patch, Some(key)) => Some((patch.clone(), key.to_owned())),
-        };
-        let pending = saved["pending"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into();
-        Ok((inflight, pending))
+    fn new(path: PathBuf) -> Journal {
+        Journal {
+            path,
+            file: Mutex::new(None),
+        }
     }
 
-    fn write(&self, inflight: Option<&InFlight>, pending: &[&Value]) -> Result<()> {
-        let failed = |e: std::io::Error| Error::Journal(format!("{}: {e}", self.0.display()));
-        if inflight.is_none() && pending.is_empty() {
-            return match std::fs::remove_file(&self.0) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(e)),
-                _ => Ok(()),
-            };
-        }
-        let body = json!({
-            "inflight": inflight.map(|(patch, _)| patch.clone()),
-            "key": inflight.map(|(_, key)| key.clone()),
-            "pending": pending,
-        });
-        let mut temp = self.0.clone().into_os_string();
-        temp.push(".tmp");
-        let temp = PathBuf::from(temp);
+    fn failed(&self, e: impl std::fmt::Display) -> Error {
+        Error::Journal(format!("{}: {e}", self.path.display()))
+    }
+
+    fn read(&self) -> Result<Replayed> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
+            Err(e) => return Err(self.failed(e)),
+        };
+        let mut edits = Vec::new();
+        let mut acked = 0;
+        let mut inflight: Option<InFlight> = None;
+        // A torn last line (a crash mid-write) was never fsynced, so never promised.
+        for record in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temp).map_err(failed)?;
-            file.write_all(body.to_string().as_bytes())
-                .map_err(failed)?;
-            file.sync_data().map_err(failed)?;
+            if let Some(n) = record["edit"].as_u64() {
+                edits.push((n, record["patch"].clone()));
+            } else if let (Some(upto), Some(key)) =
+                (record["inflight"].as_u64(), record["key"].as_str())
+            {
+                inflight = Some(InFlight {
+                    patch: record["patch"].clone(),
+                    key: key.to_owned(),
+                    upto,
+                });
+            } else if let Some(n) = record["acked"].as_u64() {
+                acked = acked.max(n);
+            }
         }
-        std::fs::rename(&temp, &self.0).map_err(failed)
+        let inflight = inflight.filter(|i| i.upto > acked);
+        let after = inflight.as_ref().map_or(acked, |i| i.upto);
+        let newest = edits.iter().map(|(n, _)| *n).max().unwrap_or(0).max(after);
+        Ok(Replayed {
+            inflight,
+            pending: edits.into_iter().filter(|(n, _)| *n > after).collect(),
+            newest,
+        })
+    }
+
+    fn append(&self, file: &mut Option<std::fs::File>, record: &Value) -> Result<()> {
+        use std::io::Write;
+        let handle = match file {
+            Some(handle) => handle,
+            None => file.insert(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .map_err(|e| self.failed(e))?,
+            ),
+        };
+        let mut line = record.to_string();
+        line.push('\n');
+        handle
+            .write_all(line.as_bytes())
+            .map_err(|e| self.failed(e))?;
+        handle.sync_data().map_err(|e| self.failed(e))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<std::fs::File>>> {
+        self.file
+            .lock()
+            .map_err(|_| self.failed("a writer panicked"))
+    }
+
+    /// Numbers and appends an edit (the application's side).
+    fn append_edit(&self, counter: &AtomicU64, patch: &Value) -> Result<u64> {
+        let mut file = self.lock()?;
+        let number = counter.load(Ordering::Acquire) + 1;
+        self.append(&mut file, &json!({"edit": number, "patch": patch}))?;
+        counter.store(number, Ordering::Release);
+        Ok(number)
+    }
+
+    /// Appends a record of the saver's.
+    fn record(&self, record: &Value) -> Result<()> {
+        let mut file = self.lock()?;
+        self.append(&mut file, record)
+    }
+
+    /// Empties the journal — unless an edit newer than `received` was appended meanwhile.
+    fn clear_up_to(&self, received: u64, counter: &AtomicU64) -> Result<()> {
+        let mut file = self.lock()?;
+        if counter.load(Ordering::Acquire) != received {
+            return Ok(());
+        }
+        *file = None;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.path)
+        {
+            Ok(emptied) => emptied.sync_all().map_err(|e| self.failed(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.failed(e)),
+        }
     }
 }
 
@@ -319,17 +444,21 @@ struct Saver {
     /// The server's state at `revision`, as far as this writer knows.
     base: Value,
     revision: u64,
-    /// The save being sent: its patch and Idempotency-Key, kept until acknowledged, and
-    /// how many edits it holds.
+    /// The save being sent, kept until acknowledged, and how many edits it holds.
     inflight: Option<InFlight>,
     inflight_edits: usize,
-    /// Edits not yet sent, coalesced where possible, each with how many edits it holds.
-    pending: VecDeque<(Value, usize)>,
+    /// Edits not yet sent, coalesced where possible.
+    pending: VecDeque<Pending>,
+    /// The newest edit received from the application.
+    newest: u64,
     first_edit: Option<Instant>,
     last_edit: Option<Instant>,
     tries: u32,
     retry_at: Option<Instant>,
-    journal: Option<Journal>,
+    journal: Option<Arc<Journal>>,
+    /// The application's edit counter: the journal is emptied only when it holds no edit
+    /// this saver has not received.
+    received: Arc<AtomicU64>,
     status: watch::Sender<SaveStatus>,
     conflicts: Vec<String>,
     waiters: Vec<oneshot::Sender<Result<()>>>,
@@ -337,7 +466,7 @@ struct Saver {
 
 impl Saver {
     fn pending_edits(&self) -> usize {
-        self.inflight_edits + self.pending.iter().map(|(_, edits)| edits).sum::<usize>()
+        self.inflight_edits + self.pending.iter().map(|p| p.edits).sum::<usize>()
     }
 
     fn publish(&self, state: SaveState) {
@@ -349,13 +478,13 @@ impl Saver {
         });
     }
 
-    fn journal(&self) -> Result<()> {
-        match &self.journal {
-            Some(journal) => {
-                let patches: Vec<&Value> = self.pending.iter().map(|(patch, _)| patch).collect();
-                journal.write(self.inflight.as_ref(), &patches)
-            }
-            None => Ok(()),
+    /// Appends a record to the journal, if there is one. A failure is logged: the edits
+    /// are still held in memory and saved.
+    fn note(&self, record: &Value) {
+        if let Some(journal) = &self.journal
+            && let Err(error) = journal.record(record)
+        {
+            tracing::error!(%error, "cannot write the auto-save journal");
         }
     }
 
@@ -394,7 +523,7 @@ impl Saver {
             let due = self.due();
             tokio::select! {
                 command = commands.recv(), if closing.is_none() => match command {
-                    Some(Command::Edit(patch)) => self.edit(patch),
+                    Some(Command::Edit(number, patch)) => self.edit(number, patch),
                     Some(Command::Flush(done)) => self.waiters.push(done),
                     Some(Command::Close(done)) => closing = Some(done),
                     None => closing = Some(oneshot::channel().0),
@@ -406,24 +535,27 @@ impl Saver {
         }
     }
 
-    fn edit(&mut self, patch: Value) {
+    fn edit(&mut self, number: u64, patch: Value) {
         let now = Instant::now();
         self.first_edit.get_or_insert(now);
         self.last_edit = Some(now);
+        self.newest = self.newest.max(number);
         let coalesced = match self.pending.back_mut() {
-            Some((last, edits)) => {
-                coalesce(last, &patch) && {
-                    *edits += 1;
+            Some(last) => {
+                coalesce(&mut last.patch, &patch) && {
+                    last.edits += 1;
+                    last.upto = number;
                     true
                 }
             }
             None => false,
         };
         if !coalesced {
-            self.pending.push_back((patch, 1));
-        }
-        if let Err(error) = self.journal() {
-            tracing::error!(%error, "cannot write the auto-save journal");
+            self.pending.push_back(Pending {
+                patch,
+                edits: 1,
+                upto: number,
+            });
         }
         let state = if self.inflight.is_some() {
             SaveState::Saving
@@ -436,18 +568,23 @@ impl Saver {
     /// One save attempt of the patch in flight (taking the next one if none is).
     async fn save(&mut self) {
         if self.inflight.is_none() {
-            let Some((patch, edits)) = self.pending.pop_front() else {
+            let Some(next) = self.pending.pop_front() else {
                 return;
             };
-            self.inflight = Some((patch, uuid::Uuid::now_v7().to_string()));
-            self.inflight_edits = edits;
+            let inflight = InFlight {
+                patch: next.patch,
+                key: uuid::Uuid::now_v7().to_string(),
+                upto: next.upto,
+            };
+            self.note(
+                &json!({"inflight": inflight.upto, "patch": inflight.patch, "key": inflight.key}),
+            );
+            self.inflight = Some(inflight);
+            self.inflight_edits = next.edits;
             self.first_edit = None;
             self.last_edit = None;
-            if let Err(error) = self.journal() {
-                tracing::error!(%error, "cannot write the auto-save journal");
-            }
         }
-        let Some((patch, key)) = self.inflight.clone() else {
+        let Some(InFlight { patch, key, upto }) = self.inflight.clone() else {
             return;
         };
         self.publish(SaveState::Saving);
@@ -460,13 +597,7 @@ impl Saver {
                 let saved: Value = answer.json().unwrap_or_default();
                 self.revision = saved["revision"].as_u64().unwrap_or(self.revision + 1);
                 json_patch::merge(&mut self.base, &patch);
-                self.inflight = None;
-                self.inflight_edits = 0;
-                self.tries = 0;
-                self.retry_at = None;
-                if let Err(error) = self.journal() {
-                    tracing::error!(%error, "cannot write the auto-save journal");
-                }
+                self.acknowledged(upto);
                 let state = if self.idle() {
                     SaveState::Saved
                 } else {
@@ -489,14 +620,27 @@ impl Saver {
             Err((error, false)) => {
                 // Refused for good (422, 413, …): these edits cannot be saved as they are.
                 tracing::warn!(%error, "auto-save refused");
-                self.inflight = None;
-                self.inflight_edits = 0;
-                let _ = self.journal();
+                self.acknowledged(upto);
                 for waiter in self.waiters.drain(..) {
                     let _ = waiter.send(Err(error.clone()));
                 }
                 self.publish(SaveState::Error(error.to_string()));
             }
+        }
+    }
+
+    /// The save of the edits up to `upto` is settled: forget it, here and in the journal.
+    fn acknowledged(&mut self, upto: u64) {
+        self.inflight = None;
+        self.inflight_edits = 0;
+        self.tries = 0;
+        self.retry_at = None;
+        self.note(&json!({"acked": upto}));
+        if self.pending.is_empty()
+            && let Some(journal) = &self.journal
+            && let Err(error) = journal.clear_up_to(self.newest, &self.received)
+        {
+            tracing::error!(%error, "cannot empty the auto-save journal");
         }
     }
 
@@ -516,11 +660,14 @@ impl Saver {
                 }
                 self.base = current;
                 self.revision = revision;
-                if let Some((_, key)) = &mut self.inflight {
-                    *key = uuid::Uuid::now_v7().to_string();
-                }
-                let _ = self.journal();
                 self.retry_at = None;
+                if let Some(inflight) = &mut self.inflight {
+                    inflight.key = uuid::Uuid::now_v7().to_string();
+                }
+                if let Some(inflight) = &self.inflight {
+                    let record = json!({"inflight": inflight.upto, "patch": inflight.patch, "key": inflight.key});
+                    self.note(&record);
+                }
             }
             Ok((None, _)) | Err(_) => {
                 self.tries += 1;

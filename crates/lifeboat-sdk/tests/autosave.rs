@@ -144,7 +144,7 @@ async fn no_edit_lost_and_no_revision_twice_through_an_unreliable_network() {
             _ => json!({"fields": {format!("f{}", n - 2): null}}),
         };
         json_patch::merge(&mut expected, &patch);
-        saver.edit(patch);
+        saver.edit(patch).expect("edit");
         if n % 25 == 0 {
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
@@ -195,11 +195,15 @@ async fn two_writers_on_one_field_report_the_conflict() {
         .await
         .expect("open");
 
-    first.edit(json!({"title": "from the first tab", "body": "first"}));
+    first
+        .edit(json!({"title": "from the first tab", "body": "first"}))
+        .expect("edit");
     first.flush().await.expect("first saves");
     // The second tab still believes in revision 1: its save meets a 412, re-reads, and
     // applies its edit on top — reporting the field both changed.
-    second.edit(json!({"title": "from the second tab", "footer": "second"}));
+    second
+        .edit(json!({"title": "from the second tab", "footer": "second"}))
+        .expect("edit");
     second.flush().await.expect("second saves");
 
     let project = get(&base, "/projects/shared").await;
