@@ -140,3 +140,78 @@ async fn batch_processor_resumes_after_sigkill() {
         "batch_processor: killed after {killed_at} items, resumed at {saved_next}, {redone} redone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_autosave_loses_nothing_typed_after_sigkill() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = server(&dir.path().join("data")).await;
+    let journal = dir.path().join("essay.journal");
+    let typed = dir.path().join("typed.log");
+    let args = [
+        "--id",
+        "essay",
+        "--journal",
+        journal.to_str().expect("utf-8"),
+        "--typed",
+        typed.to_str().expect("utf-8"),
+        "--edits",
+        "1200",
+        "--rate",
+        "400",
+        "--debounce-ms",
+        "100",
+        "--max-wait-ms",
+        "300",
+    ];
+    let mut first = spawn("document_autosave", &base, &args);
+    for _ in 0..1000 {
+        if lines(&typed).len() >= 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    let typed_first = lines(&typed).len();
+    assert!(
+        (500..1200).contains(&typed_first),
+        "killed part-way: {typed_first}"
+    );
+    let saved_before = get(&base, "/projects/essay").await["state"]["chars"]
+        .as_object()
+        .map_or(0, |c| c.len());
+
+    let second = spawn("document_autosave", &base, &args);
+    let output = second.wait_with_output().expect("second run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("resumed from checkpoint seq="), "{stdout}");
+    assert!(
+        stdout.contains("status: Saved"),
+        "prints the save status: {stdout}"
+    );
+    // Every keystroke the first run had typed (journaled) is there before typing goes on.
+    let replayed: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("document has "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the second run says where it starts");
+    assert!(
+        replayed >= typed_first,
+        "journaled edits lost: {replayed} < {typed_first}"
+    );
+
+    let chars = get(&base, "/projects/essay").await["state"]["chars"].clone();
+    let chars = chars.as_object().expect("chars");
+    assert_eq!(chars.len(), 1200);
+    for n in 0..1200 {
+        assert!(
+            chars.contains_key(&format!("c{n:06}")),
+            "keystroke {n} lost"
+        );
+    }
+    println!(
+        "document_autosave: killed after {typed_first} keystrokes ({saved_before} saved on the server), {replayed} there after the journal replay"
+    );
+}
