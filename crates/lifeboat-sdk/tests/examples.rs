@@ -280,3 +280,59 @@ async fn recorder_appends_at_the_right_offset_after_sigkill() {
     assert_eq!(get(&base, "/sessions/take-1").await["status"], "completed");
     println!("recorder: killed at {recorded} bytes, the WAV is whole");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_pipeline_continues_after_the_last_finished_stage() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = server(&dir.path().join("data")).await;
+    let log = dir.path().join("stages.log");
+    let args = [
+        "--id",
+        "r1",
+        "--stage-ms",
+        "400",
+        "--log",
+        log.to_str().expect("utf-8"),
+    ];
+    let mut first = spawn("render_pipeline", &base, &args);
+    for _ in 0..500 {
+        let session = get(&base, "/sessions/r1").await;
+        if session["latest_checkpoint"]["stage"] == "tts" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    let latest = get(&base, "/sessions/r1/checkpoints/latest").await;
+    assert_eq!(latest["stage"], "tts", "killed after two stages");
+
+    let second = spawn("render_pipeline", &base, &args);
+    let output = second.wait_with_output().expect("second run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("resumed from checkpoint seq={}", latest["seq"])),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("stage script…") && !stdout.contains("stage tts…"),
+        "{stdout}"
+    );
+
+    let stages = std::fs::read_to_string(&log).expect("log");
+    let stages: Vec<&str> = stages.lines().collect();
+    for finished in ["script", "tts"] {
+        assert_eq!(
+            stages.iter().filter(|s| **s == finished).count(),
+            1,
+            "{stages:?}"
+        );
+    }
+    for stage in ["images", "composition", "render"] {
+        assert!(stages.contains(&stage), "{stages:?}");
+    }
+    let assets = get(&base, "/sessions/r1/assets").await;
+    assert_eq!(assets["items"].as_array().expect("items").len(), 5);
+    assert_eq!(get(&base, "/sessions/r1").await["status"], "completed");
+}
