@@ -336,3 +336,51 @@ async fn render_pipeline_continues_after_the_last_finished_stage() {
     assert_eq!(assets["items"].as_array().expect("items").len(), 5);
     assert_eq!(get(&base, "/sessions/r1").await["status"], "completed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_workflow_is_restored_exactly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = server(&dir.path().join("data")).await;
+    let args = ["--id", "w1", "--step-ms", "200"];
+    let mut first = spawn("chat_workflow", &base, &args);
+    let mut saved = Value::Null;
+    for _ in 0..500 {
+        let project = get(&base, "/projects/w1").await;
+        if project["state"]["step"].as_u64().unwrap_or(0) >= 3 {
+            saved = project;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    let at_kill = get(&base, "/projects/w1").await;
+    let step = at_kill["state"]["step"].as_u64().expect("a step was saved");
+    assert!(step >= saved["state"]["step"].as_u64().unwrap_or(0) && step < 8);
+
+    let second = spawn("chat_workflow", &base, &args);
+    let output = second.wait_with_output().expect("second run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("resumed from checkpoint seq="), "{stdout}");
+    assert!(
+        stdout.contains(&format!("restored step {step}: {} messages", 2 * step)),
+        "{stdout}"
+    );
+
+    // The history holds each question and answer once, in order, whatever run asked it.
+    let done = get(&base, "/projects/w1").await;
+    assert_eq!(done["state"]["step"], 8);
+    let history = done["state"]["history"].as_array().expect("history");
+    assert_eq!(history.len(), 16);
+    assert_eq!(done["state"]["form"]["contact"], "ada@example.com");
+    // Each saved revision moved the workflow on by exactly one step: none was redone.
+    let revisions = done["revision"].as_u64().expect("revision");
+    let mut steps = Vec::new();
+    for revision in 2..=revisions {
+        let old = get(&base, &format!("/projects/w1?revision={revision}")).await;
+        steps.push(old["state"]["step"].as_u64().expect("step"));
+    }
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    assert_eq!(get(&base, "/sessions/w1").await["status"], "completed");
+}
