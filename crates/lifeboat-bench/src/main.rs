@@ -20,6 +20,7 @@ mod fixture;
 mod history;
 mod load;
 mod ops;
+mod sdk;
 mod uploads;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,9 @@ struct Args {
     /// Bytes of the large upload (1 GiB).
     #[arg(long, default_value_t = 1 << 30)]
     upload_bytes: u64,
+    /// Seconds of the AutoSaver run (100 edits a second).
+    #[arg(long, default_value_t = 60)]
+    autosave_seconds: u64,
     /// Where to put the temporary data (default: a folder in the current directory, so
     /// that the baselines and the server use the same disk).
     #[arg(long)]
@@ -161,6 +165,25 @@ fn main() -> anyhow::Result<()> {
         ops.verify_bytes,
         ops.sha256sum_mb_s,
         ops.verify_mb_s / ops.sha256sum_mb_s
+    );
+
+    println!("\n## The Rust SDK: checkpoints through SessionHandle, and the AutoSaver");
+    let sdk = runtime.block_on(sdk::run(
+        &root.path().join("sdk"),
+        window,
+        Duration::from_secs(args.autosave_seconds),
+    ))?;
+    println!(
+        "checkpoints, 16 clients: {:.0}/s bare reqwest, {:.0}/s bare reqwest with Idempotency-Key, {:.0}/s through the SDK ({:.2}x the keyed calls, {:.2}x the plain ones)",
+        sdk.raw_plain,
+        sdk.raw_keyed,
+        sdk.sdk,
+        sdk.sdk / sdk.raw_keyed,
+        sdk.sdk / sdk.raw_plain
+    );
+    println!(
+        "AutoSaver, 100 edits/s for {} s, 2 s debounce, 10 s max wait: {} edits, {} saves sent, {} edits lost",
+        args.autosave_seconds, sdk.edits, sdk.saves, sdk.lost
     );
 
     println!(
