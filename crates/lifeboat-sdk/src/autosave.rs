@@ -86,6 +86,26 @@ enum Command {
 
 /// Auto-saves one project. Dropping it asks the background task to save what is
 /// pending; [`AutoSaver::close`] waits for that.
+///
+/// ```no_run
+/// use lifeboat_sdk::{AutoSaveOptions, AutoSaver, Client, SaveState};
+/// use serde_json::json;
+///
+/// # async fn run() -> Result<(), lifeboat_sdk::Error> {
+/// let client = Client::new("http://127.0.0.1:7433", "lb_…");
+/// let options = AutoSaveOptions { journal: Some("essay.journal".into()), ..Default::default() };
+/// let saver = AutoSaver::open(&client, "essay-7", options).await?;
+/// saver.edit(json!({"title": "Draft 2", "body": {"p1": "It was a dark night"}}))?;
+/// let mut status = saver.status();
+/// while status.changed().await.is_ok() {
+///     if status.borrow().state == SaveState::Saved {
+///         break;
+///     }
+/// }
+/// saver.close().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct AutoSaver {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<SaveStatus>,
@@ -608,16 +628,16 @@ impl Saver {
             Err((error, _)) if error.slug() == Some("precondition-failed") => {
                 self.rebase(&patch).await;
             }
-            Err((error, true)) | Err((error @ Error::Unreachable(_), _)) => {
+            Err((error, Some(retry_after))) => {
                 self.tries += 1;
-                self.retry_at = Some(Instant::now() + backoff(self.tries, None));
+                self.retry_at = Some(Instant::now() + backoff(self.tries, retry_after));
                 let state = match error {
                     Error::Unreachable(_) => SaveState::Offline,
                     other => SaveState::Error(other.to_string()),
                 };
                 self.publish(state);
             }
-            Err((error, false)) => {
+            Err((error, None)) => {
                 // Refused for good (422, 413, …): these edits cannot be saved as they are.
                 tracing::warn!(%error, "auto-save refused");
                 self.acknowledged(upto);

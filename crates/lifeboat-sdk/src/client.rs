@@ -265,10 +265,13 @@ impl Client {
         }
     }
 
-    /// Sends `call` once, without retries (the caller has its own schedule).
-    pub(crate) async fn send_once(&self, call: Call<'_>) -> Result<Answer, (Error, bool)> {
-        self.attempt(&call)
-            .await
-            .map_err(|(error, wait)| (error, wait.is_some()))
+    /// Sends `call` once, without retries (the caller has its own schedule). A refusal
+    /// comes with `Some(retry_after)` when it is worth retrying (the server's
+    /// `Retry-After`, if it sent one), `None` when it is final.
+    pub(crate) async fn send_once(
+        &self,
+        call: Call<'_>,
+    ) -> Result<Answer, (Error, Option<Option<Duration>>)> {
+        self.attempt(&call).await
     }
 }

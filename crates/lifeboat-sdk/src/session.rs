@@ -174,6 +174,25 @@ struct Shared {
 /// latest progress) until it is completed, failed or dropped. When the server fences
 /// this worker (409: another attempt took over, or the lease ran out), every call answers
 /// [`Error::LeaseLost`] and [`SessionHandle::lease_lost`] resolves: stop working.
+///
+/// ```no_run
+/// use lifeboat_sdk::{Checkpoint, Client, NewSession};
+/// use serde_json::json;
+///
+/// # async fn run() -> Result<(), lifeboat_sdk::Error> {
+/// let client = Client::new("http://127.0.0.1:7433", "lb_…");
+/// let session = client.start_session(NewSession::new("render").heartbeat_timeout_ms(10_000)).await?;
+/// for stage in ["script", "tts", "images"] {
+///     tokio::select! {
+///         () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+///         () = session.lease_lost() => return Ok(()), // another worker has it now
+///     }
+///     session.checkpoint(Checkpoint::stage(stage, &json!({"done": stage}))?).await?;
+/// }
+/// session.complete().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct SessionHandle {
     shared: Arc<Shared>,
