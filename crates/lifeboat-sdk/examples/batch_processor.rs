@@ -2,7 +2,8 @@
 //! Kill it at any moment (SIGKILL) and run it again: it shows the recovery options with
 //! their confidence and work lost, then carries on from the last checkpoint.
 //!
-//! `cargo run -p lifeboat-sdk --example batch_processor -- --url URL --token KEY`
+//! `cargo run -p lifeboat-sdk --example batch_processor -- --url URL --token KEY`, or
+//! `… -- --data-dir DIR` for Lifeboat embedded in the process (the same SDK calls).
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,8 +18,11 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:7433")]
     url: String,
     /// An API key with write scope.
-    #[arg(long, env = "LIFEBOAT_TOKEN")]
-    token: String,
+    #[arg(long, env = "LIFEBOAT_TOKEN", required_unless_present = "data_dir")]
+    token: Option<String>,
+    /// Run Lifeboat embedded over this data dir instead of talking to a server.
+    #[arg(long, conflicts_with = "url")]
+    data_dir: Option<std::path::PathBuf>,
     /// The session id (the same id resumes the same batch).
     #[arg(long, default_value = "batch-1")]
     id: String,
@@ -36,7 +40,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = Client::new(&args.url, &args.token);
+    let client = match (&args.data_dir, &args.token) {
+        (Some(dir), _) => Client::embedded(dir).await?,
+        (None, Some(token)) => Client::new(&args.url, token),
+        (None, None) => anyhow::bail!("--token (or --data-dir) is needed"),
+    };
     let new = NewSession::new("batch")
         .id(&args.id)
         .heartbeat_timeout_ms(3_000)

@@ -58,12 +58,34 @@ const ATTEMPTS: u32 = 12;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
 
-/// A Lifeboat server and the key to use with it. Cloning is cheap.
-#[derive(Clone, Debug)]
+/// A Lifeboat server and the key to use with it — over HTTP, or embedded in this process
+/// ([`Client::embedded`]) with the same API. Cloning is cheap.
+#[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
+    transport: Transport,
     token: String,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Http {
+        http: reqwest::Client,
+        base: String,
+    },
+    /// The server's own router, called in-process: the same rules, errors and
+    /// idempotency as over HTTP, without a socket.
+    #[cfg(feature = "embedded")]
+    Embedded(axum::Router),
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.transport {
+            Transport::Http { base, .. } => f.debug_struct("Client").field("base", base).finish(),
+            #[cfg(feature = "embedded")]
+            Transport::Embedded(_) => f.debug_struct("Client").field("embedded", &true).finish(),
+        }
+    }
 }
 
 /// A request to send, re-built for each attempt.
@@ -186,11 +208,7 @@ impl Client {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap_or_default();
-        Client {
-            http,
-            base: base_url.into().trim_end_matches('/').to_owned(),
-            token: token.into(),
-        }
+        Client::with_http_client(base_url, token, http)
     }
 
     /// [`Client::new`] with an HTTP client of your own (proxies, TLS roots, pooling).
@@ -200,46 +218,118 @@ impl Client {
         http: reqwest::Client,
     ) -> Client {
         Client {
-            http,
-            base: base_url.into().trim_end_matches('/').to_owned(),
+            transport: Transport::Http {
+                http,
+                base: base_url.into().trim_end_matches('/').to_owned(),
+            },
             token: token.into(),
+        }
+    }
+
+    /// Lifeboat embedded in this process over the SQLite store in `data_dir`, with the
+    /// same API as over HTTP: every call goes through the server's own router, without a
+    /// socket. It acts for tenant `default`. Must run inside a tokio runtime.
+    #[cfg(feature = "embedded")]
+    pub async fn embedded(data_dir: impl AsRef<std::path::Path>) -> Result<Client> {
+        let config = lifeboat::Config::new(data_dir.as_ref());
+        let lifeboat = lifeboat::Lifeboat::open(config)
+            .await
+            .map_err(|e| Error::Unreachable(format!("cannot open the data dir: {e}")))?;
+        Ok(Client::over(lifeboat))
+    }
+
+    /// A client of an already opened embedded [`lifeboat::Lifeboat`].
+    #[cfg(feature = "embedded")]
+    pub fn over(lifeboat: lifeboat::Lifeboat) -> Client {
+        // A token that only this client ever sees: the router still authenticates.
+        let token: String = (0..4)
+            .map(|_| format!("{:016x}", rand::rng().random::<u64>()))
+            .collect();
+        let state = lifeboat_server::AppState::new(
+            lifeboat,
+            lifeboat_server::AdminToken::new(token.clone()),
+            None,
+        );
+        Client {
+            transport: Transport::Embedded(lifeboat_server::app(state)),
+            token,
+        }
+    }
+
+    /// Sends the request over the transport: status, headers and body.
+    async fn exchange(
+        &self,
+        call: &Call<'_>,
+    ) -> std::result::Result<(StatusCode, HeaderMap, Vec<u8>), Error> {
+        let (content_type, body): (Option<&str>, Vec<u8>) = match &call.body {
+            Some(Body::Json(value)) => (Some("application/json"), value.to_string().into_bytes()),
+            Some(Body::MergePatch(value)) => (
+                Some("application/merge-patch+json"),
+                value.to_string().into_bytes(),
+            ),
+            Some(Body::Bytes(bytes)) => (Some("application/octet-stream"), bytes.to_vec()),
+            None => (None, Vec::new()),
+        };
+        match &self.transport {
+            Transport::Http { http, base } => {
+                let mut request = http
+                    .request(call.method.clone(), format!("{base}/api/v1{}", call.path))
+                    .bearer_auth(&self.token);
+                for (name, value) in &call.headers {
+                    if let Ok(value) = HeaderValue::from_str(value) {
+                        request = request.header(name.clone(), value);
+                    }
+                }
+                if let Some(content_type) = content_type {
+                    request = request.header("content-type", content_type).body(body);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|e| Error::Unreachable(e.to_string()))?;
+                let (status, headers) = (response.status(), response.headers().clone());
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::Unreachable(e.to_string()))?;
+                Ok((status, headers, body.to_vec()))
+            }
+            #[cfg(feature = "embedded")]
+            Transport::Embedded(router) => {
+                use tower::ServiceExt;
+                let mut request = axum::http::Request::builder()
+                    .method(call.method.clone())
+                    .uri(format!("/api/v1{}", call.path))
+                    .header("authorization", format!("Bearer {}", self.token));
+                for (name, value) in &call.headers {
+                    request = request.header(name.clone(), value.as_str());
+                }
+                if let Some(content_type) = content_type {
+                    request = request.header("content-type", content_type);
+                }
+                let request = request
+                    .body(axum::body::Body::from(body))
+                    .map_err(|e| Error::Protocol(e.to_string()))?;
+                let response = router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .map_err(|e| Error::Unreachable(e.to_string()))?;
+                let (status, headers) = (response.status(), response.headers().clone());
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .map_err(|e| Error::Unreachable(e.to_string()))?;
+                Ok((status, headers, body.to_vec()))
+            }
         }
     }
 
     /// Sends once; `Ok` for 2xx, `Err(Some(wait))` when worth retrying, the problem otherwise.
     async fn attempt(&self, call: &Call<'_>) -> Result<Answer, (Error, Option<Option<Duration>>)> {
-        let mut request = self
-            .http
-            .request(
-                call.method.clone(),
-                format!("{}/api/v1{}", self.base, call.path),
-            )
-            .bearer_auth(&self.token);
-        for (name, value) in &call.headers {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                request = request.header(name.clone(), value);
-            }
-        }
-        request = match &call.body {
-            Some(Body::Json(value)) => request.json(value),
-            Some(Body::MergePatch(value)) => request
-                .header("content-type", "application/merge-patch+json")
-                .body(value.to_string()),
-            Some(Body::Bytes(bytes)) => request
-                .header("content-type", "application/octet-stream")
-                .body(bytes.to_vec()),
-            None => request,
-        };
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return Err((Error::Unreachable(e.to_string()), Some(None))),
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = match response.bytes().await {
-            Ok(body) => body.to_vec(),
-            Err(e) => return Err((Error::Unreachable(e.to_string()), Some(None))),
-        };
+        let (status, headers, body) = self
+            .exchange(call)
+            .await
+            .map_err(|error| (error, Some(None)))?;
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(Answer { body });
         }

@@ -384,3 +384,50 @@ async fn chat_workflow_is_restored_exactly() {
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
     assert_eq!(get(&base, "/sessions/w1").await["status"], "completed");
 }
+
+/// The same program and SDK calls against Lifeboat embedded in the process: the data dir
+/// is the program's own, and SIGKILL takes the store down with the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_processor_resumes_embedded() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("processed.log");
+    let run = || {
+        Command::new(example("batch_processor"))
+            .args(["--data-dir", data.to_str().expect("utf-8")])
+            .args(["--id", "e1", "--items", "300", "--item-ms", "4"])
+            .args(["--log", log.to_str().expect("utf-8")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run example")
+    };
+    let mut first = run();
+    for _ in 0..600 {
+        if lines(&log).len() >= 120 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    let output = run().wait_with_output().expect("second run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("resumed from checkpoint seq="), "{stdout}");
+    let resumed_at: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("processing items "))
+        .and_then(|l| l.split("..").next())
+        .and_then(|n| n.parse().ok())
+        .expect("where it resumed");
+    assert!(resumed_at >= 110 && resumed_at % 10 == 0, "{stdout}");
+    let processed = lines(&log);
+    for item in 0..300u64 {
+        let times = processed.iter().filter(|i| **i == item).count();
+        assert!(times >= 1, "item {item} was never done");
+        if item < resumed_at {
+            assert_eq!(times, 1, "item {item} was checkpointed, and done again");
+        }
+    }
+}
