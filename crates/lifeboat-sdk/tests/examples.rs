@@ -421,7 +421,10 @@ async fn batch_processor_resumes_embedded() {
         .and_then(|l| l.split("..").next())
         .and_then(|n| n.parse().ok())
         .expect("where it resumed");
-    assert!(resumed_at >= 110 && resumed_at % 10 == 0, "{stdout}");
+    assert!(
+        resumed_at >= 110 && resumed_at.is_multiple_of(10),
+        "{stdout}"
+    );
     let processed = lines(&log);
     for item in 0..300u64 {
         let times = processed.iter().filter(|i| **i == item).count();
