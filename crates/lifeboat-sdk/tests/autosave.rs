@@ -35,11 +35,12 @@ struct Mischief {
     refused: AtomicUsize,
     delayed: AtomicUsize,
     swallowed: AtomicUsize,
+    failed: AtomicUsize,
 }
 
 /// A proxy to `upstream` that, connection by connection in turn, passes it through,
-/// delays it by 300 ms, refuses it, or forwards the request and then hangs up instead of
-/// returning the server's response.
+/// delays it by 300 ms, refuses it, forwards the request and then hangs up instead of
+/// returning the server's response, or answers 503 with `Retry-After` itself.
 async fn unreliable_proxy(upstream: String, mischief: Arc<Mischief>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -53,7 +54,7 @@ async fn unreliable_proxy(upstream: String, mischief: Arc<Mischief>) -> String {
             let upstream = upstream.clone();
             let mischief = Arc::clone(&mischief);
             tokio::spawn(async move {
-                match n % 5 {
+                match n % 6 {
                     1 => {
                         mischief.refused.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -89,6 +90,15 @@ async fn unreliable_proxy(upstream: String, mischief: Arc<Mischief>) -> String {
                                 }
                             }
                         }
+                    }
+                    4 => {
+                        mischief.failed.fetch_add(1, Ordering::Relaxed);
+                        let mut request = vec![0u8; 1 << 16];
+                        let _ = client.read(&mut request).await;
+                        let _ = client
+                            .write_all(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
                     }
                     _ => {}
                 }
@@ -145,8 +155,9 @@ async fn no_edit_lost_and_no_revision_twice_through_an_unreliable_network() {
         };
         json_patch::merge(&mut expected, &patch);
         saver.edit(patch).expect("edit");
-        if n % 25 == 0 {
-            tokio::time::sleep(Duration::from_millis(60)).await;
+        // A save every 15 edits, so that many saves meet the proxy's mischief.
+        if n % 15 == 14 {
+            saver.flush().await.expect("flushed");
         }
     }
     tokio::time::timeout(Duration::from_secs(120), saver.flush())
@@ -170,11 +181,12 @@ async fn no_edit_lost_and_no_revision_twice_through_an_unreliable_network() {
         previous = state;
     }
     println!(
-        "autosave through the proxy: 300 edits, {revisions} revisions; proxy: {} connections, {} refused, {} delayed, {} responses swallowed",
+        "autosave through the proxy: 300 edits, {revisions} revisions; proxy: {} connections, {} refused, {} delayed, {} responses swallowed, {} answered 503",
         mischief.connections.load(Ordering::Relaxed),
         mischief.refused.load(Ordering::Relaxed),
         mischief.delayed.load(Ordering::Relaxed),
         mischief.swallowed.load(Ordering::Relaxed),
+        mischief.failed.load(Ordering::Relaxed),
     );
     assert!(
         mischief.swallowed.load(Ordering::Relaxed) > 0,
