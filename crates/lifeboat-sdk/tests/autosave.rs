@@ -3,30 +3,17 @@
 //! is lost and no revision is made twice. And two writers on one field: the conflict is
 //! reported, not dropped.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lifeboat::{Config, Lifeboat};
+use common::{TOKEN, get, server};
 use lifeboat_sdk::{AutoSaveOptions, AutoSaver, Client, SaveState};
-use lifeboat_server::{AdminToken, AppState};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const TOKEN: &str = "sdk-test-token";
-
-async fn server(dir: &Path) -> String {
-    let lifeboat = Lifeboat::open(Config::new(dir)).await.expect("open");
-    let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = lifeboat_server::serve(listener, state, std::future::pending::<()>()).await;
-    });
-    base
-}
 
 /// What the proxy did to how many connections.
 #[derive(Default)]
@@ -109,18 +96,6 @@ async fn unreliable_proxy(upstream: String, mischief: Arc<Mischief>) -> String {
         }
     });
     base
-}
-
-async fn get(base: &str, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{base}/api/v1{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
 }
 
 fn fast() -> AutoSaveOptions {

@@ -1,29 +1,14 @@
 //! The reference scenarios, run as real programs against a real server: each is killed
 //! with SIGKILL part-way, run again, and must resume where the server says it stood.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use lifeboat::{Config, Lifeboat};
-use lifeboat_server::{AdminToken, AppState};
+use common::{TOKEN, get, server};
 use serde_json::Value;
-
-const TOKEN: &str = "sdk-test-token";
-
-/// A server on 127.0.0.1:0 over a temp data dir, in this process.
-async fn server(dir: &Path) -> String {
-    let lifeboat = Lifeboat::open(Config::new(dir)).await.expect("open");
-    let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = lifeboat_server::serve(listener, state, std::future::pending::<()>()).await;
-    });
-    base
-}
 
 /// An example program, built next to this test by `cargo test`.
 fn example(name: &str) -> PathBuf {
@@ -40,18 +25,6 @@ fn spawn(name: &str, base: &str, args: &[&str]) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("run example {name}: {e}"))
-}
-
-async fn get(base: &str, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{base}/api/v1{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
 }
 
 fn lines(path: &Path) -> Vec<u64> {

@@ -1,28 +1,13 @@
 //! `SessionHandle` and `resume_or_start` against a real server: each recovery option
 //! hands back the right checkpoint, and a fenced worker learns it lost its lease.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
-use lifeboat::{Config, Lifeboat};
+use common::{TOKEN, server};
 use lifeboat_sdk::{Checkpoint, Client, Error, NewSession, RecoveryOption, Resumed};
-use lifeboat_server::{AdminToken, AppState};
 use serde_json::json;
-
-const TOKEN: &str = "sdk-test-token";
-
-async fn server(dir: &Path) -> String {
-    let lifeboat = Lifeboat::open(Config::new(dir)).await.expect("open");
-    let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = lifeboat_server::serve(listener, state, std::future::pending::<()>()).await;
-    });
-    base
-}
 
 fn new() -> NewSession {
     NewSession::new("batch").id("s").heartbeat_timeout_ms(1_000)
