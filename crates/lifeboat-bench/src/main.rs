@@ -51,6 +51,9 @@ struct Args {
     /// Seconds of the AutoSaver run (100 edits a second).
     #[arg(long, default_value_t = 60)]
     autosave_seconds: u64,
+    /// Run only the SDK section.
+    #[arg(long)]
+    only_sdk: bool,
     /// Where to put the temporary data (default: a folder in the current directory, so
     /// that the baselines and the server use the same disk).
     #[arg(long)]
@@ -67,6 +70,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let window = Duration::from_secs(args.seconds);
+    if args.only_sdk {
+        return sdk_section(&runtime, root.path(), window, args.autosave_seconds);
+    }
 
     println!("## Raw SQLite ceilings (WAL, synchronous=FULL, 1 KiB rows)");
     let one = raw_ceiling(&root.path().join("raw1.sqlite3"), 1, window)?;
@@ -167,24 +173,7 @@ fn main() -> anyhow::Result<()> {
         ops.verify_mb_s / ops.sha256sum_mb_s
     );
 
-    println!("\n## The Rust SDK: checkpoints through SessionHandle, and the AutoSaver");
-    let sdk = runtime.block_on(sdk::run(
-        &root.path().join("sdk"),
-        window,
-        Duration::from_secs(args.autosave_seconds),
-    ))?;
-    println!(
-        "checkpoints, 16 clients: {:.0}/s bare reqwest, {:.0}/s bare reqwest with Idempotency-Key, {:.0}/s through the SDK ({:.2}x the keyed calls, {:.2}x the plain ones)",
-        sdk.raw_plain,
-        sdk.raw_keyed,
-        sdk.sdk,
-        sdk.sdk / sdk.raw_keyed,
-        sdk.sdk / sdk.raw_plain
-    );
-    println!(
-        "AutoSaver, 100 edits/s for {} s, 2 s debounce, 10 s max wait: {} edits, {} saves sent, {} edits lost",
-        args.autosave_seconds, sdk.edits, sdk.saves, sdk.lost
-    );
+    sdk_section(&runtime, root.path(), window, args.autosave_seconds)?;
 
     println!(
         "\n## {} sessions stored, {} recoverable",
@@ -204,6 +193,35 @@ fn main() -> anyhow::Result<()> {
         "GET /recovery?limit=50: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests ({} items each)",
         recovery.p50_ms, recovery.p99_ms, recovery.max_ms, recovery.requests, recovery.items
     );
+    Ok(())
+}
+
+/// The SDK's figures (also alone, with `--only-sdk`).
+fn sdk_section(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    window: Duration,
+    autosave_seconds: u64,
+) -> anyhow::Result<()> {
+    println!("\n## The Rust SDK: checkpoints through SessionHandle, and the AutoSaver");
+    let sdk = runtime.block_on(sdk::run(
+        &root.join("sdk"),
+        window,
+        Duration::from_secs(autosave_seconds),
+    ))?;
+    println!(
+        "checkpoints, 16 clients: {:.0}/s bare reqwest, {:.0}/s bare reqwest with Idempotency-Key, {:.0}/s through the SDK ({:.2}x the keyed calls, {:.2}x the plain ones)",
+        sdk.raw_plain,
+        sdk.raw_keyed,
+        sdk.sdk,
+        sdk.sdk / sdk.raw_keyed,
+        sdk.sdk / sdk.raw_plain
+    );
+    println!(
+        "AutoSaver, 100 edits/s for {} s, 2 s debounce, 10 s max wait: {} edits, {} saves sent, {} edits lost",
+        autosave_seconds, sdk.edits, sdk.saves, sdk.lost
+    );
+
     Ok(())
 }
 
