@@ -77,7 +77,8 @@ pub(crate) async fn run(
                     .bearer_auth(TOKEN)
                     .json(&json!({"attempt": 1, "kind": "item", "data": data}));
                 if keyed {
-                    request = request.header("idempotency-key", format!("\"{}\"", uuid_like(n)));
+                    request =
+                        request.header("idempotency-key", format!("\"{}\"", uuid::Uuid::now_v7()));
                 }
                 let status = request.send().await?.status();
                 if status != 201 {
@@ -135,14 +136,4 @@ pub(crate) async fn run(
         saves: last - first,
         lost,
     })
-}
-
-/// A fresh key per request, like the SDK's (time-ordered, unique).
-fn uuid_like(n: usize) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("bench-{n}-{count}-{nanos}")
 }

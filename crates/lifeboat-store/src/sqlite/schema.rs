@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_assets.sql"),
     include_str!("../../migrations/sqlite/0004_api_keys.sql"),
     include_str!("../../migrations/sqlite/0005_audit.sql"),
+    include_str!("../../migrations/sqlite/0006_idempotency_keys_in_time_order.sql"),
 ];
 
 /// Brings the schema up to date; refuses a database written by a newer Lifeboat.
