@@ -219,7 +219,9 @@ async fn inject(fault: &str, failpoints: &[&str]) {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     for name in failpoints {
-        fiu_ctrl(server.child.id(), &format!("enable name={name}"));
+        // failinfo is the errno the failed call sets: EIO (5), an I/O error. (Without it
+        // libfiu picks one at random, ENOSPC included, which is a full disk: 507.)
+        fiu_ctrl(server.child.id(), &format!("enable name={name},failinfo=5"));
     }
     until_refused(&outcomes, 3 * WRITERS).await;
     for name in failpoints {
