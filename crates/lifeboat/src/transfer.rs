@@ -186,7 +186,16 @@ impl Lifeboat {
         let limit = self.max_asset_bytes();
         let unpacked = tokio::task::spawn_blocking({
             let store = store.clone();
-            move || unpack(&store, reader, limit)
+            move || {
+                let mut reader = reader;
+                let unpacked = unpack(&store, &mut reader, limit);
+                if unpacked.is_err() {
+                    // Read what is left of a refused archive, so that a client still
+                    // sending gets the refusal, not a connection reset.
+                    let _ = io::copy(&mut reader, &mut io::sink());
+                }
+                unpacked
+            }
         })
         .await
         .map_err(|e| Error::Internal(format!("import task failed: {e}")))??;
