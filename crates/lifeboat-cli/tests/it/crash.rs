@@ -10,7 +10,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::harness::{Binary, TOKEN};
+use crate::harness::{Binary, TOKEN, all_checkpoints};
 
 const WRITERS: usize = 16;
 const KILLS: usize = 3;
@@ -96,41 +96,17 @@ async fn acknowledged_checkpoints_survive_kill_9() {
     }
 
     let server = Binary::start(dir.path());
-    let http = reqwest::Client::new();
     let acked = acked.lock().expect("lock").clone();
     let mut present = 0;
     let mut lost = Vec::new();
     for writer in 0..WRITERS {
         let mut stored = BTreeMap::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = format!(
-                "{}/api/v1/sessions/w{writer}/checkpoints?limit=1000",
-                server.base
+        for c in all_checkpoints(&server.base, &format!("w{writer}")).await {
+            assert_eq!(c["valid"], true, "{c}");
+            stored.insert(
+                c["seq"].as_u64().expect("seq"),
+                c["sha256"].as_str().expect("sha").to_owned(),
             );
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page: Value = http
-                .get(url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
-            for c in page["items"].as_array().expect("items") {
-                assert_eq!(c["valid"], true, "{c}");
-                stored.insert(
-                    c["seq"].as_u64().expect("seq"),
-                    c["sha256"].as_str().expect("sha").to_owned(),
-                );
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
         }
         for ((w, seq), sha) in acked.range((writer, 0)..(writer + 1, 0)) {
             match stored.get(seq) {

@@ -13,9 +13,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Binary, TOKEN};
+use crate::harness::{Binary, TOKEN, all_checkpoints};
 
 const WRITERS: usize = 8;
 
@@ -98,31 +98,10 @@ async fn create_sessions(base: &str) {
 
 /// The markers of every stored checkpoint.
 async fn stored(base: &str) -> BTreeSet<String> {
-    let http = reqwest::Client::new();
     let mut markers = BTreeSet::new();
     for writer in 0..WRITERS {
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = format!("{base}/api/v1/sessions/w{writer}/checkpoints?limit=1000");
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page: Value = http
-                .get(url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
-            for c in page["items"].as_array().expect("items") {
-                markers.insert(c["stage"].as_str().expect("stage").to_owned());
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
+        for c in all_checkpoints(base, &format!("w{writer}")).await {
+            markers.insert(c["stage"].as_str().expect("stage").to_owned());
         }
     }
     markers

@@ -347,6 +347,33 @@ impl Drop for Binary {
     }
 }
 
+/// Every checkpoint of a session of the server at `base`, following `next_cursor`.
+pub async fn all_checkpoints(base: &str, session: &str) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/sessions/{session}/checkpoints?limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = http
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        items.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}
+
 /// Every file below `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();

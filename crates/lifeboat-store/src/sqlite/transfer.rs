@@ -210,6 +210,21 @@ fn id_of(row: &Row, what: &str) -> Result<Id> {
     Id::parse(text(row, "id", what)?).map_err(|e| invalid(format!("records: {what} id: {e}")))
 }
 
+/// The column names of each table an import writes, read once per import.
+#[derive(Default)]
+struct Columns(BTreeMap<&'static str, BTreeSet<String>>);
+
+impl Columns {
+    fn of(&mut self, conn: &Connection, table: &'static str) -> Result<&BTreeSet<String>> {
+        if !self.0.contains_key(table) {
+            self.0.insert(table, columns(conn, table)?);
+        }
+        self.0
+            .get(table)
+            .ok_or_else(|| Error::Internal(format!("no columns for {table}")))
+    }
+}
+
 /// The column names of `table`.
 fn columns(conn: &Connection, table: &str) -> Result<BTreeSet<String>> {
     conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
@@ -221,8 +236,14 @@ fn columns(conn: &Connection, table: &str) -> Result<BTreeSet<String>> {
 }
 
 /// Inserts `row` into `table` with the `local` columns set here; answers its rowid.
-fn insert(conn: &Connection, table: &str, row: &Row, local: &[(&str, SqlValue)]) -> Result<i64> {
-    let known = columns(conn, table)?;
+fn insert(
+    conn: &Connection,
+    columns: &mut Columns,
+    table: &'static str,
+    row: &Row,
+    local: &[(&str, SqlValue)],
+) -> Result<i64> {
+    let known = columns.of(conn, table)?;
     let mut names: Vec<&str> = Vec::with_capacity(row.len() + local.len());
     let mut values: Vec<SqlValue> = Vec::with_capacity(row.len() + local.len());
     for (name, value) in local {
@@ -280,6 +301,7 @@ pub(super) fn import(
     let t = tenant.as_str();
     let tenant_column = ("tenant", SqlValue::Text(t.to_owned()));
     let mut counts = TransferCounts::default();
+    let mut columns = Columns::default();
 
     for schema in list(records, "schemas")? {
         let row = object(schema, "schema")?;
@@ -307,7 +329,13 @@ pub(super) fn import(
                 });
             }
             None => {
-                insert(conn, "schemas", row, std::slice::from_ref(&tenant_column))?;
+                insert(
+                    conn,
+                    &mut columns,
+                    "schemas",
+                    row,
+                    std::slice::from_ref(&tenant_column),
+                )?;
                 counts.schemas += 1;
             }
         }
@@ -322,18 +350,26 @@ pub(super) fn import(
                 id: id.to_string(),
             });
         }
-        let pk = insert(conn, "projects", row, std::slice::from_ref(&tenant_column))?;
+        let pk = insert(
+            conn,
+            &mut columns,
+            "projects",
+            row,
+            std::slice::from_ref(&tenant_column),
+        )?;
         for revision in list(doc, "revisions")? {
             let revision = object(revision, "revision")?;
             insert(
                 conn,
+                &mut columns,
                 "revisions",
                 revision,
                 &[("project_pk", SqlValue::Integer(pk))],
             )?;
             counts.revisions += 1;
         }
-        counts.assets += import_assets(conn, tenant, &Owner::Project(id.clone()), doc)?;
+        counts.assets +=
+            import_assets(conn, &mut columns, tenant, &Owner::Project(id.clone()), doc)?;
         check_project(conn, tenant, &id)?;
         counts.projects += 1;
     }
@@ -352,11 +388,18 @@ pub(super) fn import(
                 id: id.to_string(),
             });
         }
-        let pk = insert(conn, "sessions", row, std::slice::from_ref(&tenant_column))?;
+        let pk = insert(
+            conn,
+            &mut columns,
+            "sessions",
+            row,
+            std::slice::from_ref(&tenant_column),
+        )?;
         let session_pk = ("session_pk", SqlValue::Integer(pk));
         for checkpoint in list(doc, "checkpoints")? {
             insert(
                 conn,
+                &mut columns,
                 "checkpoints",
                 object(checkpoint, "checkpoint")?,
                 std::slice::from_ref(&session_pk),
@@ -367,24 +410,33 @@ pub(super) fn import(
             for child in list(doc, table)? {
                 insert(
                     conn,
+                    &mut columns,
                     table,
                     object(child, table)?,
                     &[tenant_column.clone(), session_pk.clone()],
                 )?;
             }
         }
-        counts.assets += import_assets(conn, tenant, &Owner::Session(id.clone()), doc)?;
+        counts.assets +=
+            import_assets(conn, &mut columns, tenant, &Owner::Session(id.clone()), doc)?;
         check_session(conn, tenant, &id)?;
         counts.sessions += 1;
     }
     Ok(counts)
 }
 
-fn import_assets(conn: &Connection, tenant: &TenantId, owner: &Owner, doc: &Value) -> Result<u64> {
+fn import_assets(
+    conn: &Connection,
+    columns: &mut Columns,
+    tenant: &TenantId,
+    owner: &Owner,
+    doc: &Value,
+) -> Result<u64> {
     let mut count = 0;
     for asset in list(doc, "assets")? {
         insert(
             conn,
+            columns,
             "assets",
             object(asset, "asset")?,
             &[
