@@ -159,10 +159,22 @@ pub struct CheckpointBody {
     pub sha256: String,
     /// Whether the stored bytes still match `sha256`.
     pub valid: bool,
-    /// Asset names it depends on.
-    pub assets: Vec<String>,
+    /// The asset versions it depends on, pinned when it was written.
+    pub assets: Vec<PinnedAssetBody>,
     /// When it was written.
     pub created_at: String,
+}
+
+/// An asset as a checkpoint pinned it (SPEC §5 r2): later writes to the name do not change
+/// it. `GET /sessions/{id}/checkpoints/{seq}/assets/{name}` returns these bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PinnedAssetBody {
+    /// The asset's name.
+    pub name: String,
+    /// Bytes pinned (for an appendable asset, its size when the checkpoint was written).
+    pub size: u64,
+    /// Hex SHA-256 of those bytes.
+    pub sha256: String,
 }
 
 /// `POST /sessions/{id}/pause|complete|cancel`.

@@ -47,6 +47,7 @@ problem_types! {
     NOT_RECOVERABLE = "not-recoverable", 409, "The session is not recoverable";
     CANNOT_RECOVER = "cannot-recover", 409, "This recovery option has no valid starting point";
     OFFSET_MISMATCH = "offset-mismatch", 409, "The append does not start at the asset's current size";
+    ASSET_CHANGED = "asset-changed", 409, "The external file changed on disk and is not served";
     PATCH_CONFLICT = "patch-conflict", 409, "The patch does not apply to the current state";
     SCHEMA_CONFLICT = "schema-conflict", 409, "This schema version is registered with another body";
     IDEMPOTENCY_KEY_IN_USE = "idempotency-key-in-use", 409, "A request with this Idempotency-Key is still in flight";

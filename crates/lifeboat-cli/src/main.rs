@@ -84,6 +84,8 @@ impl Failure {
     pub(crate) const DATA: u8 = 65;
     pub(crate) const NO_INPUT: u8 = 66;
     pub(crate) const UNAVAILABLE: u8 = 69;
+    /// Another process owns the data directory (EX_TEMPFAIL: try again once it stopped).
+    pub(crate) const IN_USE: u8 = 75;
     pub(crate) const PERMISSION: u8 = 77;
     pub(crate) const CONFIG: u8 = 78;
 

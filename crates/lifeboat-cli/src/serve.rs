@@ -119,7 +119,6 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     if !args.asset_roots.is_empty() {
         tracing::info!(roots = ?args.asset_roots, "asset roots configured");
     }
-    let token = admin_token(&args.data_dir).map_err(|e| Failure::new(Failure::CONFIG, e))?;
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| Failure::new(Failure::CONFIG, anyhow::anyhow!("metrics recorder: {e}")))?;
@@ -152,9 +151,13 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     };
     config.cleanup_interval = (args.cleanup_interval_hours > 0)
         .then(|| Duration::from_secs(args.cleanup_interval_hours.saturating_mul(3_600)));
-    let lifeboat = Lifeboat::open(config)
-        .await
-        .map_err(|e| Failure::new(Failure::UNAVAILABLE, e))?;
+    // Opening takes the data directory's lock: a second process stops here, having
+    // changed nothing (not even the admin token file).
+    let lifeboat = Lifeboat::open(config).await.map_err(|e| match e {
+        lifeboat::Error::Locked { .. } => Failure::new(Failure::IN_USE, e),
+        other => Failure::new(Failure::UNAVAILABLE, other),
+    })?;
+    let token = admin_token(&args.data_dir).map_err(|e| Failure::new(Failure::CONFIG, e))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))
@@ -231,6 +234,12 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
+    // The file's directory entry is durable only once its directory is fsynced.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("cannot sync {}", dir.display()))?;
+    }
     Ok(())
 }
 

@@ -91,6 +91,84 @@ pub enum Storage {
     External(String),
 }
 
+impl Storage {
+    /// `blob`, `appendable` or `external`: the stored name of the variant.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Storage::Blob => "blob",
+            Storage::Appendable(_) => "appendable",
+            Storage::External(_) => "external",
+        }
+    }
+}
+
+/// One version of an asset's bytes: where they are and how long they are. A blob is named
+/// by its SHA-256; an appendable file's versions are its prefixes; an external file is a
+/// path. Checkpoints pin versions; verification records the ones it found damaged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileVersion {
+    /// `blob`, `appendable` or `external`.
+    pub storage: &'static str,
+    /// The blob's SHA-256, the appendable file's key, or the external path.
+    pub key: String,
+    /// Bytes: the whole blob or file, or the pinned prefix of an appendable file.
+    pub size: u64,
+}
+
+/// An asset as a checkpoint pinned it (SPEC §5 r2): its name, and the size and SHA-256 of
+/// its bytes when the checkpoint was written, with where those bytes are. Later writes to
+/// the name do not change what the checkpoint refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedAsset {
+    /// The asset's name in its session.
+    pub name: AssetName,
+    /// Bytes pinned (for an appendable asset, the first `size` bytes of its file).
+    pub size: u64,
+    /// SHA-256 of those bytes.
+    pub sha256: Sha256,
+    /// Where those bytes are.
+    pub storage: Storage,
+}
+
+impl PinnedAsset {
+    /// Pins `asset` as it is now.
+    pub fn of(asset: &Asset) -> PinnedAsset {
+        PinnedAsset {
+            name: asset.name.clone(),
+            size: asset.size,
+            sha256: asset.sha256.clone(),
+            storage: asset.storage.clone(),
+        }
+    }
+
+    /// The version of the bytes this pin names.
+    pub fn version(&self) -> FileVersion {
+        FileVersion::of(&self.storage, &self.sha256, self.size)
+    }
+}
+
+impl FileVersion {
+    /// The version of bytes kept in `storage` with this hash and size.
+    pub fn of(storage: &Storage, sha256: &Sha256, size: u64) -> FileVersion {
+        let key = match storage {
+            Storage::Blob => sha256.as_str().to_owned(),
+            Storage::Appendable(key) | Storage::External(key) => key.clone(),
+        };
+        FileVersion {
+            storage: storage.kind(),
+            key,
+            size,
+        }
+    }
+}
+
+impl Asset {
+    /// The version of the bytes this record names.
+    pub fn version(&self) -> FileVersion {
+        FileVersion::of(&self.storage, &self.sha256, self.size)
+    }
+}
+
 /// The last verification's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AssetStatus {

@@ -2,7 +2,7 @@
 
 use sha2::Digest;
 
-use crate::{Error, Timestamp};
+use crate::{Error, PinnedAsset, Timestamp};
 
 /// What a checkpoint marks. `stage` and `milestone` are kept for the session's life;
 /// the others count against `checkpoint_retention`.
@@ -121,11 +121,15 @@ pub struct NewCheckpoint {
     pub data: String,
     /// The hash the client expects `data` to have.
     pub data_sha256: Option<Sha256>,
-    /// Names of the session's assets this checkpoint depends on.
+    /// Names of the session's assets this checkpoint depends on; the stored checkpoint
+    /// pins their versions as they are when it is written.
     pub assets: Vec<String>,
 }
 
 impl NewCheckpoint {
+    /// Most assets one checkpoint may name: a resume point, not a file listing.
+    pub const ASSETS_MAX: usize = 1_000;
+
     /// An empty checkpoint of `kind`, with `data` = `null`.
     pub fn new(kind: CheckpointKind) -> NewCheckpoint {
         NewCheckpoint {
@@ -162,8 +166,8 @@ pub struct Checkpoint {
     pub data: String,
     /// SHA-256 of `data` computed when it was written.
     pub sha256: Sha256,
-    /// Asset names it depends on.
-    pub assets: Vec<String>,
+    /// The asset versions it depends on, pinned when it was written.
+    pub assets: Vec<PinnedAsset>,
     /// When it was written.
     pub created_at: Timestamp,
     /// Whether `data` still hashes to `sha256` (recomputed on every read).
@@ -171,12 +175,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Builds the checkpoint `seq` from a request, refusing a `data_sha256` that does
-    /// not match the bytes.
+    /// Builds the checkpoint `seq` from a request and the versions of the assets it
+    /// names, refusing a `data_sha256` that does not match the bytes.
     pub fn build(
         seq: u64,
         attempt: u32,
         new: NewCheckpoint,
+        pins: Vec<PinnedAsset>,
         now: Timestamp,
     ) -> Result<Checkpoint, Error> {
         let sha256 = Sha256::of(new.data.as_bytes());
@@ -198,7 +203,7 @@ impl Checkpoint {
             total_units: new.total_units,
             data: new.data,
             sha256,
-            assets: new.assets,
+            assets: pins,
             created_at: now,
             valid: true,
         })
@@ -257,10 +262,10 @@ mod tests {
         new.data = "[1, 2]".to_owned();
         let good = Sha256::of(b"[1, 2]").as_str().to_ascii_uppercase();
         new.data_sha256 = Some(Sha256::parse("data_sha256", &good).expect("valid hex"));
-        assert!(Checkpoint::build(1, 1, new.clone(), Timestamp(0)).is_ok());
+        assert!(Checkpoint::build(1, 1, new.clone(), Vec::new(), Timestamp(0)).is_ok());
         new.data_sha256 = Some(Sha256::of(b"other"));
         assert!(matches!(
-            Checkpoint::build(1, 1, new, Timestamp(0)),
+            Checkpoint::build(1, 1, new, Vec::new(), Timestamp(0)),
             Err(Error::HashMismatch { .. })
         ));
     }

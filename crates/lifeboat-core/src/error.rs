@@ -124,6 +124,15 @@ pub enum Error {
         /// The asset's size now.
         current_size: u64,
     },
+    /// An external file is no longer what was registered (SPEC §5 r2): it does not resolve
+    /// inside a root to a regular file of the registered size. Nothing was read.
+    #[error("asset {name} changed on disk and is not served: {why}")]
+    AssetChanged {
+        /// The asset's name.
+        name: String,
+        /// What changed.
+        why: String,
+    },
     /// The project does not exist (or is deleted).
     #[error("project {0} not found")]
     ProjectNotFound(String),

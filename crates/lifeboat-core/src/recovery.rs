@@ -2,7 +2,7 @@
 //!
 //! The formulas are documented in `docs/recovery.md`; keep the two in step.
 
-use crate::{Checkpoint, CheckpointKind, Progress, Session, Timestamp};
+use crate::{Checkpoint, CheckpointKind, PinnedAsset, Progress, Session, Timestamp};
 
 /// The three ways back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,17 +133,17 @@ const SKIPPED_CHECKPOINT_FACTOR: f64 = 0.8;
 /// Assesses how `session` can be recovered.
 ///
 /// `checkpoints` are the session's stored checkpoints with `valid` already recomputed;
-/// `asset_verifies` says whether a named asset exists and verifies; `assets` counts all
-/// of the session's assets.
+/// `pin_verifies` says whether a pinned asset version is still there and intact (its asset
+/// still exists, its pinned bytes verify); `assets` counts all of the session's assets.
 pub fn assess(
     session: &Session,
     checkpoints: &[Checkpoint],
-    asset_verifies: &dyn Fn(&str) -> bool,
+    pin_verifies: &dyn Fn(&PinnedAsset) -> bool,
     assets: AssetCounts,
 ) -> Assessment {
     let mut newest_first: Vec<&Checkpoint> = checkpoints.iter().collect();
     newest_first.sort_by_key(|c| std::cmp::Reverse(c.seq));
-    let qualifies = |c: &Checkpoint| c.valid && c.assets.iter().all(|name| asset_verifies(name));
+    let qualifies = |c: &Checkpoint| c.valid && c.assets.iter().all(pin_verifies);
 
     let resume_index = newest_first.iter().position(|c| qualifies(c));
     let resume = resume_index.map(|i| newest_first[i]);

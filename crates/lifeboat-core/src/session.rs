@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::recovery::{Assessment, RecoveryOption};
-use crate::{Checkpoint, CheckpointRef, Error, Id, NewCheckpoint, Timestamp};
+use crate::{Checkpoint, CheckpointRef, Error, Id, NewCheckpoint, PinnedAsset, Timestamp};
 
 /// Bounds and defaults of the session fields a client may set (SPEC §2, §9).
 #[derive(Debug, Clone, Copy)]
@@ -455,11 +455,19 @@ impl Session {
 
     /// Starts the restart grace: an `active` session gets one full timeout from
     /// `ready_at`, and remembers whether its lease had already run out.
-    pub fn begin_restart_grace(&mut self, ready_at: Timestamp) {
+    ///
+    /// A lease that had passed before `last_commit_at` (the last write the server
+    /// committed before it went down) ran out while the server was still up: that session
+    /// gets no grace and expires now, as it would have without the restart (SPEC §2 r2).
+    pub fn begin_restart_grace(&mut self, ready_at: Timestamp, last_commit_at: Timestamp) {
         let Some(lease) = self.lease_expires_at else {
             return;
         };
         if self.status != Status::Active {
+            return;
+        }
+        if lease <= last_commit_at {
+            self.observe(ready_at);
             return;
         }
         self.lease_ran_out_while_down = lease <= ready_at;
@@ -498,11 +506,13 @@ impl Session {
         Ok(())
     }
 
-    /// Records checkpoint `seq = last_seq + 1`; it counts as a heartbeat and as progress.
+    /// Records checkpoint `seq = last_seq + 1` with the asset versions it pins; it counts
+    /// as a heartbeat and as progress.
     pub fn checkpoint(
         &mut self,
         attempt: u32,
         new: NewCheckpoint,
+        pins: Vec<PinnedAsset>,
         now: Timestamp,
     ) -> Result<Checkpoint, Error> {
         check_label("stage", new.stage.as_deref())?;
@@ -510,7 +520,7 @@ impl Session {
         self.check_attempt(Some(attempt))?;
         self.refuse_late_signal(now)?;
         self.require("checkpoint", "active", &[Status::Active])?;
-        let checkpoint = self.append_checkpoint(new, now)?;
+        let checkpoint = self.append_checkpoint(new, pins, now)?;
         self.extend_lease(now);
         Ok(checkpoint)
     }
@@ -531,12 +541,12 @@ impl Session {
     }
 
     /// Fails an `active` or `paused` session with an error, after writing the optional
-    /// emergency checkpoint.
+    /// emergency checkpoint (with the asset versions it pins).
     pub fn fail(
         &mut self,
         attempt: u32,
         error: String,
-        checkpoint: Option<NewCheckpoint>,
+        checkpoint: Option<(NewCheckpoint, Vec<PinnedAsset>)>,
         now: Timestamp,
     ) -> Result<Option<Checkpoint>, Error> {
         if error.len() > SessionLimits::ERROR_BYTES_MAX {
@@ -553,7 +563,7 @@ impl Session {
             &[Status::Active, Status::Paused],
         )?;
         let written = checkpoint
-            .map(|c| self.append_checkpoint(c, now))
+            .map(|(c, pins)| self.append_checkpoint(c, pins, now))
             .transpose()?;
         self.last_heartbeat_at = Some(now);
         self.crash = Some(Crash {
@@ -694,9 +704,10 @@ impl Session {
     fn append_checkpoint(
         &mut self,
         new: NewCheckpoint,
+        pins: Vec<PinnedAsset>,
         now: Timestamp,
     ) -> Result<Checkpoint, Error> {
-        let checkpoint = Checkpoint::build(self.last_seq + 1, self.attempt, new, now)?;
+        let checkpoint = Checkpoint::build(self.last_seq + 1, self.attempt, new, pins, now)?;
         self.last_seq = checkpoint.seq;
         self.progress.merge(Progress {
             percent: None,

@@ -106,7 +106,9 @@ fn apply(session: &mut Session, step: &Step, now: Timestamp) -> Result<(), Error
         Step::Checkpoint(o) => {
             let mut checkpoint = NewCheckpoint::new(CheckpointKind::Item);
             checkpoint.data = "{}".to_owned();
-            session.checkpoint(named(*o), checkpoint, now).map(drop)
+            session
+                .checkpoint(named(*o), checkpoint, Vec::new(), now)
+                .map(drop)
         }
         Step::Pause(o) => session.pause(Some(named(*o)), now),
         Step::Fail(o) => session

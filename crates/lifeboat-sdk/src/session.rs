@@ -342,17 +342,29 @@ impl SessionHandle {
         Ok(())
     }
 
-    /// Uploads a whole asset (replacing one of that name).
+    /// Uploads a whole asset (replacing one of that name), fenced by this attempt: once
+    /// the session is recovered by another worker it answers [`Error::LeaseLost`].
     pub async fn upload(&self, name: &str, bytes: &[u8]) -> Result<Value> {
+        let path = self.path(&format!("/assets/{name}?attempt={}", self.shared.attempt));
         let answer = self
             .shared
             .client
-            .send(
-                Call::new(Method::PUT, self.path(&format!("/assets/{name}")))
-                    .body(Body::Bytes(bytes)),
-            )
-            .await?;
+            .send(Call::new(Method::PUT, path).body(Body::Bytes(bytes)))
+            .await
+            .map_err(|e| self.lose(e))?;
         answer.json()
+    }
+
+    /// The bytes of asset `name` as checkpoint `seq` pinned them: what a resumed worker
+    /// continues from, whatever was written to that name since.
+    pub async fn pinned_asset(&self, seq: u64, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(&format!("/checkpoints/{seq}/assets/{name}"));
+        let answer = self
+            .shared
+            .client
+            .send(Call::new(Method::GET, path))
+            .await?;
+        Ok(answer.body)
     }
 
     /// The size of an asset so far (0 if it does not exist yet): where appends resume.
@@ -372,23 +384,22 @@ impl SessionHandle {
             .unwrap_or(0))
     }
 
-    /// Appends `bytes` at `offset` of an appendable asset; answers its new size. A retry
-    /// whose first try already landed is recognised (the asset is already that long).
+    /// Appends `bytes` at `offset` of an appendable asset, fenced by this attempt;
+    /// answers its new size. A retry whose first try already landed is answered 200 by
+    /// the server (the bytes are there, byte for byte), so a 409 `offset-mismatch` always
+    /// means the stored bytes differ: it is returned, never taken for success.
     pub async fn append(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<u64> {
-        let path = self.path(&format!("/assets/{name}?offset={offset}"));
-        match self
+        let attempt = self.shared.attempt;
+        let path = self.path(&format!("/assets/{name}?offset={offset}&attempt={attempt}"));
+        let answer = self
             .shared
             .client
             .send(Call::new(Method::POST, path).body(Body::Bytes(bytes)))
             .await
-        {
-            Ok(answer) => Ok(answer.json::<Value>()?["size"].as_u64().unwrap_or(offset)),
-            Err(Error::Problem {
-                current_size: Some(size),
-                ..
-            }) if size == offset + bytes.len() as u64 => Ok(size),
-            Err(e) => Err(e),
-        }
+            .map_err(|e| self.lose(e))?;
+        answer.json::<Value>()?["size"]
+            .as_u64()
+            .ok_or_else(|| Error::Protocol("an append answer without `size`".to_owned()))
     }
 }
 

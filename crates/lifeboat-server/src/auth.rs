@@ -45,11 +45,27 @@ pub(crate) struct Caller {
     pub(crate) actor: String,
     pub(crate) bootstrap: bool,
     pub(crate) scopes: Vec<String>,
+    /// For a session token: the attempt it was made for (SPEC §9 r2). Its writes act for
+    /// that attempt only.
+    pub(crate) attempt: Option<u32>,
 }
 
 impl Caller {
     fn may(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope || s == "admin")
+    }
+
+    /// The attempt a session write is fenced by: what the request names, and for a
+    /// session token the token's attempt (a request naming another is 409 at once).
+    pub(crate) fn fence(&self, sent: Option<u32>) -> Result<Option<u32>, ApiError> {
+        match (self.attempt, sent) {
+            (Some(token), Some(sent)) if sent != token => Err(ApiError::new(
+                ProblemType::ATTEMPT_MISMATCH,
+                format!("this session token acts for attempt {token} only, not {sent}"),
+            )),
+            (Some(token), _) => Ok(Some(token)),
+            (None, sent) => Ok(sent),
+        }
     }
 }
 
@@ -177,6 +193,7 @@ pub(crate) async fn require_token(
             actor: format!("session-token:{}", token.id),
             bootstrap: false,
             scopes: vec!["read".to_owned(), "write".to_owned()],
+            attempt: Some(token.attempt),
         };
         (token.tenant, caller)
     } else if state.admin_token.matches(&presented) {
@@ -184,6 +201,7 @@ pub(crate) async fn require_token(
             actor: "bootstrap".to_owned(),
             bootstrap: true,
             scopes: vec!["admin".to_owned()],
+            attempt: None,
         };
         (TenantId::default(), caller)
     } else {
@@ -193,6 +211,7 @@ pub(crate) async fn require_token(
                     actor: key.id,
                     bootstrap: false,
                     scopes: key.scopes,
+                    attempt: None,
                 };
                 (key.tenant, caller)
             }

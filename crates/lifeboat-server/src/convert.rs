@@ -6,8 +6,8 @@ use lifeboat::{
 };
 use lifeboat_api::{
     AssetCountsBody, CheckpointBody, CrashBody, CreateCheckpoint, CreateSession, DistributionBody,
-    LatestCheckpoint, MetricsBody, OptionBody, ProblemType, ProgressBody, RecoveryBody,
-    SessionBody, StatsBody,
+    LatestCheckpoint, MetricsBody, OptionBody, PinnedAssetBody, ProblemType, ProgressBody,
+    RecoveryBody, SessionBody, StatsBody,
 };
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -96,7 +96,15 @@ pub(crate) fn checkpoint_body(c: &Checkpoint) -> Result<CheckpointBody, ApiError
         data: raw(&c.data)?,
         sha256: c.sha256.as_str().to_owned(),
         valid: c.valid,
-        assets: c.assets.clone(),
+        assets: c
+            .assets
+            .iter()
+            .map(|pin| PinnedAssetBody {
+                name: pin.name.to_string(),
+                size: pin.size,
+                sha256: pin.sha256.as_str().to_owned(),
+            })
+            .collect(),
         created_at: rfc3339(c.created_at),
     })
 }

@@ -56,6 +56,7 @@ impl From<Error> for ApiError {
                 DomainError::ProjectNotFound(_) => ProblemType::NOT_FOUND,
                 DomainError::InvalidAssetName { .. } => ProblemType::INVALID_ID,
                 DomainError::OffsetMismatch { .. } => ProblemType::OFFSET_MISMATCH,
+                DomainError::AssetChanged { .. } => ProblemType::ASSET_CHANGED,
                 _ => ProblemType::VALIDATION_FAILED,
             },
             Error::IdempotencyKeyReused(_) => ProblemType::IDEMPOTENCY_KEY_REUSED,
@@ -67,6 +68,7 @@ impl From<Error> for ApiError {
             Error::InvalidArchive(_) => ProblemType::INVALID_ARCHIVE,
             Error::Unavailable(_) => ProblemType::STORAGE_UNAVAILABLE,
             Error::Full(_) => ProblemType::STORAGE_FULL,
+            Error::Locked { .. } => ProblemType::STORAGE_UNAVAILABLE,
             _ => ProblemType::INTERNAL,
         };
         if kind.status >= 500 {

@@ -1,13 +1,13 @@
 //! The backend-independent half of a session write: call the core, collect the result.
 
-use lifeboat_core::{AssetCounts, Checkpoint, Error as DomainError, Session, Timestamp, assess};
+use lifeboat_core::{Error as DomainError, NewCheckpoint, PinnedAsset, Session, Timestamp};
 
+use crate::recovery::{RecoveryFacts, evaluate};
 use crate::{Applied, Error, SessionOp};
 
-/// Applies `op` to `session` at `now`. `asset_exists` says whether the session has an
-/// asset of that name; `asset_verifies` whether it is intact (for a recovery's
-/// assessment, with `asset_counts`); `checkpoints` loads the session's checkpoints (with `valid`
-/// recomputed) when a recovery needs them.
+/// Applies `op` to `session` at `now`. `pin` answers the current version of a named asset
+/// of the session (none if it has no such asset), which a checkpoint pins; `facts` reads
+/// what a recovery's assessment needs, with `session` as it is now.
 ///
 /// On a refusal `session` may still have changed (an expiry observed, a crash type
 /// refined); the backend persists it either way.
@@ -15,22 +15,9 @@ pub fn apply(
     session: &mut Session,
     op: SessionOp,
     now: Timestamp,
-    asset_exists: &dyn Fn(&str) -> bool,
-    asset_verifies: &dyn Fn(&str) -> bool,
-    asset_counts: AssetCounts,
-    checkpoints: impl FnOnce() -> Result<Vec<Checkpoint>, Error>,
+    pin: &dyn Fn(&str) -> Result<Option<PinnedAsset>, Error>,
+    facts: impl FnOnce(&Session) -> Result<RecoveryFacts, Error>,
 ) -> Result<Applied, Error> {
-    let named_assets = match &op {
-        SessionOp::Checkpoint { checkpoint, .. } => checkpoint.assets.as_slice(),
-        SessionOp::Fail {
-            checkpoint: Some(checkpoint),
-            ..
-        } => checkpoint.assets.as_slice(),
-        _ => &[],
-    };
-    if let Some(unknown) = named_assets.iter().find(|name| !asset_exists(name)) {
-        return Err(DomainError::UnknownAsset(unknown.clone()).into());
-    }
     let mut checkpoint = None;
     let mut resume_from = None;
     match op {
@@ -42,19 +29,37 @@ pub fn apply(
         SessionOp::Checkpoint {
             attempt,
             checkpoint: new,
-        } => checkpoint = Some(session.checkpoint(attempt, new, now)?),
+        } => {
+            let pins = pins(&new, pin)?;
+            checkpoint = Some(session.checkpoint(attempt, new, pins, now)?);
+        }
         SessionOp::Pause { attempt } => session.pause(attempt, now)?,
         SessionOp::Fail {
             attempt,
             error,
             checkpoint: new,
-        } => checkpoint = session.fail(attempt, error, new, now)?,
-        SessionOp::Recover { option, confirm } => {
+        } => {
+            let new = match new {
+                Some(new) => {
+                    let pins = pins(&new, pin)?;
+                    Some((new, pins))
+                }
+                None => None,
+            };
+            checkpoint = session.fail(attempt, error, new, now)?;
+        }
+        SessionOp::Recover {
+            option,
+            confirm,
+            files,
+        } => {
             session.observe(now);
-            let stored = checkpoints()?;
-            let assessment = assess(session, &stored, asset_verifies, asset_counts);
-            let seq = session.recover(option, confirm, &assessment, now)?;
-            resume_from = stored.into_iter().find(|c| Some(c.seq) == seq);
+            let view = evaluate(facts(session)?, &files, now);
+            let seq = session.recover(option, confirm, &view.assessment, now)?;
+            resume_from = [view.resume_from, view.batch_from]
+                .into_iter()
+                .flatten()
+                .find(|c| Some(c.seq) == seq);
         }
         SessionOp::Complete { attempt } => session.complete(attempt, now)?,
         SessionOp::Cancel { attempt } => session.cancel(attempt, now)?,
@@ -64,4 +69,32 @@ pub fn apply(
         checkpoint,
         resume_from,
     })
+}
+
+/// The versions of the assets `new` names, as they are now (SPEC §5 r2), each once.
+fn pins(
+    new: &NewCheckpoint,
+    pin: &dyn Fn(&str) -> Result<Option<PinnedAsset>, Error>,
+) -> Result<Vec<PinnedAsset>, Error> {
+    if new.assets.len() > NewCheckpoint::ASSETS_MAX {
+        return Err(DomainError::Invalid {
+            field: "assets",
+            message: format!(
+                "a checkpoint names at most {} assets",
+                NewCheckpoint::ASSETS_MAX
+            ),
+        }
+        .into());
+    }
+    let mut pins: Vec<PinnedAsset> = Vec::with_capacity(new.assets.len());
+    for name in &new.assets {
+        if pins.iter().any(|p| p.name.as_str() == name) {
+            continue;
+        }
+        match pin(name)? {
+            Some(found) => pins.push(found),
+            None => return Err(DomainError::UnknownAsset(name.clone()).into()),
+        }
+    }
+    Ok(pins)
 }

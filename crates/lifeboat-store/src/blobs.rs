@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use lifeboat_core::{Asset, Sha256, Storage};
+use lifeboat_core::{Asset, FileVersion, Sha256, Storage};
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
@@ -30,6 +30,16 @@ pub struct BlobWriter {
     size: u64,
 }
 
+/// A finished upload still in `tmp/`: fsynced and hashed, not yet in place.
+#[derive(Debug)]
+pub struct Hashed {
+    path: PathBuf,
+    /// Its SHA-256.
+    pub sha256: Sha256,
+    /// Bytes.
+    pub size: u64,
+}
+
 /// A finished, durable upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
@@ -43,12 +53,26 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` if it is missing, and fsyncs its parent so that the new entry survives a
+/// power cut (a file fsynced inside a directory whose own entry was lost is lost too).
+pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => fsync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
 impl BlobStore {
     /// Opens (creating) `<data_dir>/blobs`.
     pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
         let root = data_dir.join("blobs");
+        create_dir_durably(&root)?;
         for dir in ["tmp", "sha256", "open"] {
-            std::fs::create_dir_all(root.join(dir))?;
+            create_dir_durably(&root.join(dir))?;
         }
         Ok(BlobStore { root })
     }
@@ -150,31 +174,19 @@ impl BlobStore {
         self.root.join("tmp").join(uuid::Uuid::now_v7().to_string())
     }
 
-    /// Makes a finished upload durable under its hash: fsync, rename (or drop it if the
-    /// same bytes are already stored), fsync the directories.
-    async fn commit(&self, temp: PathBuf, sha256: &Sha256) -> io::Result<()> {
-        let blobs = self.clone();
-        let sha256 = sha256.clone();
-        tokio::task::spawn_blocking(move || blobs.keep(&temp, &sha256))
-            .await
-            .map_err(io::Error::other)?
-    }
-
     /// Blocking: moves a fsynced file from `tmp/` into place under `sha256` and fsyncs the
-    /// directories (or drops it if the same bytes are already stored).
+    /// directories. The same bytes already stored are replaced, not kept: the file there
+    /// may be the one a verification found damaged, and these bytes hash right (so a
+    /// re-upload heals it). The new file's modification time is now, so cleanup, which
+    /// deletes only old files, leaves it alone.
     pub fn keep(&self, temp: &Path, sha256: &Sha256) -> io::Result<()> {
         let target = self.blob_path(sha256);
         let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
-        std::fs::create_dir_all(&dir)?;
-        if target.exists() {
-            // Same bytes already stored. Touch them, so cleanup (which deletes only
-            // old unreferenced files) cannot take them while this upload is recorded.
-            File::options()
-                .append(true)
-                .open(&target)?
-                .set_modified(std::time::SystemTime::now())?;
-            return std::fs::remove_file(temp);
-        }
+        create_dir_durably(&dir)?;
+        File::options()
+            .append(true)
+            .open(temp)?
+            .set_modified(std::time::SystemTime::now())?;
         std::fs::rename(temp, &target)?;
         fsync_dir(&dir)?;
         if let Some(parent) = dir.parent() {
@@ -212,25 +224,20 @@ impl BlobWriter {
         self.size
     }
 
-    /// Finishes the upload: fsyncs it and stores it under its hash. `expected` is the
-    /// client's `X-Content-SHA256`; on a mismatch nothing is kept and the actual hash is
-    /// returned as the error.
-    pub async fn finish(
-        mut self,
-        blobs: &BlobStore,
-        expected: Option<&Sha256>,
-    ) -> io::Result<Result<Blob, Sha256>> {
+    /// Finishes the upload: fsyncs and hashes it. `expected` is the client's
+    /// `X-Content-SHA256`; on a mismatch nothing is kept and the actual hash is returned
+    /// as the error. [`Hashed::keep`] then puts it in place.
+    pub async fn finish(mut self, expected: Option<&Sha256>) -> io::Result<Result<Hashed, Sha256>> {
         self.file.flush().await?;
         self.file.sync_all().await?;
         let sha256 = Sha256::from_stored(hex::encode(self.hasher.finalize()));
+        drop(self.file);
         if expected.is_some_and(|e| *e != sha256) {
-            drop(self.file);
             tokio::fs::remove_file(&self.path).await?;
             return Ok(Err(sha256));
         }
-        drop(self.file);
-        blobs.commit(self.path, &sha256).await?;
-        Ok(Ok(Blob {
+        Ok(Ok(Hashed {
+            path: self.path,
             sha256,
             size: self.size,
         }))
@@ -239,6 +246,26 @@ impl BlobWriter {
     /// Abandons the upload and removes its temporary file.
     pub async fn abort(self) {
         drop(self.file);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+impl Hashed {
+    /// Stores the upload under its hash, durably (see [`BlobStore::keep`]).
+    pub async fn keep(self, blobs: &BlobStore) -> io::Result<Blob> {
+        let blobs = blobs.clone();
+        let (path, sha256) = (self.path, self.sha256.clone());
+        tokio::task::spawn_blocking(move || blobs.keep(&path, &sha256))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(Blob {
+            sha256: self.sha256,
+            size: self.size,
+        })
+    }
+
+    /// Abandons the upload and removes its temporary file.
+    pub async fn discard(self) {
         let _ = tokio::fs::remove_file(&self.path).await;
     }
 }
@@ -264,10 +291,29 @@ pub fn hash_file(path: &Path, len: Option<u64>) -> io::Result<(Sha256, u64)> {
     Ok((Sha256::from_stored(hex::encode(hasher.finalize())), size))
 }
 
-/// The cheap check recovery makes every time: the file exists with the recorded size,
-/// and the last full verification did not find it corrupt.
-pub fn looks_intact(blobs: &BlobStore, asset: &Asset) -> bool {
-    asset.status != lifeboat_core::AssetStatus::Corrupt
-        && std::fs::metadata(blobs.path_of(asset))
-            .is_ok_and(|m| m.is_file() && m.len() == asset.size)
+impl BlobStore {
+    /// Where the bytes of a stored version are (`None` for an external file).
+    pub fn version_path(&self, version: &FileVersion) -> Option<PathBuf> {
+        match version.storage {
+            "blob" => Some(self.blob_path(&Sha256::from_stored(version.key.clone()))),
+            "appendable" => Some(self.appendable_path(&version.key)),
+            _ => None,
+        }
+    }
+
+    /// The cheap check recovery makes every time of a stored version: its file exists,
+    /// is a regular file, and holds its bytes (a blob exactly, an appendable file at
+    /// least as many: a prefix stays a prefix as the file grows).
+    pub fn present(&self, version: &FileVersion) -> bool {
+        let Some(path) = self.version_path(version) else {
+            return false;
+        };
+        std::fs::metadata(path).is_ok_and(|m| {
+            m.is_file()
+                && match version.storage {
+                    "appendable" => m.len() >= version.size,
+                    _ => m.len() == version.size,
+                }
+        })
+    }
 }

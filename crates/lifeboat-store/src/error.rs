@@ -41,6 +41,17 @@ pub enum Error {
     /// cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Another process owns the data directory (SPEC §6): nothing was opened or changed.
+    #[error(
+        "the data directory {dir} is in use by another lifeboat process{}; stop it first, or use another --data-dir",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The directory.
+        dir: String,
+        /// The owner's pid, when its lock file says.
+        pid: Option<u32>,
+    },
     /// The disk is full; nothing was written.
     #[error("storage full: {0}")]
     Full(String),
@@ -49,7 +60,7 @@ pub enum Error {
     InvalidArchive(String),
     /// Not an error: a dry run's report, carried out of the transaction it rolls back.
     #[error("dry run")]
-    DryRun(crate::CleanupReport, Vec<crate::FileRef>),
+    DryRun(Box<(crate::CleanupReport, Option<crate::CleanupCursor>)>),
     /// An unexpected storage failure.
     #[error("storage error: {0}")]
     Internal(String),

@@ -8,20 +8,23 @@
 mod apply;
 pub mod blobs;
 mod error;
+pub mod lock;
+pub mod recovery;
 mod schemas;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use blobs::BlobStore;
 use lifeboat_core::{
-    Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, Id, Metrics,
-    NewCheckpoint, Owner, Preconditions, Progress, Project, RecoveryOption, Saved, SchemaRef,
-    Session, Status, TenantId, Timestamp,
+    Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, FileVersion, Id,
+    Metrics, NewCheckpoint, Owner, Preconditions, Progress, Project, RecoveryOption, Saved,
+    SchemaRef, Session, Status, TenantId, Timestamp,
 };
 use serde_json::Value;
 
 pub use apply::apply;
 pub use error::Error;
+pub use recovery::{FileChecks, RecoveryFacts};
 pub use schemas::SchemaCache;
 
 /// The result type of every store operation.
@@ -66,6 +69,9 @@ pub enum SessionOp {
         option: RecoveryOption,
         /// Confirms a fresh start or a recovery past `max_attempts`.
         confirm: bool,
+        /// What the session's files looked like just before (looked at outside the
+        /// writer, which must never wait on a file system); see [`recovery`].
+        files: FileChecks,
     },
     /// Complete the session.
     Complete {
@@ -85,20 +91,6 @@ impl SessionOp {
     /// restart grace covers a loss; one that moves progress or metrics waits for it.
     pub fn is_heartbeat(&self) -> bool {
         matches!(self, SessionOp::Heartbeat { .. })
-    }
-
-    /// Whether applying this op looks at the session's assets: a checkpoint that names
-    /// some, or a recovery (which assesses them). Other writes skip the file checks.
-    pub fn needs_assets(&self) -> bool {
-        match self {
-            SessionOp::Checkpoint { checkpoint, .. } => !checkpoint.assets.is_empty(),
-            SessionOp::Fail {
-                checkpoint: Some(checkpoint),
-                ..
-            } => !checkpoint.assets.is_empty(),
-            SessionOp::Recover { .. } => true,
-            _ => false,
-        }
     }
 }
 
@@ -231,6 +223,10 @@ pub struct Stats {
     pub work_lost_ms: Distribution,
 }
 
+/// Sessions with writes on their way to the store, by `(tenant, id)`, with when the
+/// earliest of them arrived: a lease that passed after that arrival is not expired yet.
+pub type Spared = std::collections::HashMap<(TenantId, Id), Timestamp>;
+
 /// How long an `Idempotency-Key` is remembered: 24 hours.
 pub const IDEMPOTENCY_KEY_TTL_MS: u64 = 24 * 3_600_000;
 
@@ -319,6 +315,25 @@ impl Default for CleanupRules {
             deleted_project_age_ms: 7 * DAY,
         }
     }
+}
+
+/// Where the next step of cleanup's record half starts: each kind of record in turn, by
+/// primary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupCursor {
+    /// Finished sessions after this `pk`.
+    Sessions(i64),
+    /// Deleted projects after this `pk`.
+    Projects(i64),
+    /// Revision histories of live projects after this `pk`.
+    Revisions(i64),
+    /// Idempotency keys after this `(tenant, key, route)`.
+    Keys(Option<(String, String, String)>),
+}
+
+impl CleanupCursor {
+    /// Where a run starts.
+    pub const START: CleanupCursor = CleanupCursor::Sessions(0);
 }
 
 /// What an export takes from a tenant. Both lists empty: everything it holds (projects
@@ -411,8 +426,11 @@ pub struct SessionToken {
     pub id: String,
     /// The session's tenant.
     pub tenant: TenantId,
-    /// The one session it may act on.
+    /// The one session it may act on (that session row: a later session that reuses the
+    /// id is another one, and the token dies with the first).
     pub session_id: Id,
+    /// The attempt it acts for: the session's current one when the token was made.
+    pub attempt: u32,
     /// SHA-256 (hex) of the secret.
     pub secret_sha256: String,
     /// When it was made.
@@ -558,8 +576,16 @@ pub trait Store: Send + Sync + 'static {
         idempotency: Option<Idempotency<Applied>>,
     ) -> Result<Outcome<Applied>>;
 
-    /// One session, as observed at `now`.
-    async fn session(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Session>;
+    /// One session as stored (the caller observes it; see [`Store::expire`]).
+    async fn session(&self, tenant: &TenantId, id: &Id) -> Result<Session>;
+
+    /// Persists the expiry of one session's lease as observed at `now`, if it has passed
+    /// and is not persisted yet; answers the session as stored afterwards.
+    async fn expire(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Session>;
+
+    /// Whether any `active` session's lease has passed at `now` without its expiry being
+    /// persisted yet (a read must persist those before it answers, SPEC §2 r2).
+    async fn due(&self, now: Timestamp) -> Result<bool>;
 
     /// Sessions matching `filter`, newest first.
     async fn sessions(
@@ -581,24 +607,30 @@ pub trait Store: Send + Sync + 'static {
     /// Checkpoint `seq`, or with `None` the newest valid one.
     async fn checkpoint(&self, tenant: &TenantId, id: &Id, seq: Option<u64>) -> Result<Checkpoint>;
 
-    /// The recovery assessment of one session (any state).
-    async fn recovery(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Recovery>;
+    /// What the recovery assessment of one session (any state) needs, read at once.
+    async fn recovery_facts(&self, tenant: &TenantId, id: &Id) -> Result<RecoveryFacts>;
 
-    /// Recoverable sessions (incomplete, failed, paused, as observed at `now`), newest first.
-    async fn recoverable(
+    /// The same for recoverable sessions (incomplete, failed, paused, as observed at
+    /// `now`), newest first.
+    async fn recoverable_facts(
         &self,
         tenant: &TenantId,
         page: &PageRequest,
         now: Timestamp,
-    ) -> Result<Page<Recovery>>;
+    ) -> Result<Page<RecoveryFacts>>;
 
     /// Re-hashes a session's checkpoints and marks damaged ones.
     async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification>;
 
     /// Persists expired leases and stall flags of all tenants; answers how many timed out.
-    async fn sweep(&self, now: Timestamp) -> Result<u64>;
+    ///
+    /// A session in `spared` whose write arrived before its lease passed is left active:
+    /// that write, still on its way to the writer, keeps it alive (SPEC §2 r2).
+    async fn sweep(&self, now: Timestamp, spared: &Spared) -> Result<u64>;
 
-    /// Gives every active session one full timeout from `ready_at` (the restart grace).
+    /// Gives every active session one full timeout from `ready_at` (the restart grace),
+    /// except those whose lease had passed before the last write the store committed:
+    /// those expire now. Answers how many sessions were given the grace.
     async fn begin_restart_grace(&self, ready_at: Timestamp) -> Result<u64>;
 
     /// Counts for one tenant.
@@ -675,21 +707,28 @@ pub trait Store: Send + Sync + 'static {
     /// Changes after every commit; subscribers then read new events with [`Store::events`].
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 
-    /// Removes the records cleanup is for (all tenants), in one transaction: old finished
-    /// sessions with their checkpoints and asset records, old deleted projects with their
-    /// revisions and asset records, revisions beyond retention, expired idempotency keys.
-    /// With `dry_run` it counts and changes nothing.
-    ///
-    /// `candidates` are stored files old enough to go; the answer lists those no record
-    /// names once the records are gone (evaluated in the same transaction, so a dry run
-    /// counts the files a real run would delete).
-    async fn cleanup_records(
+    /// Removes one bounded step of the records cleanup is for (all tenants), from
+    /// `cursor` on, in one short transaction: old finished sessions with their checkpoints
+    /// and asset records, old deleted projects with their revisions and asset records,
+    /// revisions beyond retention, expired idempotency keys. Answers what it removed and
+    /// where the next step starts (`None`: done). With `dry_run` it counts and changes
+    /// nothing.
+    async fn cleanup_step(
         &self,
         rules: CleanupRules,
         now: Timestamp,
         dry_run: bool,
+        cursor: CleanupCursor,
+    ) -> Result<(CleanupReport, Option<CleanupCursor>)>;
+
+    /// Of `candidates`, the stored files no asset record and no retained checkpoint names
+    /// (read on a snapshot, outside the writer). With `purged`, records that a cleanup
+    /// under those rules at that time would purge do not count: the dry run's question.
+    async fn unreferenced(
+        &self,
         candidates: Vec<FileRef>,
-    ) -> Result<(CleanupReport, Vec<FileRef>)>;
+        purged: Option<(CleanupRules, Timestamp)>,
+    ) -> Result<Vec<FileRef>>;
 
     /// Checks the whole store, all tenants: SQLite's integrity check, every checkpoint's
     /// hash, per-session counters. With `repair`, damaged checkpoints are quarantined
@@ -722,11 +761,13 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<AuditEntry>>;
 
-    /// Stores a session token (id, tenant, session, SHA-256 of its secret).
-    async fn create_session_token(&self, token: SessionToken) -> Result<()>;
+    /// Stores a session token (id, tenant, session, SHA-256 of its secret), bound to the
+    /// session's current attempt; answers the record with that attempt.
+    async fn create_session_token(&self, token: SessionToken) -> Result<SessionToken>;
 
-    /// A session token by id.
-    async fn session_token(&self, id: &str) -> Result<Option<SessionToken>>;
+    /// A session token by id, with its session's stored status (none once the session
+    /// is purged: the token goes with it).
+    async fn session_token(&self, id: &str) -> Result<Option<(SessionToken, Status)>>;
 
     /// Stores a new API key.
     async fn create_key(&self, key: ApiKey) -> Result<()>;
@@ -761,16 +802,35 @@ pub trait Store: Send + Sync + 'static {
     /// An owner's assets, by name.
     async fn assets(&self, tenant: &TenantId, owner: &Owner) -> Result<Vec<Asset>>;
 
-    /// Records an asset whose bytes are already durable; answers whether it is new.
-    async fn save_asset(&self, tenant: &TenantId, owner: &Owner, asset: Asset) -> Result<bool>;
+    /// Records an asset whose bytes are already durable; answers whether it is new. With
+    /// `fence`, a session's asset is written only if that is the session's current attempt.
+    /// A blob's record also heals it: its good bytes were just stored again.
+    async fn save_asset(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        asset: Asset,
+        fence: Option<u32>,
+    ) -> Result<bool>;
 
-    /// Removes an asset's record, answering it (its bytes are left for cleanup).
+    /// Removes an asset's record (fenced like [`Store::save_asset`]), answering it and
+    /// whether a record or a retained checkpoint still names its file. Its bytes are left
+    /// for cleanup.
     async fn delete_asset(
         &self,
         tenant: &TenantId,
         owner: &Owner,
         name: &AssetName,
-    ) -> Result<Asset>;
+        fence: Option<u32>,
+    ) -> Result<(Asset, bool)>;
+
+    /// Records what a verification found of file versions: `true` = damaged (never resumed
+    /// from again), `false` = intact (forgotten if it was damaged before).
+    async fn record_file_checks(
+        &self,
+        found: Vec<(FileVersion, bool)>,
+        now: Timestamp,
+    ) -> Result<()>;
 
     /// Records a verification verdict.
     async fn set_asset_status(

@@ -1,52 +1,108 @@
-//! Asset operations: durable uploads, resumable appends, external files, verification.
+//! Asset operations: durable uploads, resumable appends, external files, pinned
+//! versions, verification.
 //!
 //! Bytes are made durable first (see `lifeboat_store::blobs`), the record second, so a
-//! crash can leave an unreferenced file but never a record without its bytes.
+//! crash can leave an unreferenced file but never a record without its bytes. Session
+//! asset writes may be fenced by attempt (SPEC §5 r2): the store checks the fence in the
+//! record's transaction, so a worker that lost its session can never replace what the
+//! recovered attempt relies on.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lifeboat_core::{
-    Asset, AssetName, AssetStatus, Error as DomainError, Id, Owner, Sha256, Storage, TenantId,
+    Asset, AssetName, AssetStatus, Error as DomainError, FileVersion, Id, Owner, PinnedAsset,
+    Sha256, Storage, TenantId,
 };
 use lifeboat_store::blobs::{BlobWriter, hash_file};
-use lifeboat_store::{Error, Result, Verification};
+use lifeboat_store::{Error, FileChecks, Result, Verification};
 use sha2::Digest;
 
 use crate::Lifeboat;
+use crate::external::{Changed, Roots};
 
-/// The in-process state of assets: locks that serialize appends to one asset, and the
-/// running hash of each appendable file (so an append hashes only its chunk).
+/// Append locks kept at most; idle ones are dropped beyond this (an asset that is not
+/// being appended to needs no lock).
+const APPEND_LOCKS_MAX: usize = 4_096;
+/// Running hashes of appendable files kept at most; one that is dropped is rebuilt from
+/// the file by the next append.
+const RUNNING_HASHES_MAX: usize = 4_096;
+/// How long one look at the files (recovery's existence and size checks) may take before
+/// the files it did not reach count as absent: a hung mount must not hang a recovery.
+const FILE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The in-process state of assets: locks that serialize appends to one asset, the running
+/// hash of each appendable file (so an append hashes only its chunk), and the blobs being
+/// put in place (cleanup leaves those alone).
 pub(crate) struct AssetState {
-    roots: Vec<PathBuf>,
+    roots: Roots,
     max_bytes: u64,
     idle_timeout: Duration,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hashers: Mutex<HashMap<String, (u64, sha2::Sha256)>>,
+    /// SHA-256 of blobs between "bytes renamed into place" and "record committed", with a
+    /// count of uploads doing so. Cleanup deletes a blob only while holding this lock and
+    /// only if it is not here, so it never deletes bytes an upload is about to record.
+    placing: Mutex<HashMap<String, usize>>,
 }
 
 impl AssetState {
     pub(crate) fn new(roots: Vec<PathBuf>, max_bytes: u64, idle_timeout: Duration) -> AssetState {
-        // Roots are compared after resolving symlinks, like the paths registered in them.
-        let roots = roots
-            .into_iter()
-            .filter_map(|root| std::fs::canonicalize(root).ok())
-            .collect();
         AssetState {
-            roots,
+            roots: Roots::new(roots),
             max_bytes,
             idle_timeout,
             locks: Mutex::default(),
             hashers: Mutex::default(),
+            placing: Mutex::default(),
         }
     }
 
     fn lock_for(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.len() >= APPEND_LOCKS_MAX {
+            // Only this map holds an idle lock.
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
         Arc::clone(locks.entry(key).or_default())
+    }
+
+    fn remember_hash(&self, key: String, size: u64, hasher: sha2::Sha256) {
+        let mut hashers = self.hashers.lock().unwrap_or_else(|e| e.into_inner());
+        if hashers.len() >= RUNNING_HASHES_MAX
+            && let Some(evicted) = hashers.keys().next().cloned()
+        {
+            hashers.remove(&evicted);
+        }
+        hashers.insert(key, (size, hasher));
+    }
+
+    /// Runs `delete` unless an upload is placing the blob `sha256` now (see `placing`).
+    pub(crate) fn unless_placing<T>(&self, sha256: &str, delete: impl FnOnce() -> T) -> Option<T> {
+        let placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        if placing.contains_key(sha256) {
+            return None;
+        }
+        Some(delete())
+    }
+
+    fn start_placing(&self, sha256: &str) {
+        let mut placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        *placing.entry(sha256.to_owned()).or_default() += 1;
+    }
+
+    fn done_placing(&self, sha256: &str) {
+        let mut placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = placing.get_mut(sha256) {
+            *count -= 1;
+            if *count == 0 {
+                placing.remove(sha256);
+            }
+        }
     }
 }
 
@@ -57,6 +113,19 @@ pub struct Appended {
     pub asset: Asset,
     /// False when the chunk was already there (a retry): nothing was written.
     pub wrote: bool,
+}
+
+/// An asset's bytes, opened for reading and checked.
+#[derive(Debug)]
+pub struct OpenAsset {
+    /// The open file.
+    pub file: File,
+    /// Where the asset's bytes start in it.
+    pub start: u64,
+    /// How many bytes are the asset's.
+    pub size: u64,
+    /// Their SHA-256.
+    pub sha256: Sha256,
 }
 
 fn io_error(context: &str, e: std::io::Error) -> Error {
@@ -87,11 +156,6 @@ impl Lifeboat {
         self.inner.store.asset(tenant, owner, name).await
     }
 
-    /// The file holding an asset's bytes.
-    pub fn asset_path(&self, asset: &Asset) -> PathBuf {
-        self.inner.store.blobs().path_of(asset)
-    }
-
     /// The largest upload accepted.
     pub fn max_asset_bytes(&self) -> u64 {
         self.inner.assets.max_bytes
@@ -102,9 +166,137 @@ impl Lifeboat {
         self.inner.assets.idle_timeout
     }
 
-    /// Starts an upload for `owner` (404 before any byte is written if it does not exist).
-    pub async fn upload(&self, tenant: &TenantId, owner: &Owner) -> Result<BlobWriter> {
-        self.inner.store.assets(tenant, owner).await?;
+    /// Opens an asset's bytes for reading. An external file is checked again first
+    /// (SPEC §5 r2): if it no longer resolves inside a root to a regular file of its
+    /// registered size, the read is refused with `asset-changed` and the asset's status
+    /// becomes `missing` or `corrupt`.
+    pub async fn open_asset(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+    ) -> Result<(Asset, OpenAsset)> {
+        let asset = self.asset(tenant, owner, name).await?;
+        let opened = self
+            .open_version(&asset.storage, &asset.sha256, asset.size, name)
+            .await;
+        match opened {
+            Ok(open) => Ok((asset, open)),
+            Err(OpenError::Changed(changed)) => {
+                let status = match changed {
+                    Changed::Missing(_) => AssetStatus::Missing,
+                    Changed::Corrupt(_) => AssetStatus::Corrupt,
+                };
+                self.inner
+                    .store
+                    .set_asset_status(tenant, owner, name, status, self.now())
+                    .await?;
+                Err(changed.into_error(name))
+            }
+            Err(OpenError::Other(error)) => Err(error),
+        }
+    }
+
+    /// Opens the bytes of asset `name` as checkpoint `seq` of session `id` pinned them.
+    pub async fn open_pinned(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        seq: u64,
+        name: &AssetName,
+    ) -> Result<(PinnedAsset, OpenAsset)> {
+        let checkpoint = self.inner.store.checkpoint(tenant, id, Some(seq)).await?;
+        let Some(pin) = checkpoint.assets.into_iter().find(|p| p.name == *name) else {
+            return Err(Error::NotFound {
+                what: "pinned asset",
+                id: format!("{name} of checkpoint {seq}"),
+            });
+        };
+        match self
+            .open_version(&pin.storage, &pin.sha256, pin.size, name)
+            .await
+        {
+            Ok(open) => Ok((pin, open)),
+            Err(OpenError::Changed(changed)) => Err(changed.into_error(name)),
+            Err(OpenError::Other(error)) => Err(error),
+        }
+    }
+
+    async fn open_version(
+        &self,
+        storage: &Storage,
+        sha256: &Sha256,
+        size: u64,
+        name: &AssetName,
+    ) -> Result<OpenAsset, OpenError> {
+        let open = |file: File| OpenAsset {
+            file,
+            start: 0,
+            size,
+            sha256: sha256.clone(),
+        };
+        if let Storage::External(path) = storage {
+            let (roots, path) = (self.inner.assets.roots.clone(), path.clone());
+            let checked = blocking(move || Ok(roots.open(&path, size))).await;
+            return match checked {
+                Ok(Ok(file)) => Ok(open(file)),
+                Ok(Err(changed)) => Err(OpenError::Changed(changed)),
+                Err(error) => Err(OpenError::Other(error)),
+            };
+        }
+        let path = self
+            .inner
+            .store
+            .blobs()
+            .version_path(&FileVersion::of(storage, sha256, size))
+            .ok_or_else(|| OpenError::Other(Error::Internal("no path for stored bytes".into())))?;
+        let appendable = matches!(storage, Storage::Appendable(_));
+        let file = File::open(&path).ok().filter(|file| {
+            file.metadata()
+                .is_ok_and(|m| m.is_file() && (m.len() == size || appendable && m.len() >= size))
+        });
+        file.map(open).ok_or_else(|| {
+            OpenError::Other(Error::NotFound {
+                what: "asset bytes",
+                id: format!("{name} (POST …/verify records it as missing)"),
+            })
+        })
+    }
+
+    /// Whether `owner` exists and, for a session, `fence` names its current attempt: an
+    /// early refusal before any byte is written (the store checks again when it records).
+    async fn check_fence(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        fence: Option<u32>,
+    ) -> Result<()> {
+        match (owner, fence) {
+            (Owner::Session(id), Some(sent)) => {
+                let current = self.session(tenant, id).await?.attempt;
+                if sent != current {
+                    return Err(DomainError::AttemptMismatch { sent, current }.into());
+                }
+                Ok(())
+            }
+            (Owner::Project(_), Some(_)) => Err(DomainError::Invalid {
+                field: "attempt",
+                message: "only a session's assets are fenced by attempt".to_owned(),
+            }
+            .into()),
+            (_, None) => self.inner.store.assets(tenant, owner).await.map(drop),
+        }
+    }
+
+    /// Starts an upload for `owner` (404, or 409 for a stale `fence`, before any byte is
+    /// written).
+    pub async fn upload(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        fence: Option<u32>,
+    ) -> Result<BlobWriter> {
+        self.check_fence(tenant, owner, fence).await?;
         self.inner
             .store
             .blobs()
@@ -114,8 +306,8 @@ impl Lifeboat {
     }
 
     /// Finishes an upload and records it as `name` (replacing any asset of that name).
-    /// Answers the asset and whether it is new. On an `expected` hash mismatch nothing
-    /// is kept.
+    /// Answers the asset and whether it is new. On an `expected` hash mismatch, or a
+    /// stale `fence`, no record changes.
     pub async fn put_asset(
         &self,
         tenant: &TenantId,
@@ -123,9 +315,10 @@ impl Lifeboat {
         name: &AssetName,
         upload: BlobWriter,
         expected: Option<Sha256>,
+        fence: Option<u32>,
     ) -> Result<(Asset, bool)> {
-        let blob = upload
-            .finish(self.inner.store.blobs(), expected.as_ref())
+        let hashed = upload
+            .finish(expected.as_ref())
             .await
             .map_err(|e| io_error("cannot store the upload", e))?
             .map_err(|actual| DomainError::HashMismatch {
@@ -135,13 +328,34 @@ impl Lifeboat {
                     .unwrap_or_default(),
                 actual: actual.as_str().to_owned(),
             })?;
-        let now = self.now();
+        let sha256 = hashed.sha256.as_str().to_owned();
         let _guard = self
             .inner
             .assets
             .lock_for(lock_key(tenant, owner, name))
             .lock_owned()
             .await;
+        self.inner.assets.start_placing(&sha256);
+        let recorded = self
+            .place_and_record(tenant, owner, name, hashed, fence)
+            .await;
+        self.inner.assets.done_placing(&sha256);
+        recorded
+    }
+
+    async fn place_and_record(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+        hashed: lifeboat_store::blobs::Hashed,
+        fence: Option<u32>,
+    ) -> Result<(Asset, bool)> {
+        let blob = hashed
+            .keep(self.inner.store.blobs())
+            .await
+            .map_err(|e| io_error("cannot store the upload", e))?;
+        let now = self.now();
         let created_at = match self.inner.store.asset(tenant, owner, name).await {
             Ok(previous) => previous.created_at,
             Err(Error::NotFound { .. }) => now,
@@ -161,7 +375,7 @@ impl Lifeboat {
         let created = self
             .inner
             .store
-            .save_asset(tenant, owner, asset.clone())
+            .save_asset(tenant, owner, asset.clone(), fence)
             .await?;
         Ok((asset, created))
     }
@@ -176,7 +390,9 @@ impl Lifeboat {
         name: &AssetName,
         offset: u64,
         chunk: Vec<u8>,
+        fence: Option<u32>,
     ) -> Result<Appended> {
+        self.check_fence(tenant, owner, fence).await?;
         let key = lock_key(tenant, owner, name);
         let _guard = self.inner.assets.lock_for(key.clone()).lock_owned().await;
         let current = match self.inner.store.asset(tenant, owner, name).await {
@@ -196,8 +412,8 @@ impl Lifeboat {
             let sent = chunk.clone();
             let same = end <= size
                 && blocking(move || {
-                    let mut file = std::fs::File::open(&path)
-                        .map_err(|e| io_error("cannot read the asset", e))?;
+                    let mut file =
+                        File::open(&path).map_err(|e| io_error("cannot read the asset", e))?;
                     file.seek(SeekFrom::Start(offset))
                         .map_err(|e| io_error("cannot read the asset", e))?;
                     let mut stored = vec![0u8; length];
@@ -227,7 +443,8 @@ impl Lifeboat {
             )));
         }
         // Appends go to the asset's own file; a whole upload or an external file is first
-        // copied into one.
+        // copied into a new one (the old bytes stay where they are, for the checkpoints
+        // that pinned them).
         let (file_key, copy_from) = match current.as_ref().map(|a| &a.storage) {
             Some(Storage::Appendable(file_key)) => (file_key.clone(), None),
             Some(_) => (
@@ -241,6 +458,9 @@ impl Lifeboat {
         let hashed = copy_from.clone().unwrap_or_else(|| path.clone());
         let running = self.running_hash(&file_key, &hashed, size).await?;
         let written = chunk.clone();
+        // A file made by this append (at offset 0, or copied from a whole upload) has a new
+        // directory entry, which is durable only once the directory is fsynced.
+        let new_file = offset == 0 || copy_from.is_some();
         blocking(move || {
             if let Some(source) = copy_from {
                 std::fs::copy(&source, &path).map_err(|e| io_error("cannot copy the asset", e))?;
@@ -257,8 +477,8 @@ impl Lifeboat {
                 .and_then(|()| file.set_len(end))
                 .and_then(|()| file.sync_all())
                 .map_err(|e| io_error("cannot write the asset", e))?;
-            if offset == 0 {
-                std::fs::File::open(&open_dir)
+            if new_file {
+                File::open(&open_dir)
                     .and_then(|dir| dir.sync_all())
                     .map_err(|e| io_error("cannot sync the asset directory", e))?;
             }
@@ -282,11 +502,9 @@ impl Lifeboat {
         };
         self.inner
             .store
-            .save_asset(tenant, owner, asset.clone())
+            .save_asset(tenant, owner, asset.clone(), fence)
             .await?;
-        if let Ok(mut hashers) = self.inner.assets.hashers.lock() {
-            hashers.insert(file_key, (end, hasher));
-        }
+        self.inner.assets.remember_hash(file_key, end, hasher);
         Ok(Appended { asset, wrote: true })
     }
 
@@ -310,7 +528,7 @@ impl Lifeboat {
         }
         let path = path.to_path_buf();
         blocking(move || {
-            let mut file = std::fs::File::open(&path)
+            let mut file = File::open(&path)
                 .map_err(|e| io_error("cannot read the asset", e))?
                 .take(size);
             let mut hasher = sha2::Sha256::new();
@@ -322,7 +540,8 @@ impl Lifeboat {
     }
 
     /// Registers a file on the server host. It must resolve, after symlinks, inside one
-    /// of the configured asset roots (403 otherwise); size and SHA-256 are recorded now.
+    /// of the configured asset roots (403 otherwise, whether or not it exists); it must
+    /// exist there (422) as a regular file; size and SHA-256 are recorded now.
     pub async fn register_asset(
         &self,
         tenant: &TenantId,
@@ -330,8 +549,9 @@ impl Lifeboat {
         name: &AssetName,
         path: &str,
         kind: Option<String>,
+        fence: Option<u32>,
     ) -> Result<(Asset, bool)> {
-        self.inner.store.assets(tenant, owner).await?;
+        self.check_fence(tenant, owner, fence).await?;
         let requested = PathBuf::from(path);
         if !requested.is_absolute() {
             return Err(DomainError::Invalid {
@@ -343,33 +563,38 @@ impl Lifeboat {
         let roots = self.inner.assets.roots.clone();
         let display = path.to_owned();
         let (resolved, sha256, size) = blocking(move || {
-            let resolved = std::fs::canonicalize(&requested).map_err(|_| {
+            let resolved = match roots.resolve_for_registration(&requested) {
+                Err(()) => {
+                    return Err(Error::Forbidden(format!(
+                        "{display} is not inside a configured asset root (--asset-root)"
+                    )));
+                }
+                Ok(None) => {
+                    return Err(DomainError::Invalid {
+                        field: "path",
+                        message: format!("{display} does not exist"),
+                    }
+                    .into());
+                }
+                Ok(Some(resolved)) => resolved.to_string_lossy().into_owned(),
+            };
+            let (file, _) = roots.open_checked(&resolved).map_err(|changed| {
                 Error::from(DomainError::Invalid {
                     field: "path",
-                    message: format!("{display} does not exist"),
+                    message: match changed {
+                        Changed::Missing(why) | Changed::Corrupt(why) => why,
+                    },
                 })
             })?;
-            if !roots.iter().any(|root| resolved.starts_with(root)) {
-                return Err(Error::Forbidden(format!(
-                    "{display} is not inside a configured asset root (--asset-root)"
-                )));
-            }
-            if !resolved.is_file() {
-                return Err(DomainError::Invalid {
-                    field: "path",
-                    message: format!("{display} is not a regular file"),
-                }
-                .into());
-            }
             let (sha256, size) =
-                hash_file(&resolved, None).map_err(|e| io_error("cannot read the file", e))?;
+                hash_reader(file).map_err(|e| io_error("cannot read the file", e))?;
             Ok((resolved, sha256, size))
         })
         .await?;
         let now = self.now();
         let asset = Asset {
             name: name.clone(),
-            storage: Storage::External(resolved.to_string_lossy().into_owned()),
+            storage: Storage::External(resolved),
             size,
             sha256,
             kind,
@@ -381,18 +606,19 @@ impl Lifeboat {
         let created = self
             .inner
             .store
-            .save_asset(tenant, owner, asset.clone())
+            .save_asset(tenant, owner, asset.clone(), fence)
             .await?;
         Ok((asset, created))
     }
 
-    /// Removes an asset. Its bytes stay until cleanup (a blob may be shared); an
-    /// appendable file is removed at once.
+    /// Removes an asset. Its bytes stay until cleanup (a blob may be shared, a checkpoint
+    /// may pin them); an appendable file nothing else names is removed at once.
     pub async fn delete_asset(
         &self,
         tenant: &TenantId,
         owner: &Owner,
         name: &AssetName,
+        fence: Option<u32>,
     ) -> Result<()> {
         let _guard = self
             .inner
@@ -400,36 +626,92 @@ impl Lifeboat {
             .lock_for(lock_key(tenant, owner, name))
             .lock_owned()
             .await;
-        let removed = self.inner.store.delete_asset(tenant, owner, name).await?;
-        if let Storage::Appendable(key) = &removed.storage {
+        let (removed, still_named) = self
+            .inner
+            .store
+            .delete_asset(tenant, owner, name, fence)
+            .await?;
+        if let Storage::Appendable(key) = &removed.storage
+            && !still_named
+        {
             let path = self.inner.store.blobs().appendable_path(key);
             let _ = tokio::fs::remove_file(path).await;
         }
         Ok(())
     }
 
-    /// Reads an asset's bytes whole: its status, and how many bytes were read.
-    async fn rehash(&self, asset: &Asset) -> Result<(AssetStatus, u64)> {
-        let path = self.asset_path(asset);
-        let recorded = (asset.sha256.clone(), asset.size);
+    /// Looks at the files of `versions` (existence, type, size) off the async runtime,
+    /// for at most [`FILE_CHECK_TIMEOUT`]: those not reached in time count as absent.
+    pub(crate) async fn check_files(&self, versions: Vec<FileVersion>) -> FileChecks {
+        let blobs = self.inner.store.blobs().clone();
+        let roots = self.inner.assets.roots.clone();
+        let checks = Arc::new(Mutex::new(FileChecks::default()));
+        let found = Arc::clone(&checks);
+        let look = tokio::task::spawn_blocking(move || {
+            for version in versions {
+                let present = match version.storage {
+                    "external" => roots.present(&version.key, version.size),
+                    _ => blobs.present(&version),
+                };
+                if let Ok(mut found) = found.lock() {
+                    found.insert(version, present);
+                }
+            }
+        });
+        if tokio::time::timeout(FILE_CHECK_TIMEOUT, look)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_ms = FILE_CHECK_TIMEOUT.as_millis() as u64,
+                "file checks did not finish in time (a hung mount?); the rest count as absent"
+            );
+        }
+        checks.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Re-reads one version of stored or external bytes whole: its status, and how many
+    /// bytes were read.
+    async fn rehash(&self, version: FileVersion, sha256: Sha256) -> Result<(AssetStatus, u64)> {
+        let blobs = self.inner.store.blobs().clone();
+        let roots = self.inner.assets.roots.clone();
         blocking(move || {
-            Ok(match hash_file(&path, None) {
+            let found = match version.storage {
+                "external" => match roots.open_checked(&version.key) {
+                    Err(Changed::Missing(_)) => return Ok((AssetStatus::Missing, 0)),
+                    Err(Changed::Corrupt(_)) => return Ok((AssetStatus::Corrupt, 0)),
+                    Ok((_, len)) if len != version.size => return Ok((AssetStatus::Corrupt, 0)),
+                    Ok((file, _)) => hash_reader(file.take(version.size)),
+                },
+                _ => match blobs.version_path(&version) {
+                    Some(path) => hash_file(&path, Some(version.size)),
+                    None => return Ok((AssetStatus::Missing, 0)),
+                },
+            };
+            Ok(match found {
                 Err(_) => (AssetStatus::Missing, 0),
-                Ok(found) if found == recorded => (AssetStatus::Ok, found.1),
-                Ok(found) => (AssetStatus::Corrupt, found.1),
+                Ok((hash, read)) if hash == sha256 && read == version.size => {
+                    (AssetStatus::Ok, read)
+                }
+                Ok((_, read)) => (AssetStatus::Corrupt, read),
             })
         })
         .await
     }
 
-    /// Re-hashes a session's checkpoints and assets; damaged checkpoints are quarantined
-    /// and every asset's status is recorded.
+    /// Re-hashes a session's checkpoints, its assets and every asset version its
+    /// checkpoints pin: damaged checkpoints are quarantined, each asset's status is
+    /// recorded, and damaged versions are remembered (recovery never resumes from them).
     pub async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification> {
         let mut verification = self.inner.store.verify(tenant, id).await?;
+        let facts = self.inner.store.recovery_facts(tenant, id).await?;
         let owner = Owner::Session(id.clone());
         let now = self.now();
-        for asset in self.inner.store.assets(tenant, &owner).await? {
-            let (status, _) = self.rehash(&asset).await?;
+        let mut found = Vec::new();
+        let mut checked: HashMap<FileVersion, AssetStatus> = HashMap::new();
+        for asset in &facts.assets {
+            let (status, _) = self.rehash(asset.version(), asset.sha256.clone()).await?;
+            checked.insert(asset.version(), status);
             verification.assets.total += 1;
             match status {
                 AssetStatus::Ok => verification.assets.ok += 1,
@@ -451,8 +733,65 @@ impl Lifeboat {
                 .set_asset_status(tenant, &owner, &asset.name, status, now)
                 .await?;
         }
+        for checkpoint in &facts.checkpoints {
+            for pin in &checkpoint.assets {
+                let version = pin.version();
+                let status = match checked.get(&version) {
+                    Some(status) => *status,
+                    None => {
+                        let (status, _) = self.rehash(version.clone(), pin.sha256.clone()).await?;
+                        checked.insert(version.clone(), status);
+                        status
+                    }
+                };
+                if status != AssetStatus::Ok {
+                    verification.issues.push(format!(
+                        "checkpoint {}: pinned asset {} is {}",
+                        checkpoint.seq,
+                        pin.name,
+                        status.as_str()
+                    ));
+                }
+            }
+        }
+        for (version, status) in checked {
+            match status {
+                AssetStatus::Ok => found.push((version, false)),
+                AssetStatus::Corrupt => found.push((version, true)),
+                AssetStatus::Missing => {}
+            }
+        }
+        self.inner.store.record_file_checks(found, now).await?;
         Ok(verification)
     }
+}
+
+/// Why a version's bytes could not be opened.
+enum OpenError {
+    /// An external file changed (SPEC §5 r2).
+    Changed(Changed),
+    /// Anything else.
+    Other(Error),
+}
+
+impl Changed {
+    fn into_error(self, name: &AssetName) -> Error {
+        let why = match self {
+            Changed::Missing(why) | Changed::Corrupt(why) => why,
+        };
+        DomainError::AssetChanged {
+            name: name.to_string(),
+            why,
+        }
+        .into()
+    }
+}
+
+/// SHA-256 and size of everything `reader` yields.
+fn hash_reader(mut reader: impl Read) -> std::io::Result<(Sha256, u64)> {
+    let mut hasher = sha2::Sha256::new();
+    let size = std::io::copy(&mut reader, &mut hasher)?;
+    Ok((Sha256::from_stored(hex::encode(hasher.finalize())), size))
 }
 
 fn lock_key(tenant: &TenantId, owner: &Owner, name: &AssetName) -> String {
@@ -502,8 +841,9 @@ impl Lifeboat {
             ..StoreVerification::default()
         };
         let now = self.now();
+        let mut found = Vec::new();
         for (tenant, owner, asset) in self.inner.store.all_assets().await? {
-            let (status, bytes) = self.rehash(&asset).await?;
+            let (status, bytes) = self.rehash(asset.version(), asset.sha256.clone()).await?;
             verification.assets_checked += 1;
             verification.asset_bytes += bytes;
             let label = format!(
@@ -524,6 +864,12 @@ impl Lifeboat {
                     .set_asset_status(&tenant, &owner, &asset.name, status, now)
                     .await?;
             }
+            if repair && status != AssetStatus::Missing {
+                found.push((asset.version(), status == AssetStatus::Corrupt));
+            }
+        }
+        if repair {
+            self.inner.store.record_file_checks(found, now).await?;
         }
         Ok(verification)
     }

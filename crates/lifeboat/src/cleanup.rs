@@ -1,72 +1,68 @@
-//! Cleanup: records first (one transaction), then files that no record names and that
-//! are older than the orphan age. A crash between the two leaves orphan files for the
-//! next run, never a record without its bytes.
+//! Cleanup: records first, then files that no record names and that are older than the
+//! orphan age. A crash between the two leaves orphan files for the next run, never a
+//! record without its bytes.
+//!
+//! Nothing here holds the writer for long (SPEC §2 r2: a busy server never breaks live
+//! leases): records go in short steps (`Store::cleanup_step`), one transaction each, with
+//! other writes between them; whether a file is still named is asked on a read snapshot,
+//! a chunk of files at a time; files are deleted outside any transaction.
 
-use std::collections::HashSet;
 use std::time::UNIX_EPOCH;
 
 use lifeboat_store::blobs::StoredFile;
-use lifeboat_store::{CleanupReport, Error, FileRef, Result};
+use lifeboat_store::{CleanupCursor, CleanupReport, Error, FileRef, Result};
 
 use crate::Lifeboat;
+
+/// Files asked about (and then deleted) per step.
+const FILES_PER_STEP: usize = 512;
 
 impl Lifeboat {
     /// Runs cleanup now (`dry_run`: count only, change nothing) and logs its summary.
     pub async fn cleanup(&self, dry_run: bool) -> Result<CleanupReport> {
         let rules = self.inner.cleanup;
         let now = self.now();
-        let blobs = self.inner.store.blobs().clone();
-        let files = tokio::task::spawn_blocking(move || blobs.files())
-            .await
-            .map_err(|e| Error::Internal(format!("listing files failed: {e}")))?
-            .map_err(|e| Error::Unavailable(format!("cannot list the blob store: {e}")))?;
-        let cutoff = now.minus_ms(rules.orphan_age_ms).0;
-        let old: Vec<StoredFile> = files
-            .into_iter()
-            .filter(|file| age(file).is_some_and(|(_, modified)| modified <= cutoff))
-            .collect();
-        let candidates = old
-            .iter()
-            .filter_map(|file| match file {
-                StoredFile::Temporary(_) => None,
-                StoredFile::Blob(_, sha256) => Some(FileRef::Blob(sha256.clone())),
-                StoredFile::Appendable(_, key) => Some(FileRef::Appendable(key.clone())),
-            })
-            .collect();
-        let (mut report, orphans) = self
-            .inner
-            .store
-            .cleanup_records(rules, now, dry_run, candidates)
-            .await?;
+        let mut report = CleanupReport::default();
+        let mut cursor = Some(CleanupCursor::START);
+        while let Some(at) = cursor {
+            let (step, next) = self
+                .inner
+                .store
+                .cleanup_step(rules, now, dry_run, at)
+                .await?;
+            add(&mut report, step);
+            cursor = next;
+        }
         if !dry_run {
             crate::failpoint::reached("cleanup.after_records");
         }
-        let orphans: HashSet<FileRef> = orphans.into_iter().collect();
-        for file in old {
-            let unreferenced = match &file {
-                StoredFile::Temporary(_) => true,
-                StoredFile::Blob(_, sha256) => orphans.contains(&FileRef::Blob(sha256.clone())),
-                StoredFile::Appendable(_, key) => {
-                    orphans.contains(&FileRef::Appendable(key.clone()))
-                }
-            };
-            // The age is looked at again right before deleting: an upload of the same
-            // bytes touches the blob it reuses.
-            let Some((size, modified)) = age(&file).filter(|_| unreferenced) else {
-                continue;
-            };
-            if modified > cutoff {
-                continue;
-            }
-            if !dry_run && let Err(error) = tokio::fs::remove_file(file.path()).await {
-                tracing::warn!(%error, path = %file.path().display(), "cannot delete an orphan file");
-                continue;
-            }
-            if !dry_run && report.orphan_files_deleted == 0 {
-                crate::failpoint::reached("cleanup.after_first_file");
-            }
-            report.orphan_files_deleted += 1;
-            report.bytes_freed += size;
+        let cutoff = now.minus_ms(rules.orphan_age_ms).0;
+        let blobs = self.inner.store.blobs().clone();
+        let old: Vec<StoredFile> = tokio::task::spawn_blocking(move || {
+            blobs.files().map(|files| {
+                files
+                    .into_iter()
+                    .filter(|file| age(file).is_some_and(|(_, modified)| modified <= cutoff))
+                    .collect()
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("listing files failed: {e}")))?
+        .map_err(|e| Error::Unavailable(format!("cannot list the blob store: {e}")))?;
+        // A dry run leaves the records it counted; files only they name count as orphans.
+        let purged = dry_run.then_some((rules, now));
+        for chunk in old.chunks(FILES_PER_STEP) {
+            let candidates: Vec<FileRef> = chunk.iter().filter_map(file_ref).collect();
+            let orphans = self.inner.store.unreferenced(candidates, purged).await?;
+            let doomed: Vec<StoredFile> = chunk
+                .iter()
+                .filter(|file| file_ref(file).is_none_or(|f| orphans.contains(&f)))
+                .cloned()
+                .collect();
+            let first = report.orphan_files_deleted == 0;
+            let (deleted, bytes) = self.delete_orphans(doomed, cutoff, dry_run, first).await?;
+            report.orphan_files_deleted += deleted;
+            report.bytes_freed += bytes;
         }
         if !dry_run {
             for (kind, count) in [
@@ -95,6 +91,74 @@ impl Lifeboat {
         );
         Ok(report)
     }
+
+    /// Deletes unreferenced old files (counts them in a dry run): answers how many and
+    /// their bytes (`first`: none was deleted before in this run). Each file's age is looked at again right before it goes, and a blob
+    /// an upload is placing now is left alone (see `AssetState::placing`).
+    async fn delete_orphans(
+        &self,
+        files: Vec<StoredFile>,
+        cutoff: i64,
+        dry_run: bool,
+        first: bool,
+    ) -> Result<(u64, u64)> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (mut deleted, mut bytes) = (0, 0);
+            for file in files {
+                let remove = || -> Option<u64> {
+                    let (size, modified) = age(&file).filter(|(_, m)| *m <= cutoff)?;
+                    if dry_run {
+                        return Some(size);
+                    }
+                    match std::fs::remove_file(file.path()) {
+                        Ok(()) => Some(size),
+                        Err(error) => {
+                            tracing::warn!(%error, path = %file.path().display(), modified, "cannot delete an orphan file");
+                            None
+                        }
+                    }
+                };
+                let removed = match &file {
+                    StoredFile::Blob(_, sha256) => {
+                        this.inner.assets.unless_placing(sha256, remove).flatten()
+                    }
+                    _ => remove(),
+                };
+                let Some(size) = removed else {
+                    continue;
+                };
+                if !dry_run && first && deleted == 0 {
+                    crate::failpoint::reached("cleanup.after_first_file");
+                }
+                deleted += 1;
+                bytes += size;
+            }
+            (deleted, bytes)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("deleting files failed: {e}")))
+    }
+}
+
+/// The record reference of a stored file (`None` for an upload in progress, which no
+/// record ever names).
+fn file_ref(file: &StoredFile) -> Option<FileRef> {
+    match file {
+        StoredFile::Temporary(_) => None,
+        StoredFile::Blob(_, sha256) => Some(FileRef::Blob(sha256.clone())),
+        StoredFile::Appendable(_, key) => Some(FileRef::Appendable(key.clone())),
+    }
+}
+
+fn add(report: &mut CleanupReport, step: CleanupReport) {
+    report.orphan_files_deleted += step.orphan_files_deleted;
+    report.bytes_freed += step.bytes_freed;
+    report.sessions_purged += step.sessions_purged;
+    report.checkpoints_pruned += step.checkpoints_pruned;
+    report.revisions_pruned += step.revisions_pruned;
+    report.projects_purged += step.projects_purged;
+    report.idempotency_keys_expired += step.idempotency_keys_expired;
 }
 
 /// Size and modification time (ms since the epoch) of a stored file.

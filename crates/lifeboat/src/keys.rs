@@ -180,30 +180,23 @@ impl Lifeboat {
             session_id: session.clone(),
             secret_sha256: Sha256::of(secret.as_bytes()).as_str().to_owned(),
             created_at: self.now(),
+            attempt: 0,
         };
-        self.inner
-            .store
-            .create_session_token(record.clone())
-            .await?;
+        let record = self.inner.store.create_session_token(record).await?;
         Ok((record, format!("{SESSION_TOKEN_PREFIX}{id}_{secret}")))
     }
 
-    /// The session token a bearer token names, if it is one and its session has not
-    /// ended (completed, cancelled or purged).
+    /// The session token a bearer token names, if it is one and the session it was made
+    /// for has not ended (completed, cancelled or purged). A later session that reuses the
+    /// id is another session: the token never works for it.
     pub async fn authenticate_session_token(&self, token: &str) -> Result<Option<SessionToken>> {
         let Some((id, secret)) = split_token(token, SESSION_TOKEN_PREFIX) else {
             return Ok(None);
         };
-        let Some(record) = self.inner.store.session_token(id).await? else {
+        let Some((record, status)) = self.inner.store.session_token(id).await? else {
             return Ok(None);
         };
-        if !secret_matches(secret, &record.secret_sha256) {
-            return Ok(None);
-        }
-        match self.session(&record.tenant, &record.session_id).await {
-            Ok(session) if !session.status.is_final() => Ok(Some(record)),
-            Ok(_) | Err(Error::NotFound { .. }) => Ok(None),
-            Err(other) => Err(other),
-        }
+        let live = secret_matches(secret, &record.secret_sha256) && !status.is_final();
+        Ok(live.then_some(record))
     }
 }

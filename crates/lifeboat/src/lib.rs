@@ -31,6 +31,8 @@ mod assets;
 mod cleanup;
 mod clock;
 mod events;
+mod expiry;
+mod external;
 mod failpoint;
 mod keys;
 mod transfer;
@@ -39,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-pub use assets::{Appended, StoreVerification};
+pub use assets::{Appended, OpenAsset, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{FeedBatch, FeedEvent};
 pub use failpoint::FAILPOINT_VAR;
@@ -48,19 +50,19 @@ pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{
     Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, CheckpointKind,
     CheckpointRef, Crash, CrashType, FieldError, Id, Metrics, Name, NewCheckpoint, NewSession,
-    Offer, Owner, Preconditions, Progress, Project, ProjectRules, RecoveryOption, ResumePoint,
-    RevisionRetention, Saved, SchemaRef, Session, SessionLimits, Sha256, Status, Storage, TenantId,
-    Timestamp, parse_json_patch,
+    Offer, Owner, PinnedAsset, Preconditions, Progress, Project, ProjectRules, RecoveryOption,
+    ResumePoint, RevisionRetention, Saved, SchemaRef, Session, SessionLimits, Sha256, Status,
+    Storage, TenantId, Timestamp, parse_json_patch,
 };
 pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
     ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
-    EventFilter, Gauges, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome, Page,
-    PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut, Selection,
-    SessionFilter, SessionOp, SessionToken, Stats, Store, StoredResponse, TransferCounts,
-    Verification,
+    EventFilter, FileChecks, Gauges, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome,
+    Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut,
+    Selection, SessionFilter, SessionOp, SessionToken, Stats, Store, StoredResponse,
+    TransferCounts, Verification,
 };
 use serde_json::Value;
 pub use transfer::{ARCHIVE_FORMAT, ARCHIVE_VERSION, Export};
@@ -127,6 +129,7 @@ struct Inner {
     cleanup: CleanupRules,
     feed: tokio::sync::broadcast::Sender<events::FeedBatch>,
     keys: keys::KeyCache,
+    arrivals: expiry::Arrivals,
 }
 
 /// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
@@ -169,6 +172,7 @@ impl Lifeboat {
             cleanup: config.cleanup,
             feed: tokio::sync::broadcast::Sender::new(events::FEED_CAPACITY),
             keys: keys::KeyCache::default(),
+            arrivals: expiry::Arrivals::default(),
         });
         tokio::spawn(events::feed_loop(
             Arc::downgrade(&inner),
@@ -220,17 +224,32 @@ impl Lifeboat {
     }
 
     /// [`Lifeboat::update`], optionally idempotent.
+    ///
+    /// The write's `now` is when it arrived here, however long it then waits for the
+    /// writer; until it is written its session is spared from expiry (see `expiry`). A
+    /// recovery first looks at the session's files, outside the writer.
     pub async fn update_with(
         &self,
         tenant: &TenantId,
         id: &Id,
-        op: SessionOp,
+        mut op: SessionOp,
         idempotency: Option<Idempotency<Applied>>,
     ) -> Result<Outcome<Applied>> {
-        self.inner
+        if let SessionOp::Recover { files, .. } = &mut op {
+            let facts = self.inner.store.recovery_facts(tenant, id).await?;
+            *files = self.check_files(facts.versions()).await;
+        }
+        let arrival = self
+            .inner
+            .arrivals
+            .arrive(self.inner.clock.as_ref(), tenant, id);
+        let written = self
+            .inner
             .store
-            .update_session(tenant, id, op, self.now(), idempotency)
-            .await
+            .update_session(tenant, id, op, arrival.at(), idempotency)
+            .await;
+        drop(arrival);
+        written
     }
 
     /// Extends the lease of `attempt`, merging progress and metrics.
@@ -327,13 +346,17 @@ impl Lifeboat {
         option: RecoveryOption,
         confirm: bool,
     ) -> Result<Applied> {
-        self.update(tenant, id, SessionOp::Recover { option, confirm })
-            .await
+        let op = SessionOp::Recover {
+            option,
+            confirm,
+            files: FileChecks::default(),
+        };
+        self.update(tenant, id, op).await
     }
 
-    /// One session, as of now.
+    /// One session, as of now (an expiry it shows is persisted first).
     pub async fn session(&self, tenant: &TenantId, id: &Id) -> Result<Session> {
-        self.inner.store.session(tenant, id, self.now()).await
+        self.settled_session(tenant, id).await
     }
 
     /// Sessions, newest first.
@@ -343,10 +366,8 @@ impl Lifeboat {
         filter: &SessionFilter,
         page: &PageRequest,
     ) -> Result<Page<Session>> {
-        self.inner
-            .store
-            .sessions(tenant, filter, page, self.now())
-            .await
+        let now = self.settled_now().await?;
+        self.inner.store.sessions(tenant, filter, page, now).await
     }
 
     /// A session's checkpoints in seq order.
@@ -369,9 +390,13 @@ impl Lifeboat {
         self.inner.store.checkpoint(tenant, id, seq).await
     }
 
-    /// The recovery assessment of one session.
+    /// The recovery assessment of one session: its records read at once, its files
+    /// looked at outside the writer.
     pub async fn recovery(&self, tenant: &TenantId, id: &Id) -> Result<Recovery> {
-        self.inner.store.recovery(tenant, id, self.now()).await
+        let now = self.settled_now().await?;
+        let facts = self.inner.store.recovery_facts(tenant, id).await?;
+        let files = self.check_files(facts.versions()).await;
+        Ok(lifeboat_store::recovery::evaluate(facts, &files, now))
     }
 
     /// Recoverable sessions, newest first.
@@ -380,17 +405,34 @@ impl Lifeboat {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<Recovery>> {
-        self.inner.store.recoverable(tenant, page, self.now()).await
+        let now = self.settled_now().await?;
+        let found = self
+            .inner
+            .store
+            .recoverable_facts(tenant, page, now)
+            .await?;
+        let versions = found.items.iter().flat_map(|f| f.versions()).collect();
+        let files = self.check_files(versions).await;
+        Ok(Page {
+            items: found
+                .items
+                .into_iter()
+                .map(|facts| lifeboat_store::recovery::evaluate(facts, &files, now))
+                .collect(),
+            next_cursor: found.next_cursor,
+        })
     }
 
     /// Persists expired leases now; answers how many sessions timed out.
     pub async fn sweep(&self) -> Result<u64> {
-        self.inner.store.sweep(self.now()).await
+        let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
+        self.inner.store.sweep(now, &spared).await
     }
 
-    /// Counts for one tenant.
+    /// Counts for one tenant (every expiry they count is persisted first).
     pub async fn stats(&self, tenant: &TenantId) -> Result<Stats> {
-        self.inner.store.stats(tenant, self.now()).await
+        let now = self.settled_now().await?;
+        self.inner.store.stats(tenant, now).await
     }
 
     /// Sessions by status, asset bytes and database size, across all tenants (`/metrics`).
@@ -530,7 +572,8 @@ async fn sweep_loop(inner: Weak<Inner>, every: Duration) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        match inner.store.sweep(inner.clock.now()).await {
+        let (now, spared) = inner.arrivals.snapshot(inner.clock.as_ref());
+        match inner.store.sweep(now, &spared).await {
             Ok(0) => {}
             Ok(timed_out) => tracing::info!(timed_out, "sweeper persisted expired leases"),
             Err(error) => tracing::warn!(%error, "sweep failed"),

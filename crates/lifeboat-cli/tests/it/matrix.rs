@@ -1,6 +1,7 @@
 //! The tenancy matrix: every endpoint of the OpenAPI document × {no token, a revoked
-//! key, a read-only key, another tenant's key, a session token of another session}, each
-//! with the status it must answer — and no answer, to anyone, carries the owner's data.
+//! key, a read-only key, another tenant's key, another tenant's admin key, a session token
+//! of another session}, each with the status it must answer — and no answer, to anyone,
+//! carries the owner's data.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -16,6 +17,7 @@ enum Caller {
     Revoked,
     ReadOnly,
     OtherTenant,
+    OtherTenantAdmin,
     OtherSessionToken,
 }
 
@@ -33,6 +35,7 @@ fn request(method: &str, template: &str, key_id: &str) -> Request {
         .trim_start_matches("/api/v1")
         .replace("/sessions/{id}/assets/{name}", "/sessions/s1/assets/a.bin")
         .replace("/projects/{id}/assets/{name}", "/projects/p1/assets/c.bin")
+        .replace("{seq}/assets/{name}", "2/assets/a.bin")
         .replace("/sessions/{id}", "/sessions/s1")
         .replace("/projects/{id}", "/projects/p1")
         .replace("/keys/{id}", &format!("/keys/{key_id}"))
@@ -106,6 +109,18 @@ fn expected(caller: Caller, request: &Request) -> &'static [u16] {
         Caller::ReadOnly if read && !is_admin(&request.template) => &[200],
         Caller::ReadOnly => &[403],
         Caller::OtherTenant if is_admin(&request.template) => &[403],
+        Caller::OtherTenantAdmin if is_admin(&request.template) => {
+            match (request.method.as_str(), request.template.as_str()) {
+                // Keys for another tenant, and whole-store work, need the bootstrap key.
+                ("POST", "/api/v1/keys" | "/api/v1/admin/cleanup" | "/api/v1/admin/verify") => {
+                    &[403]
+                }
+                ("DELETE", _) => &[404],
+                ("POST", "/api/v1/admin/import") => &[422],
+                _ => &[200],
+            }
+        }
+        Caller::OtherTenantAdmin => expected(Caller::OtherTenant, request),
         Caller::OtherTenant if creates_own(&request.method, &request.template) => &[201],
         Caller::OtherTenant if names_a_resource(&request.template) => &[404],
         Caller::OtherTenant => &[200],
@@ -207,6 +222,7 @@ async fn every_endpoint_refuses_whoever_does_not_belong() {
     let (reader, _) = make_key(&server, "acme", &["read"]).await;
     let (revoked, revoked_id) = make_key(&server, "acme", &["read", "write", "admin"]).await;
     let (other, _) = make_key(&server, "other", &["read", "write"]).await;
+    let (other_admin, _) = make_key(&server, "third", &["read", "write", "admin"]).await;
     let (_, victim_id) = make_key(&server, "acme", &["read"]).await;
     assert_eq!(
         server
@@ -256,6 +272,14 @@ async fn every_endpoint_refuses_whoever_does_not_belong() {
             .expect("upload");
         assert_eq!(response.status(), 201);
     }
+    as_owner(
+        &server,
+        &owner,
+        "POST",
+        "/sessions/s1/checkpoints",
+        json!({"attempt": 1, "kind": "item", "data": {}, "assets": ["a.bin"]}),
+    )
+    .await;
     let token = {
         let response = server
             .http
@@ -294,12 +318,14 @@ async fn every_endpoint_refuses_whoever_does_not_belong() {
         Caller::ReadOnly,
         Caller::OtherSessionToken,
         Caller::OtherTenant,
+        Caller::OtherTenantAdmin,
     ] {
         let token = match caller {
             Caller::NoToken => None,
             Caller::Revoked => Some(revoked.as_str()),
             Caller::ReadOnly => Some(reader.as_str()),
             Caller::OtherTenant => Some(other.as_str()),
+            Caller::OtherTenantAdmin => Some(other_admin.as_str()),
             Caller::OtherSessionToken => Some(token.as_str()),
         };
         for request in &requests {

@@ -44,7 +44,12 @@ fn apply(s: &mut Session, op: Op) -> Result<(), Error> {
     match op {
         Op::Heartbeat => s.heartbeat(attempt, None, None, now),
         Op::Checkpoint => s
-            .checkpoint(attempt, NewCheckpoint::new(CheckpointKind::Item), now)
+            .checkpoint(
+                attempt,
+                NewCheckpoint::new(CheckpointKind::Item),
+                Vec::new(),
+                now,
+            )
             .map(drop),
         Op::Pause => s.pause(Some(attempt), now),
         Op::Fail => s.fail(attempt, "boom".to_owned(), None, now).map(drop),
@@ -131,7 +136,7 @@ fn fencing() {
         })
     ));
     assert!(
-        s.checkpoint(0, NewCheckpoint::new(CheckpointKind::Item), now)
+        s.checkpoint(0, NewCheckpoint::new(CheckpointKind::Item), Vec::new(), now)
             .is_err()
     );
     assert!(s.pause(Some(7), now).is_err());
@@ -158,7 +163,7 @@ fn crash_types_on_expiry() {
     );
 
     let mut s = session_in(Status::Active);
-    s.begin_restart_grace(T0.plus_ms(20_000));
+    s.begin_restart_grace(T0.plus_ms(20_000), T0.plus_ms(1_000));
     assert_eq!(s.lease_expires_at, Some(T0.plus_ms(30_000)));
     s.metrics = Some(Metrics {
         memory_bytes: Some(1000),
@@ -255,11 +260,17 @@ fn confidence() {
         .checkpoint(
             1,
             NewCheckpoint::new(CheckpointKind::Batch),
+            Vec::new(),
             T0.plus_ms(100),
         )
         .expect("c1");
     let c2 = s
-        .checkpoint(1, NewCheckpoint::new(CheckpointKind::Item), T0.plus_ms(200))
+        .checkpoint(
+            1,
+            NewCheckpoint::new(CheckpointKind::Item),
+            Vec::new(),
+            T0.plus_ms(200),
+        )
         .expect("c2");
     s.heartbeat(1, None, None, T0.plus_ms(1_000)).expect("hb");
     let a = assess(
@@ -298,4 +309,24 @@ fn confidence() {
             .iter()
             .all(|o| o.option == RecoveryOption::FreshStart)
     );
+}
+
+/// A lease that passed before the server's last commit gets no restart grace: the
+/// session expires at the restart as `client_lost` (SPEC §2 r2), while one whose lease
+/// passed after the last commit (the server was down) gets the grace.
+#[test]
+fn no_grace_for_a_lease_that_passed_while_the_server_was_up() {
+    let mut s = session_in(Status::Active);
+    let lease = s.lease_expires_at.expect("active session has a lease");
+    s.begin_restart_grace(lease.plus_ms(60_000), lease.plus_ms(5));
+    assert_eq!(s.status, Status::Incomplete);
+    let crash = s.crash.as_ref().expect("crash recorded");
+    assert_eq!(crash.kind, CrashType::ClientLost);
+    assert_eq!(crash.detected_at, lease.plus_ms(60_000));
+
+    let mut s = session_in(Status::Active);
+    let lease = s.lease_expires_at.expect("active session has a lease");
+    s.begin_restart_grace(lease.plus_ms(60_000), lease.minus_ms(5));
+    assert_eq!(s.status, Status::Active);
+    assert!(s.lease_ran_out_while_down);
 }

@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use lifeboat::{Asset, AssetName, Owner, Sha256, Storage, TenantId};
+use lifeboat::{Asset, AssetName, OpenAsset, Owner, Sha256, Storage, TenantId};
 use lifeboat_api::{AssetBody, List, Problem, ProblemType, RegisterAsset};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -42,6 +42,41 @@ impl<S: Send + Sync> FromRequestParts<S> for AssetOwner {
             "sessions" => Ok(AssetOwner(Owner::Session(id))),
             "projects" => Ok(AssetOwner(Owner::Project(id))),
             _ => Err(ApiError::new(ProblemType::NOT_FOUND, "no such endpoint")),
+        }
+    }
+}
+
+/// `?attempt=N` of a session asset write (SPEC §5 r2).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FenceQuery {
+    /// The writer's attempt: a stale one is 409 `attempt-mismatch` and changes nothing.
+    attempt: Option<String>,
+}
+
+/// The attempt a session asset write is fenced by: `?attempt=N`, and for a session token
+/// the token's attempt (see `Caller::fence`).
+pub(crate) struct Fence(Option<u32>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Fence {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ApiQuery(query) = ApiQuery::<FenceQuery>::from_request_parts(parts, state).await?;
+        let sent = query
+            .attempt
+            .map(|raw| {
+                raw.parse::<u32>().map_err(|_| {
+                    ApiError::new(
+                        ProblemType::MALFORMED_REQUEST,
+                        format!("attempt must be a non-negative integer, not {raw:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        match parts.extensions.get::<Caller>() {
+            Some(caller) => caller.fence(sent).map(Fence),
+            None => Ok(Fence(sent)),
         }
     }
 }
@@ -83,14 +118,17 @@ fn created_or_ok(created: bool) -> StatusCode {
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
         ("name" = String, Path, description = "Asset name, may contain /"),
-        ("X-Content-SHA256" = Option<String>, Header, description = "Expected SHA-256 of the bytes")),
+        ("X-Content-SHA256" = Option<String>, Header, description = "Expected SHA-256 of the bytes"),
+        FenceQuery),
     responses((status = 201, body = AssetBody), (status = 200, body = AssetBody), (status = 400, body = Problem),
-        (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 422, body = Problem)))]
 pub(crate) async fn put_asset(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     AssetOwner(owner): AssetOwner,
     Path(params): Path<HashMap<String, String>>,
+    Fence(fence): Fence,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -110,7 +148,7 @@ pub(crate) async fn put_asset(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large(limit));
     }
-    let mut upload = state.lifeboat.upload(&tenant, &owner).await?;
+    let mut upload = state.lifeboat.upload(&tenant, &owner, fence).await?;
     let idle = state.lifeboat.upload_idle_timeout();
     let mut body = body;
     loop {
@@ -148,7 +186,7 @@ pub(crate) async fn put_asset(
     }
     let (asset, created) = state
         .lifeboat
-        .put_asset(&tenant, &owner, &name, upload, expected)
+        .put_asset(&tenant, &owner, &name, upload, expected, fence)
         .await?;
     Ok((created_or_ok(created), Json(asset_body(&asset))).into_response())
 }
@@ -184,7 +222,7 @@ pub(crate) struct AppendQuery {
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/assets/{name}", tag = "assets",
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
-        ("name" = String, Path, description = "Asset name"), AppendQuery),
+        ("name" = String, Path, description = "Asset name"), AppendQuery, FenceQuery),
     responses((status = 200, body = AssetBody), (status = 400, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 413, body = Problem)))]
 pub(crate) async fn append_asset(
@@ -193,6 +231,7 @@ pub(crate) async fn append_asset(
     AssetOwner(owner): AssetOwner,
     Path(params): Path<HashMap<String, String>>,
     ApiQuery(query): ApiQuery<AppendQuery>,
+    Fence(fence): Fence,
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = asset_name(&params)?;
@@ -222,27 +261,28 @@ pub(crate) async fn append_asset(
         })?;
     let appended = state
         .lifeboat
-        .append_asset(&tenant, &owner, &name, offset, chunk.to_vec())
+        .append_asset(&tenant, &owner, &name, offset, chunk.to_vec(), fence)
         .await?;
     Ok(Json(asset_body(&appended.asset)).into_response())
 }
 
 /// Registers a file on the server host, inside one of the `--asset-root`s (403 outside).
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/assets/register", tag = "assets", request_body = RegisterAsset,
-    params(("id" = String, Path, description = "Session id (or a project's, under /projects)")),
+    params(("id" = String, Path, description = "Session id (or a project's, under /projects)"), FenceQuery),
     responses((status = 201, body = AssetBody), (status = 200, body = AssetBody), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn register_asset(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     AssetOwner(owner): AssetOwner,
+    Fence(fence): Fence,
     JsonBody(body): JsonBody<RegisterAsset>,
 ) -> Result<Response, ApiError> {
     let name = AssetName::parse(&body.name)
         .map_err(|e| ApiError::new(ProblemType::VALIDATION_FAILED, e.to_string()))?;
     let (asset, created) = state
         .lifeboat
-        .register_asset(&tenant, &owner, &name, &body.path, body.kind)
+        .register_asset(&tenant, &owner, &name, &body.path, body.kind, fence)
         .await?;
     Ok((created_or_ok(created), Json(asset_body(&asset))).into_response())
 }
@@ -264,11 +304,14 @@ pub(crate) async fn list_assets(
 }
 
 /// An asset's bytes. `Range: bytes=a-b` (one range) answers 206 with `Content-Range`.
+/// An external file is checked again first: 409 `asset-changed` if it is no longer a
+/// regular file of its registered size inside an asset root.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/assets/{name}", tag = "assets",
     params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
         ("name" = String, Path, description = "Asset name")),
     responses((status = 200, description = "The bytes"), (status = 206, description = "The requested range"),
-        (status = 404, body = Problem), (status = 416, description = "Range not satisfiable")))]
+        (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 416, description = "Range not satisfiable")))]
 pub(crate) async fn get_asset(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
@@ -277,15 +320,45 @@ pub(crate) async fn get_asset(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = asset_name(&params)?;
-    let asset = state.lifeboat.asset(&tenant, &owner, &name).await?;
-    let path = state.lifeboat.asset_path(&asset);
-    let mut file = tokio::fs::File::open(&path).await.map_err(|_| {
+    let (_, open) = state.lifeboat.open_asset(&tenant, &owner, &name).await?;
+    bytes_response(open, &headers, &name).await
+}
+
+/// The bytes of an asset as checkpoint `seq` pinned them (SPEC §5 r2), whatever was written
+/// to that name since. `Range` as for `GET …/assets/{name}`.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/checkpoints/{seq}/assets/{name}", tag = "assets",
+    params(("id" = String, Path, description = "Session id"),
+        ("seq" = u64, Path, description = "Checkpoint seq"),
+        ("name" = String, Path, description = "Asset name, as the checkpoint names it")),
+    responses((status = 200, description = "The pinned bytes"), (status = 206, description = "The requested range"),
+        (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 416, description = "Range not satisfiable")))]
+pub(crate) async fn get_pinned_asset(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = path_id(params.get("id").map(String::as_str).unwrap_or_default())?;
+    let raw_seq = params.get("seq").map(String::as_str).unwrap_or_default();
+    let seq = raw_seq.parse::<u64>().map_err(|_| {
         ApiError::new(
-            ProblemType::NOT_FOUND,
-            format!("the bytes of asset {name} are missing; POST …/verify to record it"),
+            ProblemType::MALFORMED_REQUEST,
+            format!("seq must be a positive integer, not {raw_seq:?}"),
         )
     })?;
-    let size = asset.size;
+    let name = asset_name(&params)?;
+    let (_, open) = state.lifeboat.open_pinned(&tenant, &id, seq, &name).await?;
+    bytes_response(open, &headers, &name).await
+}
+
+/// Streams `open`'s bytes, or the one range `Range` asks for.
+async fn bytes_response(
+    open: OpenAsset,
+    headers: &HeaderMap,
+    name: &AssetName,
+) -> Result<Response, ApiError> {
+    let size = open.size;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -301,11 +374,14 @@ pub(crate) async fn get_asset(
             return Ok(response);
         }
     };
-    file.seek(SeekFrom::Start(start)).await.map_err(|e| {
-        ApiError::from(lifeboat::Error::Unavailable(format!(
-            "cannot read {name}: {e}"
-        )))
-    })?;
+    let mut file = tokio::fs::File::from_std(open.file);
+    file.seek(SeekFrom::Start(open.start + start))
+        .await
+        .map_err(|e| {
+            ApiError::from(lifeboat::Error::Unavailable(format!(
+                "cannot read {name}: {e}"
+            )))
+        })?;
     let stream = tokio_util::io::ReaderStream::new(file.take(length));
     let mut response = (status, Body::from_stream(stream)).into_response();
     let headers = response.headers_mut();
@@ -317,7 +393,7 @@ pub(crate) async fn get_asset(
     if let Ok(value) = HeaderValue::from_str(&length.to_string()) {
         headers.insert(header::CONTENT_LENGTH, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", asset.sha256.as_str())) {
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", open.sha256.as_str())) {
         headers.insert(header::ETAG, value);
     }
     if status == StatusCode::PARTIAL_CONTENT
@@ -350,17 +426,21 @@ fn parse_range(raw: &str, size: u64) -> Option<(u64, u64)> {
 /// Removes an asset. A checkpoint that names it no longer qualifies for resume.
 #[utoipa::path(delete, path = "/api/v1/sessions/{id}/assets/{name}", tag = "assets",
     params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
-        ("name" = String, Path, description = "Asset name")),
-    responses((status = 204), (status = 404, body = Problem)))]
+        ("name" = String, Path, description = "Asset name"), FenceQuery),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn delete_asset(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Extension(caller): Extension<Caller>,
     AssetOwner(owner): AssetOwner,
     Path(params): Path<HashMap<String, String>>,
+    Fence(fence): Fence,
 ) -> Result<StatusCode, ApiError> {
     let name = asset_name(&params)?;
-    state.lifeboat.delete_asset(&tenant, &owner, &name).await?;
+    state
+        .lifeboat
+        .delete_asset(&tenant, &owner, &name, fence)
+        .await?;
     let resource = format!("{}:{}/asset:{name}", owner.kind(), owner.id());
     audit(
         &state,

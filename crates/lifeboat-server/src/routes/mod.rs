@@ -36,6 +36,7 @@ use crate::{AppState, idempotency};
         assets::delete_asset,
         assets::list_assets,
         assets::register_asset,
+        assets::get_pinned_asset,
         transfer::export,
         transfer::import
     ),
@@ -163,7 +164,10 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
     let mut openapi = openapi;
     utoipa::Modify::modify(&ProblemResponses, &mut openapi);
     let openapi_json = openapi.to_pretty_json().unwrap_or_default();
-    let mut api = api;
+    let mut api = api.route_layer(from_fn_with_state(state.clone(), idempotency::track));
+    // Asset routes come after the Idempotency-Key layer, which buffers bodies: asset writes
+    // are safe to retry by their nature and ignore the key (SPEC §5 r2), and an upload is
+    // streamed to disk whatever its size.
     for owner in ["sessions", "projects"] {
         let base = format!("/api/v1/{owner}/{{id}}/assets");
         api = api
@@ -181,7 +185,10 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
             );
     }
     let api = api
-        .route_layer(from_fn_with_state(state.clone(), idempotency::track))
+        .route(
+            "/api/v1/sessions/{id}/checkpoints/{seq}/assets/{*name}",
+            get(assets::get_pinned_asset),
+        )
         // Archives are streamed, so they stay out of the Idempotency-Key buffering (a
         // second import of the same archive answers 409) and the JSON body limit.
         .route("/api/v1/admin/export", get(transfer::export))

@@ -44,13 +44,20 @@ pub(crate) struct CleanupQuery {
 /// Runs cleanup now: old finished sessions, old deleted projects, revisions beyond
 /// retention, expired idempotency keys, then unreferenced files older than 24 h.
 #[utoipa::path(post, path = "/api/v1/admin/cleanup", tag = "operations", params(CleanupQuery),
-    responses((status = 200, body = CleanupBody), (status = 400, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = CleanupBody), (status = 400, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem)))]
 pub(crate) async fn cleanup(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Extension(caller): Extension<crate::auth::Caller>,
     ApiQuery(query): ApiQuery<CleanupQuery>,
 ) -> Result<Json<CleanupBody>, ApiError> {
+    if !caller.bootstrap {
+        return Err(ApiError::new(
+            ProblemType::FORBIDDEN,
+            "cleanup acts on the whole store (every tenant) and needs the bootstrap admin key",
+        ));
+    }
     let dry_run = flag("dry_run", query.dry_run.as_deref())?;
     let report = state.lifeboat.cleanup(dry_run).await?;
     if !dry_run {

@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use lifeboat::{Applied, IdempotencyKey, RecoveryOption, SessionOp, StoredResponse, TenantId};
+use lifeboat::{
+    Applied, FileChecks, IdempotencyKey, RecoveryOption, SessionOp, StoredResponse, TenantId,
+};
 use lifeboat_api::{
     AssetCountsBody, CheckpointCheck, List, Problem, ProblemType, Recover, Recovered, RecoveryBody,
     VerifyBody,
@@ -98,6 +100,7 @@ pub(crate) async fn recover(
     let op = SessionOp::Recover {
         option,
         confirm: body.confirm.unwrap_or(false),
+        files: FileChecks::default(),
     };
     let response = session_op(&state, &tenant, &id, op, key, render).await?;
     if response.status().is_success() {

@@ -175,6 +175,7 @@ pub(crate) async fn delete_session(
 pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Heartbeat>,
@@ -187,7 +188,7 @@ pub(crate) async fn heartbeat(
         json(StatusCode::OK, &[], &ack)
     }
     let op = SessionOp::Heartbeat {
-        attempt: body.attempt,
+        attempt: caller.fence(Some(body.attempt))?.unwrap_or(body.attempt),
         progress: body.progress.map(progress),
         metrics: body.metrics.map(metrics),
     };
@@ -201,6 +202,7 @@ pub(crate) async fn heartbeat(
 pub(crate) async fn create_checkpoint(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<CreateCheckpoint>,
@@ -223,7 +225,7 @@ pub(crate) async fn create_checkpoint(
             ),
         }
     }
-    let Some(attempt) = body.attempt else {
+    let Some(attempt) = caller.fence(body.attempt)? else {
         return Err(ApiError::new(
             ProblemType::VALIDATION_FAILED,
             "missing field `attempt`",
@@ -307,12 +309,13 @@ pub(crate) async fn get_checkpoint(
 pub(crate) async fn pause(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     key: Option<Extension<IdempotencyKey>>,
     OptionalJson(body): OptionalJson<AttemptBody>,
 ) -> Result<Response, ApiError> {
     let op = SessionOp::Pause {
-        attempt: body.attempt,
+        attempt: caller.fence(body.attempt)?,
     };
     session_op(&state, &tenant, &id, op, key, session_of).await
 }
@@ -324,12 +327,13 @@ pub(crate) async fn pause(
 pub(crate) async fn complete(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     key: Option<Extension<IdempotencyKey>>,
     OptionalJson(body): OptionalJson<AttemptBody>,
 ) -> Result<Response, ApiError> {
     let op = SessionOp::Complete {
-        attempt: body.attempt,
+        attempt: caller.fence(body.attempt)?,
     };
     session_op(&state, &tenant, &id, op, key, session_of).await
 }
@@ -347,7 +351,7 @@ pub(crate) async fn cancel(
     OptionalJson(body): OptionalJson<AttemptBody>,
 ) -> Result<Response, ApiError> {
     let op = SessionOp::Cancel {
-        attempt: body.attempt,
+        attempt: caller.fence(body.attempt)?,
     };
     let response = session_op(&state, &tenant, &id, op, key, session_of).await?;
     let detail = json!({"attempt": body.attempt});
@@ -370,6 +374,7 @@ pub(crate) async fn cancel(
 pub(crate) async fn fail(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Fail>,
@@ -379,7 +384,7 @@ pub(crate) async fn fail(
         .map(|c| new_checkpoint(c, Some(CheckpointKind::Emergency)))
         .transpose()?;
     let op = SessionOp::Fail {
-        attempt: body.attempt,
+        attempt: caller.fence(Some(body.attempt))?.unwrap_or(body.attempt),
         error: body.error,
         checkpoint,
     };

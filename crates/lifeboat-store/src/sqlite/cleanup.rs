@@ -7,103 +7,183 @@ use rusqlite::{Connection, params};
 use std::collections::HashSet;
 
 use super::{projects, rows, translate};
-use crate::{CleanupReport, CleanupRules, FileRef, IDEMPOTENCY_KEY_TTL_MS, Result, StoreCheck};
+use crate::{
+    CleanupCursor, CleanupReport, CleanupRules, IDEMPOTENCY_KEY_TTL_MS, Result, StoreCheck,
+};
 
-/// Deletes (in the caller's transaction) what `rules` make eligible, and counts it.
-pub(super) fn records(
+/// Sessions, projects or projects' revision histories one cleanup step handles at most.
+const STEP_ROWS: u32 = 64;
+/// Idempotency keys one cleanup step looks at at most.
+const STEP_KEYS: u32 = 4_096;
+
+/// Deletes (in the caller's transaction) one bounded step of what `rules` make eligible,
+/// from `cursor` on, and counts it; answers where the next step starts (`None`: done).
+pub(super) fn records_step(
     conn: &Connection,
     rules: CleanupRules,
     retention: RevisionRetention,
     now: Timestamp,
-) -> Result<CleanupReport> {
+    cursor: CleanupCursor,
+) -> Result<(CleanupReport, Option<CleanupCursor>)> {
     let mut report = CleanupReport::default();
-    let ids = |sql: &str, before: i64| -> Result<Vec<(i64, String, String)>> {
-        conn.prepare(sql)
-            .map_err(translate)?
-            .query_map(params![before], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .map_err(translate)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(translate)
+    let next = match cursor {
+        CleanupCursor::Sessions(after) => {
+            let rows = pks(
+                conn,
+                "SELECT pk, tenant, id FROM sessions WHERE pk > ?1 \
+                 AND (status = 'failed' OR status = 'cancelled') AND updated_at <= ?2 \
+                 ORDER BY pk LIMIT ?3",
+                after,
+                now.minus_ms(rules.finished_session_age_ms).0,
+            )?;
+            for (pk, tenant, id) in &rows {
+                report.checkpoints_pruned += conn
+                    .prepare_cached("SELECT count(*) FROM checkpoints WHERE session_pk = ?1")
+                    .map_err(translate)?
+                    .query_row([pk], |row| row.get::<_, u64>(0))
+                    .map_err(translate)?;
+                delete_assets(conn, tenant, "session", id)?;
+                // Checkpoints, pins, crashes, recoveries and tokens go with it (CASCADE).
+                conn.prepare_cached("DELETE FROM sessions WHERE pk = ?1")
+                    .map_err(translate)?
+                    .execute([pk])
+                    .map_err(translate)?;
+                report.sessions_purged += 1;
+            }
+            match rows.last() {
+                Some((pk, _, _)) if rows.len() == STEP_ROWS as usize => {
+                    CleanupCursor::Sessions(*pk)
+                }
+                _ => CleanupCursor::Projects(0),
+            }
+        }
+        CleanupCursor::Projects(after) => {
+            let rows = pks(
+                conn,
+                "SELECT pk, tenant, id FROM projects WHERE pk > ?1 \
+                 AND deleted_at IS NOT NULL AND deleted_at <= ?2 ORDER BY pk LIMIT ?3",
+                after,
+                now.minus_ms(rules.deleted_project_age_ms).0,
+            )?;
+            for (pk, tenant, id) in &rows {
+                delete_assets(conn, tenant, "project", id)?;
+                conn.prepare_cached("DELETE FROM projects WHERE pk = ?1")
+                    .map_err(translate)?
+                    .execute([pk])
+                    .map_err(translate)?;
+                report.projects_purged += 1;
+            }
+            match rows.last() {
+                Some((pk, _, _)) if rows.len() == STEP_ROWS as usize => {
+                    CleanupCursor::Projects(*pk)
+                }
+                _ => CleanupCursor::Revisions(0),
+            }
+        }
+        CleanupCursor::Revisions(after) => {
+            let live: Vec<(i64, u64)> = conn
+                .prepare_cached(
+                    "SELECT pk, revision FROM projects WHERE pk > ?1 AND deleted_at IS NULL \
+                     ORDER BY pk LIMIT ?2",
+                )
+                .map_err(translate)?
+                .query_map(params![after, STEP_ROWS], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .map_err(translate)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(translate)?;
+            for (pk, newest) in &live {
+                report.revisions_pruned += projects::prune(conn, *pk, *newest, retention, now)?;
+            }
+            match live.last() {
+                Some((pk, _)) if live.len() == STEP_ROWS as usize => CleanupCursor::Revisions(*pk),
+                _ => CleanupCursor::Keys(None),
+            }
+        }
+        CleanupCursor::Keys(after) => {
+            let (expired, last) = expired_keys(conn, after, now)?;
+            let mut delete = conn
+                .prepare_cached(
+                    "DELETE FROM idempotency_keys WHERE tenant = ?1 AND key = ?2 AND route = ?3",
+                )
+                .map_err(translate)?;
+            for (tenant, key, route) in &expired {
+                delete
+                    .execute(params![tenant, key, route])
+                    .map_err(translate)?;
+            }
+            report.idempotency_keys_expired = expired.len() as u64;
+            match last {
+                Some(last) => CleanupCursor::Keys(Some(last)),
+                None => return Ok((report, None)),
+            }
+        }
     };
-    let delete_assets = |tenant: &str, kind: &str, id: &str| -> Result<()> {
-        conn.prepare_cached(
-            "DELETE FROM assets WHERE tenant = ?1 AND owner_kind = ?2 AND owner_id = ?3",
+    Ok((report, Some(next)))
+}
+
+/// Eligible `(pk, tenant, id)` rows after `after`, one step's worth.
+fn pks(
+    conn: &Connection,
+    sql: &str,
+    after: i64,
+    before: i64,
+) -> Result<Vec<(i64, String, String)>> {
+    conn.prepare_cached(sql)
+        .map_err(translate)?
+        .query_map(params![after, before, STEP_ROWS], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .map_err(translate)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(translate)
+}
+
+fn delete_assets(conn: &Connection, tenant: &str, kind: &str, id: &str) -> Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM assets WHERE tenant = ?1 AND owner_kind = ?2 AND owner_id = ?3",
+    )
+    .map_err(translate)?
+    .execute(params![tenant, kind, id])
+    .map_err(translate)?;
+    Ok(())
+}
+
+type KeyRow = (String, String, String);
+
+/// Of the next [`STEP_KEYS`] idempotency keys in key order after `after`, the expired
+/// ones; and the last key looked at, if the table goes on.
+fn expired_keys(
+    conn: &Connection,
+    after: Option<KeyRow>,
+    now: Timestamp,
+) -> Result<(Vec<KeyRow>, Option<KeyRow>)> {
+    let (tenant, key, route) = after.unwrap_or_default();
+    let rows: Vec<(String, String, String, i64)> = conn
+        .prepare_cached(
+            "SELECT tenant, key, route, created_at FROM idempotency_keys \
+             WHERE (tenant, key, route) > (?1, ?2, ?3) ORDER BY tenant, key, route LIMIT ?4",
         )
         .map_err(translate)?
-        .execute(params![tenant, kind, id])
-        .map_err(translate)?;
-        Ok(())
-    };
-
-    let finished = ids(
-        "SELECT pk, tenant, id FROM sessions \
-         WHERE (status = 'failed' OR status = 'cancelled') AND updated_at <= ?1",
-        now.minus_ms(rules.finished_session_age_ms).0,
-    )?;
-    for (pk, tenant, id) in finished {
-        report.checkpoints_pruned += conn
-            .query_row(
-                "SELECT count(*) FROM checkpoints WHERE session_pk = ?1",
-                [pk],
-                |row| row.get::<_, u64>(0),
-            )
-            .map_err(translate)?;
-        delete_assets(&tenant, "session", &id)?;
-        // Checkpoints, crashes and recoveries go with it (ON DELETE CASCADE).
-        conn.execute("DELETE FROM sessions WHERE pk = ?1", [pk])
-            .map_err(translate)?;
-        report.sessions_purged += 1;
-    }
-
-    let deleted = ids(
-        "SELECT pk, tenant, id FROM projects WHERE deleted_at IS NOT NULL AND deleted_at <= ?1",
-        now.minus_ms(rules.deleted_project_age_ms).0,
-    )?;
-    for (pk, tenant, id) in deleted {
-        delete_assets(&tenant, "project", &id)?;
-        conn.execute("DELETE FROM projects WHERE pk = ?1", [pk])
-            .map_err(translate)?;
-        report.projects_purged += 1;
-    }
-
-    let live: Vec<(i64, u64)> = conn
-        .prepare("SELECT pk, revision FROM projects WHERE deleted_at IS NULL")
-        .map_err(translate)?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_map(params![tenant, key, route, STEP_KEYS], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
         .map_err(translate)?
         .collect::<rusqlite::Result<_>>()
         .map_err(translate)?;
-    for (pk, newest) in live {
-        report.revisions_pruned += projects::prune(conn, pk, newest, retention, now)?;
-    }
-
-    report.idempotency_keys_expired = conn
-        .execute(
-            "DELETE FROM idempotency_keys WHERE created_at <= ?1",
-            [now.minus_ms(IDEMPOTENCY_KEY_TTL_MS).0],
-        )
-        .map_err(translate)? as u64;
-    Ok(report)
-}
-
-/// Whether any asset record names this file.
-pub(super) fn referenced(conn: &Connection, file: &FileRef) -> Result<bool> {
-    let (sql, key) = match file {
-        FileRef::Blob(sha256) => (
-            "SELECT 1 FROM assets WHERE storage = 'blob' AND sha256 = ?1",
-            sha256,
-        ),
-        FileRef::Appendable(key) => (
-            "SELECT 1 FROM assets WHERE storage = 'appendable' AND location = ?1",
-            key,
-        ),
-    };
-    conn.prepare_cached(sql)
-        .map_err(translate)?
-        .exists([key])
-        .map_err(translate)
+    let full = rows.len() == STEP_KEYS as usize;
+    let last = rows
+        .last()
+        .filter(|_| full)
+        .map(|(t, k, r, _)| (t.clone(), k.clone(), r.clone()));
+    let cutoff = now.minus_ms(IDEMPOTENCY_KEY_TTL_MS).0;
+    let expired = rows
+        .into_iter()
+        .filter(|(_, _, _, created_at)| *created_at <= cutoff)
+        .map(|(t, k, r, _)| (t, k, r))
+        .collect();
+    Ok((expired, last))
 }
 
 /// The read half of a store check (see `Store::check_store`).

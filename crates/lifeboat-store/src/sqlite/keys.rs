@@ -1,6 +1,6 @@
 //! API key records.
 
-use lifeboat_core::{Id, TenantId, Timestamp};
+use lifeboat_core::{Id, Status, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::translate;
@@ -123,10 +123,14 @@ pub(super) fn audit_trail(
     .map_err(translate)
 }
 
-pub(super) fn insert_session_token(conn: &Connection, token: &SessionToken) -> Result<()> {
+pub(super) fn insert_session_token(
+    conn: &Connection,
+    session_pk: i64,
+    token: &SessionToken,
+) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO session_tokens (id, tenant, session_id, secret_sha256, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO session_tokens (id, tenant, session_id, secret_sha256, created_at, \
+         session_pk, attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .map_err(translate)?
     .execute(params![
@@ -134,28 +138,42 @@ pub(super) fn insert_session_token(conn: &Connection, token: &SessionToken) -> R
         token.tenant.as_str(),
         token.session_id.as_str(),
         token.secret_sha256,
-        token.created_at.0
+        token.created_at.0,
+        session_pk,
+        token.attempt,
     ])
     .map_err(translate)?;
     Ok(())
 }
 
-pub(super) fn find_session_token(conn: &Connection, id: &str) -> Result<Option<SessionToken>> {
+/// A session token with its session's status, found through the session row it was made
+/// for (a token whose session is gone is gone with it).
+pub(super) fn find_session_token(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(SessionToken, Status)>> {
     conn.prepare_cached(
-        "SELECT id, tenant, session_id, secret_sha256, created_at FROM session_tokens WHERE id = ?1",
+        "SELECT t.id, t.tenant, t.session_id, t.secret_sha256, t.created_at, t.attempt, \
+         s.status FROM session_tokens t JOIN sessions s ON s.pk = t.session_pk \
+         WHERE t.id = ?1 AND s.tenant = t.tenant AND s.id = t.session_id",
     )
     .map_err(translate)?
     .query_row([id], |row| {
+        let bad = |index: usize, e: String| {
+            rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into())
+        };
         let session: String = row.get(2)?;
-        Ok(SessionToken {
+        let status: String = row.get(6)?;
+        let token = SessionToken {
             id: row.get(0)?,
             tenant: TenantId::new(row.get::<_, String>(1)?),
-            session_id: Id::parse(&session).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
-            })?,
+            session_id: Id::parse(&session).map_err(|e| bad(2, e.to_string()))?,
             secret_sha256: row.get(3)?,
             created_at: Timestamp(row.get(4)?),
-        })
+            attempt: row.get(5)?,
+        };
+        let status = Status::parse(&status).ok_or_else(|| bad(6, status.clone()))?;
+        Ok((token, status))
     })
     .optional()
     .map_err(translate)

@@ -4,6 +4,7 @@
 mod assets;
 mod cleanup;
 mod events;
+mod files;
 mod idempotency;
 mod keys;
 mod projects;
@@ -12,8 +13,8 @@ mod schema;
 mod transfer;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -21,22 +22,25 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lifeboat_core::{
     Asset, AssetCounts, AssetName, AssetStatus, Chain, Change, Checkpoint, CheckpointKind,
-    CrashType, Delta, Error as DomainError, Id, Owner, Preconditions, Project, ProjectRules,
-    RecoveryOption, Saved, SchemaRef, Session, Status, TenantId, Timestamp, assess, save_project,
+    CrashType, Delta, Error as DomainError, FileVersion, Id, Owner, PinnedAsset, Preconditions,
+    Project, ProjectRules, RecoveryOption, Saved, SchemaRef, Session, Status, Storage, TenantId,
+    Timestamp, save_project,
 };
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, ErrorCode, OpenFlags, params, params_from_iter};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params, params_from_iter};
 use serde_json::{Value, json};
 
-use crate::blobs::{BlobStore, looks_intact};
+use crate::blobs::BlobStore;
+use crate::lock::DirLock;
 use crate::{
-    ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
-    EventFilter, FileRef, Gauges, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
-    ProjectInfo, Recovery, Result, RevisionInfo, SchemaCache, SchemaPut, Selection, SessionFilter,
-    SessionOp, SessionToken, Stats, Store, StoreCheck, TransferCounts, Verification, apply,
+    ApiKey, Applied, AuditEntry, CleanupCursor, CleanupReport, CleanupRules, Distribution, Error,
+    Event, EventFilter, FileRef, Gauges, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
+    ProjectInfo, RecoveryFacts, Result, RevisionInfo, SchemaCache, SchemaPut, Selection,
+    SessionFilter, SessionOp, SessionToken, Spared, Stats, Store, StoreCheck, TransferCounts,
+    Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
-use writer::{Ack, Writer};
+use writer::{Ack, EarlyAck, Writer};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "lifeboat.sqlite3";
@@ -127,12 +131,14 @@ impl Readers {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`, applying migrations.
     pub fn open(data_dir: &Path, rules: ProjectRules) -> Result<SqliteStore> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        crate::blobs::create_dir_durably(data_dir).map_err(|e| {
             Error::Unavailable(format!(
                 "cannot create data dir {}: {e}",
                 data_dir.display()
             ))
         })?;
+        // Before anything is opened: a second process must change nothing.
+        let lock = DirLock::acquire(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let mut conn = Connection::open(&path).map_err(translate)?;
         // WAL + FULL: a commit has fsynced the WAL before COMMIT returns.
@@ -154,7 +160,7 @@ impl SqliteStore {
         })?;
         Ok(SqliteStore {
             blobs,
-            writer: Writer::spawn(conn, path.clone())?,
+            writer: Writer::spawn(conn, path.clone(), lock)?,
             readers: Arc::new(Readers {
                 path,
                 idle: Mutex::new(Vec::new()),
@@ -311,75 +317,63 @@ fn only_lease_moved(before: &Session, after: &Session) -> bool {
     same == *before
 }
 
-/// The recovery view of one loaded session.
-/// A session's assets, each with the cheap intactness check recovery makes every time.
-fn session_assets(
-    conn: &Connection,
-    blobs: &BlobStore,
-    tenant: &TenantId,
-    session: &Id,
-) -> Result<Vec<(Asset, bool)>> {
-    let owner = Owner::Session(session.clone());
-    Ok(assets::all(conn, tenant, &owner)?
-        .into_iter()
-        .map(|asset| {
-            let intact = looks_intact(blobs, &asset);
-            (asset, intact)
-        })
-        .collect())
+/// Writes a lease-only heartbeat's change again (see `writer::Redo`): the lease never
+/// moves backwards, and a session that is no longer this attempt's active one is left alone.
+fn lease_redo(pk: i64, session: &Session) -> writer::Redo {
+    let (attempt, updated_at) = (session.attempt, session.updated_at.0);
+    let heartbeat_at = session.last_heartbeat_at.map(|t| t.0);
+    let lease = session.lease_expires_at.map(|t| t.0);
+    Box::new(move |conn| {
+        conn.prepare_cached(
+            "UPDATE sessions SET last_heartbeat_at = max(coalesce(last_heartbeat_at, 0), ?1), \
+             lease_expires_at = max(lease_expires_at, ?2), lease_ran_out_while_down = 0, \
+             updated_at = max(updated_at, ?3) \
+             WHERE pk = ?4 AND status = 'active' AND attempt = ?5",
+        )?
+        .execute(params![heartbeat_at, lease, updated_at, pk, attempt])
+        .map(drop)
+    })
 }
 
-/// Counts by status: corrupt when the last verification said so, missing when the file is
-/// gone or has another size, ok otherwise.
-fn count_assets(checked: &[(Asset, bool)]) -> (AssetCounts, Vec<String>) {
-    let mut counts = AssetCounts {
-        total: checked.len() as u64,
-        ..AssetCounts::default()
-    };
-    let mut missing = Vec::new();
-    for (asset, intact) in checked {
-        if asset.status == AssetStatus::Corrupt {
-            counts.corrupt += 1;
-        } else if *intact {
-            counts.ok += 1;
-            continue;
-        } else {
-            counts.missing += 1;
-        }
-        missing.push(asset.name.to_string());
-    }
-    (counts, missing)
-}
-
-fn recovery_of(
+/// What a recovery needs of one loaded session, read in the caller's transaction.
+fn facts_of(
     conn: &Connection,
-    blobs: &BlobStore,
     tenant: &TenantId,
     pk: i64,
-    mut session: Session,
-    now: Timestamp,
-) -> Result<Recovery> {
-    session.observe(now);
+    session: Session,
+) -> Result<RecoveryFacts> {
     let checkpoints = rows::all_checkpoints(conn, pk)?;
-    let checked = session_assets(conn, blobs, tenant, &session.id)?;
-    let (assets, missing_assets) = count_assets(&checked);
-    let verifies = |name: &str| {
-        checked
-            .iter()
-            .any(|(a, intact)| *intact && a.name.as_str() == name)
-    };
-    let assessment = assess(&session, &checkpoints, &verifies, assets);
-    let find = |seq: Option<u64>| checkpoints.iter().find(|c| Some(c.seq) == seq).cloned();
-    let resume_from = find(assessment.resume_from.as_ref().map(|p| p.seq));
-    let batch_from = find(assessment.restart_batch_from.as_ref().map(|p| p.seq));
-    Ok(Recovery {
+    let assets = assets::all(conn, tenant, &Owner::Session(session.id.clone()))?;
+    let mut facts = RecoveryFacts {
         session,
-        assessment,
-        resume_from,
-        batch_from,
+        checkpoints,
         assets,
-        missing_assets,
-    })
+        damaged: HashSet::new(),
+    };
+    facts.damaged = files::damaged(conn, &facts.versions())?;
+    Ok(facts)
+}
+
+/// When the store last committed a write, as far as its rows tell: the newest change of
+/// an active session (heartbeats change nothing else) or the newest event (every other
+/// session change, checkpoint and project save records one). A lower bound, read at
+/// start-up from rows the restart grace loads anyway, plus one index probe.
+fn last_commit<'s>(
+    conn: &Connection,
+    active: impl Iterator<Item = &'s Session>,
+) -> Result<Timestamp> {
+    let newest_event: Option<i64> = conn
+        .query_row(
+            "SELECT created_at FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(translate)?;
+    let newest_session = active.map(|s| s.updated_at.0).max();
+    Ok(Timestamp(
+        newest_event.max(newest_session).unwrap_or(i64::MIN),
+    ))
 }
 
 /// SQL for "observed status is `status`", given `?now` bound as parameter `now_index`.
@@ -434,10 +428,9 @@ impl Store for SqliteStore {
         idempotency: Option<Idempotency<Applied>>,
     ) -> Result<Outcome<Applied>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        let blobs = self.blobs.clone();
-        let lease_only = Arc::new(AtomicBool::new(false));
+        let early = Arc::new(EarlyAck::default());
         let ack = if op.is_heartbeat() {
-            Ack::EarlyIf(Arc::clone(&lease_only))
+            Ack::EarlyIf(Arc::clone(&early))
         } else {
             Ack::AfterCommit
         };
@@ -450,23 +443,19 @@ impl Store for SqliteStore {
                 idempotency::once(conn, &tenant, idempotency, now, || {
                     let (pk, mut session) = rows::load_session(conn, &tenant, &id)?;
                     let before = session.clone();
-                    // Heartbeats and plain checkpoints stat no files in the writer.
-                    let checked = if op.needs_assets() {
-                        session_assets(conn, &blobs, &tenant, &id)?
-                    } else {
-                        Vec::new()
+                    // The writer looks at records only, never at files (see `recovery`).
+                    let owner = Owner::Session(id.clone());
+                    let pin = |name: &str| {
+                        Ok(assets::find(conn, &tenant, &owner, name)?.map(|a| PinnedAsset::of(&a)))
                     };
-                    let exists = |name: &str| checked.iter().any(|(a, _)| a.name.as_str() == name);
-                    let verifies =
-                        |name: &str| checked.iter().any(|(a, ok)| *ok && a.name.as_str() == name);
-                    let (counts, _) = count_assets(&checked);
-                    let result = apply(&mut session, op, now, &exists, &verifies, counts, || {
-                        rows::all_checkpoints(conn, pk)
-                    });
+                    let facts = |now: &Session| facts_of(conn, &tenant, pk, now.clone());
+                    let result = apply(&mut session, op, now, &pin, facts);
                     if session != before {
                         persist(conn, &tenant, pk, &before, &session)?;
                     }
-                    lease_only.store(only_lease_moved(&before, &session), Ordering::Release);
+                    if only_lease_moved(&before, &session) {
+                        early.allow(lease_redo(pk, &session));
+                    }
                     let applied = match result {
                         Ok(applied) => applied,
                         Err(refusal) => return Ok(Err(refusal)),
@@ -505,13 +494,43 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn session(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Session> {
+    async fn session(&self, tenant: &TenantId, id: &Id) -> Result<Session> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.readers
+            .read(move |conn| Ok(rows::load_session(conn, &tenant, &id)?.1))
+            .await
+    }
+
+    async fn expire(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Session> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                let (pk, mut session) = rows::load_session(conn, &tenant, &id)?;
+                let before = session.clone();
+                if session.status == Status::Active
+                    && session.lease_expires_at.is_some_and(|lease| lease <= now)
+                {
+                    session.observe(now);
+                    persist(conn, &tenant, pk, &before, &session)?;
+                    if let Some(crash) = &session.crash {
+                        record_crash(crash);
+                    }
+                    return Ok(Ok(session));
+                }
+                Ok(Ok(before))
+            })
+            .await
+    }
+
+    async fn due(&self, now: Timestamp) -> Result<bool> {
+        self.readers
             .read(move |conn| {
-                let (_, mut session) = rows::load_session(conn, &tenant, &id)?;
-                session.observe(now);
-                Ok(session)
+                conn.prepare_cached(
+                    "SELECT 1 FROM sessions WHERE status = 'active' AND lease_expires_at <= ?1",
+                )
+                .map_err(translate)?
+                .exists([now.0])
+                .map_err(translate)
             })
             .await
     }
@@ -616,25 +635,23 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn recovery(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Recovery> {
+    async fn recovery_facts(&self, tenant: &TenantId, id: &Id) -> Result<RecoveryFacts> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        let blobs = self.blobs.clone();
         self.readers
             .read(move |conn| {
                 let (pk, session) = rows::load_session(conn, &tenant, &id)?;
-                recovery_of(conn, &blobs, &tenant, pk, session, now)
+                facts_of(conn, &tenant, pk, session)
             })
             .await
     }
 
-    async fn recoverable(
+    async fn recoverable_facts(
         &self,
         tenant: &TenantId,
         page: &PageRequest,
         now: Timestamp,
-    ) -> Result<Page<Recovery>> {
+    ) -> Result<Page<RecoveryFacts>> {
         let tenant = tenant.clone();
-        let blobs = self.blobs.clone();
         let after = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
         let limit = page.limit;
         self.readers
@@ -658,9 +675,7 @@ impl Store for SqliteStore {
                     .map_err(translate)?;
                 let items = sessions
                     .into_iter()
-                    .map(|(pk, session)| {
-                        Ok((pk, recovery_of(conn, &blobs, &tenant, pk, session, now)?))
-                    })
+                    .map(|(pk, session)| Ok((pk, facts_of(conn, &tenant, pk, session)?)))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(paginate(items, limit))
             })
@@ -669,39 +684,51 @@ impl Store for SqliteStore {
 
     async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.writer
-            .write(Ack::AfterCommit, move |conn| {
+        // Hashing happens on a read snapshot; the writer only marks what was found.
+        let (pk, checkpoints) = self
+            .readers
+            .read(move |conn| {
                 let (pk, _) = rows::load_session(conn, &tenant, &id)?;
-                let checkpoints = rows::all_checkpoints(conn, pk)?;
-                let invalid: Vec<u64> = checkpoints
-                    .iter()
-                    .filter(|c| !c.valid)
-                    .map(|c| c.seq)
-                    .collect();
-                let mut quarantine = conn
-                    .prepare_cached(
-                        "UPDATE checkpoints SET quarantined = 1 WHERE session_pk = ?1 AND seq = ?2",
-                    )
-                    .map_err(translate)?;
-                for seq in &invalid {
-                    quarantine.execute(params![pk, seq]).map_err(translate)?;
-                }
-                let issues = invalid
-                    .iter()
-                    .map(|seq| format!("checkpoint {seq}: stored data does not match its sha256"))
-                    .collect();
-                Ok(Ok(Verification {
-                    total: checkpoints.len() as u64,
-                    valid: (checkpoints.len() - invalid.len()) as u64,
-                    invalid,
-                    assets: AssetCounts::default(),
-                    issues,
-                }))
+                Ok((pk, rows::all_checkpoints(conn, pk)?))
             })
-            .await
+            .await?;
+        let invalid: Vec<u64> = checkpoints
+            .iter()
+            .filter(|c| !c.valid)
+            .map(|c| c.seq)
+            .collect();
+        if !invalid.is_empty() {
+            let seqs = invalid.clone();
+            self.writer
+                .write(Ack::AfterCommit, move |conn| {
+                    let mut quarantine = conn
+                        .prepare_cached(
+                            "UPDATE checkpoints SET quarantined = 1 \
+                             WHERE session_pk = ?1 AND seq = ?2",
+                        )
+                        .map_err(translate)?;
+                    for seq in &seqs {
+                        quarantine.execute(params![pk, seq]).map_err(translate)?;
+                    }
+                    Ok(Ok(()))
+                })
+                .await?;
+        }
+        let issues = invalid
+            .iter()
+            .map(|seq| format!("checkpoint {seq}: stored data does not match its sha256"))
+            .collect();
+        Ok(Verification {
+            total: checkpoints.len() as u64,
+            valid: (checkpoints.len() - invalid.len()) as u64,
+            invalid,
+            assets: AssetCounts::default(),
+            issues,
+        })
     }
 
-    async fn sweep(&self, now: Timestamp) -> Result<u64> {
+    async fn sweep(&self, now: Timestamp, spared: &Spared) -> Result<u64> {
+        let spared = spared.clone();
         self.writer
             .write(Ack::AfterCommit, move |conn| {
                 let due = conn
@@ -720,9 +747,16 @@ impl Store for SqliteStore {
                     .map_err(translate)?;
                 let mut timed_out = 0;
                 for (tenant, (pk, mut session)) in due {
+                    let tenant = TenantId::new(tenant);
+                    let arrived = spared.get(&(tenant.clone(), session.id.clone()));
+                    if let (Some(arrived), Some(lease)) = (arrived, session.lease_expires_at)
+                        && *arrived < lease
+                    {
+                        continue;
+                    }
                     let before = session.clone();
                     if session.observe(now) {
-                        persist(conn, &TenantId::new(tenant), pk, &before, &session)?;
+                        persist(conn, &tenant, pk, &before, &session)?;
                     }
                     if session.status == Status::Incomplete {
                         timed_out += 1;
@@ -750,13 +784,18 @@ impl Store for SqliteStore {
                     .map_err(translate)?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(translate)?;
-                let count = active.len() as u64;
+                let last_commit_at = last_commit(conn, active.iter().map(|(_, (_, s))| s))?;
+                let mut graced = 0;
                 for (tenant, (pk, mut session)) in active {
                     let before = session.clone();
-                    session.begin_restart_grace(ready_at);
+                    session.begin_restart_grace(ready_at, last_commit_at);
                     persist(conn, &TenantId::new(tenant), pk, &before, &session)?;
+                    match &session.crash {
+                        Some(crash) if session.status == Status::Incomplete => record_crash(crash),
+                        _ => graced += 1,
+                    }
                 }
-                Ok(Ok(count))
+                Ok(Ok(graced))
             })
             .await
     }
@@ -1042,34 +1081,52 @@ impl Store for SqliteStore {
         self.writer.commits()
     }
 
-    async fn cleanup_records(
+    async fn cleanup_step(
         &self,
         rules: CleanupRules,
         now: Timestamp,
         dry_run: bool,
-        candidates: Vec<FileRef>,
-    ) -> Result<(CleanupReport, Vec<FileRef>)> {
+        cursor: CleanupCursor,
+    ) -> Result<(CleanupReport, Option<CleanupCursor>)> {
         let retention = self.rules.retention;
         self.writer
             .write(Ack::AfterCommit, move |conn| {
-                let report = cleanup::records(conn, rules, retention, now)?;
-                let mut orphans = Vec::new();
-                for file in candidates {
-                    if !cleanup::referenced(conn, &file)? {
-                        orphans.push(file);
-                    }
-                }
+                let (report, next) = cleanup::records_step(conn, rules, retention, now, cursor)?;
                 // A dry run counts inside the transaction, then rolls it back.
                 if dry_run {
-                    return Err(Error::DryRun(report, orphans));
+                    return Err(Error::DryRun(Box::new((report, next))));
                 }
-                Ok(Ok((report, orphans)))
+                Ok(Ok((report, next)))
             })
             .await
             .or_else(|e| match e {
-                Error::DryRun(report, orphans) => Ok((report, orphans)),
+                Error::DryRun(step) => Ok(*step),
                 other => Err(other),
             })
+    }
+
+    async fn unreferenced(
+        &self,
+        candidates: Vec<FileRef>,
+        purged: Option<(CleanupRules, Timestamp)>,
+    ) -> Result<Vec<FileRef>> {
+        let purged = purged.map(|(rules, now)| {
+            (
+                now.minus_ms(rules.finished_session_age_ms).0,
+                now.minus_ms(rules.deleted_project_age_ms).0,
+            )
+        });
+        self.readers
+            .read(move |conn| {
+                let mut orphans = Vec::new();
+                for file in candidates {
+                    if !files::referenced(conn, &file, purged)? {
+                        orphans.push(file);
+                    }
+                }
+                Ok(orphans)
+            })
+            .await
     }
 
     async fn check_store(&self, repair: bool) -> Result<StoreCheck> {
@@ -1180,17 +1237,21 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_session_token(&self, token: SessionToken) -> Result<()> {
+    async fn create_session_token(&self, token: SessionToken) -> Result<SessionToken> {
         self.writer
             .write(Ack::AfterCommit, move |conn| {
-                rows::load_session(conn, &token.tenant, &token.session_id)?;
-                keys::insert_session_token(conn, &token)?;
-                Ok(Ok(()))
+                let (pk, session) = rows::load_session(conn, &token.tenant, &token.session_id)?;
+                let token = SessionToken {
+                    attempt: session.attempt,
+                    ..token
+                };
+                keys::insert_session_token(conn, pk, &token)?;
+                Ok(Ok(token))
             })
             .await
     }
 
-    async fn session_token(&self, id: &str) -> Result<Option<SessionToken>> {
+    async fn session_token(&self, id: &str) -> Result<Option<(SessionToken, Status)>> {
         let id = id.to_owned();
         self.readers
             .read(move |conn| keys::find_session_token(conn, &id))
@@ -1265,17 +1326,41 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn save_asset(&self, tenant: &TenantId, owner: &Owner, asset: Asset) -> Result<bool> {
+    async fn save_asset(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        asset: Asset,
+        fence: Option<u32>,
+    ) -> Result<bool> {
         let (tenant, owner) = (tenant.clone(), owner.clone());
         self.writer
             .write(Ack::AfterCommit, move |conn| {
-                if !assets::owner_exists(conn, &tenant, &owner)? {
-                    return Ok(Err(Error::NotFound {
-                        what: owner.kind(),
-                        id: owner.id().to_string(),
-                    }));
+                if let Err(refusal) = assets::check_owner(conn, &tenant, &owner, fence)? {
+                    return Ok(Err(refusal));
                 }
-                Ok(Ok(assets::save(conn, &tenant, &owner, &asset)?))
+                let created = assets::save(conn, &tenant, &owner, &asset)?;
+                if asset.storage == Storage::Blob {
+                    // These bytes were just written to the blob's path (see
+                    // `BlobStore::keep`): whatever a verification found there is gone.
+                    files::heal_blob(conn, asset.sha256.as_str(), asset.updated_at)?;
+                }
+                Ok(Ok(created))
+            })
+            .await
+    }
+
+    async fn record_file_checks(
+        &self,
+        found: Vec<(FileVersion, bool)>,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.writer
+            .write(Ack::AfterCommit, move |conn| {
+                for (version, damaged) in &found {
+                    files::record(conn, version, *damaged, now)?;
+                }
+                Ok(Ok(()))
             })
             .await
     }
@@ -1285,11 +1370,14 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         owner: &Owner,
         name: &AssetName,
-    ) -> Result<Asset> {
+        fence: Option<u32>,
+    ) -> Result<(Asset, bool)> {
         let (tenant, owner, name) = (tenant.clone(), owner.clone(), name.clone());
         self.writer
             .write(Ack::AfterCommit, move |conn| {
-                assets::require_owner(conn, &tenant, &owner)?;
+                if let Err(refusal) = assets::check_owner(conn, &tenant, &owner, fence)? {
+                    return Ok(Err(refusal));
+                }
                 let Some(asset) = assets::find(conn, &tenant, &owner, name.as_str())? else {
                     return Ok(Err(Error::NotFound {
                         what: "asset",
@@ -1297,7 +1385,13 @@ impl Store for SqliteStore {
                     }));
                 };
                 assets::delete(conn, &tenant, &owner, name.as_str())?;
-                Ok(Ok(asset))
+                let pinned = match &asset.storage {
+                    Storage::Appendable(key) => {
+                        files::referenced(conn, &FileRef::Appendable(key.clone()), None)?
+                    }
+                    _ => true,
+                };
+                Ok(Ok((asset, pinned)))
             })
             .await
     }

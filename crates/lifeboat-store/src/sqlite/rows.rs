@@ -1,8 +1,8 @@
 //! Mapping between domain values and SQLite rows. Only this file knows column order.
 
 use lifeboat_core::{
-    Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType, Id, Metrics, Progress, Session,
-    Sha256, Status, TenantId, Timestamp,
+    AssetName, Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType, Id, Metrics,
+    PinnedAsset, Progress, Session, Sha256, Status, Storage, TenantId, Timestamp,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -272,7 +272,7 @@ pub(super) fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Checkpoint>
         total_units: row.get(6)?,
         data: row.get(7)?,
         sha256: Sha256::from_stored(row.get(8)?),
-        assets: serde_json::from_str(&assets).map_err(|_| bad_text(9, "invalid asset list"))?,
+        assets: pins_from_json(&assets).ok_or_else(|| bad_text(9, "invalid pinned assets"))?,
         created_at: Timestamp(row.get(10)?),
         valid: true,
     }
@@ -289,8 +289,7 @@ pub(super) fn insert_checkpoint(
     session_pk: i64,
     c: &Checkpoint,
 ) -> Result<(), Error> {
-    let assets = serde_json::to_string(&c.assets)
-        .map_err(|e| Error::Internal(format!("cannot encode asset names: {e}")))?;
+    let assets = pins_to_json(&c.assets);
     conn.prepare_cached(
         "INSERT INTO checkpoints (session_pk, seq, attempt, kind, stage, position, \
          completed_units, total_units, data, sha256, assets, created_at) \
@@ -312,7 +311,62 @@ pub(super) fn insert_checkpoint(
         c.created_at.0,
     ])
     .map_err(translate)?;
+    let mut pinned = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO pinned_files (session_pk, seq, storage, key) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(translate)?;
+    for pin in &c.assets {
+        let version = pin.version();
+        pinned
+            .execute(params![session_pk, c.seq, version.storage, version.key])
+            .map_err(translate)?;
+    }
     Ok(())
+}
+
+/// A checkpoint's pins as stored: `[{"name", "size", "sha256", "storage", "location"}]`.
+pub(super) fn pins_to_json(pins: &[PinnedAsset]) -> String {
+    let list: Vec<Value> = pins
+        .iter()
+        .map(|pin| {
+            let location = match &pin.storage {
+                Storage::Blob => None,
+                Storage::Appendable(key) | Storage::External(key) => Some(key.as_str()),
+            };
+            json!({
+                "name": pin.name.as_str(),
+                "size": pin.size,
+                "sha256": pin.sha256.as_str(),
+                "storage": pin.storage.kind(),
+                "location": location,
+            })
+        })
+        .collect();
+    Value::Array(list).to_string()
+}
+
+/// Reads pins written by [`pins_to_json`]; `None` if they are not that shape.
+pub(super) fn pins_from_json(text: &str) -> Option<Vec<PinnedAsset>> {
+    let list: Vec<Value> = serde_json::from_str(text).ok()?;
+    list.iter()
+        .map(|pin| {
+            let location = pin["location"].as_str().map(str::to_owned);
+            let storage = match (pin["storage"].as_str()?, location) {
+                ("blob", _) => Storage::Blob,
+                ("appendable", Some(key)) => Storage::Appendable(key),
+                ("external", Some(path)) => Storage::External(path),
+                _ => return None,
+            };
+            Some(PinnedAsset {
+                name: AssetName::parse(pin["name"].as_str()?).ok()?,
+                size: pin["size"].as_u64()?,
+                sha256: Sha256::from_stored(pin["sha256"].as_str()?.to_owned()),
+                storage,
+            })
+        })
+        .collect()
 }
 
 /// All checkpoints of a session in seq order.

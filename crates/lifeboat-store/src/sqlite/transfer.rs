@@ -10,7 +10,7 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use serde_json::{Map, Value, json};
 
-use super::{assets, projects, rows, translate};
+use super::{assets, files, projects, rows, translate};
 use crate::{Error, Result, Selection, TransferCounts};
 
 type Row = Map<String, Value>;
@@ -419,6 +419,7 @@ pub(super) fn import(
         }
         counts.assets +=
             import_assets(conn, &mut columns, tenant, &Owner::Session(id.clone()), doc)?;
+        files::index_imported_pins(conn, pk)?;
         check_session(conn, tenant, &id)?;
         counts.sessions += 1;
     }

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::translate;
 use crate::Error;
+use crate::lock::DirLock;
 
 /// Writes queued beyond this make callers wait: backpressure instead of unbounded memory.
 const QUEUE_CAPACITY: usize = 8_192;
@@ -37,12 +38,17 @@ const CHECKPOINT_FRAMES: i32 = 1_000;
 const WAL_HEADER: u64 = 32;
 const FRAME_HEADER: u64 = 24;
 
-/// What a write job reports back to the loop.
+/// Writes again what an early-acknowledged heartbeat wrote, after its batch's commit
+/// failed (a full disk): the client was told the lease is extended, so it must become so.
+pub(super) type Redo = Box<dyn Fn(&Connection) -> rusqlite::Result<()> + Send>;
+
+/// What a job reports back to the loop.
 pub(super) struct Finished {
     /// Keep the job's changes (release its savepoint) or roll them back.
     keep: bool,
-    /// Reply before the commit (heartbeats only).
-    early: bool,
+    /// Set when the job replied before the commit (heartbeats only): how to write its
+    /// change again if the commit fails.
+    redo: Option<Redo>,
     /// Whether the job hit an I/O error that must poison the writer.
     poison: bool,
     /// Sends the job's answer once the batch's fate is known.
@@ -64,14 +70,37 @@ pub(super) struct Writer {
 pub(super) enum Ack {
     /// Reply after the commit.
     AfterCommit,
-    /// Reply as soon as the job ran, if it succeeded and set the flag (a heartbeat that
-    /// changed nothing but the lease).
-    EarlyIf(Arc<AtomicBool>),
+    /// Reply as soon as the job ran, if it succeeded and left a [`Redo`] here (a heartbeat
+    /// that changed nothing but the lease).
+    EarlyIf(Arc<EarlyAck>),
+}
+
+/// Where a job that may be acknowledged early leaves how to write its change again.
+#[derive(Default)]
+pub(super) struct EarlyAck(std::sync::Mutex<Option<Redo>>);
+
+impl EarlyAck {
+    /// Allows the early reply: `redo` writes the same change again after a failed commit.
+    pub(super) fn allow(&self, redo: Redo) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(redo);
+        }
+    }
+
+    fn take(&self) -> Option<Redo> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`, the connection to the database at `path`.
-    pub(super) fn spawn(mut conn: Connection, path: PathBuf) -> Result<Writer, Error> {
+    /// The thread owns `lock`, so the data directory stays locked until the last write
+    /// has been answered and the connection is closed.
+    pub(super) fn spawn(
+        mut conn: Connection,
+        path: PathBuf,
+        lock: DirLock,
+    ) -> Result<Writer, Error> {
         let wal = WalTail::start(&mut conn, path)?;
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let poisoned = Arc::new(AtomicBool::new(false));
@@ -79,7 +108,10 @@ impl Writer {
         let (committed, commits) = watch::channel(0);
         thread::Builder::new()
             .name("lifeboat-writer".to_owned())
-            .spawn(move || run(conn, jobs, flag, committed, wal))
+            .spawn(move || {
+                run(conn, jobs, flag, committed, wal);
+                drop(lock);
+            })
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             queue,
@@ -115,10 +147,11 @@ impl Writer {
             let outcome = work(conn);
             let keep = outcome.is_ok();
             let poison = matches!(outcome, Err(Error::Unavailable(_)));
-            let early = match &ack {
-                Ack::AfterCommit => false,
-                Ack::EarlyIf(flag) => flag.load(Ordering::Acquire),
-            } && matches!(outcome, Ok(Ok(_)));
+            let redo = match &ack {
+                Ack::EarlyIf(early) if matches!(outcome, Ok(Ok(_))) => early.take(),
+                _ => None,
+            };
+            let early = redo.is_some();
             let mut answer = Some(outcome.and_then(|inner| inner));
             let mut tx = Some(tx);
             if early && let (Some(tx), Some(answer)) = (tx.take(), answer.take()) {
@@ -126,7 +159,7 @@ impl Writer {
             }
             Finished {
                 keep,
-                early,
+                redo,
                 poison,
                 reply: Box::new(move |commit| {
                     if let (Some(tx), Some(answer)) = (tx, answer) {
@@ -199,7 +232,12 @@ impl WalTail {
             .write(true)
             .open(&self.path)
             .and_then(|file| match file.metadata()?.len() {
-                len if len > keep => file.set_len(keep).map(|()| len - keep),
+                // The cut itself must be durable: a power cut right after it could
+                // otherwise bring the refused frames back.
+                len if len > keep => file
+                    .set_len(keep)
+                    .and_then(|()| file.sync_all())
+                    .map(|()| len - keep),
                 _ => Ok(0),
             });
         match cut {
@@ -223,6 +261,8 @@ fn run(
     wal: WalTail,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+    // Early-acknowledged changes whose commit failed, written again with the next batch.
+    let mut redos: Vec<Redo> = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
         while batch.len() < BATCH_MAX {
@@ -236,11 +276,18 @@ fn run(
                 // Run nothing: answer each job with the poison error.
                 drop(job);
             }
+            if !redos.is_empty() {
+                tracing::warn!(
+                    heartbeats = redos.len(),
+                    "acknowledged heartbeats are lost with the failed commit; the restart grace covers them"
+                );
+                redos.clear();
+            }
             continue;
         }
         let started = Instant::now();
         let size = batch.len();
-        let outcome = commit_batch(&conn, batch.drain(..));
+        let outcome = commit_batch(&conn, batch.drain(..), &mut redos);
         metrics::histogram!("lifeboat_commit_batch_size").record(size as f64);
         metrics::histogram!("lifeboat_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -258,9 +305,26 @@ fn run(
 }
 
 /// Runs `jobs` in one transaction and replies to each with the commit's outcome.
-fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Result<(), Error> {
+///
+/// `redos` come in as the early-acknowledged changes of an earlier failed commit, written
+/// first; they go out as those of this batch if its commit fails too.
+fn commit_batch(
+    conn: &Connection,
+    jobs: impl Iterator<Item = Job>,
+    redos: &mut Vec<Redo>,
+) -> Result<(), Error> {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         return Err(translate(e));
+    }
+    let retried = std::mem::take(redos);
+    for redo in &retried {
+        let written = exec(conn, "SAVEPOINT job").and_then(|()| match redo(conn) {
+            Ok(()) => exec(conn, "RELEASE job"),
+            Err(_) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
+        });
+        if let Err(e) = written {
+            tracing::error!(error = %translate(e), "cannot write an acknowledged heartbeat again");
+        }
     }
     let mut pending = Vec::with_capacity(BATCH_MAX);
     let mut poison = false;
@@ -284,9 +348,15 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Result<()
     }
     let written = pending.iter().filter(|f| f.keep).count();
     metrics::counter!("lifeboat_writes_total").increment(written as u64);
+    if commit.is_err() {
+        // Still owed: the earlier ones and this batch's early-acknowledged heartbeats.
+        *redos = retried;
+    }
     for finished in pending {
-        if finished.early && commit.is_err() {
-            tracing::warn!("a heartbeat acknowledged before a failed commit was lost");
+        if commit.is_err()
+            && let Some(redo) = finished.redo
+        {
+            redos.push(redo);
         }
         (finished.reply)(commit.clone());
     }
@@ -304,7 +374,7 @@ fn run_job(conn: &Connection, job: Job) -> Finished {
         let error = translate(e);
         return Finished {
             keep: false,
-            early: false,
+            redo: None,
             poison: matches!(error, Error::Unavailable(_)),
             reply: Box::new(move |_| drop(error)),
         };

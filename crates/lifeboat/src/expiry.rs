@@ -1,0 +1,138 @@
+//! An expiry is a fact (SPEC §2 r2). Two rules meet here:
+//!
+//! - A write's `now` is when it arrived. While it waits for the writer, its session is
+//!   *spared*: no sweep expires a lease that passed after that write arrived, so a
+//!   heartbeat that arrived in time is never refused as late because the writer was busy.
+//! - No answer shows an expiry that is not persisted. A read that would observe a lease
+//!   as passed first has the expiry written (or waits for the spared write that keeps the
+//!   session alive), so the crash it shows — type and `detected_at` — is the one every
+//!   later read, `/stats`, `/events`, `/recovery` and a restart will show.
+//!
+//! Arrivals and the `now` of a read are taken under one lock, so a write that arrived
+//! before a read's `now` is always in the read's snapshot of spared sessions.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lifeboat_core::{Id, Session, Status, TenantId, Timestamp};
+use lifeboat_store::{Result, Spared};
+
+use crate::{Clock, Lifeboat};
+
+/// How long a read waits, in all, for spared writes to reach the writer before it answers
+/// with what is stored (they normally take microseconds; a stuck writer must not hang reads).
+const SETTLE_WAIT_MAX: Duration = Duration::from_secs(5);
+/// The pause between two looks while a spared write is on its way.
+const SETTLE_POLL: Duration = Duration::from_millis(2);
+
+/// The writes on their way to the store, by session, with when each arrived.
+#[derive(Default)]
+pub(crate) struct Arrivals(Mutex<HashMap<(TenantId, Id), Vec<Timestamp>>>);
+
+/// Removes its arrival when the write is done (or dropped).
+pub(crate) struct Arrival<'a> {
+    arrivals: &'a Arrivals,
+    key: (TenantId, Id),
+    at: Timestamp,
+}
+
+impl Arrivals {
+    /// Records a write to `(tenant, id)` arriving now; answers its `now`.
+    pub(crate) fn arrive(&self, clock: &dyn Clock, tenant: &TenantId, id: &Id) -> Arrival<'_> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = clock.now();
+        let key = (tenant.clone(), id.clone());
+        map.entry(key.clone()).or_default().push(at);
+        Arrival {
+            arrivals: self,
+            key,
+            at,
+        }
+    }
+
+    /// The time now and the sessions spared at it, taken together.
+    pub(crate) fn snapshot(&self, clock: &dyn Clock) -> (Timestamp, Spared) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = clock.now();
+        let spared = map
+            .iter()
+            .filter_map(|(key, times)| Some((key.clone(), *times.iter().min()?)))
+            .collect();
+        (now, spared)
+    }
+}
+
+impl Arrival<'_> {
+    /// When the write arrived: its `now`.
+    pub(crate) fn at(&self) -> Timestamp {
+        self.at
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        let mut map = self.arrivals.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(times) = map.get_mut(&self.key) {
+            if let Some(index) = times.iter().position(|t| *t == self.at) {
+                times.swap_remove(index);
+            }
+            if times.is_empty() {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Whether a write that arrived at `arrived` keeps `session` alive past `now`.
+fn spared_by(session: &Session, arrived: Option<&Timestamp>) -> bool {
+    match (arrived, session.lease_expires_at) {
+        (Some(arrived), Some(lease)) => *arrived < lease,
+        _ => false,
+    }
+}
+
+impl Lifeboat {
+    /// A time `now` at which every lease that has passed is persisted as expired: what
+    /// reads of several sessions (lists, `/stats`, `/recovery`) observe at.
+    pub(crate) async fn settled_now(&self) -> Result<Timestamp> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
+            if !self.inner.store.due(now).await? {
+                return Ok(now);
+            }
+            self.inner.store.sweep(now, &spared).await?;
+            if !self.inner.store.due(now).await? || started.elapsed() > SETTLE_WAIT_MAX {
+                return Ok(now);
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
+    }
+
+    /// One session as observed now, with an expiry it shows persisted first.
+    pub(crate) async fn settled_session(&self, tenant: &TenantId, id: &Id) -> Result<Session> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
+            let mut session = self.inner.store.session(tenant, id).await?;
+            let passed = session.status == Status::Active
+                && session.lease_expires_at.is_some_and(|lease| lease <= now);
+            if !passed {
+                session.observe(now);
+                return Ok(session);
+            }
+            let arrived = spared.get(&(tenant.clone(), id.clone()));
+            if !spared_by(&session, arrived) {
+                let mut session = self.inner.store.expire(tenant, id, now).await?;
+                session.observe(now);
+                return Ok(session);
+            }
+            if started.elapsed() > SETTLE_WAIT_MAX {
+                session.observe(now);
+                return Ok(session);
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
+    }
+}
