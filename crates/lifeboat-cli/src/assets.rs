@@ -89,10 +89,7 @@ fn local(context: &str, e: std::io::Error) -> Failure {
 pub(crate) async fn assets(command: AssetsCommand) -> Result<(), Failure> {
     match command {
         AssetsCommand::List { owner, connection } => {
-            let list = connection
-                .api()?
-                .call(Method::GET, &owner.path(), None)
-                .await?;
+            let list = connection.api()?.all(&owner.path()).await?;
             if connection.json {
                 print_json(&list);
                 return Ok(());

@@ -140,6 +140,25 @@ impl Api {
         Err(Failure::new(code, anyhow!("{status}: {detail}")))
     }
 
+    /// Every item of a paged list at `path`, following `next_cursor`; answered as one
+    /// `{"items": [...], "next_cursor": null}`.
+    pub(crate) async fn all(&self, path: &str) -> Result<Value, Failure> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut page = format!("{path}?limit=1000");
+            if let Some(cursor) = &cursor {
+                page.push_str(&format!("&cursor={cursor}"));
+            }
+            let list = self.call(reqwest::Method::GET, &page, None).await?;
+            items.extend(list["items"].as_array().into_iter().flatten().cloned());
+            match list["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(serde_json::json!({"items": items, "next_cursor": null})),
+            }
+        }
+    }
+
     pub(crate) async fn call(
         &self,
         method: reqwest::Method,
@@ -519,10 +538,7 @@ pub(crate) async fn keys(command: KeysCommand) -> Result<(), Failure> {
             Ok(())
         }
         KeysCommand::List { connection } => {
-            let list = connection
-                .api()?
-                .call(reqwest::Method::GET, "/keys", None)
-                .await?;
+            let list = connection.api()?.all("/keys").await?;
             if connection.json {
                 print_json(&list);
                 return Ok(());

@@ -87,6 +87,16 @@ pub enum Error {
     /// (none when it does not exist).
     #[error("{0}")]
     PreconditionFailed(String, Option<u64>),
+    /// A field is larger than its limit (nothing was stored).
+    #[error("{field} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The JSON member at fault.
+        field: &'static str,
+        /// Its size, serialized.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The state would exceed `max_state_bytes`.
     #[error("the state is {size} bytes serialized, over the limit of {limit}")]
     StateTooLarge {

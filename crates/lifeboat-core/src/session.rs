@@ -33,6 +33,8 @@ impl SessionLimits {
     pub const LABEL_BYTES_MAX: usize = 256;
     /// Longest `error` text kept from a `fail`, in bytes.
     pub const ERROR_BYTES_MAX: usize = 16 * 1024;
+    /// Largest `metadata`, serialized: it rides along in every session read and list.
+    pub const METADATA_BYTES_MAX: usize = 64 * 1024;
 }
 
 /// Lifecycle states. `completed` and `cancelled` are final; `incomplete`, `failed` and
@@ -376,6 +378,16 @@ impl Session {
         }
         check_label("kind", Some(&new.kind))?;
         check_label("title", new.title.as_deref())?;
+        if let Some(metadata) = &new.metadata {
+            let size = metadata.to_string().len();
+            if size > SessionLimits::METADATA_BYTES_MAX {
+                return Err(Error::TooLarge {
+                    field: "metadata",
+                    size,
+                    limit: SessionLimits::METADATA_BYTES_MAX,
+                });
+            }
+        }
         Ok(Session {
             id,
             project_id: new.project_id,

@@ -369,19 +369,31 @@ impl SessionHandle {
 
     /// The size of an asset so far (0 if it does not exist yet): where appends resume.
     pub async fn asset_size(&self, name: &str) -> Result<u64> {
-        let answer = self
-            .shared
-            .client
-            .send(Call::new(Method::GET, self.path("/assets")))
-            .await?;
-        let list: Value = answer.json()?;
-        Ok(list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["name"] == json!(name))
-            .and_then(|a| a["size"].as_u64())
-            .unwrap_or(0))
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = self.path("/assets?limit=1000");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let list: Value = self
+                .shared
+                .client
+                .send(Call::new(Method::GET, path))
+                .await?
+                .json()?;
+            let found = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["name"] == json!(name));
+            if let Some(asset) = found {
+                return Ok(asset["size"].as_u64().unwrap_or(0));
+            }
+            match list["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(0),
+            }
+        }
     }
 
     /// Appends `bytes` at `offset` of an appendable asset, fenced by this attempt;

@@ -100,6 +100,10 @@ fn caller_key(presented: &str) -> String {
         .map_or_else(|| "bootstrap".to_owned(), |(id, _)| id.to_owned())
 }
 
+/// Token buckets kept before full ones are dropped: a bucket that has refilled is the same
+/// as a new one, so dropping it changes no answer and keeps memory bounded by active keys.
+const BUCKETS_MAX: usize = 10_000;
+
 /// A token bucket per key for writes: `per_second` tokens a second, up to `burst`.
 #[derive(Debug)]
 pub struct WriteLimit {
@@ -122,6 +126,12 @@ impl WriteLimit {
     fn take(&self, key: String) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= BUCKETS_MAX {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
         let (tokens, at) = buckets.entry(key).or_insert((self.burst, now));
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);

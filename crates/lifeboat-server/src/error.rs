@@ -49,6 +49,7 @@ impl From<Error> for ApiError {
                 DomainError::InvalidName(_) => ProblemType::INVALID_ID,
                 DomainError::PreconditionFailed(..) => ProblemType::PRECONDITION_FAILED,
                 DomainError::StateTooLarge { .. } => ProblemType::STATE_TOO_LARGE,
+                DomainError::TooLarge { .. } => ProblemType::PAYLOAD_TOO_LARGE,
                 DomainError::PatchConflict { .. } => ProblemType::PATCH_CONFLICT,
                 DomainError::UnknownSchema(_) => ProblemType::UNKNOWN_SCHEMA,
                 DomainError::SchemaViolation { .. } => ProblemType::SCHEMA_VIOLATION,

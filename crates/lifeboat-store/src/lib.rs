@@ -227,6 +227,10 @@ pub struct Stats {
 /// earliest of them arrived: a lease that passed after that arrival is not expired yet.
 pub type Spared = std::collections::HashMap<(TenantId, Id), Timestamp>;
 
+/// Bytes of items one list page carries at most: a page whose items pass it ends there,
+/// with `next_cursor` (so a page of 1,000 checkpoints of 16 MiB each is never built).
+pub const PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
 /// How long an `Idempotency-Key` is remembered: 24 hours.
 pub const IDEMPOTENCY_KEY_TTL_MS: u64 = 24 * 3_600_000;
 
@@ -775,8 +779,8 @@ pub trait Store: Send + Sync + 'static {
     /// One key by id (revoked ones too).
     async fn key(&self, id: &str) -> Result<Option<ApiKey>>;
 
-    /// Keys, of one tenant or (`None`) of all.
-    async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>>;
+    /// Keys, of one tenant or (`None`) of all, by id.
+    async fn keys(&self, tenant: Option<&TenantId>, page: &PageRequest) -> Result<Page<ApiKey>>;
 
     /// Revokes a key at once; answers it, or `None` if there is no such key (in `tenant`,
     /// when given).
@@ -800,7 +804,12 @@ pub trait Store: Send + Sync + 'static {
     async fn asset(&self, tenant: &TenantId, owner: &Owner, name: &AssetName) -> Result<Asset>;
 
     /// An owner's assets, by name.
-    async fn assets(&self, tenant: &TenantId, owner: &Owner) -> Result<Vec<Asset>>;
+    async fn assets(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        page: &PageRequest,
+    ) -> Result<Page<Asset>>;
 
     /// Records an asset whose bytes are already durable; answers whether it is new. With
     /// `fence`, a session's asset is written only if that is the session's current attempt.

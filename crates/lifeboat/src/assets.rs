@@ -19,7 +19,7 @@ use lifeboat_core::{
     Sha256, Storage, TenantId,
 };
 use lifeboat_store::blobs::{BlobWriter, hash_file};
-use lifeboat_store::{Error, FileChecks, Result, Verification};
+use lifeboat_store::{Error, FileChecks, Page, PageRequest, Result, Verification};
 use sha2::Digest;
 
 use crate::Lifeboat;
@@ -146,9 +146,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Lifeboat {
-    /// An owner's assets with their last verification status.
-    pub async fn assets(&self, tenant: &TenantId, owner: &Owner) -> Result<Vec<Asset>> {
-        self.inner.store.assets(tenant, owner).await
+    /// An owner's assets with their last verification status, by name.
+    pub async fn assets(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        page: &PageRequest,
+    ) -> Result<Page<Asset>> {
+        self.inner.store.assets(tenant, owner, page).await
     }
 
     /// One asset's record.
@@ -284,7 +289,13 @@ impl Lifeboat {
                 message: "only a session's assets are fenced by attempt".to_owned(),
             }
             .into()),
-            (_, None) => self.inner.store.assets(tenant, owner).await.map(drop),
+            (_, None) => {
+                let one = PageRequest {
+                    limit: 1,
+                    cursor: None,
+                };
+                self.inner.store.assets(tenant, owner, &one).await.map(drop)
+            }
         }
     }
 

@@ -80,9 +80,13 @@ impl Lifeboat {
         Ok((record, format!("{API_KEY_PREFIX}{id}_{secret}")))
     }
 
-    /// Keys of `tenant`, or of every tenant.
-    pub async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>> {
-        self.inner.store.keys(tenant).await
+    /// Keys of `tenant`, or of every tenant, by id.
+    pub async fn keys(
+        &self,
+        tenant: Option<&TenantId>,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>> {
+        self.inner.store.keys(tenant, page).await
     }
 
     /// Revokes a key at once (in `tenant`, when given).

@@ -19,11 +19,12 @@ use lifeboat_api::{AssetBody, List, Problem, ProblemType, RegisterAsset};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::sessions::PageQuery;
 use crate::AppState;
 use crate::auth::{Caller, audit};
 use crate::convert::rfc3339;
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, JsonBody, path_id};
+use crate::extract::{ApiQuery, JsonBody, page, path_id};
 
 /// The optional end-to-end check of an upload.
 const CONTENT_SHA256: &str = "x-content-sha256";
@@ -289,17 +290,19 @@ pub(crate) async fn register_asset(
 
 /// An owner's assets with their last verification status.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/assets", tag = "assets",
-    params(("id" = String, Path, description = "Session id (or a project's, under /projects)")),
-    responses((status = 200, body = List<AssetBody>), (status = 404, body = Problem)))]
+    params(("id" = String, Path, description = "Session id (or a project's, under /projects)"), PageQuery),
+    responses((status = 200, body = List<AssetBody>), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub(crate) async fn list_assets(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     AssetOwner(owner): AssetOwner,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<List<AssetBody>>, ApiError> {
-    let assets = state.lifeboat.assets(&tenant, &owner).await?;
+    let page = page(query.limit.as_deref(), query.cursor)?;
+    let assets = state.lifeboat.assets(&tenant, &owner, &page).await?;
     Ok(Json(List {
-        items: assets.iter().map(asset_body).collect(),
-        next_cursor: None,
+        items: assets.items.iter().map(asset_body).collect(),
+        next_cursor: assets.next_cursor,
     }))
 }
 

@@ -73,20 +73,22 @@ pub(crate) async fn create_key(
 }
 
 /// Keys of the caller's tenant (every tenant's for the bootstrap key), without secrets.
-#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
-    responses((status = 200, body = List<KeyBody>), (status = 403, body = Problem)))]
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(PageQuery),
+    responses((status = 200, body = List<KeyBody>), (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<List<KeyBody>>, ApiError> {
+    let page = page(query.limit.as_deref(), query.cursor)?;
     let keys = state
         .lifeboat
-        .keys(scope_of(&caller, &tenant).as_ref())
+        .keys(scope_of(&caller, &tenant).as_ref(), &page)
         .await?;
     Ok(Json(List {
-        items: keys.iter().map(key_body).collect(),
-        next_cursor: None,
+        items: keys.items.iter().map(key_body).collect(),
+        next_cursor: keys.next_cursor,
     }))
 }
 

@@ -151,6 +151,35 @@ pub(super) fn all(conn: &Connection, tenant: &TenantId, owner: &Owner) -> Result
     Ok(assets)
 }
 
+/// Up to `limit` of an owner's assets with a name after `after`, by name.
+pub(super) fn page(
+    conn: &Connection,
+    tenant: &TenantId,
+    owner: &Owner,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<Asset>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ASSET_COLUMNS} FROM assets \
+         WHERE tenant = ?1 AND owner_kind = ?2 AND owner_id = ?3 AND name > ?4 \
+         ORDER BY name LIMIT ?5"
+    ))
+    .map_err(translate)?
+    .query_map(
+        params![
+            tenant.as_str(),
+            owner.kind(),
+            owner.id().as_str(),
+            after,
+            limit
+        ],
+        asset_from_row,
+    )
+    .map_err(translate)?
+    .collect::<rusqlite::Result<_>>()
+    .map_err(translate)
+}
+
 /// Inserts or replaces an asset record; answers whether it is new.
 pub(super) fn save(
     conn: &Connection,

@@ -49,12 +49,22 @@ pub(super) fn find(conn: &Connection, id: &str) -> Result<Option<ApiKey>> {
         .map_err(translate)
 }
 
-pub(super) fn list(conn: &Connection, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>> {
+/// Up to `limit` keys (of `tenant`, or of all) with an id after `after`, by id.
+pub(super) fn list(
+    conn: &Connection,
+    tenant: Option<&TenantId>,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<ApiKey>> {
     conn.prepare_cached(&format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, id"
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE (?1 IS NULL OR tenant = ?1) AND id > ?2 \
+         ORDER BY id LIMIT ?3"
     ))
     .map_err(translate)?
-    .query_map([tenant.map(TenantId::as_str)], key_from_row)
+    .query_map(
+        params![tenant.map(TenantId::as_str), after, limit],
+        key_from_row,
+    )
     .map_err(translate)?
     .collect::<rusqlite::Result<_>>()
     .map_err(translate)

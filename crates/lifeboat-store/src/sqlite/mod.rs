@@ -34,10 +34,10 @@ use crate::blobs::BlobStore;
 use crate::lock::DirLock;
 use crate::{
     ApiKey, Applied, AuditEntry, CleanupCursor, CleanupReport, CleanupRules, Distribution, Error,
-    Event, EventFilter, FileRef, Gauges, Idempotency, Outcome, Page, PageRequest, ProjectEdit,
-    ProjectInfo, RecoveryFacts, Result, RevisionInfo, SchemaCache, SchemaPut, Selection,
-    SessionFilter, SessionOp, SessionToken, Spared, Stats, Store, StoreCheck, TransferCounts,
-    Verification, apply,
+    Event, EventFilter, FileRef, Gauges, Idempotency, Outcome, PAGE_BYTES_MAX, Page, PageRequest,
+    ProjectEdit, ProjectInfo, RecoveryFacts, Result, RevisionInfo, SchemaCache, SchemaPut,
+    Selection, SessionFilter, SessionOp, SessionToken, Spared, Stats, Store, StoreCheck,
+    TransferCounts, Verification, apply,
 };
 use rows::{CHECKPOINT_COLUMNS, SESSION_COLUMNS};
 use writer::{Ack, EarlyAck, Writer};
@@ -185,6 +185,49 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
         .transpose()
 }
 
+fn encode_text_cursor(position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(position)
+}
+
+fn decode_text_cursor(cursor: Option<&str>) -> Result<String> {
+    let Some(cursor) = cursor else {
+        return Ok(String::new());
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| Error::BadCursor)?;
+    String::from_utf8(bytes).map_err(|_| Error::BadCursor)
+}
+
+/// Reads a page from `rows` (each with its encoded cursor), stopping after `limit` items
+/// or once they carry [`PAGE_BYTES_MAX`] bytes by `size` (at least one item either way):
+/// rows past that are never read, and `next_cursor` says where the next page starts.
+fn paginate_within<T>(
+    rows: impl Iterator<Item = Result<(String, T)>>,
+    size: impl Fn(&T) -> usize,
+    limit: u32,
+) -> Result<Page<T>> {
+    let mut items = Vec::new();
+    let mut last = None;
+    let mut bytes = 0;
+    for row in rows {
+        let (cursor, item) = row?;
+        if items.len() == limit as usize || bytes >= PAGE_BYTES_MAX {
+            return Ok(Page {
+                items,
+                next_cursor: last,
+            });
+        }
+        bytes += size(&item);
+        items.push(item);
+        last = Some(cursor);
+    }
+    Ok(Page {
+        items,
+        next_cursor: None,
+    })
+}
+
 /// Cuts a `limit + 1` fetch down to a page, with the cursor of the last item kept.
 fn paginate<T>(mut rows: Vec<(i64, T)>, limit: u32) -> Page<T> {
     let limit = limit as usize;
@@ -198,6 +241,11 @@ fn paginate<T>(mut rows: Vec<(i64, T)>, limit: u32) -> Page<T> {
         items: rows.into_iter().map(|(_, item)| item).collect(),
         next_cursor,
     }
+}
+
+/// The bytes a checkpoint adds to a list page.
+fn checkpoint_bytes(c: &Checkpoint) -> usize {
+    c.data.len() + c.position.as_ref().map_or(0, String::len) + 128 * c.assets.len()
 }
 
 /// "This checkpoint's kind is pruned by retention", as SQL. Written as `<>` tests, not
@@ -571,20 +619,20 @@ impl Store for SqliteStore {
         let limit = page.limit;
         self.readers
             .read(move |conn| {
-                let rows = conn
-                    .prepare_cached(&sql)
-                    .map_err(translate)?
+                let mut statement = conn.prepare_cached(&sql).map_err(translate)?;
+                let rows = statement
                     .query_map(params_from_iter(values), rows::session_from_row)
                     .map_err(translate)?
                     .map(|row| {
-                        row.map(|(pk, mut s)| {
-                            s.observe(now);
-                            (pk, s)
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(translate)?;
-                Ok(paginate(rows, limit))
+                        let (pk, mut session) = row.map_err(translate)?;
+                        session.observe(now);
+                        Ok((encode_cursor(pk), session))
+                    });
+                let size = |s: &Session| {
+                    s.metadata.as_ref().map_or(0, |m| m.to_string().len())
+                        + s.error.as_ref().map_or(0, String::len)
+                };
+                paginate_within(rows, size, limit)
             })
             .await
     }
@@ -601,18 +649,20 @@ impl Store for SqliteStore {
         self.readers
             .read(move |conn| {
                 let (pk, _) = rows::load_session(conn, &tenant, &id)?;
-                let rows = conn
+                let mut statement = conn
                     .prepare_cached(&format!(
                         "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints \
                          WHERE session_pk = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
                     ))
-                    .map_err(translate)?
+                    .map_err(translate)?;
+                let rows = statement
                     .query_map(params![pk, after, limit + 1], rows::checkpoint_from_row)
                     .map_err(translate)?
-                    .map(|row| row.map(|c| (i64::try_from(c.seq).unwrap_or(i64::MAX), c)))
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(translate)?;
-                Ok(paginate(rows, limit))
+                    .map(|row| {
+                        row.map_err(translate)
+                            .map(|c| (encode_cursor(i64::try_from(c.seq).unwrap_or(i64::MAX)), c))
+                    });
+                paginate_within(rows, checkpoint_bytes, limit)
             })
             .await
     }
@@ -622,10 +672,19 @@ impl Store for SqliteStore {
         self.readers
             .read(move |conn| {
                 let (pk, _) = rows::load_session(conn, &tenant, &id)?;
-                let all = rows::all_checkpoints(conn, pk)?;
+                // One row at a time: the newest valid one is almost always the newest.
                 let found = match seq {
-                    Some(seq) => all.into_iter().find(|c| c.seq == seq),
-                    None => all.into_iter().rev().find(|c| c.valid),
+                    Some(seq) => rows::checkpoint_at(conn, pk, seq)?,
+                    None => {
+                        let mut before = i64::MAX;
+                        loop {
+                            match rows::checkpoint_before(conn, pk, before)? {
+                                Some(c) if c.valid => break Some(c),
+                                Some(c) => before = i64::try_from(c.seq).unwrap_or(0),
+                                None => break None,
+                            }
+                        }
+                    }
                 };
                 found.ok_or_else(|| Error::NotFound {
                     what: "checkpoint",
@@ -658,26 +717,32 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 // The first status term repeats the partial index's condition, so SQLite
                 // scans only open sessions.
-                let sessions = conn
+                let mut statement = conn
                     .prepare_cached(&format!(
                         "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ?1 AND pk < ?2 \
                          AND status <> 'completed' AND status <> 'cancelled' \
                          AND (status <> 'active' OR lease_expires_at <= ?3) \
                          ORDER BY pk DESC LIMIT ?4"
                     ))
-                    .map_err(translate)?
+                    .map_err(translate)?;
+                let rows = statement
                     .query_map(
                         params![tenant.as_str(), after, now.0, limit + 1],
                         rows::session_from_row,
                     )
                     .map_err(translate)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(translate)?;
-                let items = sessions
-                    .into_iter()
-                    .map(|(pk, session)| Ok((pk, facts_of(conn, &tenant, pk, session)?)))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(paginate(items, limit))
+                    .map(|row| {
+                        let (pk, session) = row.map_err(translate)?;
+                        Ok((encode_cursor(pk), facts_of(conn, &tenant, pk, session)?))
+                    });
+                let size = |facts: &RecoveryFacts| {
+                    facts
+                        .checkpoints
+                        .iter()
+                        .map(checkpoint_bytes)
+                        .sum::<usize>()
+                };
+                paginate_within(rows, size, limit)
             })
             .await
     }
@@ -1170,34 +1235,44 @@ impl Store for SqliteStore {
     async fn gauges(&self, now: Timestamp) -> Result<Gauges> {
         self.readers
             .read(move |conn| {
-                let mut gauges = Gauges {
-                    sessions: Status::ALL.into_iter().map(|s| (s, 0)).collect(),
-                    ..Gauges::default()
-                };
-                let rows: Vec<(String, u64)> = conn
-                    .prepare_cached(
-                        "SELECT CASE WHEN status = 'active' AND lease_expires_at <= ?1 \
-                         THEN 'incomplete' ELSE status END, count(*) FROM sessions GROUP BY 1",
-                    )
+                // Counters kept by triggers (migration 0007), plus the leases that passed
+                // but are not swept yet (an index range, a handful of rows): no table scan.
+                let counters: Vec<(String, i64)> = conn
+                    .prepare_cached("SELECT name, value FROM gauges")
                     .map_err(translate)?
-                    .query_map([now.0], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
                     .map_err(translate)?
                     .collect::<rusqlite::Result<_>>()
                     .map_err(translate)?;
-                for (status, count) in rows {
-                    if let Some(slot) = gauges
-                        .sessions
-                        .iter_mut()
-                        .find(|(s, _)| s.as_str() == status)
-                    {
-                        slot.1 = count;
+                let passed: u64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM sessions \
+                         WHERE status = 'active' AND lease_expires_at <= ?1",
+                    )
+                    .map_err(translate)?
+                    .query_row([now.0], |row| row.get(0))
+                    .map_err(translate)?;
+                let counter = |name: &str| {
+                    counters
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0))
+                };
+                let mut gauges = Gauges {
+                    sessions: Status::ALL
+                        .into_iter()
+                        .map(|s| (s, counter(&format!("sessions.{}", s.as_str()))))
+                        .collect(),
+                    asset_bytes: counter("asset_bytes"),
+                    ..Gauges::default()
+                };
+                for (status, count) in &mut gauges.sessions {
+                    match status {
+                        Status::Active => *count = count.saturating_sub(passed),
+                        Status::Incomplete => *count += passed,
+                        _ => {}
                     }
                 }
-                gauges.asset_bytes = conn
-                    .query_row("SELECT coalesce(sum(size), 0) FROM assets", [], |row| {
-                        row.get(0)
-                    })
-                    .map_err(translate)?;
                 let pages: u64 = conn
                     .query_row("PRAGMA page_count", [], |row| row.get(0))
                     .map_err(translate)?;
@@ -1272,10 +1347,18 @@ impl Store for SqliteStore {
         self.readers.read(move |conn| keys::find(conn, &id)).await
     }
 
-    async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>> {
+    async fn keys(&self, tenant: Option<&TenantId>, page: &PageRequest) -> Result<Page<ApiKey>> {
         let tenant = tenant.cloned();
+        let after = decode_text_cursor(page.cursor.as_deref())?;
+        let limit = page.limit;
         self.readers
-            .read(move |conn| keys::list(conn, tenant.as_ref()))
+            .read(move |conn| {
+                let found = keys::list(conn, tenant.as_ref(), &after, limit + 1)?;
+                let rows = found
+                    .into_iter()
+                    .map(|key| Ok((encode_text_cursor(&key.id), key)));
+                paginate_within(rows, |_| 0, limit)
+            })
             .await
     }
 
@@ -1316,12 +1399,23 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn assets(&self, tenant: &TenantId, owner: &Owner) -> Result<Vec<Asset>> {
+    async fn assets(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        page: &PageRequest,
+    ) -> Result<Page<Asset>> {
         let (tenant, owner) = (tenant.clone(), owner.clone());
+        let after = decode_text_cursor(page.cursor.as_deref())?;
+        let limit = page.limit;
         self.readers
             .read(move |conn| {
                 assets::require_owner(conn, &tenant, &owner)?;
-                assets::all(conn, &tenant, &owner)
+                let found = assets::page(conn, &tenant, &owner, &after, limit + 1)?;
+                let rows = found
+                    .into_iter()
+                    .map(|asset| Ok((encode_text_cursor(asset.name.as_str()), asset)));
+                paginate_within(rows, |_| 0, limit)
             })
             .await
     }

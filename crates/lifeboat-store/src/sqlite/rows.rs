@@ -369,6 +369,37 @@ pub(super) fn pins_from_json(text: &str) -> Option<Vec<PinnedAsset>> {
         .collect()
 }
 
+/// Checkpoint `seq` of a session, if stored.
+pub(super) fn checkpoint_at(
+    conn: &Connection,
+    session_pk: i64,
+    seq: u64,
+) -> Result<Option<Checkpoint>, Error> {
+    conn.prepare_cached(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE session_pk = ?1 AND seq = ?2"
+    ))
+    .map_err(translate)?
+    .query_row(params![session_pk, seq], checkpoint_from_row)
+    .optional()
+    .map_err(translate)
+}
+
+/// The newest checkpoint of a session with a seq below `before`, if any.
+pub(super) fn checkpoint_before(
+    conn: &Connection,
+    session_pk: i64,
+    before: i64,
+) -> Result<Option<Checkpoint>, Error> {
+    conn.prepare_cached(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE session_pk = ?1 AND seq < ?2 \
+         ORDER BY seq DESC LIMIT 1"
+    ))
+    .map_err(translate)?
+    .query_row(params![session_pk, before], checkpoint_from_row)
+    .optional()
+    .map_err(translate)
+}
+
 /// All checkpoints of a session in seq order.
 pub(super) fn all_checkpoints(
     conn: &Connection,
