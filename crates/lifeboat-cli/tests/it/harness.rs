@@ -45,6 +45,11 @@ impl TestServer {
         TestServer::serve(dir, config).await
     }
 
+    /// Starts (or restarts) a server over `dir` with `config` (whose data dir is `dir`).
+    pub async fn start_configured_in(dir: Arc<TempDir>, config: Config) -> TestServer {
+        TestServer::serve(dir, config).await
+    }
+
     /// Starts a server with project limits and retention of its own.
     pub async fn start_with(
         dir: Arc<TempDir>,
