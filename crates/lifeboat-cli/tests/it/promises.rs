@@ -36,6 +36,9 @@ async fn with_token(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// What replaces an external file: a label, how, and the status a read then records.
+type Swap<'a> = (&'static str, Box<dyn Fn() + 'a>, &'static str);
+
 fn json_body(value: Value) -> Option<(&'static str, Vec<u8>)> {
     Some(("application/json", value.to_string().into_bytes()))
 }
@@ -353,7 +356,7 @@ async fn an_external_file_that_was_swapped_is_never_served() {
     );
 
     let database = server.dir.path().join("lifeboat.sqlite3");
-    let swaps: [(&str, Box<dyn Fn()>, &str); 4] = [
+    let swaps: [Swap; 4] = [
         (
             "a symlink to the database",
             Box::new(|| std::os::unix::fs::symlink(&database, &file).expect("symlink")),
