@@ -235,6 +235,33 @@ async fn inject(fault: &str, failpoints: &[&str]) {
     );
 }
 
+/// Sends lease-only heartbeats to session `hb` until `stop`; answers the newest lease a
+/// heartbeat was acknowledged with (ms since the epoch).
+async fn heartbeats(base: String, stop: Arc<tokio::sync::Notify>) -> i64 {
+    let http = reqwest::Client::new();
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    let mut newest = 0;
+    loop {
+        let sent = http
+            .post(format!("{base}/api/v1/sessions/hb/heartbeat"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"attempt": 1}))
+            .send();
+        let response = tokio::select! {
+            response = sent => response,
+            () = &mut stopped => return newest,
+        };
+        if let Ok(response) = response
+            && response.status() == 200
+            && let Ok(ack) = response.json::<serde_json::Value>().await
+        {
+            newest = newest.max(crate::harness::millis(&ack["lease_expires_at"]));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 
@@ -271,6 +298,14 @@ async fn a_full_disk_refuses_writes_until_space_is_freed() {
     let server = Binary::start(&data_dir);
     let base = server.base.clone();
     create_sessions(&base).await;
+    let created = reqwest::Client::new()
+        .post(format!("{base}/api/v1/sessions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"id": "hb", "kind": "fault-test", "heartbeat_timeout_ms": 3_600_000}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
     // Ballast takes most of what is left, so the database fills the rest quickly.
     let ballast = disk.0.join("ballast");
     let mut left = 0;
@@ -296,7 +331,14 @@ async fn a_full_disk_refuses_writes_until_space_is_freed() {
             ))
         })
         .collect();
+    // Heartbeats that only extend the lease are acknowledged before their commit (SPEC §6);
+    // those acknowledged while the disk is full must still land once it is not.
+    let stop_heartbeats = Arc::new(tokio::sync::Notify::new());
+    let beating = tokio::spawn(heartbeats(base.clone(), Arc::clone(&stop_heartbeats)));
     until_refused(&outcomes, 2 * WRITERS).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_heartbeats.notify_waiters();
+    let acknowledged_lease = beating.await.expect("heartbeats");
     // Space comes back: writes are accepted again, without a restart.
     std::fs::remove_file(&ballast).expect("free the space");
     let mut accepted = false;
@@ -308,6 +350,20 @@ async fn a_full_disk_refuses_writes_until_space_is_freed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(accepted, "writes resume once space is free");
+    let session: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/sessions/hb"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("read hb")
+        .json()
+        .await
+        .expect("json");
+    let stored_lease = crate::harness::millis(&session["lease_expires_at"]);
+    assert!(
+        stored_lease >= acknowledged_lease,
+        "an acknowledged heartbeat was lost: stored lease {stored_lease} < acknowledged {acknowledged_lease}"
+    );
     stop.notify_waiters();
     for writer in writers {
         writer.await.expect("writer");
