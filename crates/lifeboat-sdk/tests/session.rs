@@ -1,5 +1,6 @@
 //! `SessionHandle` and `resume_or_start` against a real server: each recovery option
-//! hands back the right checkpoint, and a fenced worker learns it lost its lease.
+//! hands back the right checkpoint, a fenced worker learns it lost its lease (and can no
+//! longer write the session's files), and an append conflict is never taken for success.
 
 mod common;
 
@@ -125,4 +126,51 @@ async fn a_fenced_worker_learns_it_lost_the_lease() {
         .checkpoint(Checkpoint::item(&json!({"n": 2})).expect("item"))
         .await;
     assert!(matches!(refused, Err(Error::LeaseLost(_))), "{refused:?}");
+    // Its asset writes are fenced too (SPEC §5 r2): nothing of the new attempt's changes.
+    let refused = worker.upload("out.bin", b"stale").await;
+    assert!(matches!(refused, Err(Error::LeaseLost(_))), "{refused:?}");
+    let refused = worker.append("take.raw", 0, b"stale").await;
+    assert!(matches!(refused, Err(Error::LeaseLost(_))), "{refused:?}");
+    let assets = common::get(&base, "/sessions/s/assets").await;
+    assert_eq!(assets["items"], json!([]), "{assets}");
+}
+
+/// A 409 whose `current_size` happens to equal `offset + len` is not proof that the chunk
+/// is there: the server sends it exactly when the stored bytes differ. `append` returns
+/// the conflict; a true retry (the same bytes again) is answered as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_bytes_differ_is_an_error_not_a_success() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = server(dir.path()).await;
+    let client = Client::new(&base, TOKEN);
+    let worker = client.start_session(new()).await.expect("start");
+    assert_eq!(
+        worker.append("take.raw", 0, b"AAAA").await.expect("first"),
+        4
+    );
+    assert_eq!(
+        worker.append("take.raw", 4, b"BBBB").await.expect("second"),
+        8
+    );
+    // A retry of the second chunk: the same bytes at the same offset.
+    assert_eq!(
+        worker.append("take.raw", 4, b"BBBB").await.expect("retry"),
+        8
+    );
+    // Other bytes at that offset: the stored chunk differs, so this is a conflict.
+    let conflict = worker.append("take.raw", 4, b"CCCC").await;
+    assert!(
+        matches!(&conflict, Err(Error::Problem { status: 409, slug, .. }) if slug == "offset-mismatch"),
+        "{conflict:?}"
+    );
+    let stored = reqwest::Client::new()
+        .get(format!("{base}/api/v1/sessions/s/assets/take.raw"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("read")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(stored.as_ref(), b"AAAABBBB");
 }

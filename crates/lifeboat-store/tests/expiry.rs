@@ -64,18 +64,36 @@ async fn a_sweep_spares_a_session_whose_heartbeat_is_on_its_way() {
     let id = create(&store, "s", 1_000).await;
     let arrived = T0.plus_ms(900);
     let spared: Spared = HashMap::from([((TenantId::default(), id.clone()), arrived)]);
-    assert_eq!(store.sweep(T0.plus_ms(1_500), &spared).await.expect("sweep"), 0);
-    let stored = store.session(&TenantId::default(), &id).await.expect("read");
+    assert_eq!(
+        store
+            .sweep(T0.plus_ms(1_500), &spared)
+            .await
+            .expect("sweep"),
+        0
+    );
+    let stored = store
+        .session(&TenantId::default(), &id)
+        .await
+        .expect("read");
     assert_eq!(stored.status, Status::Active);
     let session = heartbeat(&store, &id, arrived).await.expect("in time");
     assert_eq!(session.lease_expires_at, Some(arrived.plus_ms(1_000)));
 
     let late = create(&store, "late", 1_000).await;
     let spared: Spared = HashMap::from([((TenantId::default(), late.clone()), T0.plus_ms(1_200))]);
-    assert_eq!(store.sweep(T0.plus_ms(1_500), &spared).await.expect("sweep"), 1);
+    assert_eq!(
+        store
+            .sweep(T0.plus_ms(1_500), &spared)
+            .await
+            .expect("sweep"),
+        1
+    );
     let refused = heartbeat(&store, &late, T0.plus_ms(1_200)).await;
     assert!(
-        matches!(refused, Err(Error::Domain(DomainError::LeaseExpired { .. }))),
+        matches!(
+            refused,
+            Err(Error::Domain(DomainError::LeaseExpired { .. }))
+        ),
         "{refused:?}"
     );
 }
@@ -91,7 +109,9 @@ async fn no_restart_grace_for_a_lease_that_passed_while_the_server_was_up() {
     let store = open(dir.path());
     let a = create(&store, "a", 1_000).await;
     let b = create(&store, "b", 60_000).await;
-    heartbeat(&store, &b, T0.plus_ms(1_500)).await.expect("b lives");
+    heartbeat(&store, &b, T0.plus_ms(1_500))
+        .await
+        .expect("b lives");
     let c = create(&store, "c", 2_000).await;
     drop(store);
 
@@ -102,7 +122,10 @@ async fn no_restart_grace_for_a_lease_that_passed_while_the_server_was_up() {
     let a = store.session(&tenant, &a).await.expect("a");
     assert_eq!(a.status, Status::Incomplete);
     let crash = a.crash.expect("a crashed");
-    assert_eq!((crash.kind, crash.detected_at), (CrashType::ClientLost, ready));
+    assert_eq!(
+        (crash.kind, crash.detected_at),
+        (CrashType::ClientLost, ready)
+    );
     let b = store.session(&tenant, &b).await.expect("b");
     assert_eq!(b.status, Status::Active);
     let mut c = store.session(&tenant, &c).await.expect("c");

@@ -2,6 +2,7 @@
 //! SQLite file in a temp dir, real processes killed with SIGKILL. One test binary.
 
 mod assets;
+mod bounds;
 mod cleanup;
 mod crash;
 mod errors;
