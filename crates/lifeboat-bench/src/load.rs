@@ -37,10 +37,21 @@ pub(crate) enum Op {
     Patch,
 }
 
-pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<LoadResult>> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(128)
-        .build()?;
+/// Durable checkpoints at 1, 16 and 64 clients on a fresh server.
+pub(crate) async fn run_checkpoints(
+    base: &str,
+    window: Duration,
+) -> anyhow::Result<Vec<LoadResult>> {
+    create_sessions(base).await?;
+    let mut results = Vec::new();
+    for clients in [1, 16, 64] {
+        results.push(run(base, Op::Checkpoint, clients, window).await?);
+    }
+    Ok(results)
+}
+
+async fn create_sessions(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
     for client in 0..64 {
         let response = http
             .post(format!("{base}/api/v1/sessions"))
@@ -52,6 +63,14 @@ pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<
             bail!("creating a session: {}", response.status());
         }
     }
+    Ok(())
+}
+
+pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<LoadResult>> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+    create_sessions(base).await?;
     for client in 0..64 {
         let document = json!({"state": {"title": format!("Document {client}"), "body": "lorem ipsum ".repeat(170)}});
         let response = http

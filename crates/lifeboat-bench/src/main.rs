@@ -13,9 +13,15 @@
 //!    checkpoint writes with 100 event-stream subscribers against none.
 //! 6. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
 //!    200 after start, and p99 of `GET /recovery?limit=50`.
+//! 7. A busy server: a cleanup of 100,000 asset records and files while 64 sessions with a
+//!    1 s lease heartbeat every 250 ms (`--only-busy` alone).
+//!
+//! `--compare-with <older lifeboat binary>` runs only the durable checkpoint loads, against
+//! that binary and this build's in turn (three rounds each, medians), for a before/after.
 //!
 //! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
 
+mod busy;
 mod fixture;
 mod history;
 mod load;
@@ -54,6 +60,13 @@ struct Args {
     /// Run only the SDK section.
     #[arg(long)]
     only_sdk: bool,
+    /// Run only the busy-server section.
+    #[arg(long)]
+    only_busy: bool,
+    /// Run only the checkpoint loads, against this (older) `lifeboat` binary and this
+    /// build's in turn.
+    #[arg(long)]
+    compare_with: Option<PathBuf>,
     /// Where to put the temporary data (default: a folder in the current directory, so
     /// that the baselines and the server use the same disk).
     #[arg(long)]
@@ -72,6 +85,12 @@ fn main() -> anyhow::Result<()> {
     let window = Duration::from_secs(args.seconds);
     if args.only_sdk {
         return sdk_section(&runtime, root.path(), window, args.autosave_seconds);
+    }
+    if args.only_busy {
+        return busy_section(&runtime, root.path());
+    }
+    if let Some(baseline) = &args.compare_with {
+        return compare_section(&runtime, root.path(), baseline, window);
     }
 
     println!("## Raw SQLite ceilings (WAL, synchronous=FULL, 1 KiB rows)");
@@ -174,6 +193,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     sdk_section(&runtime, root.path(), window, args.autosave_seconds)?;
+    busy_section(&runtime, root.path())?;
 
     println!(
         "\n## {} sessions stored, {} recoverable",
@@ -194,6 +214,92 @@ fn main() -> anyhow::Result<()> {
         recovery.p50_ms, recovery.p99_ms, recovery.max_ms, recovery.requests, recovery.items
     );
     Ok(())
+}
+
+/// A cleanup while leases are live (also alone, with `--only-busy`).
+fn busy_section(runtime: &tokio::runtime::Runtime, root: &Path) -> anyhow::Result<()> {
+    println!(
+        "\n## A busy server: cleanup of 100,000 asset records and files, 64 live 1 s leases heartbeating every 250 ms"
+    );
+    let busy = runtime.block_on(busy::run(&root.join("busy")))?;
+    println!(
+        "cleanup: {:.1} s, {} asset records and {} files to go; report {}",
+        busy.cleanup_s, busy.asset_rows, busy.files, busy.cleanup
+    );
+    for (window, latency) in [("before", &busy.quiet), ("during", &busy.during)] {
+        println!(
+            "heartbeat acknowledgement {window} the cleanup: {} heartbeats, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latency.count, latency.p50_ms, latency.p99_ms, latency.max_ms
+        );
+    }
+    println!(
+        "sessions expired: {} of 64; heartbeats refused or failed: {}",
+        busy.expired, busy.failed_heartbeats
+    );
+    Ok(())
+}
+
+/// Durable checkpoint loads against an older binary and this build's, alternately.
+fn compare_section(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    baseline: &Path,
+    window: Duration,
+) -> anyhow::Result<()> {
+    println!(
+        "## Durable checkpoints (1 KiB data): {} (before) against this build (after), 3 alternating rounds, medians",
+        baseline.display()
+    );
+    let current = Server::binary()?;
+    let mut rounds: Vec<(usize, Vec<f64>, Vec<f64>)> = [1, 16, 64]
+        .into_iter()
+        .map(|c| (c, Vec::new(), Vec::new()))
+        .collect();
+    for round in 0..3 {
+        for (label, binary) in [
+            ("before", baseline.to_path_buf()),
+            ("after", current.clone()),
+        ] {
+            let dir = root.join(format!("compare-{label}-{round}"));
+            let server = Server::start_binary(&binary, &dir)?;
+            let results = runtime.block_on(load::run_checkpoints(&server.base, window))?;
+            drop(server);
+            for ((_, before, after), result) in rounds.iter_mut().zip(results) {
+                match label {
+                    "before" => before.push(result.ops_per_second),
+                    _ => after.push(result.ops_per_second),
+                }
+            }
+        }
+    }
+    println!(
+        "| clients | before ops/s | after ops/s | after ÷ before | runs before | runs after |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (clients, before, after) in &rounds {
+        let (b, a) = (median(before), median(after));
+        println!(
+            "| {clients} | {b:.0} | {a:.0} | {:.2}× | {} | {} |",
+            a / b,
+            list(before),
+            list(after)
+        );
+    }
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The SDK's figures (also alone, with `--only-sdk`).
@@ -255,7 +361,8 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    fn start(data_dir: &Path) -> anyhow::Result<Server> {
+    /// The `lifeboat` binary next to this one.
+    fn binary() -> anyhow::Result<PathBuf> {
         let exe = std::env::current_exe()?;
         let binary = exe
             .parent()
@@ -267,6 +374,14 @@ impl Server {
                 binary.display()
             );
         }
+        Ok(binary)
+    }
+
+    fn start(data_dir: &Path) -> anyhow::Result<Server> {
+        Server::start_binary(&Server::binary()?, data_dir)
+    }
+
+    fn start_binary(binary: &Path, data_dir: &Path) -> anyhow::Result<Server> {
         let mut child = Command::new(binary)
             .args([
                 "serve",
