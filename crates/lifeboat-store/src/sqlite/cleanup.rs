@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Sessions, projects or projects' revision histories one cleanup step handles at most.
-const STEP_ROWS: u32 = 64;
+const STEP_ROWS: u32 = 16;
 /// Idempotency keys one cleanup step looks at at most.
 const STEP_KEYS: u32 = 4_096;
 
