@@ -17,7 +17,8 @@
 //!    1 s lease heartbeat every 250 ms (`--only-busy` alone).
 //!
 //! `--compare-with <older lifeboat binary>` runs only the durable checkpoint loads, against
-//! that binary and this build's in turn (three rounds each, medians), for a before/after.
+//! that binary and this build's in turn (`--rounds`, 3 by default; medians), for a
+//! before/after.
 //!
 //! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
 
@@ -67,6 +68,9 @@ struct Args {
     /// build's in turn.
     #[arg(long)]
     compare_with: Option<PathBuf>,
+    /// Alternating rounds of `--compare-with` (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Where to put the temporary data (default: a folder in the current directory, so
     /// that the baselines and the server use the same disk).
     #[arg(long)]
@@ -90,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         return busy_section(&runtime, root.path());
     }
     if let Some(baseline) = &args.compare_with {
-        return compare_section(&runtime, root.path(), baseline, window);
+        return compare_section(&runtime, root.path(), baseline, window, args.rounds);
     }
 
     println!("## Raw SQLite ceilings (WAL, synchronous=FULL, 1 KiB rows)");
@@ -245,9 +249,10 @@ fn compare_section(
     root: &Path,
     baseline: &Path,
     window: Duration,
+    rounds_max: usize,
 ) -> anyhow::Result<()> {
     println!(
-        "## Durable checkpoints (1 KiB data): {} (before) against this build (after), 3 alternating rounds, medians",
+        "## Durable checkpoints (1 KiB data): {} (before) against this build (after), {rounds_max} alternating rounds, medians",
         baseline.display()
     );
     let current = Server::binary()?;
@@ -255,11 +260,16 @@ fn compare_section(
         .into_iter()
         .map(|c| (c, Vec::new(), Vec::new()))
         .collect();
-    for round in 0..3 {
-        for (label, binary) in [
+    for round in 0..rounds_max {
+        // Who goes first alternates too, so a drift of the machine favours neither.
+        let mut order = [
             ("before", baseline.to_path_buf()),
             ("after", current.clone()),
-        ] {
+        ];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (label, binary) in order {
             let dir = root.join(format!("compare-{label}-{round}"));
             let server = Server::start_binary(&binary, &dir)?;
             let results = runtime.block_on(load::run_checkpoints(&server.base, window))?;

@@ -97,9 +97,13 @@ async fn main() -> anyhow::Result<()> {
         offset = session.append("take.pcm", offset, &chunk).await?;
         session.set_progress(offset / 2, Some("recording"));
         if (offset / 2) % u64::from(RATE) == 0 {
+            // The checkpoint pins the take as it is now (its first `offset` bytes): a
+            // recovery offers it only while those bytes are intact.
             session
                 .checkpoint(
-                    Checkpoint::item(&json!({"bytes": offset}))?.completed_units(offset / 2),
+                    Checkpoint::item(&json!({"bytes": offset}))?
+                        .completed_units(offset / 2)
+                        .assets(&["take.pcm"]),
                 )
                 .await?;
         }

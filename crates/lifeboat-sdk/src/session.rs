@@ -131,7 +131,10 @@ impl Checkpoint {
         self
     }
 
-    /// Assets this checkpoint needs (recovery checks that they are intact).
+    /// Assets this checkpoint needs. The server pins their versions as they are when the
+    /// checkpoint is written (later writes to the names do not change what it refers to,
+    /// [`SessionHandle::pinned_asset`] reads them back), and a recovery offers the
+    /// checkpoint only while those bytes are intact.
     pub fn assets(mut self, names: &[&str]) -> Checkpoint {
         self.body.insert("assets".to_owned(), json!(names));
         self

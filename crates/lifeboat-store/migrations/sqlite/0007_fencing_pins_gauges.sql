@@ -33,15 +33,17 @@ UPDATE checkpoints SET assets = (
 WHERE assets <> '[]';
 
 -- The files retained checkpoints pin, for cleanup's "may this file go?" (never, while a
--- checkpoint pins it). Kept with the checkpoint row: pruning a checkpoint unpins.
+-- checkpoint pins it). Deleted with the checkpoint row by the code that deletes it
+-- (retention, cleanup): pruning a checkpoint unpins. Not a foreign key on purpose: a
+-- cascading delete into a WITHOUT ROWID table builds a temporary b-tree for every pruned
+-- checkpoint, pins or not (a tenth of a checkpoint write, measured with callgrind).
 -- `key` is the blob's SHA-256, the appendable file's key, or the external path.
 CREATE TABLE pinned_files (
     session_pk INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     storage TEXT NOT NULL,
     key TEXT NOT NULL,
-    PRIMARY KEY (session_pk, seq, storage, key),
-    FOREIGN KEY (session_pk, seq) REFERENCES checkpoints (session_pk, seq) ON DELETE CASCADE
+    PRIMARY KEY (session_pk, seq, storage, key)
 ) WITHOUT ROWID;
 CREATE INDEX pinned_files_key ON pinned_files (storage, key);
 INSERT OR IGNORE INTO pinned_files (session_pk, seq, storage, key)

@@ -43,7 +43,11 @@ pub(super) fn records_step(
                     .query_row([pk], |row| row.get::<_, u64>(0))
                     .map_err(translate)?;
                 delete_assets(conn, tenant, "session", id)?;
-                // Checkpoints, pins, crashes, recoveries and tokens go with it (CASCADE).
+                conn.prepare_cached("DELETE FROM pinned_files WHERE session_pk = ?1")
+                    .map_err(translate)?
+                    .execute([pk])
+                    .map_err(translate)?;
+                // Checkpoints, crashes, recoveries and tokens go with it (CASCADE).
                 conn.prepare_cached("DELETE FROM sessions WHERE pk = ?1")
                     .map_err(translate)?
                     .execute([pk])
@@ -197,6 +201,7 @@ pub(super) fn check(conn: &Connection) -> Result<StoreCheck> {
         .collect::<rusqlite::Result<_>>()
         .map_err(translate)?;
     check.integrity = integrity.into_iter().filter(|line| line != "ok").collect();
+    check.inconsistencies.extend(derived_rows(conn)?);
     let sessions: Vec<(i64, String, String, u64)> = conn
         .prepare("SELECT pk, tenant, id, last_seq FROM sessions")
         .map_err(translate)?
@@ -235,6 +240,43 @@ pub(super) fn check(conn: &Connection) -> Result<StoreCheck> {
         }
     }
     Ok(check)
+}
+
+/// Rows kept in step by code or triggers that disagree with what they derive from: pins
+/// of checkpoints that are gone, and the `/metrics` counters.
+fn derived_rows(conn: &Connection) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let stray_pins: u64 = conn
+        .query_row(
+            "SELECT count(*) FROM pinned_files f WHERE NOT EXISTS \
+             (SELECT 1 FROM checkpoints c WHERE c.session_pk = f.session_pk AND c.seq = f.seq)",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(translate)?;
+    if stray_pins > 0 {
+        found.push(format!("{stray_pins} pins name checkpoints that are gone"));
+    }
+    let counters: Vec<(String, i64, i64)> = conn
+        .prepare(
+            "SELECT g.name, g.value, CASE g.name WHEN 'asset_bytes' \
+                 THEN (SELECT coalesce(sum(size), 0) FROM assets) \
+                 ELSE (SELECT count(*) FROM sessions s WHERE 'sessions.' || s.status = g.name) END \
+             FROM gauges g",
+        )
+        .map_err(translate)?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .map_err(translate)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(translate)?;
+    for (name, kept, counted) in counters {
+        if kept != counted {
+            found.push(format!(
+                "counter {name} is {kept}, the rows count {counted}"
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// Marks damaged checkpoints invalid for good; answers how many.
