@@ -528,3 +528,75 @@ async fn an_expiry_a_read_has_shown_survives_a_restart() {
     assert!(text.contains("\"incomplete\""), "{text}");
     assert!(millis(&detected) > 0);
 }
+
+/// Pins go with their checkpoint: once retention prunes the only checkpoint that pinned a
+/// blob no asset names any more, cleanup deletes it (and `lifeboat verify` finds nothing
+/// amiss); a stage checkpoint, kept for life, keeps its pinned blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_a_checkpoint_unpins_its_bytes() {
+    let server = TestServer::start_configured(|config| {
+        config.cleanup.orphan_age_ms = 0;
+    })
+    .await;
+    server
+        .session(json!({"id": "s", "kind": "k", "checkpoint_retention": 1,
+            "heartbeat_timeout_ms": 600_000}))
+        .await;
+    let blob = |bytes: &[u8]| {
+        let hex = sha256_hex(bytes);
+        server
+            .dir
+            .path()
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+    };
+    for (name, bytes, kind) in [
+        ("item.bin", &b"item v1"[..], "item"),
+        ("stage.bin", b"stage v1", "stage"),
+    ] {
+        let reply = server
+            .send_bytes(
+                "PUT",
+                &format!("/sessions/s/assets/{name}"),
+                &[],
+                bytes.to_vec(),
+            )
+            .await;
+        assert_eq!(reply.status, 201);
+        server
+            .checkpoint(
+                "s",
+                json!({"attempt": 1, "kind": kind, "stage": "one", "assets": [name]}),
+            )
+            .await;
+        let reply = server
+            .send_bytes(
+                "PUT",
+                &format!("/sessions/s/assets/{name}"),
+                &[],
+                b"v2".to_vec(),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    // Two more items: retention 1 prunes the item checkpoint that pinned "item v1".
+    for _ in 0..2 {
+        server
+            .checkpoint("s", json!({"attempt": 1, "kind": "item"}))
+            .await;
+    }
+    let (status, report) = server.post("/admin/cleanup", json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert!(
+        !blob(b"item v1").exists(),
+        "a pruned checkpoint still pins: {report}"
+    );
+    assert!(
+        blob(b"stage v1").exists(),
+        "a stage checkpoint lost its bytes: {report}"
+    );
+    let (status, verified) = server.post("/admin/verify", json!({})).await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["ok"], json!(true), "{verified}");
+}

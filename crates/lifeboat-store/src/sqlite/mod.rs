@@ -334,12 +334,13 @@ fn write_checkpoint(conn: &Connection, pk: i64, retention: u32, c: &Checkpoint) 
         return Ok(());
     }
     let prunable = prunable_sql();
-    let mut seqs: Vec<i64> = conn
+    // Each prunable seq, and whether it pins assets (its pins go with it).
+    let mut seqs: Vec<(i64, bool)> = conn
         .prepare_cached(&format!(
-            "SELECT seq FROM checkpoints WHERE session_pk = ?1 AND {prunable}"
+            "SELECT seq, assets <> '[]' FROM checkpoints WHERE session_pk = ?1 AND {prunable}"
         ))
         .map_err(translate)?
-        .query_map(params![pk], |row| row.get(0))
+        .query_map(params![pk], |row| Ok((row.get(0)?, row.get(1)?)))
         .map_err(translate)?
         .collect::<rusqlite::Result<_>>()
         .map_err(translate)?;
@@ -349,18 +350,18 @@ fn write_checkpoint(conn: &Connection, pk: i64, retention: u32, c: &Checkpoint) 
     }
     seqs.sort_unstable();
     let pruned = &seqs[..seqs.len() - keep];
-    let newest_pruned = pruned[pruned.len() - 1];
+    let (newest_pruned, _) = pruned[pruned.len() - 1];
     conn.prepare_cached(&format!(
         "DELETE FROM checkpoints WHERE session_pk = ?1 AND {prunable} AND seq <= ?2"
     ))
     .map_err(translate)?
     .execute(params![pk, newest_pruned])
     .map_err(translate)?;
-    let mut unpin = conn
-        .prepare_cached("DELETE FROM pinned_files WHERE session_pk = ?1 AND seq = ?2")
-        .map_err(translate)?;
-    for seq in pruned {
-        unpin.execute(params![pk, seq]).map_err(translate)?;
+    for (seq, _) in pruned.iter().filter(|(_, pins)| *pins) {
+        conn.prepare_cached("DELETE FROM pinned_files WHERE session_pk = ?1 AND seq = ?2")
+            .map_err(translate)?
+            .execute(params![pk, seq])
+            .map_err(translate)?;
     }
     Ok(())
 }
