@@ -72,6 +72,64 @@ fn asset_rows(records: &mut Value) -> Vec<&mut serde_json::Map<String, Value>> {
     rows
 }
 
+/// Every checkpoint's pinned assets (`[{"name","size","sha256","storage","location"}]`,
+/// the stored form of `assets`), each pin as a JSON object.
+fn pins(records: &mut Value) -> Vec<&mut serde_json::Map<String, Value>> {
+    let sessions = records
+        .get_mut("sessions")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten();
+    let checkpoints = sessions
+        .filter_map(|session| session.get_mut("checkpoints").and_then(Value::as_array_mut))
+        .flatten();
+    let mut found = Vec::new();
+    for checkpoint in checkpoints {
+        let Some(assets) = checkpoint.get_mut("assets") else {
+            continue;
+        };
+        // Stored as JSON text in the row; an earlier archive's names-only list is left be.
+        let Some(text) = assets.as_str() else {
+            continue;
+        };
+        let Ok(parsed) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        *assets = parsed;
+        found.extend(
+            assets
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut),
+        );
+    }
+    found
+}
+
+/// Turns the parsed pins of [`pins`] back into the JSON text the rows store.
+fn store_pins(records: &mut Value) {
+    let sessions = records
+        .get_mut("sessions")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten();
+    for session in sessions {
+        for checkpoint in session
+            .get_mut("checkpoints")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(assets) = checkpoint.get_mut("assets")
+                && assets.is_array()
+            {
+                *assets = Value::String(assets.to_string());
+            }
+        }
+    }
+}
+
 fn counts_json(counts: &TransferCounts) -> Value {
     json!({
         "projects": counts.projects,
@@ -140,6 +198,21 @@ impl Lifeboat {
                 .entry(sha256.clone())
                 .or_insert(ExportedBlob { sha256, size, path });
         }
+        // Whole uploads a checkpoint pins that no asset names any more travel too, so the
+        // checkpoint means the same bytes after an import.
+        for pin in pins(&mut records) {
+            let text = |column: &str| pin.get(column).and_then(Value::as_str).unwrap_or("");
+            if text("storage") != "blob" {
+                continue;
+            }
+            let sha256 = Sha256::from_stored(text("sha256").to_owned());
+            let path = store.blob_path(&sha256);
+            let size = pin.get("size").and_then(Value::as_u64).unwrap_or(0);
+            if !blobs.contains_key(&sha256) && path.is_file() {
+                blobs.insert(sha256.clone(), ExportedBlob { sha256, size, path });
+            }
+        }
+        store_pins(&mut records);
         let blobs: Vec<ExportedBlob> = blobs.into_values().collect();
         let records = serde_json::to_vec(&records)
             .map_err(|e| Error::Internal(format!("cannot encode the records: {e}")))?;
@@ -479,6 +552,9 @@ fn place(store: &BlobStore, unpacked: Unpacked) -> Result<(Value, Vec<String>)> 
     } = unpacked;
     let mut appendables = Vec::new();
     let mut as_blobs = BTreeSet::new();
+    // Where each appendable file (by its old key) and each external file (by path and
+    // hash) went, for the pins that name them.
+    let mut moved: BTreeMap<(String, String), Option<String>> = BTreeMap::new();
     for row in asset_rows(&mut records) {
         let name = row
             .get("name")
@@ -499,19 +575,59 @@ fn place(store: &BlobStore, unpacked: Unpacked) -> Result<(Value, Vec<String>)> 
                 "asset {name}: its size does not match its bytes"
             )));
         }
+        let old_location = row
+            .get("location")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if row.get("storage").and_then(Value::as_str) == Some("appendable") {
             let key = uuid::Uuid::now_v7().to_string();
             store
                 .copy_to_appendable(temp, &key)
                 .map_err(|e| Error::Unavailable(format!("cannot place asset {name}: {e}")))?;
             row.insert("location".to_owned(), Value::String(key.clone()));
+            moved.insert((old_location, String::new()), Some(key.clone()));
             appendables.push(key);
         } else {
+            if row.get("storage").and_then(Value::as_str) == Some("external") {
+                moved.insert((old_location, sha256.as_str().to_owned()), None);
+            }
             row.insert("storage".to_owned(), Value::String("blob".to_owned()));
             row.insert("location".to_owned(), Value::Null);
             as_blobs.insert(sha256);
         }
     }
+    // Pins follow their bytes: an appendable file's prefix to its new file, an external
+    // file's version to the blob it arrived as; a pinned whole upload is placed as is.
+    for pin in pins(&mut records) {
+        let text = |column: &str| {
+            pin.get(column)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match text("storage").as_str() {
+            "appendable" => {
+                if let Some(Some(key)) = moved.get(&(text("location"), String::new())) {
+                    pin.insert("location".to_owned(), Value::String(key.clone()));
+                }
+            }
+            "external" => {
+                if moved.contains_key(&(text("location"), text("sha256"))) {
+                    pin.insert("storage".to_owned(), Value::String("blob".to_owned()));
+                    pin.insert("location".to_owned(), Value::Null);
+                }
+            }
+            _ => {
+                if let Ok(sha256) = Sha256::parse("sha256", &text("sha256"))
+                    && temps.0.contains_key(&sha256)
+                {
+                    as_blobs.insert(sha256);
+                }
+            }
+        }
+    }
+    store_pins(&mut records);
     for sha256 in as_blobs {
         if let Some((temp, _)) = temps.0.remove(&sha256) {
             store

@@ -319,3 +319,115 @@ async fn a_damaged_archive_is_refused_with_nothing_imported() {
     // The good archive still imports.
     assert!(import(&target, &archive).status.success());
 }
+
+/// Pinned versions travel: a checkpoint that pinned a whole upload since replaced, the
+/// first bytes of an appendable file since grown, and an external file, serves the same
+/// pinned bytes after export and import, and recovery resumes from the same checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_versions_survive_export_and_import() {
+    let roots = tempfile::tempdir().expect("roots");
+    let external = roots.path().join("ref.bin");
+    std::fs::write(&external, b"external bytes").expect("file");
+    let root = roots.path().to_path_buf();
+    let source = TestServer::start_configured(move |config| {
+        config.asset_roots = vec![root];
+    })
+    .await;
+    source
+        .session(json!({"id": "s", "kind": "k", "heartbeat_timeout_ms": 600_000}))
+        .await;
+    let reply = source
+        .send_bytes(
+            "PUT",
+            "/sessions/s/assets/out.bin",
+            &[],
+            b"first render".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 201);
+    let reply = source
+        .send_bytes(
+            "POST",
+            "/sessions/s/assets/take.raw?offset=0",
+            &[],
+            b"AAAA".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let (status, _) = source
+        .post(
+            "/sessions/s/assets/register",
+            json!({"name": "ref.bin", "path": external}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let seq = source
+        .checkpoint(
+            "s",
+            json!({"attempt": 1, "kind": "stage", "stage": "one",
+                "assets": ["out.bin", "take.raw", "ref.bin"]}),
+        )
+        .await;
+    let reply = source
+        .send_bytes(
+            "PUT",
+            "/sessions/s/assets/out.bin",
+            &[],
+            b"second render".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let reply = source
+        .send_bytes(
+            "POST",
+            "/sessions/s/assets/take.raw?offset=4",
+            &[],
+            b"BBBB".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let (status, _) = source
+        .post("/sessions/s/pause", json!({"attempt": 1}))
+        .await;
+    assert_eq!(status, 200);
+    let (_, recovery_before) = source.get("/sessions/s/recovery").await;
+    assert_eq!(
+        recovery_before["resume_from"]["seq"],
+        json!(seq),
+        "{recovery_before}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("pins.tar");
+    export(&source, &archive, &[]);
+    let target = TestServer::start().await;
+    let output = import(&target, &archive);
+    assert!(
+        output.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (name, bytes) in [
+        ("out.bin", &b"first render"[..]),
+        ("take.raw", b"AAAA"),
+        ("ref.bin", b"external bytes"),
+    ] {
+        let (status, _, body) = target
+            .get_bytes(&format!("/sessions/s/checkpoints/{seq}/assets/{name}"), &[])
+            .await;
+        assert_eq!(
+            (status, String::from_utf8_lossy(&body).into_owned()),
+            (200, String::from_utf8_lossy(bytes).into_owned()),
+            "{name}"
+        );
+    }
+    let (_, checkpoint) = source.get(&format!("/sessions/s/checkpoints/{seq}")).await;
+    let (_, imported) = target.get(&format!("/sessions/s/checkpoints/{seq}")).await;
+    assert_eq!(imported["assets"], checkpoint["assets"]);
+    let (_, recovery_after) = target.get("/sessions/s/recovery").await;
+    assert_eq!(
+        recovery_after["resume_from"],
+        recovery_before["resume_from"]
+    );
+    assert_eq!(recovery_after["options"], recovery_before["options"]);
+}
