@@ -172,8 +172,9 @@ async fn error_statuses() {
         "{{\"attempt\":1,\"kind\":\"item\",\"data\":\"{}\"}}",
         "x".repeat(17 * 1024 * 1024)
     );
-    let response = server
-        .http
+    // On a connection of its own: the server answers before reading the whole body and
+    // then closes the connection, which a pooled client could pick up for the next request.
+    let response = reqwest::Client::new()
         .post(server.url("/sessions/e/checkpoints"))
         .bearer_auth(TOKEN)
         .header("content-type", "application/json")
