@@ -35,6 +35,21 @@ fn lines(path: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The newest valid checkpoint of `session` once it stops moving: a checkpoint the killed
+/// process had already sent may still land, so two reads 100 ms apart must agree.
+async fn settled_latest(base: &str, session: &str) -> Value {
+    let path = format!("/sessions/{session}/checkpoints/latest");
+    let mut latest = get(base, &path).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = get(base, &path).await;
+        if again["seq"] == latest["seq"] {
+            return latest;
+        }
+        latest = again;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_processor_resumes_after_sigkill() {
     let dir = tempfile::tempdir().expect("dir");
@@ -66,7 +81,7 @@ async fn batch_processor_resumes_after_sigkill() {
         (150..400).contains(&killed_at),
         "killed part-way: {killed_at}"
     );
-    let before = get(&base, "/sessions/b1/checkpoints/latest").await;
+    let before = settled_latest(&base, "b1").await;
     let saved: Value = serde_json::from_str(
         before["data"]
             .as_str()
@@ -278,7 +293,7 @@ async fn render_pipeline_continues_after_the_last_finished_stage() {
     }
     first.kill().expect("SIGKILL");
     first.wait().expect("reap");
-    let latest = get(&base, "/sessions/r1/checkpoints/latest").await;
+    let latest = settled_latest(&base, "r1").await;
     let finished = latest["completed_units"].as_u64().expect("stages finished") as usize;
     assert!((2..5).contains(&finished), "killed part-way: {latest}");
 
