@@ -9,12 +9,12 @@ mod problem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use utoipa::ToSchema;
 
 pub use problem::{Problem, ProblemType};
 
 /// A page of a list: `{"items": [...], "next_cursor": ...}`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct List<T> {
     /// The items of this page.
     pub items: Vec<T>,
@@ -23,7 +23,8 @@ pub struct List<T> {
 }
 
 /// `POST /sessions`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     /// Client-chosen id (`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`); a UUIDv7 when absent.
@@ -49,7 +50,8 @@ pub struct CreateSession {
 }
 
 /// Progress as reported and as shown.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProgressBody {
     /// 0–100.
@@ -63,7 +65,8 @@ pub struct ProgressBody {
 }
 
 /// Resource use reported by the worker.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MetricsBody {
     /// Resident memory.
@@ -77,7 +80,8 @@ pub struct MetricsBody {
 }
 
 /// `POST /sessions/{id}/heartbeat`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// The worker's attempt (fencing token).
@@ -89,7 +93,8 @@ pub struct Heartbeat {
 }
 
 /// The answer to a heartbeat.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatAck {
     /// The session's status.
     pub status: String,
@@ -98,7 +103,8 @@ pub struct HeartbeatAck {
 }
 
 /// `POST /sessions/{id}/checkpoints`, and the emergency checkpoint of a fail.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateCheckpoint {
     /// The worker's attempt (fencing token). Not used inside a fail.
@@ -108,14 +114,14 @@ pub struct CreateCheckpoint {
     /// Pipeline stage name.
     pub stage: Option<String>,
     /// Any JSON value.
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub position: Option<Box<RawValue>>,
     /// Units done.
     pub completed_units: Option<u64>,
     /// Units in all.
     pub total_units: Option<u64>,
     /// Any JSON value, stored byte for byte as sent.
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub data: Option<Box<RawValue>>,
     /// Hex SHA-256 of the bytes of `data` (either case); a mismatch is refused.
     pub data_sha256: Option<String>,
@@ -124,7 +130,8 @@ pub struct CreateCheckpoint {
 }
 
 /// The answer to a checkpoint write.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckpointCreated {
     /// 1, 2, 3 … per session.
     pub seq: u64,
@@ -135,7 +142,8 @@ pub struct CheckpointCreated {
 }
 
 /// A stored checkpoint.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckpointBody {
     /// 1, 2, 3 … per session.
     pub seq: u64,
@@ -146,14 +154,14 @@ pub struct CheckpointBody {
     /// Stage name.
     pub stage: Option<String>,
     /// Any JSON value, as sent.
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub position: Option<Box<RawValue>>,
     /// Units done.
     pub completed_units: Option<u64>,
     /// Units in all.
     pub total_units: Option<u64>,
     /// The stored bytes, unchanged.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
     /// Hex SHA-256 recorded when it was written.
     pub sha256: String,
@@ -167,7 +175,8 @@ pub struct CheckpointBody {
 
 /// An asset as a checkpoint pinned it (SPEC §5 r2): later writes to the name do not change
 /// it. `GET /sessions/{id}/checkpoints/{seq}/assets/{name}` returns these bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PinnedAssetBody {
     /// The asset's name.
     pub name: String,
@@ -178,7 +187,8 @@ pub struct PinnedAssetBody {
 }
 
 /// `POST /sessions/{id}/pause|complete|cancel`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AttemptBody {
     /// The worker's attempt; absent for an operator action.
@@ -186,7 +196,8 @@ pub struct AttemptBody {
 }
 
 /// `POST /sessions/{id}/fail`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Fail {
     /// The worker's attempt.
@@ -198,7 +209,8 @@ pub struct Fail {
 }
 
 /// `POST /sessions/{id}/recover`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Recover {
     /// `continue`, `restart_batch` or `fresh_start`.
@@ -208,7 +220,8 @@ pub struct Recover {
 }
 
 /// The crash record.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CrashBody {
     /// `client_lost`, `network`, `out_of_memory`, `application_error` or `server_restart`.
     #[serde(rename = "type")]
@@ -218,7 +231,8 @@ pub struct CrashBody {
 }
 
 /// The session's newest checkpoint, in short.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatestCheckpoint {
     /// Its seq.
     pub seq: u64,
@@ -231,7 +245,8 @@ pub struct LatestCheckpoint {
 }
 
 /// A session.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionBody {
     /// Unique within the tenant.
     pub id: String,
@@ -280,7 +295,8 @@ pub struct SessionBody {
 }
 
 /// Asset counts by verification status.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssetCountsBody {
     /// All assets.
     pub total: u64,
@@ -293,7 +309,8 @@ pub struct AssetCountsBody {
 }
 
 /// One recovery option.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OptionBody {
     /// `continue`, `restart_batch` or `fresh_start`.
     pub option: String,
@@ -304,7 +321,8 @@ pub struct OptionBody {
 }
 
 /// A recoverable session and how it can be recovered.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecoveryBody {
     /// The session.
     pub session: SessionBody,
@@ -330,7 +348,8 @@ pub struct RecoveryBody {
 }
 
 /// The answer to a recovery.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Recovered {
     /// The session, now active with a new attempt.
     pub session: SessionBody,
@@ -339,7 +358,8 @@ pub struct Recovered {
 }
 
 /// Checkpoint verification.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckpointCheck {
     /// Checkpoints stored.
     pub total: u64,
@@ -350,7 +370,8 @@ pub struct CheckpointCheck {
 }
 
 /// `POST /sessions/{id}/verify`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyBody {
     /// Checkpoint hashes.
     pub checkpoints: CheckpointCheck,
@@ -361,7 +382,8 @@ pub struct VerifyBody {
 }
 
 /// p50, p99 and max, in milliseconds.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DistributionBody {
     /// Median.
     pub p50: u64,
@@ -372,7 +394,8 @@ pub struct DistributionBody {
 }
 
 /// Crash counts.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CrashStats {
     /// All crashes.
     pub total: u64,
@@ -381,7 +404,8 @@ pub struct CrashStats {
 }
 
 /// Recovery counts.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecoveryStats {
     /// All recoveries.
     pub total: u64,
@@ -396,7 +420,8 @@ pub struct RecoveryStats {
 }
 
 /// Checkpoint counts.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckpointStats {
     /// Stored.
     pub total: u64,
@@ -405,7 +430,8 @@ pub struct CheckpointStats {
 }
 
 /// `GET /stats`, for the tenant of the key.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsBody {
     /// Sessions per status.
     pub sessions: std::collections::BTreeMap<String, u64>,
@@ -424,14 +450,16 @@ pub struct StatsBody {
 }
 
 /// `POST /admin/sweep`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SweepBody {
     /// Sessions whose expiry this sweep persisted.
     pub timed_out: u64,
 }
 
 /// `PUT /projects/{id}`: the whole state; `schema` and `title` are kept when omitted.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PutProject {
     /// The document: a JSON object.
@@ -443,7 +471,8 @@ pub struct PutProject {
 }
 
 /// The answer to a save (`PUT`, `PATCH`, `restore`). The `ETag` header is `"<revision>"`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectSaved {
     /// The project id.
     pub id: String,
@@ -456,7 +485,8 @@ pub struct ProjectSaved {
 }
 
 /// `GET /projects/{id}`: the project at its current revision (or at `?revision=N`).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectBody {
     /// The project id.
     pub id: String,
@@ -475,7 +505,8 @@ pub struct ProjectBody {
 }
 
 /// A project in `GET /projects`: everything but the state.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectSummary {
     /// The project id.
     pub id: String,
@@ -494,7 +525,8 @@ pub struct ProjectSummary {
 }
 
 /// One revision in `GET /projects/{id}/revisions`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevisionBody {
     /// Its number.
     pub revision: u64,
@@ -505,7 +537,8 @@ pub struct RevisionBody {
 }
 
 /// `POST /projects/{id}/restore`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Restore {
     /// The revision whose state becomes the next revision.
@@ -514,7 +547,8 @@ pub struct Restore {
 
 /// An asset: `PUT` answers it (201 new, 200 replaced), an append answers it with the new
 /// size, and lists show each with its last verification status.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssetBody {
     /// The name within its session or project.
     pub name: String,
@@ -537,7 +571,8 @@ pub struct AssetBody {
 }
 
 /// `POST …/assets/register`: a file on the server host, inside an asset root.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAsset {
     /// The asset name (SPEC §5 rules).
@@ -550,7 +585,8 @@ pub struct RegisterAsset {
 
 /// What an export holds (`GET /admin/export`, in its manifest) or an import added
 /// (`POST /admin/import`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferBody {
     /// Projects.
     pub projects: u64,
@@ -567,7 +603,8 @@ pub struct TransferBody {
 }
 
 /// `POST /admin/cleanup`: what was removed (or, with `dry_run=true`, would be).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CleanupBody {
     /// Whether this was a dry run (nothing changed).
     pub dry_run: bool,
@@ -588,7 +625,8 @@ pub struct CleanupBody {
 }
 
 /// A damaged checkpoint found by `POST /admin/verify`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DamagedCheckpoint {
     /// Its tenant.
     pub tenant: String,
@@ -599,7 +637,8 @@ pub struct DamagedCheckpoint {
 }
 
 /// `POST /admin/verify`: the whole store checked, all tenants.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoreVerifyBody {
     /// True when nothing is wrong.
     pub ok: bool,
@@ -628,7 +667,8 @@ pub struct StoreVerifyBody {
 }
 
 /// `POST /keys`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// The tenant the key acts for (a tenant admin key may only name its own).
@@ -638,7 +678,8 @@ pub struct CreateKey {
 }
 
 /// A key as listed (never its secret).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyBody {
     /// The key's id (the public part of `lb_<id>_<secret>`).
     pub id: String,
@@ -653,7 +694,8 @@ pub struct KeyBody {
 }
 
 /// The answer to `POST /keys`: the whole key, shown this once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyCreated {
     /// The key's id.
     pub id: String,
@@ -668,7 +710,8 @@ pub struct KeyCreated {
 }
 
 /// One entry of `GET /audit`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditBody {
     /// Position, increasing.
     pub seq: i64,
@@ -687,7 +730,8 @@ pub struct AuditBody {
 }
 
 /// `POST /sessions/{id}/token`: a token for this session only, shown once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionTokenBody {
     /// The session it may act on.
     pub session_id: String,

@@ -2,8 +2,10 @@
 
 /// Why the domain refused an operation. A refusal changes nothing, except where a
 /// variant's documentation says otherwise.
+///
+/// Not `#[non_exhaustive]`, on purpose: the server maps every refusal to its problem type
+/// in one exhaustive `match`, so a new refusal cannot silently get a wrong status.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// An id in a path or body does not match the id pattern.
     #[error("invalid id {0:?}: ids match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$")]

@@ -41,7 +41,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = match (&args.data_dir, &args.token) {
+        #[cfg(feature = "embedded")]
         (Some(dir), _) => Client::embedded(dir).await?,
+        #[cfg(not(feature = "embedded"))]
+        (Some(_), _) => anyhow::bail!(
+            "--data-dir needs the SDK's `embedded` feature: cargo run -p lifeboat-sdk --features embedded --example batch_processor"
+        ),
         (None, Some(token)) => Client::new(&args.url, token),
         (None, None) => anyhow::bail!("--token (or --data-dir) is needed"),
     };

@@ -10,6 +10,10 @@
 //! backoff on network errors, 5xx and 429 (honouring `Retry-After`), so a retry never
 //! writes twice.
 //!
+//! By default the SDK is an HTTP client only. The `embedded` feature adds
+//! [`Client::embedded`]`(data_dir)`: Lifeboat in the application's own process, with the same
+//! calls (it compiles the server and SQLite in).
+//!
 //! ```no_run
 //! use lifeboat_sdk::{Checkpoint, Client, NewSession, RecoveryOption, Resumed};
 //!

@@ -370,7 +370,9 @@ async fn chat_workflow_is_restored_exactly() {
 }
 
 /// The same program and SDK calls against Lifeboat embedded in the process: the data dir
-/// is the program's own, and SIGKILL takes the store down with the worker.
+/// is the program's own, and SIGKILL takes the store down with the worker. (Needs the
+/// `embedded` feature: `cargo test --workspace --all-features`, as CI runs it.)
+#[cfg(feature = "embedded")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_processor_resumes_embedded() {
     let dir = tempfile::tempdir().expect("dir");

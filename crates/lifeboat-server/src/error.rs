@@ -58,7 +58,6 @@ impl From<Error> for ApiError {
                 DomainError::InvalidAssetName { .. } => ProblemType::INVALID_ID,
                 DomainError::OffsetMismatch { .. } => ProblemType::OFFSET_MISMATCH,
                 DomainError::AssetChanged { .. } => ProblemType::ASSET_CHANGED,
-                _ => ProblemType::VALIDATION_FAILED,
             },
             Error::IdempotencyKeyReused(_) => ProblemType::IDEMPOTENCY_KEY_REUSED,
             Error::Forbidden(_) => ProblemType::FORBIDDEN,
@@ -69,8 +68,8 @@ impl From<Error> for ApiError {
             Error::InvalidArchive(_) => ProblemType::INVALID_ARCHIVE,
             Error::Unavailable(_) => ProblemType::STORAGE_UNAVAILABLE,
             Error::Full(_) => ProblemType::STORAGE_FULL,
-            Error::Locked { .. } => ProblemType::STORAGE_UNAVAILABLE,
-            _ => ProblemType::INTERNAL,
+            Error::Poisoned | Error::Locked { .. } => ProblemType::STORAGE_UNAVAILABLE,
+            Error::DryRun(_) | Error::Internal(_) => ProblemType::INTERNAL,
         };
         if kind.status >= 500 {
             tracing::error!(%error, "request failed");

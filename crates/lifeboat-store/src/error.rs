@@ -1,8 +1,10 @@
 //! Storage error kinds. Backends translate driver errors into these in one place.
 
 /// Why a storage operation did not succeed.
+///
+/// Not `#[non_exhaustive]`, on purpose: the server maps every kind to its answer in one
+/// exhaustive `match`, so a new kind cannot silently become a 500.
 #[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The domain refused the operation.
     #[error(transparent)]
@@ -52,6 +54,12 @@ pub enum Error {
         /// The owner's pid, when its lock file says.
         pid: Option<u32>,
     },
+    /// An earlier commit failed (a failed fsync), so the writer stopped: writes are
+    /// refused until the process restarts, since a retried fsync cannot be trusted.
+    #[error(
+        "writes are stopped: a commit failed earlier, so nothing is written until the server restarts"
+    )]
+    Poisoned,
     /// The disk is full; nothing was written.
     #[error("storage full: {0}")]
     Full(String),

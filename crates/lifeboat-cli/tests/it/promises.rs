@@ -449,12 +449,28 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
     assert_eq!(session("before").await.expect("create").status(), 201);
     let token_file = data.join("admin-token");
 
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env_remove("LIFEBOAT_ADMIN_TOKEN")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run a second server");
+    // It must stop at once; one that starts serving is stopped here and fails the test.
+    let mut exited = false;
+    for _ in 0..100 {
+        if child.try_wait().expect("wait").is_some() {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !exited {
+        child.kill().expect("stop the second server");
+    }
+    let second = child.wait_with_output().expect("second server's output");
+    assert!(exited, "a second server started on a data directory in use");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(75), "{stderr}");
     assert!(stderr.contains(&data.display().to_string()), "{stderr}");

@@ -284,15 +284,17 @@ pub(super) fn everything(conn: &Connection) -> Result<Vec<(TenantId, Owner, Asse
         .map_err(translate)?
         .collect::<rusqlite::Result<_>>()
         .map_err(translate)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(tenant, kind, id, asset)| {
-            let id = lifeboat_core::Id::parse(&id).ok()?;
+    rows.into_iter()
+        .map(|(tenant, kind, id, asset)| {
+            let damaged = |what: String| Error::Internal(format!("asset {}: {what}", asset.name));
+            let id = lifeboat_core::Id::parse(&id)
+                .map_err(|e| damaged(format!("its owner id is not valid: {e}")))?;
             let owner = match kind.as_str() {
                 "session" => Owner::Session(id),
-                _ => Owner::Project(id),
+                "project" => Owner::Project(id),
+                other => return Err(damaged(format!("unknown owner kind {other:?}"))),
             };
-            Some((TenantId::new(tenant), owner, asset))
+            Ok((TenantId::new(tenant), owner, asset))
         })
-        .collect())
+        .collect()
 }

@@ -114,7 +114,13 @@ pub(super) fn read(
                 kind: row.get(2)?,
                 session_id: row.get(3)?,
                 project_id: row.get(4)?,
-                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                data: serde_json::from_str(&data).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        rusqlite::types::Type::Text,
+                        format!("an event's stored data is not JSON: {e}").into(),
+                    )
+                })?,
                 created_at: Timestamp(row.get(6)?),
             })
         })

@@ -46,7 +46,9 @@ pub(super) fn once<T>(
         if fingerprint != key.fingerprint {
             return Ok(Err(Error::IdempotencyKeyReused(key.key.clone())));
         }
-        let headers = serde_json::from_str(&headers).unwrap_or_default();
+        let headers = serde_json::from_str(&headers).map_err(|e| {
+            Error::Internal(format!("a stored response's headers are not readable: {e}"))
+        })?;
         return Ok(Ok(Outcome::Replayed(StoredResponse {
             status,
             headers,

@@ -896,9 +896,7 @@ impl Store for SqliteStore {
 
     async fn ready(&self) -> Result<()> {
         if self.writer.is_poisoned() {
-            return Err(Error::Unavailable(
-                "writes are stopped after a failed commit".to_owned(),
-            ));
+            return Err(Error::Poisoned);
         }
         self.readers
             .read(|conn| {

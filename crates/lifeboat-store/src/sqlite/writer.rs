@@ -4,7 +4,7 @@
 //! Each write runs inside its own savepoint, so a refused write rolls back alone while the
 //! rest of the batch commits. Replies go out after the `COMMIT` returns (SQLite WAL with
 //! `synchronous=FULL` has fsynced by then). A failed commit poisons the writer: every later
-//! write answers [`Error::Unavailable`] until restart, because a retried fsync cannot be
+//! write answers [`Error::Poisoned`] until restart, because a retried fsync cannot be
 //! trusted. A full disk answers [`Error::Full`] and does not poison: SQLite has rolled the
 //! transaction back and the database is intact.
 //!
@@ -248,9 +248,7 @@ impl WalTail {
 }
 
 fn poisoned_error() -> Error {
-    Error::Unavailable(
-        "a commit failed earlier, so writes are stopped until the server restarts".to_owned(),
-    )
+    Error::Poisoned
 }
 
 fn run(
@@ -294,7 +292,7 @@ fn run(
         match outcome {
             // Never blocks: subscribers read the new events themselves, at their pace.
             Ok(()) => committed.send_modify(|count| *count += 1),
-            Err(Error::Unavailable(reason)) => {
+            Err(reason @ (Error::Unavailable(_) | Error::Poisoned)) => {
                 tracing::error!(%reason, "commit failed; writes are stopped until restart");
                 poisoned.store(true, Ordering::Release);
                 wal.discard_uncommitted();
