@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-use crate::{Server, TOKEN};
+use crate::{TOKEN, server_at};
 
 /// Cancelled sessions, and asset records (and files) of each.
 const OLD_SESSIONS: u64 = 1_000;
@@ -68,7 +68,7 @@ impl Latency {
 
 pub(crate) async fn run(dir: &Path) -> anyhow::Result<Busy> {
     prepare(dir).await?;
-    let server = Server::start(dir)?;
+    let server = server_at(dir);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(LIVE_SESSIONS * 2)
         .build()?;
@@ -171,7 +171,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<Busy> {
 /// Makes the old sessions over HTTP, stops the server, then ages them and adds their
 /// asset records and files.
 async fn prepare(dir: &Path) -> anyhow::Result<()> {
-    let server = Server::start(dir)?;
+    let server = server_at(dir);
     let http = reqwest::Client::new();
     let base = server.base.clone();
     for n in 0..OLD_SESSIONS {
@@ -193,7 +193,7 @@ async fn prepare(dir: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    server.stop()?;
+    server.stop();
 
     let day_ms = 24 * 3_600_000_i64;
     let now_ms = i64::try_from(

@@ -9,7 +9,7 @@ use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
-use crate::{Server, TOKEN};
+use crate::{TOKEN, server_at};
 
 /// Blocks of about 105 bytes each: about 1 MiB in all.
 const BLOCKS: usize = 10_000;
@@ -54,7 +54,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<HistoryResult> {
     }
     let document = json!({"state": {"blocks": blocks}});
 
-    let server = Server::start(dir)?;
+    let server = server_at(dir);
     let url = format!("{}/api/v1/projects/big", server.base);
     let created = http
         .put(&url)
@@ -68,10 +68,10 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<HistoryResult> {
     let state_bytes = created.json::<Value>().await?["size_bytes"]
         .as_u64()
         .unwrap_or(0);
-    server.stop()?;
+    server.stop();
     let before = on_disk(dir)?;
 
-    let server = Server::start(dir)?;
+    let server = server_at(dir);
     let url = format!("{}/api/v1/projects/big", server.base);
     let mut saves = Histogram::<u64>::new(3)?;
     for n in 0..PATCHES {
@@ -107,7 +107,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<HistoryResult> {
         response.bytes().await?;
         reads.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))?;
     }
-    server.stop()?;
+    server.stop();
     let after = on_disk(dir)?;
     Ok(HistoryResult {
         state_bytes,

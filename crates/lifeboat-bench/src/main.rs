@@ -31,14 +31,13 @@ mod sdk;
 mod uploads;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use clap::Parser;
+use lifeboat_testkit::Binary;
 use rusqlite::Connection;
 
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = lifeboat_testkit::TOKEN;
 
 #[derive(Parser)]
 #[command(about = "Lifeboat benchmarks against raw SQLite ceilings on the same disk")]
@@ -105,7 +104,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("\n## Lifeboat over HTTP (the real binary, loopback)");
     let data_dir = root.path().join("server");
-    let server = Server::start(&data_dir)?;
+    let server = server_at(&data_dir);
     let results = runtime.block_on(load::run_all(&server.base, window))?;
     drop(server);
     println!("| load | clients | ops/s | p50 ms | p99 ms | ops/s ÷ one-row ceiling |");
@@ -208,7 +207,7 @@ fn main() -> anyhow::Result<()> {
     fixture::build(&big, args.sessions, args.recoverable)?;
     println!("fixture built in {:.1} s", built.elapsed().as_secs_f64());
     let started = Instant::now();
-    let server = Server::start(&big)?;
+    let server = server_at(&big);
     runtime.block_on(load::wait_ready(&server.base))?;
     let ready_s = started.elapsed().as_secs_f64();
     println!("ready after start:      {ready_s:>10.3} s");
@@ -255,7 +254,7 @@ fn compare_section(
         "## Durable checkpoints (1 KiB data): {} (before) against this build (after), {rounds_max} alternating rounds, medians",
         baseline.display()
     );
-    let current = Server::binary()?;
+    let current = lifeboat_testkit::lifeboat_binary();
     let mut rounds: Vec<(usize, Vec<f64>, Vec<f64>)> = [1, 16, 64]
         .into_iter()
         .map(|c| (c, Vec::new(), Vec::new()))
@@ -271,7 +270,7 @@ fn compare_section(
         }
         for (label, binary) in order {
             let dir = root.join(format!("compare-{label}-{round}"));
-            let server = Server::start_binary(&binary, &dir)?;
+            let server = Binary::start_exe(&binary, &dir, &["--streams-per-key", "1000"]);
             let results = runtime.block_on(load::run_checkpoints(&server.base, window))?;
             drop(server);
             for ((_, before, after), result) in rounds.iter_mut().zip(results) {
@@ -364,82 +363,8 @@ fn raw_ceiling(path: &Path, per_commit: usize, window: Duration) -> anyhow::Resu
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The real `lifeboat serve` next to this binary, on a port of its choosing.
-pub(crate) struct Server {
-    child: Child,
-    pub(crate) base: String,
-}
-
-impl Server {
-    /// The `lifeboat` binary next to this one.
-    fn binary() -> anyhow::Result<PathBuf> {
-        let exe = std::env::current_exe()?;
-        let binary = exe
-            .parent()
-            .map(|dir| dir.join("lifeboat"))
-            .context("no directory for the lifeboat binary")?;
-        if !binary.exists() {
-            bail!(
-                "{} not found: build it with cargo build --release -p lifeboat-cli",
-                binary.display()
-            );
-        }
-        Ok(binary)
-    }
-
-    fn start(data_dir: &Path) -> anyhow::Result<Server> {
-        Server::start_binary(&Server::binary()?, data_dir)
-    }
-
-    fn start_binary(binary: &Path, data_dir: &Path) -> anyhow::Result<Server> {
-        let mut child = Command::new(binary)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--streams-per-key",
-                "1000",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("LIFEBOAT_ADMIN_TOKEN", TOKEN)
-            .env("LIFEBOAT_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .with_context(|| format!("unexpected first line {line:?}"))?
-            .to_owned();
-        Ok(Server { child, base })
-    }
-}
-
-impl Server {
-    /// The server's process id.
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Stops the server gracefully (SIGTERM), so SQLite checkpoints and removes its WAL.
-    fn stop(mut self) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        if !status.success() {
-            bail!("kill -TERM failed: {status}");
-        }
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real `lifeboat serve` next to this binary (the testkit's [`Binary`]), on a port of
+/// its choosing, with room for the benchmark's 100 event streams.
+pub(crate) fn server_at(data_dir: &Path) -> Binary {
+    Binary::start_with(data_dir, &["--streams-per-key", "1000"])
 }

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::load::{self, Op};
-use crate::{Server, TOKEN};
+use crate::{TOKEN, server_at};
 
 const CHECKPOINTS: u64 = 20_000;
 const DATA_BYTES: usize = 4_096;
@@ -71,7 +71,7 @@ async fn with_subscribers(
 
 pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResult> {
     std::fs::create_dir_all(dir)?;
-    let server = Server::start(&dir.join("server"))?;
+    let server = server_at(&dir.join("server"));
     let http = reqwest::Client::new();
     let api = format!("{}/api/v1", server.base);
     for client in 0..64 {
@@ -144,10 +144,10 @@ pub(crate) async fn run(dir: &Path, window: Duration) -> anyhow::Result<OpsResul
     .await?;
     let (listened, events_received) =
         with_subscribers(&server.base, |_| String::new(), window).await?;
-    server.stop()?;
+    server.stop();
 
     // A store of 20,000 checkpoints of 4 KiB and one 256 MiB asset, verified whole.
-    let server = Server::start(&dir.join("verify"))?;
+    let server = server_at(&dir.join("verify"));
     let api = format!("{}/api/v1", server.base);
     http.post(format!("{api}/sessions"))
         .bearer_auth(TOKEN)

@@ -10,7 +10,7 @@ use anyhow::bail;
 use lifeboat_sdk::{AutoSaveOptions, AutoSaver, Checkpoint, Client, NewSession};
 use serde_json::{Value, json};
 
-use crate::{Server, TOKEN};
+use crate::{TOKEN, server_at};
 
 const CLIENTS: usize = 16;
 
@@ -55,7 +55,7 @@ pub(crate) async fn run(
     window: Duration,
     autosave: Duration,
 ) -> anyhow::Result<SdkResult> {
-    let server = Server::start(dir)?;
+    let server = server_at(dir);
     let base = server.base.clone();
     let client = Client::new(&base, TOKEN);
     let mut handles = Vec::new();
@@ -127,7 +127,7 @@ pub(crate) async fn run(
         .filter(|n| state["state"][format!("k{n}")] != json!(n))
         .count() as u64;
     drop(handles);
-    server.stop()?;
+    server.stop();
     Ok(SdkResult {
         raw_plain,
         raw_keyed,

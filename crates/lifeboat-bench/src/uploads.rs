@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::json;
 
-use crate::{Server, TOKEN};
+use crate::{TOKEN, server_at};
 
 const CHUNK: usize = 1 << 20;
 const APPEND_CHUNK: usize = 64 * 1024;
@@ -51,7 +51,7 @@ pub(crate) async fn run(dir: &Path, bytes: u64, window: Duration) -> anyhow::Res
     std::fs::create_dir_all(dir)?;
     let baseline_mb_s = plain_write(&dir.join("baseline.bin"), bytes)?;
 
-    let server = Server::start(&dir.join("server"))?;
+    let server = server_at(&dir.join("server"));
     let http = reqwest::Client::new();
     let api = format!("{}/api/v1", server.base);
     let created = http
