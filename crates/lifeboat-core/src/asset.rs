@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::{Error, Id, Sha256, Timestamp};
 
 /// The longest asset name, in bytes.
@@ -10,8 +12,22 @@ const NAME_LEN_MAX: usize = 512;
 
 /// A relative path of 1–512 bytes: `/`-separated segments of `[A-Za-z0-9._-]+`, none of
 /// them `.` or `..`, no leading or trailing `/`, no empty segment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AssetName(String);
+
+impl TryFrom<String> for AssetName {
+    type Error = Error;
+    fn try_from(raw: String) -> Result<AssetName, Error> {
+        AssetName::parse(&raw)
+    }
+}
+
+impl From<AssetName> for String {
+    fn from(name: AssetName) -> String {
+        name.0
+    }
+}
 
 impl AssetName {
     /// Parses a name, refusing anything outside the rules (traversal included).
@@ -81,7 +97,8 @@ impl Owner {
 }
 
 /// Where an asset's bytes are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Storage {
     /// Uploaded whole: a content-addressed blob, shared by every asset with these bytes.
     Blob,
@@ -118,7 +135,7 @@ pub struct FileVersion {
 /// An asset as a checkpoint pinned it (SPEC §5 r2): its name, and the size and SHA-256 of
 /// its bytes when the checkpoint was written, with where those bytes are. Later writes to
 /// the name do not change what the checkpoint refers to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinnedAsset {
     /// The asset's name in its session.
     pub name: AssetName,

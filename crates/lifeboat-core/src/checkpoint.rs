@@ -1,12 +1,14 @@
 //! Checkpoints: immutable snapshots of a session's progress, with the SHA-256 of their data.
 
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::{Error, PinnedAsset, Timestamp};
 
 /// What a checkpoint marks. `stage` and `milestone` are kept for the session's life;
 /// the others count against `checkpoint_retention`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckpointKind {
     /// One unit of work done.
     Item,
@@ -73,7 +75,8 @@ impl CheckpointKind {
 }
 
 /// A lowercase hex SHA-256 digest.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Sha256(String);
 
 impl Sha256 {
@@ -146,7 +149,7 @@ impl NewCheckpoint {
 }
 
 /// A stored checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// 1, 2, 3 … per session; never reused.
     pub seq: u64,
@@ -227,7 +230,7 @@ impl Checkpoint {
 }
 
 /// The session's summary of its newest checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointRef {
     /// Its seq.
     pub seq: u64,

@@ -2,14 +2,30 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::Error;
 
 /// The longest id: 128 bytes, matching `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
 const ID_LEN_MAX: usize = 128;
 
 /// A project or session id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$` (SPEC §4).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Id(String);
+
+impl TryFrom<String> for Id {
+    type Error = Error;
+    fn try_from(raw: String) -> Result<Id, Error> {
+        Id::parse(&raw)
+    }
+}
+
+impl From<Id> for String {
+    fn from(id: Id) -> String {
+        id.0
+    }
+}
 
 impl Id {
     /// Parses an id, refusing anything outside the pattern.
@@ -40,8 +56,22 @@ fn matches_pattern(raw: &str, max: usize) -> bool {
 const NAME_LEN_MAX: usize = 64;
 
 /// A schema name or version: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$` (SPEC §9).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Name(String);
+
+impl TryFrom<String> for Name {
+    type Error = Error;
+    fn try_from(raw: String) -> Result<Name, Error> {
+        Name::parse(&raw)
+    }
+}
+
+impl From<Name> for String {
+    fn from(name: Name) -> String {
+        name.0
+    }
+}
 
 impl Name {
     /// Parses a name, refusing anything outside the pattern.
@@ -73,7 +103,8 @@ impl fmt::Display for Id {
 }
 
 /// The isolation boundary every record belongs to. The bootstrap admin key acts for `default`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct TenantId(String);
 
 impl TenantId {

@@ -3,6 +3,7 @@
 //! Every operation first calls [`Session::observe`], which materialises a lease that has
 //! run out, so no caller can act on an `active` session whose lease has passed.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::recovery::{Assessment, RecoveryOption};
@@ -39,7 +40,8 @@ impl SessionLimits {
 
 /// Lifecycle states. `completed` and `cancelled` are final; `incomplete`, `failed` and
 /// `paused` are recoverable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// A worker holds the lease.
     Active,
@@ -95,7 +97,8 @@ impl Status {
 }
 
 /// Why a session became `incomplete` or `failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CrashType {
     /// Heartbeats stopped.
     ClientLost,
@@ -137,7 +140,7 @@ impl CrashType {
 }
 
 /// The record of the session's latest crash.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Crash {
     /// The classification.
     pub kind: CrashType,
@@ -181,7 +184,7 @@ pub fn crash_type_for_error(error: &str) -> CrashType {
 }
 
 /// Reported progress. A heartbeat merges the fields it carries.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// 0–100.
     pub percent: Option<f64>,
@@ -227,7 +230,7 @@ impl Progress {
 }
 
 /// Resource use reported by the worker; the last report decides `out_of_memory`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Resident memory.
     pub memory_bytes: Option<u64>,
@@ -277,7 +280,7 @@ pub struct NewSession {
 }
 
 /// One run of long work, with its lease and its attempt number.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     /// Unique within its tenant.
     pub id: Id,

@@ -1,9 +1,12 @@
 //! Time as a value: milliseconds since the Unix epoch, passed in by the caller.
 
+use serde::{Deserialize, Serialize};
+
 /// A point in time, in milliseconds since the Unix epoch (UTC).
 ///
 /// The core never reads a clock; callers pass `now` in, so tests can move time at will.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
