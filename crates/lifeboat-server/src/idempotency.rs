@@ -2,9 +2,10 @@
 //!
 //! The middleware reads the key, fingerprints the request (SHA-256 of method, path and
 //! body) and refuses a second request with the same key while the first is in flight
-//! (409). Handlers pass the key to the store, which looks it up and stores the rendered
-//! response inside the write's own transaction (see `lifeboat_store::Idempotency`), so a
-//! retry gets the original response even after a crash, and never a second write.
+//! (409). Handlers pass the key to the engine, which stores the write's outcome (the
+//! domain result, not a response) inside the write's own transaction, so a retry gets
+//! the original outcome even after a crash, and never a second write; the handler renders
+//! it the same way both times.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use lifeboat::{Idempotency, IdempotencyKey, Outcome, StoredResponse, TenantId};
+use lifeboat::{IdempotencyKey, Outcome, TenantId};
 use lifeboat_api::ProblemType;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -125,57 +126,39 @@ pub(crate) async fn track(
     Ok(next.run(request).await)
 }
 
-/// A JSON response as stored for replays: status, the headers worth replaying, body.
+/// A write's JSON response: status, headers, body.
+pub(crate) struct Rendered {
+    status: StatusCode,
+    headers: Vec<(HeaderName, String)>,
+    body: Vec<u8>,
+}
+
+/// A JSON response of a write.
 pub(crate) fn json<T: Serialize>(
     status: StatusCode,
     headers: &[(HeaderName, String)],
     body: &T,
-) -> StoredResponse {
-    StoredResponse {
-        status: status.as_u16(),
-        headers: headers
-            .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
-            .collect(),
+) -> Rendered {
+    Rendered {
+        status,
+        headers: headers.to_vec(),
         body: serde_json::to_vec(body).unwrap_or_default(),
     }
 }
 
-/// Renders a stored (or freshly rendered) response.
-pub(crate) fn into_response(stored: StoredResponse) -> Response {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let mut response = (status, stored.body).into_response();
+/// The response of a write, the same whether it was done now or replayed.
+pub(crate) fn respond<T>(outcome: Outcome<T>, render: fn(&T) -> Rendered) -> Response {
+    let rendered = render(&outcome.into_inner());
+    let mut response = (rendered.status, rendered.body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    for (name, value) in stored.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
+    for (name, value) in rendered.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
     }
     response
-}
-
-/// Pairs a request's key (if any) with the handler's renderer.
-pub(crate) fn claim<T: 'static>(
-    key: Option<IdempotencyKey>,
-    render: fn(&T) -> StoredResponse,
-) -> Option<Idempotency<T>> {
-    key.map(|key| Idempotency {
-        key,
-        render: Box::new(render),
-    })
-}
-
-/// The response of a write: rendered now, or replayed.
-pub(crate) fn respond<T>(outcome: Outcome<T>, render: fn(&T) -> StoredResponse) -> Response {
-    into_response(match outcome {
-        Outcome::Done(value) => render(&value),
-        Outcome::Replayed(stored) => stored,
-    })
 }

@@ -1,109 +1,28 @@
-//! Lifeboat's storage layer: the [`Store`] trait every backend implements, the types it
-//! speaks, and the SQLite backend.
+//! Lifeboat's storage layer: the [`Store`] trait every backend implements (transactions),
+//! the row access it offers inside them ([`rows`]), the types rows are made of, and the
+//! SQLite backend.
 //!
-//! Backends own transactions and SQL; the lifecycle rules stay in `lifeboat-core`. A
-//! backend loads a session inside its transaction, calls [`apply`] (which calls the core),
-//! and persists what changed, so every backend enforces the same rules.
+//! A backend stores and decides nothing: the engine (`crates/lifeboat`) runs each
+//! operation as a script over [`Tx`], and the rules it applies live in `lifeboat-core`.
 
-mod apply;
 pub mod blobs;
 mod error;
 pub mod lock;
-pub mod recovery;
-mod schemas;
+pub mod rows;
 pub mod sqlite;
+
+use std::any::Any;
 
 use async_trait::async_trait;
 use blobs::BlobStore;
-use lifeboat_core::{
-    Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, FileVersion, Id,
-    Metrics, NewCheckpoint, Owner, Preconditions, Progress, Project, RecoveryOption, Saved,
-    SchemaRef, Session, Status, TenantId, Timestamp,
-};
+use lifeboat_core::{AssetCounts, Id, SchemaRef, Status, TenantId, Timestamp};
 use serde_json::Value;
 
-pub use apply::apply;
 pub use error::Error;
-pub use recovery::{FileChecks, RecoveryFacts};
-pub use schemas::SchemaCache;
+pub use rows::{Ack, EarlyAck, JobResult, ReadJob, Redo, RowId, Tx, WriteJob};
 
 /// The result type of every store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// A write to one session, validated by the core inside the backend's transaction.
-#[derive(Debug, Clone)]
-pub enum SessionOp {
-    /// Extend the lease; merge progress and metrics.
-    Heartbeat {
-        /// Fencing token.
-        attempt: u32,
-        /// Progress fields to merge.
-        progress: Option<Progress>,
-        /// Metrics to record.
-        metrics: Option<Metrics>,
-    },
-    /// Record a checkpoint (counts as a heartbeat).
-    Checkpoint {
-        /// Fencing token.
-        attempt: u32,
-        /// The checkpoint.
-        checkpoint: NewCheckpoint,
-    },
-    /// Pause an active session.
-    Pause {
-        /// Fencing token; absent for an operator.
-        attempt: Option<u32>,
-    },
-    /// Fail with an error and an optional emergency checkpoint.
-    Fail {
-        /// Fencing token.
-        attempt: u32,
-        /// The error text.
-        error: String,
-        /// The emergency checkpoint.
-        checkpoint: Option<NewCheckpoint>,
-    },
-    /// Start a new attempt.
-    Recover {
-        /// Where to start from.
-        option: RecoveryOption,
-        /// Confirms a fresh start or a recovery past `max_attempts`.
-        confirm: bool,
-        /// What the session's files looked like just before (looked at outside the
-        /// writer, which must never wait on a file system); see [`recovery`].
-        files: FileChecks,
-    },
-    /// Complete the session.
-    Complete {
-        /// Fencing token; absent for an operator.
-        attempt: Option<u32>,
-    },
-    /// Cancel the session.
-    Cancel {
-        /// Fencing token; absent for an operator.
-        attempt: Option<u32>,
-    },
-}
-
-impl SessionOp {
-    /// Whether this op is a heartbeat. A heartbeat that changes nothing but the lease may
-    /// be acknowledged before its commit (SPEC §6, the heartbeat exception), since the
-    /// restart grace covers a loss; one that moves progress or metrics waits for it.
-    pub fn is_heartbeat(&self) -> bool {
-        matches!(self, SessionOp::Heartbeat { .. })
-    }
-}
-
-/// What a session write produced.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// The session after the write.
-    pub session: Session,
-    /// The checkpoint written, if any.
-    pub checkpoint: Option<Checkpoint>,
-    /// For a recovery: the checkpoint to resume from.
-    pub resume_from: Option<Checkpoint>,
-}
 
 /// Which sessions a list returns.
 #[derive(Debug, Clone, Default)]
@@ -132,38 +51,6 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass back as `cursor` for the next page.
     pub next_cursor: Option<String>,
-}
-
-/// A recoverable session with its assessment.
-#[derive(Debug, Clone)]
-pub struct Recovery {
-    /// The session, as observed now.
-    pub session: Session,
-    /// The assessment.
-    pub assessment: Assessment,
-    /// The checkpoint `continue` resumes from.
-    pub resume_from: Option<Checkpoint>,
-    /// The checkpoint `restart_batch` resumes from.
-    pub batch_from: Option<Checkpoint>,
-    /// The session's assets by status.
-    pub assets: AssetCounts,
-    /// Names of assets that are missing or corrupt.
-    pub missing_assets: Vec<String>,
-}
-
-/// The result of re-hashing a session's checkpoints.
-#[derive(Debug, Clone)]
-pub struct Verification {
-    /// Checkpoints stored.
-    pub total: u64,
-    /// Checkpoints whose bytes match their hash.
-    pub valid: u64,
-    /// Seqs of those that do not.
-    pub invalid: Vec<u64>,
-    /// The session's assets by status.
-    pub assets: AssetCounts,
-    /// Problems found, one sentence each.
-    pub issues: Vec<String>,
 }
 
 /// p50, p99 and max of a distribution, in milliseconds.
@@ -223,10 +110,6 @@ pub struct Stats {
     pub work_lost_ms: Distribution,
 }
 
-/// Sessions with writes on their way to the store, by `(tenant, id)`, with when the
-/// earliest of them arrived: a lease that passed after that arrival is not expired yet.
-pub type Spared = std::collections::HashMap<(TenantId, Id), Timestamp>;
-
 /// Bytes of items one list page carries at most: a page whose items pass it ends there,
 /// with `next_cursor` (so a page of 1,000 checkpoints of 16 MiB each is never built).
 pub const PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -244,46 +127,6 @@ pub struct IdempotencyKey {
     pub key: String,
     /// SHA-256 of the method, path and body.
     pub fingerprint: String,
-}
-
-/// A response as the client first received it, replayed for a retry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// Headers worth replaying (`ETag`, `Location`).
-    pub headers: Vec<(String, String)>,
-    /// The body bytes.
-    pub body: Vec<u8>,
-}
-
-/// Makes a write idempotent: the backend looks the key up inside the write's transaction
-/// and stores the rendered response in the same transaction as the write itself, so a
-/// retry after a crash finds either nothing (the write did not happen) or the response.
-pub struct Idempotency<T> {
-    /// The key and the request's fingerprint.
-    pub key: IdempotencyKey,
-    /// Renders the response from the write's result, as the handler would.
-    pub render: Box<dyn FnOnce(&T) -> StoredResponse + Send>,
-}
-
-/// A write's outcome: done now, or done before (a replay of an idempotent retry).
-#[derive(Debug, Clone)]
-pub enum Outcome<T> {
-    /// Done by this request.
-    Done(T),
-    /// Done by an earlier request with the same `Idempotency-Key` and the same body.
-    Replayed(StoredResponse),
-}
-
-impl<T> Outcome<T> {
-    /// The result, when this request did the write.
-    pub fn done(self) -> Option<T> {
-        match self {
-            Outcome::Done(value) => Some(value),
-            Outcome::Replayed(_) => None,
-        }
-    }
 }
 
 /// What cleanup removes, and when things become eligible.
@@ -506,15 +349,6 @@ pub struct EventFilter {
     pub project_id: Option<Id>,
 }
 
-/// A project write.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProjectEdit {
-    /// A `PUT` or `PATCH`.
-    Change(Change),
-    /// `POST …/restore`: the state of `revision` as a new revision.
-    Restore(u64),
-}
-
 /// A project in a list: everything but the state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProjectInfo {
@@ -545,309 +379,27 @@ pub struct RevisionInfo {
     pub size_bytes: u64,
 }
 
-/// A registered schema version.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SchemaPut {
-    /// False when an identical body was registered before.
-    pub created: bool,
-    /// The schema.
-    pub body: Value,
-}
-
-/// A storage backend. Every method is scoped by tenant; another tenant's records answer
-/// [`Error::NotFound`]. Writes return only after their commit, except heartbeats
-/// that only extend a lease (see [`SessionOp::is_heartbeat`]).
+/// A storage backend: transactions over the rows of [`rows`], and where asset bytes are.
+///
+/// A write job runs in one transaction of its own as far as it can tell (for SQLite: a
+/// savepoint inside a batch the one writer commits together, so concurrent writes share
+/// an fsync); it is answered after the commit, or — with [`Ack::EarlyIf`] — as soon as it
+/// ran. A job's outer error rolls its changes back. Jobs of one store never interleave:
+/// each sees every job committed before it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a new session; [`Error::AlreadyExists`] if its id is taken in the tenant.
-    async fn create_session(
-        &self,
-        tenant: &TenantId,
-        session: Session,
-        idempotency: Option<Idempotency<Session>>,
-    ) -> Result<Outcome<Session>>;
+    /// Runs `job` in a write transaction and answers its result once its fate is durable.
+    async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>>;
 
-    /// Applies `op` to the session at `now`.
-    ///
-    /// A refusal that observed a change (an expired lease, a late heartbeat refining the
-    /// crash type) commits that change and still answers the refusal.
-    async fn update_session(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        op: SessionOp,
-        now: Timestamp,
-        idempotency: Option<Idempotency<Applied>>,
-    ) -> Result<Outcome<Applied>>;
+    /// Runs `job` on a consistent snapshot (writes in it fail).
+    async fn read(&self, job: ReadJob) -> Result<Box<dyn Any + Send>>;
 
-    /// One session as stored (the caller observes it; see [`Store::expire`]).
-    async fn session(&self, tenant: &TenantId, id: &Id) -> Result<Session>;
-
-    /// Persists the expiry of one session's lease as observed at `now`, if it has passed
-    /// and is not persisted yet; answers the session as stored afterwards.
-    async fn expire(&self, tenant: &TenantId, id: &Id, now: Timestamp) -> Result<Session>;
-
-    /// Whether any `active` session's lease has passed at `now` without its expiry being
-    /// persisted yet (a read must persist those before it answers, SPEC §2 r2).
-    async fn due(&self, now: Timestamp) -> Result<bool>;
-
-    /// Sessions matching `filter`, newest first.
-    async fn sessions(
-        &self,
-        tenant: &TenantId,
-        filter: &SessionFilter,
-        page: &PageRequest,
-        now: Timestamp,
-    ) -> Result<Page<Session>>;
-
-    /// A session's stored checkpoints in seq order, with `valid` recomputed.
-    async fn checkpoints(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        page: &PageRequest,
-    ) -> Result<Page<Checkpoint>>;
-
-    /// Checkpoint `seq`, or with `None` the newest valid one.
-    async fn checkpoint(&self, tenant: &TenantId, id: &Id, seq: Option<u64>) -> Result<Checkpoint>;
-
-    /// What the recovery assessment of one session (any state) needs, read at once.
-    async fn recovery_facts(&self, tenant: &TenantId, id: &Id) -> Result<RecoveryFacts>;
-
-    /// The same for recoverable sessions (incomplete, failed, paused, as observed at
-    /// `now`), newest first.
-    async fn recoverable_facts(
-        &self,
-        tenant: &TenantId,
-        page: &PageRequest,
-        now: Timestamp,
-    ) -> Result<Page<RecoveryFacts>>;
-
-    /// Re-hashes a session's checkpoints and marks damaged ones.
-    async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification>;
-
-    /// Persists expired leases and stall flags of all tenants; answers how many timed out.
-    ///
-    /// A session in `spared` whose write arrived before its lease passed is left active:
-    /// that write, still on its way to the writer, keeps it alive (SPEC §2 r2).
-    async fn sweep(&self, now: Timestamp, spared: &Spared) -> Result<u64>;
-
-    /// Gives every active session one full timeout from `ready_at` (the restart grace),
-    /// except those whose lease had passed before the last write the store committed:
-    /// those expire now. Answers how many sessions were given the grace.
-    async fn begin_restart_grace(&self, ready_at: Timestamp) -> Result<u64>;
-
-    /// Counts for one tenant.
-    async fn stats(&self, tenant: &TenantId, now: Timestamp) -> Result<Stats>;
-
-    /// Whether the store can serve reads and writes.
-    async fn ready(&self) -> Result<()>;
-
-    /// Registers a schema version; identical re-registration is not an error, a different
-    /// body is [`lifeboat_core::Error::SchemaConflict`].
-    async fn put_schema(
-        &self,
-        tenant: &TenantId,
-        schema: &SchemaRef,
-        body: Value,
-        now: Timestamp,
-        idempotency: Option<Idempotency<SchemaPut>>,
-    ) -> Result<Outcome<SchemaPut>>;
-
-    /// A registered schema's body.
-    async fn schema(&self, tenant: &TenantId, schema: &SchemaRef) -> Result<Value>;
-
-    /// Saves a project: checks `preconditions`, applies the edit, validates, stores the
-    /// revision and records a `project.saved` event, in one transaction.
-    async fn save_project(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        edit: ProjectEdit,
-        preconditions: Preconditions,
-        now: Timestamp,
-        idempotency: Option<Idempotency<Saved>>,
-    ) -> Result<Outcome<Saved>>;
-
-    /// A project at its current revision, or at `revision`.
-    async fn project(&self, tenant: &TenantId, id: &Id, revision: Option<u64>) -> Result<Project>;
-
-    /// Projects, most recently created first.
-    async fn projects(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ProjectInfo>>;
-
-    /// Soft-deletes a project (kept for cleanup, reads as absent).
-    async fn delete_project(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        preconditions: Preconditions,
-        now: Timestamp,
-    ) -> Result<()>;
-
-    /// A project's revisions, newest first.
-    async fn revisions(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        page: &PageRequest,
-    ) -> Result<Page<RevisionInfo>>;
-
-    /// Events after `after` in `seq` order, at most `limit`.
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        after: i64,
-        filter: &EventFilter,
-        limit: u32,
-    ) -> Result<Vec<Event>>;
-
-    /// Events of every tenant after `after` in `seq` order, at most `limit` (the feed that
-    /// fans out to live subscribers).
-    async fn all_events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
-
-    /// The newest event's `seq` in the store (0 if none): where a new stream starts.
-    async fn newest_event(&self) -> Result<i64>;
-
-    /// Changes after every commit; subscribers then read new events with [`Store::events`].
+    /// Changes after every commit; the event feed waits on it for new events.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
-
-    /// Removes one bounded step of the records cleanup is for (all tenants), from
-    /// `cursor` on, in one short transaction: old finished sessions with their checkpoints
-    /// and asset records, old deleted projects with their revisions and asset records,
-    /// revisions beyond retention, expired idempotency keys. Answers what it removed and
-    /// where the next step starts (`None`: done). With `dry_run` it counts and changes
-    /// nothing.
-    async fn cleanup_step(
-        &self,
-        rules: CleanupRules,
-        now: Timestamp,
-        dry_run: bool,
-        cursor: CleanupCursor,
-    ) -> Result<(CleanupReport, Option<CleanupCursor>)>;
-
-    /// Of `candidates`, the stored files no asset record and no retained checkpoint names
-    /// (read on a snapshot, outside the writer). With `purged`, records that a cleanup
-    /// under those rules at that time would purge do not count: the dry run's question.
-    async fn unreferenced(
-        &self,
-        candidates: Vec<FileRef>,
-        purged: Option<(CleanupRules, Timestamp)>,
-    ) -> Result<Vec<FileRef>>;
-
-    /// Checks the whole store, all tenants: SQLite's integrity check, every checkpoint's
-    /// hash, per-session counters. With `repair`, damaged checkpoints are quarantined
-    /// (marked invalid, never deleted).
-    async fn check_store(&self, repair: bool) -> Result<StoreCheck>;
-
-    /// The records of `selection` as rows without row ids or tenant, shaped
-    /// `{"schemas": [row], "projects": [{"project": row, "revisions": [row], "assets":
-    /// [row]}], "sessions": [{"session": row, "checkpoints": [row], "crashes": [row],
-    /// "recoveries": [row], "assets": [row]}]}`, each row an object of column → value.
-    async fn export_records(
-        &self,
-        tenant: &TenantId,
-        selection: &Selection,
-    ) -> Result<(Value, TransferCounts)>;
-
-    /// Adds exported records to `tenant` in one transaction, or nothing: an id that is
-    /// taken is `AlreadyExists`; rows that do not read back as valid records (a checkpoint
-    /// whose data does not match its hash, revisions that do not rebuild the state) are
-    /// `InvalidArchive`.
-    async fn import_records(&self, tenant: &TenantId, records: Value) -> Result<TransferCounts>;
-
-    /// Appends to the audit trail.
-    async fn audit(&self, entry: AuditEntry) -> Result<()>;
-
-    /// The audit trail, newest first: of one tenant, or (`None`) of all.
-    async fn audit_trail(
-        &self,
-        tenant: Option<&TenantId>,
-        page: &PageRequest,
-    ) -> Result<Page<AuditEntry>>;
-
-    /// Stores a session token (id, tenant, session, SHA-256 of its secret), bound to the
-    /// session's current attempt; answers the record with that attempt.
-    async fn create_session_token(&self, token: SessionToken) -> Result<SessionToken>;
-
-    /// A session token by id, with its session's stored status (none once the session
-    /// is purged: the token goes with it).
-    async fn session_token(&self, id: &str) -> Result<Option<(SessionToken, Status)>>;
-
-    /// Stores a new API key.
-    async fn create_key(&self, key: ApiKey) -> Result<()>;
-
-    /// One key by id (revoked ones too).
-    async fn key(&self, id: &str) -> Result<Option<ApiKey>>;
-
-    /// Keys, of one tenant or (`None`) of all, by id.
-    async fn keys(&self, tenant: Option<&TenantId>, page: &PageRequest) -> Result<Page<ApiKey>>;
-
-    /// Revokes a key at once; answers it, or `None` if there is no such key (in `tenant`,
-    /// when given).
-    async fn revoke_key(
-        &self,
-        id: &str,
-        tenant: Option<&TenantId>,
-        now: Timestamp,
-    ) -> Result<Option<ApiKey>>;
-
-    /// Sessions by status, asset bytes and database size, across all tenants.
-    async fn gauges(&self, now: Timestamp) -> Result<Gauges>;
-
-    /// Every asset of every tenant, for verification.
-    async fn all_assets(&self) -> Result<Vec<(TenantId, Owner, Asset)>>;
 
     /// Where this store keeps asset bytes.
     fn blobs(&self) -> &BlobStore;
 
-    /// One asset's record (404 if the owner or the asset does not exist).
-    async fn asset(&self, tenant: &TenantId, owner: &Owner, name: &AssetName) -> Result<Asset>;
-
-    /// An owner's assets, by name.
-    async fn assets(
-        &self,
-        tenant: &TenantId,
-        owner: &Owner,
-        page: &PageRequest,
-    ) -> Result<Page<Asset>>;
-
-    /// Records an asset whose bytes are already durable; answers whether it is new. With
-    /// `fence`, a session's asset is written only if that is the session's current attempt.
-    /// A blob's record also heals it: its good bytes were just stored again.
-    async fn save_asset(
-        &self,
-        tenant: &TenantId,
-        owner: &Owner,
-        asset: Asset,
-        fence: Option<u32>,
-    ) -> Result<bool>;
-
-    /// Removes an asset's record (fenced like [`Store::save_asset`]), answering it and
-    /// whether a record or a retained checkpoint still names its file. Its bytes are left
-    /// for cleanup.
-    async fn delete_asset(
-        &self,
-        tenant: &TenantId,
-        owner: &Owner,
-        name: &AssetName,
-        fence: Option<u32>,
-    ) -> Result<(Asset, bool)>;
-
-    /// Records what a verification found of file versions: `true` = damaged (never resumed
-    /// from again), `false` = intact (forgotten if it was damaged before).
-    async fn record_file_checks(
-        &self,
-        found: Vec<(FileVersion, bool)>,
-        now: Timestamp,
-    ) -> Result<()>;
-
-    /// Records a verification verdict.
-    async fn set_asset_status(
-        &self,
-        tenant: &TenantId,
-        owner: &Owner,
-        name: &AssetName,
-        status: AssetStatus,
-        at: Timestamp,
-    ) -> Result<()>;
+    /// Whether the store can serve reads and writes.
+    async fn ready(&self) -> Result<()>;
 }

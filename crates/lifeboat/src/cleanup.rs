@@ -3,14 +3,15 @@
 //! record without its bytes.
 //!
 //! Nothing here holds the writer for long (SPEC §2 r2: a busy server never breaks live
-//! leases): records go in short steps (`Store::cleanup_step`), one transaction each, with
+//! leases): records go in short steps (`MaintenanceRows::purge_step`), one transaction each, with
 //! other writes between them; whether a file is still named is asked on a read snapshot,
 //! a chunk of files at a time; files are deleted outside any transaction.
 
 use std::time::UNIX_EPOCH;
 
+use lifeboat_core::Timestamp;
 use lifeboat_store::blobs::StoredFile;
-use lifeboat_store::{CleanupCursor, CleanupReport, Error, FileRef, Result};
+use lifeboat_store::{Ack, CleanupCursor, CleanupReport, Error, FileRef, Result};
 
 use crate::Lifeboat;
 
@@ -25,11 +26,7 @@ impl Lifeboat {
         let mut report = CleanupReport::default();
         let mut cursor = Some(CleanupCursor::START);
         while let Some(at) = cursor {
-            let (step, next) = self
-                .inner
-                .store
-                .cleanup_step(rules, now, dry_run, at)
-                .await?;
+            let (step, next) = self.cleanup_step(now, dry_run, at).await?;
             add(&mut report, step);
             cursor = next;
         }
@@ -50,10 +47,15 @@ impl Lifeboat {
         .map_err(|e| Error::Internal(format!("listing files failed: {e}")))?
         .map_err(|e| Error::Unavailable(format!("cannot list the blob store: {e}")))?;
         // A dry run leaves the records it counted; files only they name count as orphans.
-        let purged = dry_run.then_some((rules, now));
+        let purged = dry_run.then(|| {
+            (
+                now.minus_ms(rules.finished_session_age_ms).0,
+                now.minus_ms(rules.deleted_project_age_ms).0,
+            )
+        });
         for chunk in old.chunks(FILES_PER_STEP) {
             let candidates: Vec<FileRef> = chunk.iter().filter_map(file_ref).collect();
-            let orphans = self.inner.store.unreferenced(candidates, purged).await?;
+            let orphans = self.unreferenced(candidates, purged).await?;
             let doomed: Vec<StoredFile> = chunk
                 .iter()
                 .filter(|file| file_ref(file).is_none_or(|f| orphans.contains(&f)))
@@ -92,8 +94,52 @@ impl Lifeboat {
         Ok(report)
     }
 
+    /// One step of the record half, in one transaction; a dry run counts inside the
+    /// transaction, then rolls it back.
+    async fn cleanup_step(
+        &self,
+        now: Timestamp,
+        dry_run: bool,
+        cursor: CleanupCursor,
+    ) -> Result<(CleanupReport, Option<CleanupCursor>)> {
+        let (rules, retention) = (self.inner.cleanup, self.inner.projects.retention);
+        self.write(Ack::AfterCommit, move |tx| {
+            let step = tx.purge_step(rules, retention, now, cursor)?;
+            if dry_run {
+                return Err(Error::DryRun(Box::new(step)));
+            }
+            Ok(Ok(step))
+        })
+        .await
+        .or_else(|e| match e {
+            Error::DryRun(step) => Ok(*step),
+            other => Err(other),
+        })
+    }
+
+    /// Of `candidates`, the files no record names, asked on a read snapshot. With
+    /// `purged` (a dry run's cutoffs, see `AssetRows::file_named`), records cleanup would
+    /// purge do not count.
+    async fn unreferenced(
+        &self,
+        candidates: Vec<FileRef>,
+        purged: Option<(i64, i64)>,
+    ) -> Result<Vec<FileRef>> {
+        self.read(move |tx| {
+            let mut orphans = Vec::new();
+            for file in candidates {
+                if !tx.file_named(&file, purged)? {
+                    orphans.push(file);
+                }
+            }
+            Ok(orphans)
+        })
+        .await
+    }
+
     /// Deletes unreferenced old files (counts them in a dry run): answers how many and
-    /// their bytes (`first`: none was deleted before in this run). Each file's age is looked at again right before it goes, and a blob
+    /// their bytes (`first`: none was deleted before in this run). Each file's age is looked
+    /// at again right before it goes, and a blob
     /// an upload is placing now is left alone (see `AssetState::placing`).
     async fn delete_orphans(
         &self,

@@ -5,7 +5,8 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use lifeboat_store::Event;
+use lifeboat_core::TenantId;
+use lifeboat_store::{Event, EventFilter, Result};
 use tokio::sync::broadcast;
 
 use crate::{Inner, Lifeboat};
@@ -35,14 +36,44 @@ impl Lifeboat {
     pub fn feed(&self) -> broadcast::Receiver<FeedBatch> {
         self.inner.feed.subscribe()
     }
+
+    /// A tenant's events after `after`, oldest first, at most `limit`.
+    pub async fn events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let (tenant, filter) = (tenant.clone(), filter.clone());
+        self.read(move |tx| tx.events(Some((&tenant, &filter)), after, limit))
+            .await
+    }
+
+    /// The newest event's position: where a stream without `Last-Event-ID` starts.
+    pub async fn newest_event(&self) -> Result<i64> {
+        self.read(|tx| tx.newest_event()).await
+    }
+
+    /// Every tenant's events after `after`, oldest first, at most `limit`.
+    async fn all_events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        self.read(move |tx| tx.events(None, after, limit)).await
+    }
 }
 
 pub(crate) async fn feed_loop(inner: Weak<Inner>, sender: broadcast::Sender<FeedBatch>) {
     let (mut commits, mut after) = match inner.upgrade() {
-        Some(inner) => (
-            inner.store.subscribe(),
-            inner.store.newest_event().await.unwrap_or(0),
-        ),
+        Some(inner) => {
+            let lifeboat = Lifeboat { inner };
+            let newest = match lifeboat.newest_event().await {
+                Ok(newest) => newest,
+                Err(error) => {
+                    tracing::warn!(%error, "the event feed cannot read the log; it starts empty");
+                    0
+                }
+            };
+            (lifeboat.subscribe(), newest)
+        }
         None => return,
     };
     loop {
@@ -50,9 +81,10 @@ pub(crate) async fn feed_loop(inner: Weak<Inner>, sender: broadcast::Sender<Feed
             let Some(inner) = inner.upgrade() else {
                 return;
             };
+            let lifeboat = Lifeboat { inner };
             commits.borrow_and_update();
             loop {
-                match inner.store.all_events(after, BATCH).await {
+                match lifeboat.all_events(after, BATCH).await {
                     Ok(events) => {
                         let full = events.len() == BATCH as usize;
                         if let Some(last) = events.last() {

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use lifeboat_core::{Id, Session, Status, TenantId, Timestamp};
-use lifeboat_store::{Result, Spared};
+use lifeboat_store::Result;
 
 use crate::{Clock, Lifeboat};
 
@@ -25,6 +25,10 @@ use crate::{Clock, Lifeboat};
 const SETTLE_WAIT_MAX: Duration = Duration::from_secs(5);
 /// The pause between two looks while a spared write is on its way.
 const SETTLE_POLL: Duration = Duration::from_millis(2);
+
+/// Sessions with writes on their way to the store, by `(tenant, id)`, with when the
+/// earliest of them arrived: a lease that passed after that arrival is not expired yet.
+pub(crate) type Spared = HashMap<(TenantId, Id), Timestamp>;
 
 /// The writes on their way to the store, by session, with when each arrived.
 #[derive(Default)]
@@ -99,11 +103,11 @@ impl Lifeboat {
         let started = tokio::time::Instant::now();
         loop {
             let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
-            if !self.inner.store.due(now).await? {
+            if !self.any_lease_passed(now).await? {
                 return Ok(now);
             }
-            self.inner.store.sweep(now, &spared).await?;
-            if !self.inner.store.due(now).await? || started.elapsed() > SETTLE_WAIT_MAX {
+            self.sweep_at(now, spared).await?;
+            if !self.any_lease_passed(now).await? || started.elapsed() > SETTLE_WAIT_MAX {
                 return Ok(now);
             }
             tokio::time::sleep(SETTLE_POLL).await;
@@ -115,7 +119,7 @@ impl Lifeboat {
         let started = tokio::time::Instant::now();
         loop {
             let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
-            let mut session = self.inner.store.session(tenant, id).await?;
+            let mut session = self.stored_session(tenant, id).await?;
             let passed = session.status == Status::Active
                 && session.lease_expires_at.is_some_and(|lease| lease <= now);
             if !passed {
@@ -124,7 +128,7 @@ impl Lifeboat {
             }
             let arrived = spared.get(&(tenant.clone(), id.clone()));
             if !spared_by(&session, arrived) {
-                let mut session = self.inner.store.expire(tenant, id, now).await?;
+                let mut session = self.expire(tenant, id, now).await?;
                 session.observe(now);
                 return Ok(session);
             }

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use lifeboat_core::{Error as DomainError, Name, Sha256, TenantId};
-use lifeboat_store::{ApiKey, AuditEntry, Error, Page, PageRequest, Result, SessionToken};
+use lifeboat_store::{Ack, ApiKey, AuditEntry, Error, Page, PageRequest, Result, SessionToken};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::Lifeboat;
+use crate::sessions::load;
+use crate::{Lifeboat, page};
 
 /// The scopes a key may hold.
 pub const SCOPES: [&str; 3] = ["read", "write", "admin"];
@@ -76,7 +77,9 @@ impl Lifeboat {
             created_at: self.now(),
             revoked_at: None,
         };
-        self.inner.store.create_key(record.clone()).await?;
+        let stored = record.clone();
+        self.write(Ack::AfterCommit, move |tx| Ok(Ok(tx.insert_key(&stored)?)))
+            .await?;
         Ok((record, format!("{API_KEY_PREFIX}{id}_{secret}")))
     }
 
@@ -86,20 +89,35 @@ impl Lifeboat {
         tenant: Option<&TenantId>,
         page: &PageRequest,
     ) -> Result<Page<ApiKey>> {
-        self.inner.store.keys(tenant, page).await
+        let after = page::decode_text_or_start(page.cursor.as_deref())?;
+        let (tenant, limit) = (tenant.cloned(), page.limit);
+        let found = self
+            .read(move |tx| tx.keys_after(tenant.as_ref(), &after, limit + 1))
+            .await?;
+        let rows = found
+            .into_iter()
+            .map(|key| (page::encode_text(&key.id), key));
+        Ok(page::within(rows, |_| 0, limit))
     }
 
     /// Revokes a key at once (in `tenant`, when given).
     pub async fn revoke_key(&self, id: &str, tenant: Option<&TenantId>) -> Result<ApiKey> {
+        let (key_id, tenant, now) = (id.to_owned(), tenant.cloned(), self.now());
         let revoked = self
-            .inner
-            .store
-            .revoke_key(id, tenant, self.now())
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "key",
-                id: id.to_owned(),
-            })?;
+            .write(Ack::AfterCommit, move |tx| {
+                let found = tx
+                    .key(&key_id)?
+                    .filter(|k| tenant.as_ref().is_none_or(|t| *t == k.tenant));
+                let Some(found) = found else {
+                    return Ok(Err(Error::NotFound {
+                        what: "key",
+                        id: key_id,
+                    }));
+                };
+                tx.revoke_key(&key_id, now)?;
+                Ok(Ok(tx.key(&key_id)?.unwrap_or(found)))
+            })
+            .await?;
         if let Ok(mut cache) = self.inner.keys.0.write() {
             cache.insert(revoked.id.clone(), revoked.clone());
         }
@@ -120,7 +138,7 @@ impl Lifeboat {
             .and_then(|cache| cache.get(id).cloned());
         let key = match cached {
             Some(key) => key,
-            None => match self.inner.store.key(id).await? {
+            None => match self.stored_key(id).await? {
                 Some(key) => {
                     if let Ok(mut cache) = self.inner.keys.0.write() {
                         cache.insert(key.id.clone(), key.clone());
@@ -136,6 +154,12 @@ impl Lifeboat {
 }
 
 impl Lifeboat {
+    /// One key's record by id (revoked ones too).
+    async fn stored_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let id = id.to_owned();
+        self.read(move |tx| tx.key(&id)).await
+    }
+
     /// Appends to the audit trail: `actor` (a key id or `bootstrap`) did `action` to
     /// `resource`.
     pub async fn audit(
@@ -155,7 +179,8 @@ impl Lifeboat {
             resource: resource.to_owned(),
             detail,
         };
-        self.inner.store.audit(entry).await
+        self.write(Ack::AfterCommit, move |tx| Ok(Ok(tx.insert_audit(&entry)?)))
+            .await
     }
 
     /// The audit trail, newest first: of `tenant`, or of every tenant.
@@ -164,7 +189,12 @@ impl Lifeboat {
         tenant: Option<&TenantId>,
         page: &PageRequest,
     ) -> Result<Page<AuditEntry>> {
-        self.inner.store.audit_trail(tenant, page).await
+        let before = page::decode(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let (tenant, limit) = (tenant.cloned(), page.limit);
+        let rows = self
+            .read(move |tx| tx.audit_before(tenant.as_ref(), before, limit + 1))
+            .await?;
+        Ok(page::numbered(rows, limit))
     }
 }
 
@@ -186,7 +216,18 @@ impl Lifeboat {
             created_at: self.now(),
             attempt: 0,
         };
-        let record = self.inner.store.create_session_token(record).await?;
+        let record = self
+            .write(Ack::AfterCommit, move |tx| {
+                let (row, session) = load(tx, &record.tenant, &record.session_id)?;
+                // The token acts for the session's current attempt, read in this write.
+                let record = SessionToken {
+                    attempt: session.attempt,
+                    ..record
+                };
+                tx.insert_session_token(row, &record)?;
+                Ok(Ok(record))
+            })
+            .await?;
         Ok((record, format!("{SESSION_TOKEN_PREFIX}{id}_{secret}")))
     }
 
@@ -197,7 +238,9 @@ impl Lifeboat {
         let Some((id, secret)) = split_token(token, SESSION_TOKEN_PREFIX) else {
             return Ok(None);
         };
-        let Some((record, status)) = self.inner.store.session_token(id).await? else {
+        let id_owned = id.to_owned();
+        let found = self.read(move |tx| tx.session_token(&id_owned)).await?;
+        let Some((record, status)) = found else {
             return Ok(None);
         };
         let live = secret_matches(secret, &record.secret_sha256) && !status.is_final();

@@ -27,7 +27,9 @@
 //! # }
 //! ```
 
+mod apply;
 mod assets;
+mod checkpoints;
 mod cleanup;
 mod clock;
 mod events;
@@ -35,6 +37,13 @@ mod expiry;
 mod external;
 mod failpoint;
 mod keys;
+mod ops;
+mod page;
+mod projects;
+mod recovery;
+mod schemas;
+mod sessions;
+mod store;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -58,13 +67,14 @@ pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
-    ApiKey, Applied, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event,
-    EventFilter, FileChecks, Gauges, IDEMPOTENCY_KEY_TTL_MS, Idempotency, IdempotencyKey, Outcome,
-    Page, PageRequest, ProjectEdit, ProjectInfo, Recovery, Result, RevisionInfo, SchemaPut,
-    Selection, SessionFilter, SessionOp, SessionToken, Stats, Store, StoredResponse,
-    TransferCounts, Verification,
+    ApiKey, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter,
+    Gauges, IDEMPOTENCY_KEY_TTL_MS, IdempotencyKey, Page, PageRequest, ProjectInfo, Result,
+    RevisionInfo, Selection, SessionFilter, SessionToken, Stats, Store, TransferCounts,
 };
-use serde_json::Value;
+pub use ops::{
+    Applied, Outcome, ProjectEdit, Recovery, SaveOutcome, SchemaPut, SessionOp, Verification,
+};
+pub use recovery::FileChecks;
 pub use transfer::{ARCHIVE_FORMAT, ARCHIVE_VERSION, Export};
 
 /// The largest asset upload by default: 10 GiB.
@@ -130,6 +140,8 @@ struct Inner {
     feed: tokio::sync::broadcast::Sender<events::FeedBatch>,
     keys: keys::KeyCache,
     arrivals: expiry::Arrivals,
+    projects: ProjectRules,
+    schemas: schemas::SchemaCache,
 }
 
 /// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
@@ -143,8 +155,7 @@ impl Lifeboat {
     /// that were active, and starts the sweeper. Must run inside a tokio runtime.
     pub async fn open(config: Config) -> Result<Lifeboat> {
         let data_dir = config.data_dir.clone();
-        let rules = config.projects.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, rules))
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
             .await
             .map_err(|e| Error::Internal(format!("open task failed: {e}")))??;
         Lifeboat::with_store(Arc::new(store), config).await
@@ -153,13 +164,6 @@ impl Lifeboat {
     /// Starts Lifeboat over any [`Store`].
     pub async fn with_store(store: Arc<dyn Store>, config: Config) -> Result<Lifeboat> {
         let ready_at = config.clock.now();
-        let graced = store.begin_restart_grace(ready_at).await?;
-        if graced > 0 {
-            tracing::info!(
-                sessions = graced,
-                "restart grace started for active sessions"
-            );
-        }
         let inner = Arc::new(Inner {
             store,
             clock: config.clock,
@@ -173,7 +177,18 @@ impl Lifeboat {
             feed: tokio::sync::broadcast::Sender::new(events::FEED_CAPACITY),
             keys: keys::KeyCache::default(),
             arrivals: expiry::Arrivals::default(),
+            projects: config.projects,
+            schemas: schemas::SchemaCache::default(),
         });
+        let lifeboat = Lifeboat { inner };
+        let graced = lifeboat.begin_restart_grace(ready_at).await?;
+        if graced > 0 {
+            tracing::info!(
+                sessions = graced,
+                "restart grace started for active sessions"
+            );
+        }
+        let inner = lifeboat.inner;
         tokio::spawn(events::feed_loop(
             Arc::downgrade(&inner),
             inner.feed.clone(),
@@ -193,63 +208,6 @@ impl Lifeboat {
     /// When this instance became ready (the start of the restart grace).
     pub fn ready_at(&self) -> Timestamp {
         self.inner.ready_at
-    }
-
-    /// Creates a session: `active`, attempt 1, with a lease.
-    pub async fn create_session(&self, tenant: &TenantId, new: NewSession) -> Result<Session> {
-        done(self.create_session_with(tenant, new, None).await?)
-    }
-
-    /// [`Lifeboat::create_session`], optionally idempotent.
-    pub async fn create_session_with(
-        &self,
-        tenant: &TenantId,
-        new: NewSession,
-        idempotency: Option<Idempotency<Session>>,
-    ) -> Result<Outcome<Session>> {
-        let id = match &new.id {
-            Some(id) => id.clone(),
-            None => Id::parse(&uuid::Uuid::now_v7().to_string())?,
-        };
-        let session = Session::create(id, new, self.now())?;
-        self.inner
-            .store
-            .create_session(tenant, session, idempotency)
-            .await
-    }
-
-    /// Applies any session write; the named methods below are shorthands.
-    pub async fn update(&self, tenant: &TenantId, id: &Id, op: SessionOp) -> Result<Applied> {
-        done(self.update_with(tenant, id, op, None).await?)
-    }
-
-    /// [`Lifeboat::update`], optionally idempotent.
-    ///
-    /// The write's `now` is when it arrived here, however long it then waits for the
-    /// writer; until it is written its session is spared from expiry (see `expiry`). A
-    /// recovery first looks at the session's files, outside the writer.
-    pub async fn update_with(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        mut op: SessionOp,
-        idempotency: Option<Idempotency<Applied>>,
-    ) -> Result<Outcome<Applied>> {
-        if let SessionOp::Recover { files, .. } = &mut op {
-            let facts = self.inner.store.recovery_facts(tenant, id).await?;
-            *files = self.check_files(facts.versions()).await;
-        }
-        let arrival = self
-            .inner
-            .arrivals
-            .arrive(self.inner.clock.as_ref(), tenant, id);
-        let written = self
-            .inner
-            .store
-            .update_session(tenant, id, op, arrival.at(), idempotency)
-            .await;
-        drop(arrival);
-        written
     }
 
     /// Extends the lease of `attempt`, merging progress and metrics.
@@ -354,90 +312,10 @@ impl Lifeboat {
         self.update(tenant, id, op).await
     }
 
-    /// One session, as of now (an expiry it shows is persisted first).
-    pub async fn session(&self, tenant: &TenantId, id: &Id) -> Result<Session> {
-        self.settled_session(tenant, id).await
-    }
-
-    /// Sessions, newest first.
-    pub async fn sessions(
-        &self,
-        tenant: &TenantId,
-        filter: &SessionFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Session>> {
-        let now = self.settled_now().await?;
-        self.inner.store.sessions(tenant, filter, page, now).await
-    }
-
-    /// A session's checkpoints in seq order.
-    pub async fn checkpoints(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        page: &PageRequest,
-    ) -> Result<Page<Checkpoint>> {
-        self.inner.store.checkpoints(tenant, id, page).await
-    }
-
-    /// Checkpoint `seq`, or the newest valid one with `None`.
-    pub async fn checkpoint_at(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        seq: Option<u64>,
-    ) -> Result<Checkpoint> {
-        self.inner.store.checkpoint(tenant, id, seq).await
-    }
-
-    /// The recovery assessment of one session: its records read at once, its files
-    /// looked at outside the writer.
-    pub async fn recovery(&self, tenant: &TenantId, id: &Id) -> Result<Recovery> {
-        let now = self.settled_now().await?;
-        let facts = self.inner.store.recovery_facts(tenant, id).await?;
-        let files = self.check_files(facts.versions()).await;
-        Ok(lifeboat_store::recovery::evaluate(facts, &files, now))
-    }
-
-    /// Recoverable sessions, newest first.
-    pub async fn recoverable(
-        &self,
-        tenant: &TenantId,
-        page: &PageRequest,
-    ) -> Result<Page<Recovery>> {
-        let now = self.settled_now().await?;
-        let found = self
-            .inner
-            .store
-            .recoverable_facts(tenant, page, now)
-            .await?;
-        let versions = found.items.iter().flat_map(|f| f.versions()).collect();
-        let files = self.check_files(versions).await;
-        Ok(Page {
-            items: found
-                .items
-                .into_iter()
-                .map(|facts| lifeboat_store::recovery::evaluate(facts, &files, now))
-                .collect(),
-            next_cursor: found.next_cursor,
-        })
-    }
-
     /// Persists expired leases now; answers how many sessions timed out.
     pub async fn sweep(&self) -> Result<u64> {
         let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
-        self.inner.store.sweep(now, &spared).await
-    }
-
-    /// Counts for one tenant (every expiry they count is persisted first).
-    pub async fn stats(&self, tenant: &TenantId) -> Result<Stats> {
-        let now = self.settled_now().await?;
-        self.inner.store.stats(tenant, now).await
-    }
-
-    /// Sessions by status, asset bytes and database size, across all tenants (`/metrics`).
-    pub async fn gauges(&self) -> Result<Gauges> {
-        self.inner.store.gauges(self.now()).await
+        self.sweep_at(now, spared).await
     }
 
     /// Whether storage can serve.
@@ -445,109 +323,10 @@ impl Lifeboat {
         self.inner.store.ready().await
     }
 
-    /// Events after `after`, oldest first.
-    pub async fn events(
-        &self,
-        tenant: &TenantId,
-        after: i64,
-        filter: &EventFilter,
-        limit: u32,
-    ) -> Result<Vec<Event>> {
-        self.inner.store.events(tenant, after, filter, limit).await
-    }
-
-    /// The newest event's position: where a stream without `Last-Event-ID` starts.
-    pub async fn newest_event(&self) -> Result<i64> {
-        self.inner.store.newest_event().await
-    }
-
     /// Changes after every commit: wait on it, then read new events.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.store.subscribe()
     }
-
-    /// Registers a JSON Schema version (immutable once registered).
-    pub async fn put_schema(
-        &self,
-        tenant: &TenantId,
-        schema: &SchemaRef,
-        body: Value,
-        idempotency: Option<Idempotency<SchemaPut>>,
-    ) -> Result<Outcome<SchemaPut>> {
-        self.inner
-            .store
-            .put_schema(tenant, schema, body, self.now(), idempotency)
-            .await
-    }
-
-    /// A registered schema.
-    pub async fn schema(&self, tenant: &TenantId, schema: &SchemaRef) -> Result<Value> {
-        self.inner.store.schema(tenant, schema).await
-    }
-
-    /// Saves a project (`PUT`, `PATCH`, restore): a new revision, atomically.
-    pub async fn save_project(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        edit: ProjectEdit,
-        preconditions: Preconditions,
-        idempotency: Option<Idempotency<Saved>>,
-    ) -> Result<Outcome<Saved>> {
-        self.inner
-            .store
-            .save_project(tenant, id, edit, preconditions, self.now(), idempotency)
-            .await
-    }
-
-    /// A project, now or at `revision`.
-    pub async fn project(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        revision: Option<u64>,
-    ) -> Result<Project> {
-        self.inner.store.project(tenant, id, revision).await
-    }
-
-    /// Projects, newest first.
-    pub async fn projects(
-        &self,
-        tenant: &TenantId,
-        page: &PageRequest,
-    ) -> Result<Page<ProjectInfo>> {
-        self.inner.store.projects(tenant, page).await
-    }
-
-    /// Soft-deletes a project.
-    pub async fn delete_project(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        preconditions: Preconditions,
-    ) -> Result<()> {
-        self.inner
-            .store
-            .delete_project(tenant, id, preconditions, self.now())
-            .await
-    }
-
-    /// A project's revisions, newest first.
-    pub async fn revisions(
-        &self,
-        tenant: &TenantId,
-        id: &Id,
-        page: &PageRequest,
-    ) -> Result<Page<RevisionInfo>> {
-        self.inner.store.revisions(tenant, id, page).await
-    }
-}
-
-/// The result of a write made without an idempotency key, which is never a replay.
-fn done<T>(outcome: Outcome<T>) -> Result<T> {
-    outcome
-        .done()
-        .ok_or_else(|| Error::Internal("a write without Idempotency-Key was replayed".to_owned()))
 }
 
 async fn cleanup_loop(inner: Weak<Inner>, every: Duration) {
@@ -572,8 +351,7 @@ async fn sweep_loop(inner: Weak<Inner>, every: Duration) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let (now, spared) = inner.arrivals.snapshot(inner.clock.as_ref());
-        match inner.store.sweep(now, &spared).await {
+        match (Lifeboat { inner }).sweep().await {
             Ok(0) => {}
             Ok(timed_out) => tracing::info!(timed_out, "sweeper persisted expired leases"),
             Err(error) => tracing::warn!(%error, "sweep failed"),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use lifeboat_core::{Sha256, TenantId};
 use lifeboat_store::blobs::BlobStore;
-use lifeboat_store::{Error, Result, Selection, TransferCounts};
+use lifeboat_store::{Ack, Error, Result, Selection, TransferCounts};
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -182,7 +182,8 @@ impl Lifeboat {
     /// Collects an export of `selection` (empty: the whole tenant). Write it with
     /// [`Export::write_to`].
     pub async fn export(&self, tenant: &TenantId, selection: &Selection) -> Result<Export> {
-        let (mut records, counts) = self.inner.store.export_records(tenant, selection).await?;
+        let (tenant_id, chosen) = (tenant.clone(), selection.clone());
+        let (mut records, counts) = self.read(move |tx| tx.export(&tenant_id, &chosen)).await?;
         let store = self.inner.store.blobs();
         let mut blobs = BTreeMap::new();
         for row in asset_rows(&mut records) {
@@ -278,7 +279,12 @@ impl Lifeboat {
         })
         .await
         .map_err(|e| Error::Internal(format!("import task failed: {e}")))??;
-        let imported = self.inner.store.import_records(tenant, records).await;
+        let into = tenant.clone();
+        let imported = self
+            .write(Ack::AfterCommit, move |tx| {
+                tx.import(&into, &records).map(Ok)
+            })
+            .await;
         if imported.is_err() {
             // Nothing names these files; content-addressed blobs stay for cleanup, since
             // other records may share them.

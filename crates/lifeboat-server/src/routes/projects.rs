@@ -12,8 +12,8 @@ use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lifeboat::{
-    Change, IdempotencyKey, Name, Preconditions, ProjectEdit, Saved, SchemaPut, SchemaRef,
-    StoredResponse, TenantId, parse_json_patch,
+    Change, IdempotencyKey, Name, Preconditions, ProjectEdit, SaveOutcome, SchemaPut, SchemaRef,
+    TenantId, parse_json_patch,
 };
 use lifeboat_api::{
     List, Problem, ProblemType, ProjectBody, ProjectSaved, ProjectSummary, PutProject, Restore,
@@ -28,7 +28,7 @@ use crate::auth::{Caller, audit};
 use crate::convert::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, body_rejection, page, parse_json, path_id};
-use crate::idempotency::{claim, json, respond};
+use crate::idempotency::{Rendered, json, respond};
 
 /// The media types `PATCH` accepts, as advertised in `Accept-Patch`.
 const ACCEPT_PATCH: &str = "application/merge-patch+json, application/json-patch+json";
@@ -80,21 +80,20 @@ fn schema_ref(raw: &str) -> Result<SchemaRef, ApiError> {
 }
 
 /// 201 for a new project, 200 otherwise; `ETag` of the new revision.
-fn saved_response(saved: &Saved) -> StoredResponse {
+fn saved_response(saved: &SaveOutcome) -> Rendered {
     let status = if saved.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let project = &saved.project;
     json(
         status,
-        &[(ETAG, etag(project.revision))],
+        &[(ETAG, etag(saved.revision))],
         &ProjectSaved {
-            id: project.id.to_string(),
-            revision: project.revision,
-            updated_at: rfc3339(project.updated_at),
-            size_bytes: project.size_bytes,
+            id: saved.id.to_string(),
+            revision: saved.revision,
+            updated_at: rfc3339(saved.updated_at),
+            size_bytes: saved.size_bytes,
         },
     )
 }
@@ -108,10 +107,10 @@ async fn save(
     key: Option<Extension<IdempotencyKey>>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
-    let idempotency = claim(key.map(|Extension(key)| key), saved_response);
+    let key = key.map(|Extension(key)| key);
     let outcome = state
         .lifeboat
-        .save_project(tenant, &id, edit, preconditions(headers), idempotency)
+        .save_project(tenant, &id, edit, preconditions(headers), key)
         .await?;
     Ok(respond(outcome, saved_response))
 }
@@ -372,7 +371,7 @@ pub(crate) async fn put_schema(
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    fn render(put: &SchemaPut) -> StoredResponse {
+    fn render(put: &SchemaPut) -> Rendered {
         let status = if put.created {
             StatusCode::CREATED
         } else {
@@ -381,10 +380,10 @@ pub(crate) async fn put_schema(
         json(status, &[], &put.body)
     }
     let schema = schema_path(&name, &version)?;
-    let idempotency = claim(key.map(|Extension(key)| key), render);
+    let key = key.map(|Extension(key)| key);
     let outcome = state
         .lifeboat
-        .put_schema(&tenant, &schema, body, idempotency)
+        .put_schema(&tenant, &schema, body, key)
         .await?;
     Ok(respond(outcome, render))
 }

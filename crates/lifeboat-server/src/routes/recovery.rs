@@ -4,9 +4,7 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use lifeboat::{
-    Applied, FileChecks, IdempotencyKey, RecoveryOption, SessionOp, StoredResponse, TenantId,
-};
+use lifeboat::{Applied, FileChecks, IdempotencyKey, RecoveryOption, SessionOp, TenantId};
 use lifeboat_api::{
     AssetCountsBody, CheckpointCheck, List, Problem, ProblemType, Recover, Recovered, RecoveryBody,
     VerifyBody,
@@ -18,7 +16,7 @@ use crate::auth::{Caller, audit};
 use crate::convert::{checkpoint_body, recovery_body, session_body};
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, page, path_id};
-use crate::idempotency::json;
+use crate::idempotency::{Rendered, json};
 
 /// Recoverable sessions (incomplete, failed, paused), newest first, each assessed.
 #[utoipa::path(get, path = "/api/v1/recovery", tag = "recovery", params(PageQuery),
@@ -65,7 +63,7 @@ pub(crate) async fn recover(
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Recover>,
 ) -> Result<Response, ApiError> {
-    fn render(applied: &Applied) -> StoredResponse {
+    fn render(applied: &Applied) -> Rendered {
         let resume_from = applied
             .resume_from
             .as_ref()

@@ -5,8 +5,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use lifeboat::{
-    Applied, CheckpointKind, IdempotencyKey, Session, SessionFilter, SessionOp, Status,
-    StoredResponse, TenantId,
+    Applied, CheckpointKind, IdempotencyKey, Session, SessionFilter, SessionOp, Status, TenantId,
 };
 use lifeboat_api::{
     AttemptBody, CheckpointBody, CheckpointCreated, CreateCheckpoint, CreateSession, Fail,
@@ -22,7 +21,7 @@ use crate::convert::{
 };
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, OptionalJson, page, path_id};
-use crate::idempotency::{claim, json, respond};
+use crate::idempotency::{Rendered, json, respond};
 
 /// Query of `GET /sessions`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -59,13 +58,13 @@ pub(crate) async fn create_session(
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<CreateSession>,
 ) -> Result<Response, ApiError> {
-    fn render(session: &Session) -> StoredResponse {
+    fn render(session: &Session) -> Rendered {
         json(StatusCode::CREATED, &[], &session_body(session))
     }
-    let idempotency = claim(key.map(|Extension(key)| key), render);
+    let key = key.map(|Extension(key)| key);
     let outcome = state
         .lifeboat
-        .create_session_with(&tenant, new_session(body)?, idempotency)
+        .create_session_with(&tenant, new_session(body)?, key)
         .await?;
     Ok(respond(outcome, render))
 }
@@ -128,19 +127,16 @@ pub(crate) async fn session_op(
     id: &str,
     op: SessionOp,
     key: Option<Extension<IdempotencyKey>>,
-    render: fn(&Applied) -> StoredResponse,
+    render: fn(&Applied) -> Rendered,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
-    let idempotency = claim(key.map(|Extension(key)| key), render);
-    let outcome = state
-        .lifeboat
-        .update_with(tenant, &id, op, idempotency)
-        .await?;
+    let key = key.map(|Extension(key)| key);
+    let outcome = state.lifeboat.update_with(tenant, &id, op, key).await?;
     Ok(respond(outcome, render))
 }
 
 /// The session object of a write's result, 200.
-fn session_of(applied: &Applied) -> StoredResponse {
+fn session_of(applied: &Applied) -> Rendered {
     json(StatusCode::OK, &[], &session_body(&applied.session))
 }
 
@@ -180,7 +176,7 @@ pub(crate) async fn heartbeat(
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<Heartbeat>,
 ) -> Result<Response, ApiError> {
-    fn render(applied: &Applied) -> StoredResponse {
+    fn render(applied: &Applied) -> Rendered {
         let ack = HeartbeatAck {
             status: applied.session.status.as_str().to_owned(),
             lease_expires_at: applied.session.lease_expires_at.map(rfc3339),
@@ -207,7 +203,7 @@ pub(crate) async fn create_checkpoint(
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<CreateCheckpoint>,
 ) -> Result<Response, ApiError> {
-    fn render(applied: &Applied) -> StoredResponse {
+    fn render(applied: &Applied) -> Rendered {
         match &applied.checkpoint {
             Some(written) => json(
                 StatusCode::CREATED,

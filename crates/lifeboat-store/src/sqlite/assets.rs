@@ -1,8 +1,7 @@
 //! Asset records in SQLite.
 
 use lifeboat_core::{
-    Asset, AssetName, AssetStatus, Error as DomainError, Owner, Sha256, Storage, TenantId,
-    Timestamp,
+    Asset, AssetName, AssetStatus, Id, Owner, Sha256, Storage, TenantId, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -58,58 +57,17 @@ pub(super) fn owner_exists(conn: &Connection, tenant: &TenantId, owner: &Owner) 
         .map_err(translate)
 }
 
-/// Whether a write to `owner`'s assets may go ahead: the owner exists (404 otherwise),
-/// and for a session `fence`, when given, is its current attempt (409 otherwise, SPEC §5
-/// r2). The outer `Result` is a storage failure, the inner one the refusal.
-pub(super) fn check_owner(
+/// A session's current attempt, if the session exists.
+pub(super) fn session_attempt(
     conn: &Connection,
     tenant: &TenantId,
-    owner: &Owner,
-    fence: Option<u32>,
-) -> Result<Result<(), Error>> {
-    let not_found = || Error::NotFound {
-        what: owner.kind(),
-        id: owner.id().to_string(),
-    };
-    let Owner::Session(id) = owner else {
-        if fence.is_some() {
-            return Ok(Err(DomainError::Invalid {
-                field: "attempt",
-                message: "only a session's assets are fenced by attempt".to_owned(),
-            }
-            .into()));
-        }
-        return Ok(if owner_exists(conn, tenant, owner)? {
-            Ok(())
-        } else {
-            Err(not_found())
-        });
-    };
-    let current: Option<u32> = conn
-        .prepare_cached("SELECT attempt FROM sessions WHERE tenant = ?1 AND id = ?2")
+    id: &Id,
+) -> Result<Option<u32>> {
+    conn.prepare_cached("SELECT attempt FROM sessions WHERE tenant = ?1 AND id = ?2")
         .map_err(translate)?
         .query_row(params![tenant.as_str(), id.as_str()], |row| row.get(0))
         .optional()
-        .map_err(translate)?;
-    Ok(match (current, fence) {
-        (None, _) => Err(not_found()),
-        (Some(current), Some(sent)) if sent != current => {
-            Err(DomainError::AttemptMismatch { sent, current }.into())
-        }
-        _ => Ok(()),
-    })
-}
-
-/// 404 unless the owner exists.
-pub(super) fn require_owner(conn: &Connection, tenant: &TenantId, owner: &Owner) -> Result<()> {
-    if owner_exists(conn, tenant, owner)? {
-        Ok(())
-    } else {
-        Err(Error::NotFound {
-            what: owner.kind(),
-            id: owner.id().to_string(),
-        })
-    }
+        .map_err(translate)
 }
 
 /// One asset, if recorded.

@@ -109,7 +109,7 @@ pub(super) fn records_step(
             let (expired, last) = expired_keys(conn, after, now)?;
             let mut delete = conn
                 .prepare_cached(
-                    "DELETE FROM idempotency_keys WHERE tenant = ?1 AND key = ?2 AND route = ?3",
+                    "DELETE FROM outcomes WHERE tenant = ?1 AND key = ?2 AND route = ?3",
                 )
                 .map_err(translate)?;
             for (tenant, key, route) in &expired {
@@ -166,7 +166,7 @@ fn expired_keys(
     let (tenant, key, route) = after.unwrap_or_default();
     let rows: Vec<(String, String, String, i64)> = conn
         .prepare_cached(
-            "SELECT tenant, key, route, created_at FROM idempotency_keys \
+            "SELECT tenant, key, route, created_at FROM outcomes \
              WHERE (tenant, key, route) > (?1, ?2, ?3) ORDER BY tenant, key, route LIMIT ?4",
         )
         .map_err(translate)?
@@ -277,22 +277,6 @@ fn derived_rows(conn: &Connection) -> Result<Vec<String>> {
         }
     }
     Ok(found)
-}
-
-/// Marks damaged checkpoints invalid for good; answers how many.
-pub(super) fn quarantine(conn: &Connection, damaged: &[(String, String, u64)]) -> Result<u64> {
-    let mut marked = 0;
-    for (tenant, id, seq) in damaged {
-        marked += conn
-            .prepare_cached(
-                "UPDATE checkpoints SET quarantined = 1 WHERE seq = ?3 AND session_pk = \
-                 (SELECT pk FROM sessions WHERE tenant = ?1 AND id = ?2)",
-            )
-            .map_err(translate)?
-            .execute(params![tenant, id, seq])
-            .map_err(translate)? as u64;
-    }
-    Ok(marked)
 }
 
 fn quarantined(conn: &Connection, session_pk: i64, seq: u64) -> Result<bool> {

@@ -1,21 +1,16 @@
 //! The event log: domain events written in the same transaction as the change they
 //! describe, read back in `seq` order by the event stream.
 
-use lifeboat_core::{Session, TenantId, Timestamp};
+use lifeboat_core::{TenantId, Timestamp};
 use rusqlite::{Connection, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::translate;
+use crate::rows::Subject;
 use crate::{Event, EventFilter, Result};
 
 /// The log keeps this many newest events: the replay window of `Last-Event-ID`.
 const EVENTS_KEPT: i64 = 100_000;
-
-/// What an event is about.
-pub(super) struct Subject<'a> {
-    pub(super) session_id: Option<&'a str>,
-    pub(super) project_id: Option<&'a str>,
-}
 
 /// Records an event in the caller's transaction.
 pub(super) fn record(
@@ -44,41 +39,6 @@ pub(super) fn record(
         .map_err(translate)?
         .execute(params![conn.last_insert_rowid() - EVENTS_KEPT])
         .map_err(translate)?;
-    Ok(())
-}
-
-/// The events a change of `before` into `after` makes: `session.status` when the status
-/// changed, `session.stalled` when the session became stalled.
-pub(super) fn session_changes(
-    conn: &Connection,
-    tenant: &TenantId,
-    before: Option<&Session>,
-    after: &Session,
-    now: Timestamp,
-) -> Result<()> {
-    let subject = || Subject {
-        session_id: Some(after.id.as_str()),
-        project_id: after.project_id.as_ref().map(|p| p.as_str()),
-    };
-    if before.map(|b| b.status) != Some(after.status) {
-        let data = json!({
-            "session_id": after.id.as_str(),
-            "project_id": after.project_id.as_ref().map(|p| p.as_str()),
-            "status": after.status.as_str(),
-            "previous": before.map(|b| b.status.as_str()),
-            "attempt": after.attempt,
-            "crash_type": after.crash.as_ref().map(|c| c.kind.as_str()),
-        });
-        record(conn, tenant, "session.status", subject(), &data, now)?;
-    }
-    if after.stalled && !before.is_some_and(|b| b.stalled) {
-        let data = json!({
-            "session_id": after.id.as_str(),
-            "project_id": after.project_id.as_ref().map(|p| p.as_str()),
-            "attempt": after.attempt,
-        });
-        record(conn, tenant, "session.stalled", subject(), &data, now)?;
-    }
     Ok(())
 }
 

@@ -110,7 +110,7 @@ pub(super) fn audit_trail(
     )
     .map_err(translate)?
     .query_map(
-        params![tenant.map(TenantId::as_str), before, limit + 1],
+        params![tenant.map(TenantId::as_str), before, limit],
         |row| {
             let detail: String = row.get(6)?;
             let seq: i64 = row.get(0)?;

@@ -8,43 +8,25 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
 use super::translate;
+use crate::rows::ProjectRow;
 use crate::{Error, ProjectInfo, Result, RevisionInfo};
 
 const PROJECT_COLUMNS: &str = "pk, id, title, schema_name, schema_version, revision, state, \
      size_bytes, created_at, updated_at, deleted_at, chain_deltas, chain_bytes";
 
-/// A stored project row. `project.state` is `Null` until [`Stored::parse_state`]:
-/// reading an old revision or deleting never needs the (possibly large) current state.
-pub(super) struct Stored {
-    pub(super) pk: i64,
-    pub(super) project: Project,
-    pub(super) chain: Chain,
-    state_json: String,
-}
-
-impl Stored {
-    /// Parses the current state into `project.state`.
-    pub(super) fn parse_state(&mut self) -> Result<()> {
-        self.project.state = serde_json::from_str(&self.state_json).map_err(|e| {
-            Error::Internal(format!(
-                "project {}: stored state does not parse: {e}",
-                self.project.id
-            ))
-        })?;
-        Ok(())
-    }
-}
-
 fn schema_of(row: &Row<'_>, name: usize) -> rusqlite::Result<Option<SchemaRef>> {
     let name_text: Option<String> = row.get(name)?;
     let version_text: Option<String> = row.get(name + 1)?;
-    Ok(match (name_text, version_text) {
-        (Some(n), Some(v)) => match (Name::parse(&n), Name::parse(&v)) {
-            (Ok(name), Ok(version)) => Some(SchemaRef { name, version }),
-            _ => None,
-        },
-        _ => None,
-    })
+    let bad = |index: usize, e: lifeboat_core::Error| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    };
+    match (name_text, version_text) {
+        (Some(n), Some(v)) => Ok(Some(SchemaRef {
+            name: Name::parse(&n).map_err(|e| bad(name, e))?,
+            version: Name::parse(&v).map_err(|e| bad(name + 1, e))?,
+        })),
+        _ => Ok(None),
+    }
 }
 
 fn id_of(row: &Row<'_>, index: usize) -> rusqlite::Result<Id> {
@@ -54,7 +36,7 @@ fn id_of(row: &Row<'_>, index: usize) -> rusqlite::Result<Id> {
     })
 }
 
-fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<Stored> {
+fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<ProjectRow> {
     let state: String = row.get(6)?;
     let project = Project {
         id: id_of(row, 1)?,
@@ -71,8 +53,8 @@ fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<Stored> {
         deltas: row.get(11)?,
         delta_bytes: row.get(12)?,
     };
-    Ok(Stored {
-        pk: row.get(0)?,
+    Ok(ProjectRow {
+        row: row.get(0)?,
         project,
         chain,
         state_json: state,
@@ -80,7 +62,7 @@ fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<Stored> {
 }
 
 /// Loads a project row (deleted ones too), its state not yet parsed.
-pub(super) fn load(conn: &Connection, tenant: &TenantId, id: &Id) -> Result<Option<Stored>> {
+pub(super) fn load(conn: &Connection, tenant: &TenantId, id: &Id) -> Result<Option<ProjectRow>> {
     conn.prepare_cached(&format!(
         "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant = ?1 AND id = ?2"
     ))
@@ -88,20 +70,6 @@ pub(super) fn load(conn: &Connection, tenant: &TenantId, id: &Id) -> Result<Opti
     .query_row(params![tenant.as_str(), id.as_str()], stored_from_row)
     .optional()
     .map_err(translate)
-}
-
-/// Loads a live (not deleted) project or answers not found.
-pub(super) fn load_live(conn: &Connection, tenant: &TenantId, id: &Id) -> Result<Stored> {
-    load(conn, tenant, id)?
-        .filter(|s| s.project.deleted_at.is_none())
-        .ok_or_else(|| not_found(id))
-}
-
-pub(super) fn not_found(id: &Id) -> Error {
-    Error::NotFound {
-        what: "project",
-        id: id.to_string(),
-    }
 }
 
 /// Writes the project row and its new revision. `pk` is `None` for a new project.
@@ -307,7 +275,7 @@ pub(super) fn list(
          WHERE tenant = ?1 AND pk < ?2 AND deleted_at IS NULL ORDER BY pk DESC LIMIT ?3",
     )
     .map_err(translate)?
-    .query_map(params![tenant.as_str(), before, limit + 1], |row| {
+    .query_map(params![tenant.as_str(), before, limit], |row| {
         Ok((
             row.get(0)?,
             ProjectInfo {
@@ -338,7 +306,7 @@ pub(super) fn revisions(
          WHERE project_pk = ?1 AND revision < ?2 ORDER BY revision DESC LIMIT ?3",
     )
     .map_err(translate)?
-    .query_map(params![pk, before, limit + 1], |row| {
+    .query_map(params![pk, before, limit], |row| {
         let revision: i64 = row.get(0)?;
         Ok((
             revision,
@@ -379,4 +347,27 @@ pub(super) fn schema_body(
         })
     })
     .transpose()
+}
+
+/// Registers a schema version.
+pub(super) fn insert_schema(
+    conn: &Connection,
+    tenant: &TenantId,
+    schema: &SchemaRef,
+    body: &Value,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO schemas (tenant, name, version, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(translate)?
+    .execute(params![
+        tenant.as_str(),
+        schema.name.as_str(),
+        schema.version.as_str(),
+        body.to_string(),
+        now.0
+    ])
+    .map_err(translate)?;
+    Ok(())
 }

@@ -238,6 +238,21 @@ fn metrics_json(s: &Session) -> Option<String> {
     })
 }
 
+/// `(pk, Session)` by tenant and id, if stored.
+pub(super) fn find_session(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &Id,
+) -> Result<Option<(i64, Session)>, Error> {
+    conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ?1 AND id = ?2"
+    ))
+    .map_err(translate)?
+    .query_row(params![tenant.as_str(), id.as_str()], session_from_row)
+    .optional()
+    .map_err(translate)
+}
+
 /// Loads `(pk, Session)` by tenant and id.
 pub(super) fn load_session(
     conn: &Connection,
@@ -413,4 +428,86 @@ pub(super) fn all_checkpoints(
     .map_err(translate)?
     .collect::<rusqlite::Result<Vec<_>>>()
     .map_err(translate)
+}
+
+/// Up to `limit` checkpoints of a session with a seq after `after`, in seq order.
+pub(super) fn checkpoints_after(
+    conn: &Connection,
+    session_pk: i64,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<Checkpoint>, Error> {
+    conn.prepare_cached(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints \
+         WHERE session_pk = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))
+    .map_err(translate)?
+    .query_map(params![session_pk, after, limit], checkpoint_from_row)
+    .map_err(translate)?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map_err(translate)
+}
+
+/// Marks checkpoint `seq` of a session invalid for good.
+pub(super) fn quarantine(conn: &Connection, session_pk: i64, seq: u64) -> Result<(), Error> {
+    conn.prepare_cached(
+        "UPDATE checkpoints SET quarantined = 1 WHERE session_pk = ?1 AND seq = ?2",
+    )
+    .map_err(translate)?
+    .execute(params![session_pk, seq])
+    .map_err(translate)?;
+    Ok(())
+}
+
+/// "This checkpoint's kind is pruned by retention", as SQL. Written as `<>` tests, not
+/// `IN (…)`: SQLite builds a temporary table for an `IN` list on every run, and that
+/// allocation churn was the largest cost of a checkpoint write (see BENCHMARKS.md).
+fn prunable_sql() -> String {
+    CheckpointKind::ALL
+        .into_iter()
+        .filter(|k| k.is_kept_for_life())
+        .map(|k| format!("kind <> '{}'", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Deletes the prunable checkpoints of a session beyond the newest `retention`, and the
+/// pins of those that had any.
+///
+/// Reads the prunable `seq`s (at most `retention + 1`, since every write prunes), sorts
+/// them here and deletes from the first one beyond retention. The SQL has no `ORDER BY`
+/// or `LIMIT`: with either, this bundled SQLite re-prepared the statement on every run
+/// (before the query planner stability guarantee was turned on).
+pub(super) fn prune_checkpoints(conn: &Connection, pk: i64, retention: u32) -> Result<(), Error> {
+    let prunable = prunable_sql();
+    // Each prunable seq, and whether it pins assets (its pins go with it).
+    let mut seqs: Vec<(i64, bool)> = conn
+        .prepare_cached(&format!(
+            "SELECT seq, assets <> '[]' FROM checkpoints WHERE session_pk = ?1 AND {prunable}"
+        ))
+        .map_err(translate)?
+        .query_map(params![pk], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(translate)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(translate)?;
+    let keep = retention as usize;
+    if seqs.len() <= keep {
+        return Ok(());
+    }
+    seqs.sort_unstable();
+    let pruned = &seqs[..seqs.len() - keep];
+    let (newest_pruned, _) = pruned[pruned.len() - 1];
+    conn.prepare_cached(&format!(
+        "DELETE FROM checkpoints WHERE session_pk = ?1 AND {prunable} AND seq <= ?2"
+    ))
+    .map_err(translate)?
+    .execute(params![pk, newest_pruned])
+    .map_err(translate)?;
+    for (seq, _) in pruned.iter().filter(|(_, pins)| *pins) {
+        conn.prepare_cached("DELETE FROM pinned_files WHERE session_pk = ?1 AND seq = ?2")
+            .map_err(translate)?
+            .execute(params![pk, seq])
+            .map_err(translate)?;
+    }
+    Ok(())
 }

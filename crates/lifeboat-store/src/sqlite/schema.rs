@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_audit.sql"),
     include_str!("../../migrations/sqlite/0006_idempotency_keys_in_time_order.sql"),
     include_str!("../../migrations/sqlite/0007_fencing_pins_gauges.sql"),
+    include_str!("../../migrations/sqlite/0008_outcomes.sql"),
 ];
 
 /// Brings the schema up to date; refuses a database written by a newer Lifeboat.

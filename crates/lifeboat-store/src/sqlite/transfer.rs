@@ -95,7 +95,10 @@ pub(super) fn export(
             params![t, id.as_str()],
         )?;
         if found.is_empty() {
-            return Err(projects::not_found(id));
+            return Err(Error::NotFound {
+                what: "project",
+                id: id.to_string(),
+            });
         }
         project_keys.extend(found);
         session_keys.extend(keys(
@@ -462,10 +465,11 @@ fn import_assets(
 /// The project reads back, and its stored revisions rebuild its current state.
 fn check_project(conn: &Connection, tenant: &TenantId, id: &Id) -> Result<()> {
     let damaged = |e: Error| invalid(format!("records: project {id}: {e}"));
-    let mut stored = projects::load(conn, tenant, id)?.ok_or_else(|| projects::not_found(id))?;
+    let mut stored = projects::load(conn, tenant, id)?
+        .ok_or_else(|| invalid(format!("records: project {id} does not read back")))?;
     stored.parse_state().map_err(damaged)?;
     let (rebuilt, _) =
-        projects::state_at(conn, stored.pk, id, stored.project.revision).map_err(damaged)?;
+        projects::state_at(conn, stored.row, id, stored.project.revision).map_err(damaged)?;
     if rebuilt != stored.project.state {
         return Err(invalid(format!(
             "records: project {id}: its revisions do not rebuild its state"

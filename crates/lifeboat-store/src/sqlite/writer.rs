@@ -25,8 +25,10 @@ use rusqlite::wal::CheckpointMode;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::translate;
+use super::tx::SqliteTx;
 use crate::Error;
 use crate::lock::DirLock;
+use crate::rows::{Ack, Redo};
 
 /// Writes queued beyond this make callers wait: backpressure instead of unbounded memory.
 const QUEUE_CAPACITY: usize = 8_192;
@@ -37,10 +39,6 @@ const CHECKPOINT_FRAMES: i32 = 1_000;
 /// Bytes of the WAL header, and of each frame's header.
 const WAL_HEADER: u64 = 32;
 const FRAME_HEADER: u64 = 24;
-
-/// Writes again what an early-acknowledged heartbeat wrote, after its batch's commit
-/// failed (a full disk): the client was told the lease is extended, so it must become so.
-pub(super) type Redo = Box<dyn Fn(&Connection) -> rusqlite::Result<()> + Send>;
 
 /// What a job reports back to the loop.
 pub(super) struct Finished {
@@ -64,32 +62,6 @@ pub(super) struct Writer {
     poisoned: Arc<AtomicBool>,
     /// Counts successful commits; the event stream waits on it for new events.
     commits: watch::Receiver<u64>,
-}
-
-/// How a job's outcome is to be handled.
-pub(super) enum Ack {
-    /// Reply after the commit.
-    AfterCommit,
-    /// Reply as soon as the job ran, if it succeeded and left a [`Redo`] here (a heartbeat
-    /// that changed nothing but the lease).
-    EarlyIf(Arc<EarlyAck>),
-}
-
-/// Where a job that may be acknowledged early leaves how to write its change again.
-#[derive(Default)]
-pub(super) struct EarlyAck(std::sync::Mutex<Option<Redo>>);
-
-impl EarlyAck {
-    /// Allows the early reply: `redo` writes the same change again after a failed commit.
-    pub(super) fn allow(&self, redo: Redo) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(redo);
-        }
-    }
-
-    fn take(&self) -> Option<Redo> {
-        self.0.lock().ok().and_then(|mut slot| slot.take())
-    }
 }
 
 impl Writer {
@@ -316,12 +288,16 @@ fn commit_batch(
     }
     let retried = std::mem::take(redos);
     for redo in &retried {
-        let written = exec(conn, "SAVEPOINT job").and_then(|()| match redo(conn) {
-            Ok(()) => exec(conn, "RELEASE job"),
-            Err(_) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
-        });
-        if let Err(e) = written {
-            tracing::error!(error = %translate(e), "cannot write an acknowledged heartbeat again");
+        let written = exec(conn, "SAVEPOINT job")
+            .map_err(translate)
+            .and_then(|()| match redo(&mut SqliteTx(conn)) {
+                Ok(()) => exec(conn, "RELEASE job").map_err(translate),
+                Err(_) => exec(conn, "ROLLBACK TO job")
+                    .and_then(|()| exec(conn, "RELEASE job"))
+                    .map_err(translate),
+            });
+        if let Err(error) = written {
+            tracing::error!(%error, "cannot write an acknowledged heartbeat again");
         }
     }
     let mut pending = Vec::with_capacity(BATCH_MAX);

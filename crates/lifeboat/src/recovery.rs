@@ -1,7 +1,7 @@
 //! The recovery view of a session, from facts a backend reads and file checks made
 //! outside any transaction (SPEC §2 "Recovery assessment", §5 r2 "Pinned versions").
 //!
-//! A backend reads [`RecoveryFacts`] (the session, its checkpoints with `valid`
+//! One transaction reads [`RecoveryFacts`] (the session, its checkpoints with `valid`
 //! recomputed, its current assets, the versions a verification found damaged). The
 //! engine then looks at the files ([`FileChecks`]: does each version's file exist with
 //! the bytes it needs) without holding the writer, since a file check can block on a
@@ -14,7 +14,105 @@ use lifeboat_core::{
     assess,
 };
 
-use crate::Recovery;
+use lifeboat_core::{Id, Owner, TenantId};
+use lifeboat_store::{PAGE_BYTES_MAX, Page, PageRequest, Result, RowId, Tx};
+
+use crate::sessions::load;
+use crate::{Lifeboat, Recovery, checkpoints, page};
+
+impl Lifeboat {
+    /// The recovery assessment of one session: its records read at once, its files
+    /// looked at outside the writer.
+    pub async fn recovery(&self, tenant: &TenantId, id: &Id) -> Result<Recovery> {
+        let now = self.settled_now().await?;
+        let facts = self.recovery_facts(tenant, id).await?;
+        let files = self.check_files(facts.versions()).await;
+        Ok(evaluate(facts, &files, now))
+    }
+
+    /// Recoverable sessions, newest first.
+    pub async fn recoverable(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Recovery>> {
+        let now = self.settled_now().await?;
+        let before = page::decode(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let (tenant, limit) = (tenant.clone(), page.limit);
+        let found = self
+            .read(move |tx| {
+                let rows = tx.recoverable_page(&tenant, before, limit + 1, now)?;
+                let mut found = Vec::with_capacity(rows.len());
+                let mut bytes = 0;
+                for (row, session) in rows {
+                    // Past the page's budget the facts are not read: the page ends there.
+                    if bytes >= PAGE_BYTES_MAX {
+                        found.push((row, None));
+                        break;
+                    }
+                    let facts = facts_of(tx, &tenant, row, session)?;
+                    bytes += facts
+                        .checkpoints
+                        .iter()
+                        .map(checkpoints::bytes)
+                        .sum::<usize>();
+                    found.push((row, Some(facts)));
+                }
+                Ok(found)
+            })
+            .await?;
+        let found = page::within(
+            found
+                .into_iter()
+                .map(|(row, facts)| (page::encode(row), facts)),
+            |facts| {
+                facts
+                    .as_ref()
+                    .map_or(0, |f| f.checkpoints.iter().map(checkpoints::bytes).sum())
+            },
+            limit,
+        );
+        let facts: Vec<RecoveryFacts> = found.items.into_iter().flatten().collect();
+        let versions = facts.iter().flat_map(RecoveryFacts::versions).collect();
+        let files = self.check_files(versions).await;
+        Ok(Page {
+            items: facts
+                .into_iter()
+                .map(|facts| evaluate(facts, &files, now))
+                .collect(),
+            next_cursor: found.next_cursor,
+        })
+    }
+
+    /// What a recovery of one session needs, read in one transaction.
+    pub(crate) async fn recovery_facts(&self, tenant: &TenantId, id: &Id) -> Result<RecoveryFacts> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |tx| {
+            let (row, session) = load(tx, &tenant, &id)?;
+            facts_of(tx, &tenant, row, session)
+        })
+        .await
+    }
+}
+
+/// What a recovery needs of one loaded session, read in the caller's transaction.
+pub(crate) fn facts_of(
+    tx: &mut dyn Tx,
+    tenant: &TenantId,
+    row: RowId,
+    session: Session,
+) -> Result<RecoveryFacts> {
+    let checkpoints = tx.checkpoints(row)?;
+    let assets = tx.assets(tenant, &Owner::Session(session.id.clone()))?;
+    let mut facts = RecoveryFacts {
+        session,
+        checkpoints,
+        assets,
+        damaged: HashSet::new(),
+    };
+    facts.damaged = tx.damaged(&facts.versions())?;
+    Ok(facts)
+}
 
 /// What a backend knows about a session's recovery, read in one transaction.
 #[derive(Debug, Clone)]

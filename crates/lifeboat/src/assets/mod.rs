@@ -1,9 +1,9 @@
 //! Asset operations: durable uploads, resumable appends, external files, pinned
-//! versions, verification.
+//! versions. Records are written in `records.rs`, bytes are verified in `verify.rs`.
 //!
 //! Bytes are made durable first (see `lifeboat_store::blobs`), the record second, so a
 //! crash can leave an unreferenced file but never a record without its bytes. Session
-//! asset writes may be fenced by attempt (SPEC §5 r2): the store checks the fence in the
+//! asset writes may be fenced by attempt (SPEC §5 r2): the fence is checked again in the
 //! record's transaction, so a worker that lost its session can never replace what the
 //! recovered attempt relies on.
 
@@ -18,12 +18,17 @@ use lifeboat_core::{
     Asset, AssetName, AssetStatus, Error as DomainError, FileVersion, Id, Owner, PinnedAsset,
     Sha256, Storage, TenantId,
 };
-use lifeboat_store::blobs::{BlobWriter, hash_file};
-use lifeboat_store::{Error, FileChecks, Page, PageRequest, Result, Verification};
+use lifeboat_store::blobs::BlobWriter;
+use lifeboat_store::{Error, PageRequest, Result};
 use sha2::Digest;
 
 use crate::Lifeboat;
 use crate::external::{Changed, Roots};
+
+mod records;
+mod verify;
+
+pub use verify::StoreVerification;
 
 /// Append locks kept at most; idle ones are dropped beyond this (an asset that is not
 /// being appended to needs no lock).
@@ -31,9 +36,6 @@ const APPEND_LOCKS_MAX: usize = 4_096;
 /// Running hashes of appendable files kept at most; one that is dropped is rebuilt from
 /// the file by the next append.
 const RUNNING_HASHES_MAX: usize = 4_096;
-/// How long one look at the files (recovery's existence and size checks) may take before
-/// the files it did not reach count as absent: a hung mount must not hang a recovery.
-const FILE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The in-process state of assets: locks that serialize appends to one asset, the running
 /// hash of each appendable file (so an append hashes only its chunk), and the blobs being
@@ -146,21 +148,6 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Lifeboat {
-    /// An owner's assets with their last verification status, by name.
-    pub async fn assets(
-        &self,
-        tenant: &TenantId,
-        owner: &Owner,
-        page: &PageRequest,
-    ) -> Result<Page<Asset>> {
-        self.inner.store.assets(tenant, owner, page).await
-    }
-
-    /// One asset's record.
-    pub async fn asset(&self, tenant: &TenantId, owner: &Owner, name: &AssetName) -> Result<Asset> {
-        self.inner.store.asset(tenant, owner, name).await
-    }
-
     /// The largest upload accepted.
     pub fn max_asset_bytes(&self) -> u64 {
         self.inner.assets.max_bytes
@@ -192,9 +179,7 @@ impl Lifeboat {
                     Changed::Missing(_) => AssetStatus::Missing,
                     Changed::Corrupt(_) => AssetStatus::Corrupt,
                 };
-                self.inner
-                    .store
-                    .set_asset_status(tenant, owner, name, status, self.now())
+                self.set_asset_status(tenant, owner, name, status, self.now())
                     .await?;
                 Err(changed.into_error(name))
             }
@@ -210,7 +195,7 @@ impl Lifeboat {
         seq: u64,
         name: &AssetName,
     ) -> Result<(PinnedAsset, OpenAsset)> {
-        let checkpoint = self.inner.store.checkpoint(tenant, id, Some(seq)).await?;
+        let checkpoint = self.checkpoint_at(tenant, id, Some(seq)).await?;
         let Some(pin) = checkpoint.assets.into_iter().find(|p| p.name == *name) else {
             return Err(Error::NotFound {
                 what: "pinned asset",
@@ -278,7 +263,7 @@ impl Lifeboat {
     ) -> Result<()> {
         match (owner, fence) {
             (Owner::Session(id), Some(sent)) => {
-                let current = self.session(tenant, id).await?.attempt;
+                let current = self.stored_session(tenant, id).await?.attempt;
                 if sent != current {
                     return Err(DomainError::AttemptMismatch { sent, current }.into());
                 }
@@ -294,7 +279,7 @@ impl Lifeboat {
                     limit: 1,
                     cursor: None,
                 };
-                self.inner.store.assets(tenant, owner, &one).await.map(drop)
+                self.assets(tenant, owner, &one).await.map(drop)
             }
         }
     }
@@ -367,7 +352,7 @@ impl Lifeboat {
             .await
             .map_err(|e| io_error("cannot store the upload", e))?;
         let now = self.now();
-        let created_at = match self.inner.store.asset(tenant, owner, name).await {
+        let created_at = match self.asset(tenant, owner, name).await {
             Ok(previous) => previous.created_at,
             Err(Error::NotFound { .. }) => now,
             Err(other) => return Err(other),
@@ -384,9 +369,7 @@ impl Lifeboat {
             updated_at: now,
         };
         let created = self
-            .inner
-            .store
-            .save_asset(tenant, owner, asset.clone(), fence)
+            .record_asset(tenant, owner, asset.clone(), fence)
             .await?;
         Ok((asset, created))
     }
@@ -406,7 +389,7 @@ impl Lifeboat {
         self.check_fence(tenant, owner, fence).await?;
         let key = lock_key(tenant, owner, name);
         let _guard = self.inner.assets.lock_for(key.clone()).lock_owned().await;
-        let current = match self.inner.store.asset(tenant, owner, name).await {
+        let current = match self.asset(tenant, owner, name).await {
             Ok(asset) => Some(asset),
             Err(Error::NotFound { what: "asset", .. }) => None,
             Err(other) => return Err(other),
@@ -511,9 +494,7 @@ impl Lifeboat {
             created_at: current.as_ref().map_or(now, |a| a.created_at),
             updated_at: now,
         };
-        self.inner
-            .store
-            .save_asset(tenant, owner, asset.clone(), fence)
+        self.record_asset(tenant, owner, asset.clone(), fence)
             .await?;
         self.inner.assets.remember_hash(file_key, end, hasher);
         Ok(Appended { asset, wrote: true })
@@ -615,9 +596,7 @@ impl Lifeboat {
             updated_at: now,
         };
         let created = self
-            .inner
-            .store
-            .save_asset(tenant, owner, asset.clone(), fence)
+            .record_asset(tenant, owner, asset.clone(), fence)
             .await?;
         Ok((asset, created))
     }
@@ -637,11 +616,7 @@ impl Lifeboat {
             .lock_for(lock_key(tenant, owner, name))
             .lock_owned()
             .await;
-        let (removed, still_named) = self
-            .inner
-            .store
-            .delete_asset(tenant, owner, name, fence)
-            .await?;
+        let (removed, still_named) = self.remove_asset(tenant, owner, name, fence).await?;
         if let Storage::Appendable(key) = &removed.storage
             && !still_named
         {
@@ -649,131 +624,6 @@ impl Lifeboat {
             let _ = tokio::fs::remove_file(path).await;
         }
         Ok(())
-    }
-
-    /// Looks at the files of `versions` (existence, type, size) off the async runtime,
-    /// for at most [`FILE_CHECK_TIMEOUT`]: those not reached in time count as absent.
-    pub(crate) async fn check_files(&self, versions: Vec<FileVersion>) -> FileChecks {
-        let blobs = self.inner.store.blobs().clone();
-        let roots = self.inner.assets.roots.clone();
-        let checks = Arc::new(Mutex::new(FileChecks::default()));
-        let found = Arc::clone(&checks);
-        let look = tokio::task::spawn_blocking(move || {
-            for version in versions {
-                let present = match version.storage {
-                    "external" => roots.present(&version.key, version.size),
-                    _ => blobs.present(&version),
-                };
-                if let Ok(mut found) = found.lock() {
-                    found.insert(version, present);
-                }
-            }
-        });
-        if tokio::time::timeout(FILE_CHECK_TIMEOUT, look)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                timeout_ms = FILE_CHECK_TIMEOUT.as_millis() as u64,
-                "file checks did not finish in time (a hung mount?); the rest count as absent"
-            );
-        }
-        checks.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-
-    /// Re-reads one version of stored or external bytes whole: its status, and how many
-    /// bytes were read.
-    async fn rehash(&self, version: FileVersion, sha256: Sha256) -> Result<(AssetStatus, u64)> {
-        let blobs = self.inner.store.blobs().clone();
-        let roots = self.inner.assets.roots.clone();
-        blocking(move || {
-            let found = match version.storage {
-                "external" => match roots.open_checked(&version.key) {
-                    Err(Changed::Missing(_)) => return Ok((AssetStatus::Missing, 0)),
-                    Err(Changed::Corrupt(_)) => return Ok((AssetStatus::Corrupt, 0)),
-                    Ok((_, len)) if len != version.size => return Ok((AssetStatus::Corrupt, 0)),
-                    Ok((file, _)) => hash_reader(file.take(version.size)),
-                },
-                _ => match blobs.version_path(&version) {
-                    Some(path) => hash_file(&path, Some(version.size)),
-                    None => return Ok((AssetStatus::Missing, 0)),
-                },
-            };
-            Ok(match found {
-                Err(_) => (AssetStatus::Missing, 0),
-                Ok((hash, read)) if hash == sha256 && read == version.size => {
-                    (AssetStatus::Ok, read)
-                }
-                Ok((_, read)) => (AssetStatus::Corrupt, read),
-            })
-        })
-        .await
-    }
-
-    /// Re-hashes a session's checkpoints, its assets and every asset version its
-    /// checkpoints pin: damaged checkpoints are quarantined, each asset's status is
-    /// recorded, and damaged versions are remembered (recovery never resumes from them).
-    pub async fn verify(&self, tenant: &TenantId, id: &Id) -> Result<Verification> {
-        let mut verification = self.inner.store.verify(tenant, id).await?;
-        let facts = self.inner.store.recovery_facts(tenant, id).await?;
-        let owner = Owner::Session(id.clone());
-        let now = self.now();
-        let mut found = Vec::new();
-        let mut checked: HashMap<FileVersion, AssetStatus> = HashMap::new();
-        for asset in &facts.assets {
-            let (status, _) = self.rehash(asset.version(), asset.sha256.clone()).await?;
-            checked.insert(asset.version(), status);
-            verification.assets.total += 1;
-            match status {
-                AssetStatus::Ok => verification.assets.ok += 1,
-                AssetStatus::Missing => {
-                    verification.assets.missing += 1;
-                    verification
-                        .issues
-                        .push(format!("asset {}: missing", asset.name));
-                }
-                AssetStatus::Corrupt => {
-                    verification.assets.corrupt += 1;
-                    verification
-                        .issues
-                        .push(format!("asset {}: size or SHA-256 differs", asset.name));
-                }
-            }
-            self.inner
-                .store
-                .set_asset_status(tenant, &owner, &asset.name, status, now)
-                .await?;
-        }
-        for checkpoint in &facts.checkpoints {
-            for pin in &checkpoint.assets {
-                let version = pin.version();
-                let status = match checked.get(&version) {
-                    Some(status) => *status,
-                    None => {
-                        let (status, _) = self.rehash(version.clone(), pin.sha256.clone()).await?;
-                        checked.insert(version.clone(), status);
-                        status
-                    }
-                };
-                if status != AssetStatus::Ok {
-                    verification.issues.push(format!(
-                        "checkpoint {}: pinned asset {} is {}",
-                        checkpoint.seq,
-                        pin.name,
-                        status.as_str()
-                    ));
-                }
-            }
-        }
-        for (version, status) in checked {
-            match status {
-                AssetStatus::Ok => found.push((version, false)),
-                AssetStatus::Corrupt => found.push((version, true)),
-                AssetStatus::Missing => {}
-            }
-        }
-        self.inner.store.record_file_checks(found, now).await?;
-        Ok(verification)
     }
 }
 
@@ -813,75 +663,4 @@ fn lock_key(tenant: &TenantId, owner: &Owner, name: &AssetName) -> String {
         owner.id(),
         name
     )
-}
-
-/// A whole-store verification: the store's own check plus every asset re-hashed.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StoreVerification {
-    /// Integrity check, checkpoint hashes, counters.
-    pub check: lifeboat_store::StoreCheck,
-    /// Assets re-hashed.
-    pub assets_checked: u64,
-    /// Their bytes.
-    pub asset_bytes: u64,
-    /// `tenant/owner/name` of assets whose file is gone.
-    pub missing: Vec<String>,
-    /// `tenant/owner/name` of assets whose size or SHA-256 differs.
-    pub corrupt: Vec<String>,
-}
-
-impl StoreVerification {
-    /// Whether nothing is wrong.
-    pub fn is_clean(&self) -> bool {
-        self.check.integrity.is_empty()
-            && self.check.damaged.is_empty()
-            && self.check.inconsistencies.is_empty()
-            && self.missing.is_empty()
-            && self.corrupt.is_empty()
-    }
-}
-
-impl Lifeboat {
-    /// Verifies the whole store, all tenants: SQLite's integrity check, every checkpoint's
-    /// hash, per-session counters, every asset's bytes. With `repair`, damaged
-    /// checkpoints are quarantined and asset statuses recorded; nothing is deleted.
-    pub async fn verify_store(&self, repair: bool) -> Result<StoreVerification> {
-        let check = self.inner.store.check_store(repair).await?;
-        let mut verification = StoreVerification {
-            check,
-            ..StoreVerification::default()
-        };
-        let now = self.now();
-        let mut found = Vec::new();
-        for (tenant, owner, asset) in self.inner.store.all_assets().await? {
-            let (status, bytes) = self.rehash(asset.version(), asset.sha256.clone()).await?;
-            verification.assets_checked += 1;
-            verification.asset_bytes += bytes;
-            let label = format!(
-                "{}/{}/{}/{}",
-                tenant.as_str(),
-                owner.kind(),
-                owner.id(),
-                asset.name
-            );
-            match status {
-                AssetStatus::Ok => {}
-                AssetStatus::Missing => verification.missing.push(label),
-                AssetStatus::Corrupt => verification.corrupt.push(label),
-            }
-            if repair && status != asset.status {
-                self.inner
-                    .store
-                    .set_asset_status(&tenant, &owner, &asset.name, status, now)
-                    .await?;
-            }
-            if repair && status != AssetStatus::Missing {
-                found.push((asset.version(), status == AssetStatus::Corrupt));
-            }
-        }
-        if repair {
-            self.inner.store.record_file_checks(found, now).await?;
-        }
-        Ok(verification)
-    }
 }

@@ -1,0 +1,269 @@
+//! Project writes and reads, each once as a script over the store's rows: register a
+//! schema, save (`PUT`, `PATCH`, restore) a new revision, delete, read now or at a
+//! revision, list projects and revisions.
+
+use std::cell::RefCell;
+
+use lifeboat_core::{
+    Chain, Change, Delta, Error as DomainError, Id, Preconditions, Project, SchemaRef, TenantId,
+    save_project as save,
+};
+use lifeboat_store::rows::{ProjectRow, Subject};
+use lifeboat_store::{
+    Ack, Error, IdempotencyKey, Page, PageRequest, ProjectInfo, Result, RevisionInfo, Tx,
+};
+use serde_json::{Value, json};
+
+use crate::schemas::SchemaCache;
+use crate::store::once;
+use crate::{Lifeboat, Outcome, ProjectEdit, SaveOutcome, SchemaPut, page};
+
+/// Revision retention is applied on every this-many-th save of a project: pruning can
+/// only ever free whole stretches before a snapshot, so checking each save buys nothing.
+const PRUNE_EVERY: u64 = 16;
+
+impl Lifeboat {
+    /// Registers a JSON Schema version (immutable once registered).
+    pub async fn put_schema(
+        &self,
+        tenant: &TenantId,
+        schema: &SchemaRef,
+        body: Value,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Outcome<SchemaPut>> {
+        SchemaCache::compile(&body)?;
+        let (tenant, schema, now) = (tenant.clone(), schema.clone(), self.now());
+        self.write(Ack::AfterCommit, move |tx| {
+            once(tx, &tenant, key.as_ref(), now, |tx| {
+                if let Some(existing) = tx.schema(&tenant, &schema)? {
+                    if existing != body {
+                        return Ok(Err(DomainError::SchemaConflict(schema.to_string()).into()));
+                    }
+                    return Ok(Ok(SchemaPut {
+                        created: false,
+                        body: existing,
+                    }));
+                }
+                tx.insert_schema(&tenant, &schema, &body, now)?;
+                Ok(Ok(SchemaPut {
+                    created: true,
+                    body,
+                }))
+            })
+        })
+        .await
+    }
+
+    /// A registered schema.
+    pub async fn schema(&self, tenant: &TenantId, schema: &SchemaRef) -> Result<Value> {
+        let (tenant, schema) = (tenant.clone(), schema.clone());
+        self.read(move |tx| {
+            tx.schema(&tenant, &schema)?.ok_or_else(|| Error::NotFound {
+                what: "schema",
+                id: schema.to_string(),
+            })
+        })
+        .await
+    }
+
+    /// Saves a project (`PUT`, `PATCH`, restore): a new revision, atomically.
+    pub async fn save_project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        edit: ProjectEdit,
+        preconditions: Preconditions,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Outcome<SaveOutcome>> {
+        let (tenant, id, now) = (tenant.clone(), id.clone(), self.now());
+        let this = self.clone();
+        self.write(Ack::AfterCommit, move |tx| {
+            once(tx, &tenant, key.as_ref(), now, |tx| {
+                this.save_script(tx, &tenant, &id, edit, &preconditions, now)
+            })
+        })
+        .await
+    }
+
+    /// The script of one save: load, check the preconditions, let the core apply the
+    /// change, write the revision, prune now and then, record `project.saved`.
+    fn save_script(
+        &self,
+        tx: &mut dyn Tx,
+        tenant: &TenantId,
+        id: &Id,
+        edit: ProjectEdit,
+        preconditions: &Preconditions,
+        now: lifeboat_core::Timestamp,
+    ) -> lifeboat_store::JobResult<SaveOutcome> {
+        let rules = &self.inner.projects;
+        let mut stored = tx.project(tenant, id)?;
+        if let Some(stored) = stored.as_mut() {
+            stored.parse_state()?;
+        }
+        let live = stored.as_ref().filter(|s| s.project.deleted_at.is_none());
+        if let Err(refusal) = preconditions.check(live.map(|s| s.project.revision)) {
+            return Ok(Err(refusal.into()));
+        }
+        let change = match edit {
+            ProjectEdit::Change(change) => change,
+            ProjectEdit::Restore(revision) => {
+                let Some(live) = live else {
+                    return Ok(Err(not_found(id)));
+                };
+                let (state, _) = tx.state_at(live.row, id, revision)?;
+                Change::Restore { revision, state }
+            }
+        };
+        if matches!(change, Change::Merge(_) | Change::JsonPatch(_)) && live.is_none() {
+            return Ok(Err(not_found(id)));
+        }
+        let chain = stored.as_ref().map(|s| s.chain).unwrap_or_default();
+        let saved = {
+            // The core asks for schemas while it decides; they are read in this transaction.
+            let rows = RefCell::new(&mut *tx);
+            let validate = |schema: &SchemaRef, state: &Value| {
+                self.inner
+                    .schemas
+                    .validate(tenant, schema, state, || {
+                        rows.borrow_mut().schema(tenant, schema)
+                    })
+                    .map_err(|e| match e {
+                        Error::Domain(domain) => domain,
+                        other => DomainError::Invalid {
+                            field: "schema",
+                            message: other.to_string(),
+                        },
+                    })
+            };
+            let current = stored.as_ref().map(|s| &s.project);
+            match save(current, id, change, rules, chain, now, &validate) {
+                Ok(saved) => saved,
+                Err(refusal) => return Ok(Err(refusal.into())),
+            }
+        };
+        let chain = match &saved.delta {
+            Delta::Snapshot(_) => Chain::default(),
+            delta => Chain {
+                deltas: chain.deltas + 1,
+                delta_bytes: chain.delta_bytes + delta.body().len() as u64,
+            },
+        };
+        let row = tx.write_project(tenant, stored.as_ref().map(|s| s.row), &saved, chain)?;
+        let project = &saved.project;
+        if project.revision % PRUNE_EVERY == 0 {
+            tx.prune_revisions(row, project.revision, rules.retention, now)?;
+        }
+        let subject = Subject {
+            session_id: None,
+            project_id: Some(id.as_str()),
+        };
+        let data = json!({
+            "project_id": id.as_str(),
+            "revision": project.revision,
+            "size_bytes": project.size_bytes,
+        });
+        tx.record_event(tenant, "project.saved", subject, &data, now)?;
+        Ok(Ok(SaveOutcome {
+            id: project.id.clone(),
+            revision: project.revision,
+            updated_at: project.updated_at,
+            size_bytes: project.size_bytes,
+            created: saved.created,
+        }))
+    }
+
+    /// A project, now or at `revision`.
+    pub async fn project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        revision: Option<u64>,
+    ) -> Result<Project> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |tx| {
+            let mut stored = load_live(tx, &tenant, &id)?;
+            match revision {
+                Some(revision) if revision != stored.project.revision => {
+                    let (state, info) = tx.state_at(stored.row, &id, revision)?;
+                    let mut project = stored.project;
+                    project.state = state;
+                    project.revision = revision;
+                    project.size_bytes = info.size_bytes;
+                    project.updated_at = info.created_at;
+                    Ok(project)
+                }
+                _ => {
+                    stored.parse_state()?;
+                    Ok(stored.project)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Projects, newest first.
+    pub async fn projects(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<ProjectInfo>> {
+        let before = page::decode(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let (tenant, limit) = (tenant.clone(), page.limit);
+        let rows = self
+            .read(move |tx| tx.projects_page(&tenant, before, limit + 1))
+            .await?;
+        Ok(page::numbered(rows, limit))
+    }
+
+    /// Soft-deletes a project.
+    pub async fn delete_project(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        preconditions: Preconditions,
+    ) -> Result<()> {
+        let (tenant, id, now) = (tenant.clone(), id.clone(), self.now());
+        self.write(Ack::AfterCommit, move |tx| {
+            let stored = load_live(tx, &tenant, &id)?;
+            if let Err(refusal) = preconditions.check(Some(stored.project.revision)) {
+                return Ok(Err(refusal.into()));
+            }
+            tx.mark_project_deleted(stored.row, now)?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    /// A project's revisions, newest first.
+    pub async fn revisions(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        page: &PageRequest,
+    ) -> Result<Page<RevisionInfo>> {
+        let before = page::decode(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let (tenant, id, limit) = (tenant.clone(), id.clone(), page.limit);
+        let rows = self
+            .read(move |tx| {
+                let stored = load_live(tx, &tenant, &id)?;
+                tx.revisions_page(stored.row, before, limit + 1)
+            })
+            .await?;
+        Ok(page::numbered(rows, limit))
+    }
+}
+
+/// A live (not deleted) project, or 404.
+fn load_live(tx: &mut dyn Tx, tenant: &TenantId, id: &Id) -> Result<ProjectRow> {
+    tx.project(tenant, id)?
+        .filter(|s| s.project.deleted_at.is_none())
+        .ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &Id) -> Error {
+    Error::NotFound {
+        what: "project",
+        id: id.to_string(),
+    }
+}
