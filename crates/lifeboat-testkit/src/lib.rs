@@ -2,9 +2,10 @@
 //! the benchmark: servers in this process over a temp data directory ([`TestServer`]),
 //! the real binary as a child process ([`Binary`]: free port, kill -9, failpoints, fault
 //! wrappers), and small HTTP helpers. Every server it starts takes [`TOKEN`] as its
-//! bootstrap admin key.
+//! bootstrap admin key. [`conformance`] is the suite every storage backend must pass.
 
 mod binary;
+pub mod conformance;
 mod server;
 
 pub use binary::{Binary, all_checkpoints, files_under, lifeboat_binary};

@@ -1,0 +1,610 @@
+//! The store conformance suite: every behaviour the engine relies on from a backend,
+//! written once and run against each backend (see [`conformance_suite!`]).
+//!
+//! Each check runs the real engine ([`Lifeboat::with_store`]) over the backend, the way
+//! the server does, and asserts what a user would notice: gap-free `seq` and revisions,
+//! fencing, pruning in the write's transaction, cursors, event order, idempotent
+//! outcomes, asset and key records, cleanup, import atomicity. The concurrency checks run
+//! two engines over two handles on one database — the shape several servers on one
+//! PostgreSQL database have. A backend passes when every check passes.
+//!
+//! [`conformance_suite!`]: crate::conformance_suite
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat::{
+    Change, CheckpointKind, Config, Error, EventFilter, Id, IdempotencyKey, Lifeboat, ManualClock,
+    NewCheckpoint, NewSession, Outcome, Owner, PageRequest, Preconditions, ProjectEdit,
+    RecoveryOption, Selection, SessionFilter, Status, Store, TenantId, Timestamp,
+};
+use lifeboat_store::rows::{Subject, Tx};
+use lifeboat_store::{Ack, WriteJob};
+use serde_json::json;
+use tempfile::TempDir;
+
+/// When every check starts.
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+/// Two handles on one fresh, empty database of the backend under test, and the
+/// directory its files (asset bytes, and the database if it is a file) live in.
+pub struct Handles {
+    /// The first handle.
+    pub first: Arc<dyn Store>,
+    /// A second handle on the same database (another connection, another process's view
+    /// as far as the backend allows).
+    pub second: Arc<dyn Store>,
+    /// Kept until the check ends.
+    pub dir: Arc<TempDir>,
+}
+
+/// An engine over `store` with a manual clock at `T0` and no background sweeps or
+/// cleanup (the checks run them when they mean to).
+async fn engine(store: Arc<dyn Store>, dir: &TempDir, clock: Arc<ManualClock>) -> Lifeboat {
+    let mut config = Config::new(dir.path());
+    config.clock = clock;
+    config.sweep_interval = Duration::from_secs(3_600);
+    config.cleanup_interval = None;
+    Lifeboat::with_store(store, config)
+        .await
+        .expect("the engine starts over the store")
+}
+
+/// Two engines, one per handle, on one clock.
+async fn engines(handles: &Handles) -> (Lifeboat, Lifeboat, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = engine(Arc::clone(&handles.first), &handles.dir, Arc::clone(&clock)).await;
+    let b = engine(
+        Arc::clone(&handles.second),
+        &handles.dir,
+        Arc::clone(&clock),
+    )
+    .await;
+    (a, b, clock)
+}
+
+fn tenant() -> TenantId {
+    TenantId::default()
+}
+
+fn id(text: &str) -> Id {
+    Id::parse(text).expect("a valid id")
+}
+
+fn all() -> PageRequest {
+    PageRequest {
+        limit: 1_000,
+        cursor: None,
+    }
+}
+
+async fn session(lifeboat: &Lifeboat, name: &str, timeout_ms: u64) -> Id {
+    let new = NewSession {
+        id: Some(id(name)),
+        kind: "conformance".to_owned(),
+        heartbeat_timeout_ms: Some(timeout_ms),
+        checkpoint_retention: Some(3),
+        ..NewSession::default()
+    };
+    lifeboat
+        .create_session(&tenant(), new)
+        .await
+        .expect("create a session")
+        .id
+}
+
+fn checkpoint(kind: CheckpointKind, marker: usize) -> NewCheckpoint {
+    let mut new = NewCheckpoint::new(kind);
+    new.data = json!({ "marker": marker }).to_string();
+    new
+}
+
+/// Every page of a list, following `next_cursor` with pages of `limit`.
+async fn pages<T, F, Fut>(limit: u32, mut page: F) -> Vec<T>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = lifeboat::Result<lifeboat::Page<T>>>,
+{
+    let mut items = Vec::new();
+    let mut cursor = None;
+    loop {
+        let got = page(PageRequest { limit, cursor }).await.expect("a page");
+        assert!(
+            got.items.len() <= limit as usize,
+            "a page holds at most `limit`"
+        );
+        items.extend(got.items);
+        match got.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return items,
+        }
+    }
+}
+
+/// Writes from two engines to one session interleave: `seq` is 1..=n with no gap and no
+/// repeat, and the list read in small pages by cursor yields each once, in order.
+pub async fn seq_is_gap_free_across_handles(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let s = session(&a, "seq", 60_000).await;
+    let mut writes = Vec::new();
+    for n in 0..40 {
+        let engine = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let s = s.clone();
+        writes.push(tokio::spawn(async move {
+            engine
+                .checkpoint(&tenant(), &s, 1, checkpoint(CheckpointKind::Stage, n))
+                .await
+                .expect("a checkpoint")
+                .seq
+        }));
+    }
+    let mut seqs = BTreeSet::new();
+    for write in writes {
+        assert!(
+            seqs.insert(write.await.expect("the write ran")),
+            "a repeated seq"
+        );
+    }
+    assert_eq!(seqs, (1..=40).collect::<BTreeSet<u64>>());
+    let listed = pages(7, |page| {
+        let b = b.clone();
+        let s = s.clone();
+        async move { b.checkpoints(&tenant(), &s, &page).await }
+    })
+    .await;
+    let listed: Vec<u64> = listed.iter().map(|c| c.seq).collect();
+    assert_eq!(listed, (1..=40).collect::<Vec<u64>>());
+}
+
+/// Saves from two engines without preconditions: revisions 1..=n, none lost, the history
+/// paged by cursor complete and newest first; a save against a stale `If-Match` is
+/// refused and changes nothing.
+pub async fn revisions_are_gap_free_across_handles(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let p = id("doc");
+    let first = json!({ "title": "t", "edits": 0 });
+    let create = ProjectEdit::Change(Change::Replace {
+        state: first,
+        title: None,
+        schema: None,
+    });
+    a.save_project(&tenant(), &p, create, Preconditions::default(), None)
+        .await
+        .expect("create the project");
+    let mut saves = Vec::new();
+    for n in 1..=30 {
+        let engine = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let p = p.clone();
+        saves.push(tokio::spawn(async move {
+            let edit = ProjectEdit::Change(Change::Merge(json!({ format!("f{n}"): n })));
+            engine
+                .save_project(&tenant(), &p, edit, Preconditions::default(), None)
+                .await
+                .expect("a save")
+                .into_inner()
+                .revision
+        }));
+    }
+    let mut revisions = BTreeSet::new();
+    for save in saves {
+        assert!(revisions.insert(save.await.expect("the save ran")));
+    }
+    assert_eq!(revisions, (2..=31).collect::<BTreeSet<u64>>());
+    let project = b.project(&tenant(), &p, None).await.expect("read");
+    assert_eq!(project.revision, 31);
+    for n in 1..=30 {
+        assert_eq!(
+            project.state[format!("f{n}")],
+            json!(n),
+            "save {n} is in the state"
+        );
+    }
+    let history = pages(4, |page| {
+        let a = a.clone();
+        let p = p.clone();
+        async move { a.revisions(&tenant(), &p, &page).await }
+    })
+    .await;
+    let history: Vec<u64> = history.iter().map(|r| r.revision).collect();
+    assert_eq!(history, (1..=31).rev().collect::<Vec<u64>>());
+    let stale = Preconditions {
+        if_match: Some(Some(vec![5])),
+        if_none_match_any: false,
+    };
+    let edit = ProjectEdit::Change(Change::Merge(json!({ "late": true })));
+    let refused = b.save_project(&tenant(), &p, edit, stale, None).await;
+    assert!(refused.is_err(), "a stale If-Match is refused");
+    let after = a.project(&tenant(), &p, None).await.expect("read");
+    assert_eq!((after.revision, after.state.get("late")), (31, None));
+}
+
+/// After a recovery, the old attempt's heartbeat and checkpoint are refused and write
+/// nothing; the new attempt writes, from the other engine too.
+pub async fn a_recovered_session_fences_the_old_attempt(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let s = session(&a, "fenced", 60_000).await;
+    a.checkpoint(&tenant(), &s, 1, checkpoint(CheckpointKind::Stage, 1))
+        .await
+        .expect("attempt 1 writes");
+    a.pause(&tenant(), &s, None).await.expect("pause");
+    let recovered = b
+        .recover(&tenant(), &s, RecoveryOption::Continue, false)
+        .await
+        .expect("recover");
+    assert_eq!(recovered.session.attempt, 2);
+    assert_eq!(recovered.resume_from.map(|c| c.seq), Some(1));
+    let stale = a
+        .checkpoint(&tenant(), &s, 1, checkpoint(CheckpointKind::Stage, 2))
+        .await;
+    assert!(stale.is_err(), "attempt 1 may not checkpoint: {stale:?}");
+    let stale = a.heartbeat(&tenant(), &s, 1, None, None).await;
+    assert!(stale.is_err(), "attempt 1 may not heartbeat: {stale:?}");
+    let seqs: Vec<u64> = b
+        .checkpoints(&tenant(), &s, &all())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, vec![1], "the refused write left nothing");
+    let next = a
+        .checkpoint(&tenant(), &s, 2, checkpoint(CheckpointKind::Stage, 3))
+        .await
+        .expect("attempt 2 writes");
+    assert_eq!((next.seq, next.attempt), (2, 2));
+}
+
+/// Retention is applied in the write's transaction: after each write, at most
+/// `checkpoint_retention` prunable checkpoints remain, and kept-for-life kinds all stay.
+pub async fn pruning_happens_in_the_write(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let s = session(&a, "pruned", 60_000).await;
+    for n in 0..10 {
+        let engine = if n % 2 == 0 { &a } else { &b };
+        let kind = if n % 5 == 0 {
+            CheckpointKind::Milestone
+        } else {
+            CheckpointKind::Item
+        };
+        engine
+            .checkpoint(&tenant(), &s, 1, checkpoint(kind, n))
+            .await
+            .expect("write");
+        let listed = a.checkpoints(&tenant(), &s, &all()).await.expect("list");
+        let prunable = listed
+            .items
+            .iter()
+            .filter(|c| c.kind == CheckpointKind::Item)
+            .count();
+        assert!(prunable <= 3, "{prunable} item checkpoints after write {n}");
+    }
+    let listed = b.checkpoints(&tenant(), &s, &all()).await.expect("list");
+    let seqs: Vec<u64> = listed.items.iter().map(|c| c.seq).collect();
+    // Milestones at 1 and 6 stay; items keep the newest three (8, 9, 10).
+    assert_eq!(seqs, vec![1, 6, 8, 9, 10]);
+}
+
+/// A write job that fails leaves nothing behind: neither its rows nor its events.
+pub async fn a_failed_write_leaves_nothing(handles: Handles) {
+    let (a, _, _) = engines(&handles).await;
+    let newest = a.newest_event().await.expect("newest event");
+    let store = Arc::clone(&handles.first);
+    let job: WriteJob = Box::new(|tx: &mut dyn Tx| {
+        let session = lifeboat::Session::create(
+            id("rolled-back"),
+            NewSession {
+                kind: "k".to_owned(),
+                ..NewSession::default()
+            },
+            T0,
+        )?;
+        tx.insert_session(&tenant(), &session)?;
+        tx.record_event(
+            &tenant(),
+            "session.status",
+            Subject::default(),
+            &json!({}),
+            T0,
+        )?;
+        Err(Error::Internal("the job fails after writing".to_owned()))
+    });
+    let failed = store.write(Ack::AfterCommit, job).await;
+    assert!(failed.is_err());
+    let read = a.session(&tenant(), &id("rolled-back")).await;
+    assert!(
+        matches!(read, Err(Error::NotFound { .. })),
+        "the session is not there: {read:?}"
+    );
+    assert_eq!(a.newest_event().await.expect("newest event"), newest);
+}
+
+/// Events come in commit order with increasing positions, across both engines; a filter
+/// by session sees only that session's; paging by `after` misses none.
+pub async fn events_come_in_commit_order(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let start = a.newest_event().await.expect("newest event");
+    let x = session(&a, "x", 60_000).await;
+    let y = session(&b, "y", 60_000).await;
+    for n in 0..6 {
+        let (engine, s) = if n % 2 == 0 { (&a, &x) } else { (&b, &y) };
+        engine
+            .checkpoint(&tenant(), s, 1, checkpoint(CheckpointKind::Stage, n))
+            .await
+            .expect("write");
+    }
+    let mut seen = Vec::new();
+    let mut after = start;
+    loop {
+        let got = b
+            .events(&tenant(), after, &EventFilter::default(), 3)
+            .await
+            .expect("events");
+        let Some(last) = got.last() else { break };
+        after = last.seq;
+        seen.extend(got);
+    }
+    let positions: Vec<i64> = seen.iter().map(|e| e.seq).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds.len(),
+        8,
+        "two session.status and six checkpoint.created: {kinds:?}"
+    );
+    let markers: Vec<u64> = seen
+        .iter()
+        .filter(|e| e.kind == "checkpoint.created")
+        .map(|e| e.data["seq"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(markers, vec![1, 1, 2, 2, 3, 3]);
+    let only_x = EventFilter {
+        session_id: Some(x.clone()),
+        project_id: None,
+    };
+    let xs = a
+        .events(&tenant(), start, &only_x, 100)
+        .await
+        .expect("events");
+    assert_eq!(xs.len(), 4);
+    assert!(xs.iter().all(|e| e.session_id.as_deref() == Some("x")));
+    assert_eq!(
+        a.newest_event().await.expect("newest"),
+        *positions.last().unwrap_or(&start)
+    );
+}
+
+/// One key, two engines, the same request at once: one does the write, the other gets
+/// the same outcome; the key with another request is refused; one session exists.
+pub async fn idempotent_outcomes_across_handles(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let key = IdempotencyKey {
+        route: "POST /api/v1/sessions".to_owned(),
+        key: "k-1".to_owned(),
+        fingerprint: "f-1".to_owned(),
+    };
+    let new = || NewSession {
+        id: Some(id("once")),
+        kind: "k".to_owned(),
+        ..NewSession::default()
+    };
+    let t = tenant();
+    let (first, second) = tokio::join!(
+        a.create_session_with(&t, new(), Some(key.clone())),
+        b.create_session_with(&t, new(), Some(key.clone())),
+    );
+    let (first, second) = (first.expect("first"), second.expect("second"));
+    assert_eq!(
+        [first.is_done(), second.is_done()]
+            .iter()
+            .filter(|d| **d)
+            .count(),
+        1,
+        "exactly one did the write"
+    );
+    let (first, second) = (first.into_inner(), second.into_inner());
+    assert_eq!(first, second, "both answer the same session");
+    let again = a
+        .create_session_with(&tenant(), new(), Some(key.clone()))
+        .await
+        .expect("a retry");
+    assert!(matches!(again, Outcome::Replayed(ref s) if *s == first));
+    let other = IdempotencyKey {
+        fingerprint: "f-2".to_owned(),
+        ..key
+    };
+    let reused = b.create_session_with(&tenant(), new(), Some(other)).await;
+    assert!(
+        matches!(reused, Err(Error::IdempotencyKeyReused(_))),
+        "{reused:?}"
+    );
+    let listed = a
+        .sessions(&tenant(), &SessionFilter::default(), &all())
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 1);
+}
+
+/// Asset records: an upload is recorded once (the second put of its name replaces it),
+/// listed by cursor in name order, readable through the other engine, and gone after a
+/// delete.
+pub async fn asset_records(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let s = session(&a, "files", 60_000).await;
+    let owner = Owner::Session(s.clone());
+    for name in ["c.bin", "a.bin", "b.bin", "a.bin"] {
+        let mut upload = a.upload(&tenant(), &owner, Some(1)).await.expect("upload");
+        upload
+            .write(name.as_bytes(), u64::MAX)
+            .await
+            .expect("write bytes");
+        let name = lifeboat::AssetName::parse(name).expect("name");
+        a.put_asset(&tenant(), &owner, &name, upload, None, Some(1))
+            .await
+            .expect("put");
+    }
+    let listed = pages(2, |page| {
+        let b = b.clone();
+        let owner = owner.clone();
+        async move { b.assets(&tenant(), &owner, &page).await }
+    })
+    .await;
+    let names: Vec<String> = listed.iter().map(|a| a.name.to_string()).collect();
+    assert_eq!(names, ["a.bin", "b.bin", "c.bin"]);
+    let b_bin = lifeboat::AssetName::parse("b.bin").expect("name");
+    b.delete_asset(&tenant(), &owner, &b_bin, Some(1))
+        .await
+        .expect("delete");
+    let gone = a.asset(&tenant(), &owner, &b_bin).await;
+    assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+    let stale = a.delete_asset(&tenant(), &owner, &b_bin, Some(7)).await;
+    assert!(stale.is_err(), "a stale fence is refused");
+}
+
+/// Key records: a key made through one engine authenticates through the other; after a
+/// revoke, a fresh engine over either handle refuses it; keys list by cursor.
+pub async fn key_records(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let (_, token) = a
+            .create_key("conformance", &["write".to_owned()])
+            .await
+            .expect("a key");
+        tokens.push(token);
+    }
+    let found = b.authenticate(&tokens[0]).await.expect("authenticate");
+    let record = found.expect("the other engine knows the key");
+    b.revoke_key(&record.id, None).await.expect("revoke");
+    for store in [&handles.first, &handles.second] {
+        let fresh = engine(Arc::clone(store), &handles.dir, Arc::clone(&clock)).await;
+        let after = fresh.authenticate(&tokens[0]).await.expect("authenticate");
+        assert!(after.is_none(), "a revoked key is refused");
+        let live = fresh.authenticate(&tokens[1]).await.expect("authenticate");
+        assert!(live.is_some());
+    }
+    let tenant = TenantId::new("conformance");
+    let listed = pages(2, |page| {
+        let a = a.clone();
+        let tenant = tenant.clone();
+        async move { a.keys(Some(&tenant), &page).await }
+    })
+    .await;
+    assert_eq!(listed.len(), 3);
+    assert!(listed.windows(2).all(|w| w[0].id < w[1].id), "keys by id");
+    assert_eq!(listed.iter().filter(|k| k.revoked_at.is_some()).count(), 1);
+}
+
+/// Two engines sweep the same expired leases at once: each session times out once, with
+/// one crash counted.
+pub async fn sweeps_from_two_handles_count_each_crash_once(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    for n in 0..20 {
+        session(&a, &format!("lease-{n}"), 1_000).await;
+    }
+    clock.advance_ms(5_000);
+    let (x, y) = tokio::join!(a.sweep(), b.sweep());
+    assert_eq!(x.expect("sweep") + y.expect("sweep"), 20);
+    let stats = b.stats(&tenant()).await.expect("stats");
+    let crashes: u64 = stats.crashes_by_type.iter().map(|(_, n)| n).sum();
+    assert_eq!(crashes, 20);
+    let incomplete = stats
+        .sessions
+        .iter()
+        .find(|(s, _)| *s == Status::Incomplete)
+        .map(|(_, n)| *n);
+    assert_eq!(incomplete, Some(20));
+}
+
+/// Cleanup purges what is old enough and nothing else; a dry run changes nothing.
+pub async fn cleanup_purges_only_what_is_due(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    let old = session(&a, "old", 60_000).await;
+    a.cancel(&tenant(), &old, None).await.expect("cancel");
+    clock.advance_ms(8 * 24 * 3_600_000);
+    let young = session(&b, "young", 60_000).await;
+    b.cancel(&tenant(), &young, None).await.expect("cancel");
+    let dry = a.cleanup(true).await.expect("dry run");
+    assert_eq!(dry.sessions_purged, 1);
+    assert!(
+        a.session(&tenant(), &old).await.is_ok(),
+        "a dry run purges nothing"
+    );
+    let done = b.cleanup(false).await.expect("cleanup");
+    assert_eq!(done.sessions_purged, 1);
+    let gone = a.session(&tenant(), &old).await;
+    assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+    assert!(a.session(&tenant(), &young).await.is_ok());
+}
+
+/// An import is all or nothing: the same archive imported twice into one tenant adds
+/// everything the first time and nothing the second (an id is taken).
+pub async fn an_import_is_all_or_nothing(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    for n in 0..3 {
+        let s = session(&a, &format!("move-{n}"), 60_000).await;
+        a.checkpoint(&tenant(), &s, 1, checkpoint(CheckpointKind::Stage, n))
+            .await
+            .expect("write");
+    }
+    let export = a
+        .export(&tenant(), &Selection::default())
+        .await
+        .expect("export");
+    let archive = export.write_to(Vec::new()).expect("archive");
+    let elsewhere = TenantId::new("elsewhere");
+    let counts = b
+        .import(&elsewhere, std::io::Cursor::new(archive.clone()))
+        .await
+        .expect("import");
+    assert_eq!((counts.sessions, counts.checkpoints), (3, 3));
+    // A session whose id the second import also brings makes it refuse everything.
+    let refused = a.import(&elsewhere, std::io::Cursor::new(archive)).await;
+    assert!(
+        matches!(refused, Err(Error::AlreadyExists { .. })),
+        "{refused:?}"
+    );
+    let listed = b
+        .sessions(&elsewhere, &SessionFilter::default(), &all())
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 3);
+    for s in &listed.items {
+        let checkpoints = a
+            .checkpoints(&elsewhere, &s.id, &all())
+            .await
+            .expect("list");
+        assert_eq!(checkpoints.items.len(), 1, "no checkpoint was added twice");
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, each over fresh handles from
+/// `$open` (an `async fn() -> Handles`).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($open:path) => {
+        $crate::conformance_suite!(@each $open;
+            seq_is_gap_free_across_handles,
+            revisions_are_gap_free_across_handles,
+            a_recovered_session_fences_the_old_attempt,
+            pruning_happens_in_the_write,
+            a_failed_write_leaves_nothing,
+            events_come_in_commit_order,
+            idempotent_outcomes_across_handles,
+            asset_records,
+            key_records,
+            sweeps_from_two_handles_count_each_crash_once,
+            cleanup_purges_only_what_is_due,
+            an_import_is_all_or_nothing,
+        );
+    };
+    (@each $open:path; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                $crate::conformance::$check($open().await).await;
+            }
+        )*
+    };
+}
