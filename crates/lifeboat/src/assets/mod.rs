@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use sha2::Digest;
 use crate::Lifeboat;
 use crate::external::{Changed, Roots};
 
+mod append;
 mod records;
 mod verify;
 
@@ -372,163 +373,6 @@ impl Lifeboat {
             .record_asset(tenant, owner, asset.clone(), fence)
             .await?;
         Ok((asset, created))
-    }
-
-    /// Appends `chunk` at `offset`. The offset must be the asset's size (offset 0 creates
-    /// it), or the chunk must already be there byte for byte (a retry: nothing is
-    /// written); anything else is refused with the current size.
-    pub async fn append_asset(
-        &self,
-        tenant: &TenantId,
-        owner: &Owner,
-        name: &AssetName,
-        offset: u64,
-        chunk: Vec<u8>,
-        fence: Option<u32>,
-    ) -> Result<Appended> {
-        self.check_fence(tenant, owner, fence).await?;
-        let key = lock_key(tenant, owner, name);
-        let _guard = self.inner.assets.lock_for(key.clone()).lock_owned().await;
-        let current = match self.asset(tenant, owner, name).await {
-            Ok(asset) => Some(asset),
-            Err(Error::NotFound { what: "asset", .. }) => None,
-            Err(other) => return Err(other),
-        };
-        let size = current.as_ref().map_or(0, |a| a.size);
-        let end = offset + chunk.len() as u64;
-        let blobs = self.inner.store.blobs().clone();
-        if let Some(asset) = &current
-            && offset < size
-        {
-            // A retry of bytes already stored is a no-op; anything else conflicts.
-            let path = blobs.path_of(asset);
-            let length = chunk.len();
-            let sent = chunk.clone();
-            let same = end <= size
-                && blocking(move || {
-                    let mut file =
-                        File::open(&path).map_err(|e| io_error("cannot read the asset", e))?;
-                    file.seek(SeekFrom::Start(offset))
-                        .map_err(|e| io_error("cannot read the asset", e))?;
-                    let mut stored = vec![0u8; length];
-                    file.read_exact(&mut stored)
-                        .map_err(|e| io_error("cannot read the asset", e))?;
-                    Ok(stored == sent)
-                })
-                .await?;
-            if same {
-                return Ok(Appended {
-                    asset: asset.clone(),
-                    wrote: false,
-                });
-            }
-        }
-        if offset != size {
-            return Err(DomainError::OffsetMismatch {
-                offset,
-                current_size: size,
-            }
-            .into());
-        }
-        if end > self.inner.assets.max_bytes {
-            return Err(Error::TooLarge(format!(
-                "the asset would be {end} bytes, over the limit of {}",
-                self.inner.assets.max_bytes
-            )));
-        }
-        // Appends go to the asset's own file; a whole upload or an external file is first
-        // copied into a new one (the old bytes stay where they are, for the checkpoints
-        // that pinned them).
-        let (file_key, copy_from) = match current.as_ref().map(|a| &a.storage) {
-            Some(Storage::Appendable(file_key)) => (file_key.clone(), None),
-            Some(_) => (
-                uuid::Uuid::now_v7().to_string(),
-                current.as_ref().map(|a| blobs.path_of(a)),
-            ),
-            None => (uuid::Uuid::now_v7().to_string(), None),
-        };
-        let path = blobs.appendable_path(&file_key);
-        let open_dir = blobs.open_dir();
-        let hashed = copy_from.clone().unwrap_or_else(|| path.clone());
-        let running = self.running_hash(&file_key, &hashed, size).await?;
-        let written = chunk.clone();
-        // A file made by this append (at offset 0, or copied from a whole upload) has a new
-        // directory entry, which is durable only once the directory is fsynced.
-        let new_file = offset == 0 || copy_from.is_some();
-        blocking(move || {
-            if let Some(source) = copy_from {
-                std::fs::copy(&source, &path).map_err(|e| io_error("cannot copy the asset", e))?;
-            }
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| io_error("cannot open the asset", e))?;
-            file.seek(SeekFrom::Start(offset))
-                .and_then(|_| file.write_all(&written))
-                // Bytes past the recorded size (an append that never committed) go.
-                .and_then(|()| file.set_len(end))
-                .and_then(|()| file.sync_all())
-                .map_err(|e| io_error("cannot write the asset", e))?;
-            if new_file {
-                File::open(&open_dir)
-                    .and_then(|dir| dir.sync_all())
-                    .map_err(|e| io_error("cannot sync the asset directory", e))?;
-            }
-            Ok(())
-        })
-        .await?;
-        let mut hasher = running;
-        hasher.update(&chunk);
-        let sha256 = Sha256::from_stored(hex::encode(hasher.clone().finalize()));
-        let now = self.now();
-        let asset = Asset {
-            name: name.clone(),
-            storage: Storage::Appendable(file_key.clone()),
-            size: end,
-            sha256,
-            kind: current.as_ref().and_then(|a| a.kind.clone()),
-            status: AssetStatus::Ok,
-            verified_at: now,
-            created_at: current.as_ref().map_or(now, |a| a.created_at),
-            updated_at: now,
-        };
-        self.record_asset(tenant, owner, asset.clone(), fence)
-            .await?;
-        self.inner.assets.remember_hash(file_key, end, hasher);
-        Ok(Appended { asset, wrote: true })
-    }
-
-    /// The hash state of the first `size` bytes of an appendable file: from memory, or
-    /// rebuilt by reading them (after a restart, or after an append that did not commit).
-    async fn running_hash(&self, key: &str, path: &Path, size: u64) -> Result<sha2::Sha256> {
-        let cached = self
-            .inner
-            .assets
-            .hashers
-            .lock()
-            .ok()
-            .and_then(|mut hashers| hashers.remove(key))
-            .filter(|(at, _)| *at == size)
-            .map(|(_, hasher)| hasher);
-        if let Some(hasher) = cached {
-            return Ok(hasher);
-        }
-        if size == 0 {
-            return Ok(sha2::Sha256::new());
-        }
-        let path = path.to_path_buf();
-        blocking(move || {
-            let mut file = File::open(&path)
-                .map_err(|e| io_error("cannot read the asset", e))?
-                .take(size);
-            let mut hasher = sha2::Sha256::new();
-            std::io::copy(&mut file, &mut hasher)
-                .map_err(|e| io_error("cannot read the asset", e))?;
-            Ok(hasher)
-        })
-        .await
     }
 
     /// Registers a file on the server host. It must resolve, after symlinks, inside one
