@@ -33,21 +33,12 @@ pub(crate) struct ReadLatency {
 #[derive(Clone, Copy)]
 pub(crate) enum Op {
     Checkpoint,
-    Heartbeat,
+    /// A heartbeat that changes nothing but the lease: acknowledged as soon as it ran,
+    /// before its commit (SPEC §6).
+    LeaseHeartbeat,
+    /// A heartbeat that moves progress: acknowledged after its commit.
+    ProgressHeartbeat,
     Patch,
-}
-
-/// Durable checkpoints at 1, 16 and 64 clients on a fresh server.
-pub(crate) async fn run_checkpoints(
-    base: &str,
-    window: Duration,
-) -> anyhow::Result<Vec<LoadResult>> {
-    create_sessions(base).await?;
-    let mut results = Vec::new();
-    for clients in [1, 16, 64] {
-        results.push(run(base, Op::Checkpoint, clients, window).await?);
-    }
-    Ok(results)
 }
 
 async fn create_sessions(base: &str) -> anyhow::Result<()> {
@@ -67,6 +58,20 @@ async fn create_sessions(base: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<LoadResult>> {
+    prepare(base).await?;
+    let mut results = Vec::new();
+    for clients in [1, 16, 64] {
+        results.push(run(base, Op::Checkpoint, clients, window).await?);
+    }
+    results.push(run(base, Op::LeaseHeartbeat, 64, window).await?);
+    results.push(run(base, Op::ProgressHeartbeat, 64, window).await?);
+    results.push(run(base, Op::Patch, 64, window).await?);
+    print_writer_figures(base).await?;
+    Ok(results)
+}
+
+/// The 64 sessions and 64 projects (~2 KiB each) the loads write to.
+pub(crate) async fn prepare(base: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()?;
@@ -83,12 +88,12 @@ pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<
             bail!("creating a project: {}", response.status());
         }
     }
-    let mut results = Vec::new();
-    for clients in [1, 16, 64] {
-        results.push(run(base, Op::Checkpoint, clients, window).await?);
-    }
-    results.push(run(base, Op::Heartbeat, 64, window).await?);
-    results.push(run(base, Op::Patch, 64, window).await?);
+    Ok(())
+}
+
+/// Commits and writes per commit, from the server's `/metrics`.
+pub(crate) async fn print_writer_figures(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -107,7 +112,7 @@ pub(crate) async fn run_all(base: &str, window: Duration) -> anyhow::Result<Vec<
         value("lifeboat_commit_batch_size_sum ") / commits,
         value("lifeboat_commit_duration_seconds_sum ") * 1000.0 / commits
     );
-    Ok(results)
+    Ok(())
 }
 
 pub(crate) async fn run(
@@ -144,11 +149,11 @@ pub(crate) async fn run_as(
                     format!("/api/v1/sessions/bench-{client}/checkpoints"),
                     json!({"attempt": 1, "kind": "item", "data": {"blob": data}}),
                 ),
-                Op::Heartbeat => (
+                Op::LeaseHeartbeat | Op::ProgressHeartbeat => (
                     Method::POST,
                     "application/json",
                     format!("/api/v1/sessions/bench-{client}/heartbeat"),
-                    json!({"attempt": 1, "progress": {"percent": 50}}),
+                    json!({"attempt": 1}),
                 ),
                 // About 100 bytes: what an editor sends when a person types a sentence.
                 Op::Patch => (
@@ -168,14 +173,24 @@ pub(crate) async fn run_as(
                     hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
                 tokio::spawn(connection);
                 let mut latencies = Histogram::<u64>::new(3).context("histogram")?;
+                let mut sent_count: u64 = 0;
                 while Instant::now() < deadline {
+                    sent_count += 1;
+                    let body = match op {
+                        // Progress that moves with every heartbeat: each one is durable.
+                        Op::ProgressHeartbeat => Bytes::from(
+                            json!({"attempt": 1, "progress": {"completed_units": sent_count}})
+                                .to_string(),
+                        ),
+                        _ => body.clone(),
+                    };
                     let request = Request::builder()
                         .method(method.clone())
                         .uri(&path)
                         .header(header::HOST, &authority)
                         .header(header::AUTHORIZATION, &authorization)
                         .header(header::CONTENT_TYPE, content_type)
-                        .body(Full::new(body.clone()))?;
+                        .body(Full::new(body))?;
                     let sent = Instant::now();
                     let response = sender.send_request(request).await?;
                     let status = response.status();
@@ -196,16 +211,22 @@ pub(crate) async fn run_as(
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok(LoadResult {
-        name: match op {
-            Op::Checkpoint => "durable checkpoint (1 KiB data)",
-            Op::Heartbeat => "heartbeat",
-            Op::Patch => "project merge-patch save (~100 B into ~2 KiB)",
-        },
+        name: name(op),
         clients,
         ops_per_second: all.len() as f64 / elapsed,
         p50_ms: all.value_at_quantile(0.50) as f64 / 1000.0,
         p99_ms: all.value_at_quantile(0.99) as f64 / 1000.0,
     })
+}
+
+/// What a load is called in the tables.
+pub(crate) fn name(op: Op) -> &'static str {
+    match op {
+        Op::Checkpoint => "durable checkpoint (1 KiB data)",
+        Op::LeaseHeartbeat => "lease-only heartbeat (acknowledged before its commit)",
+        Op::ProgressHeartbeat => "progress-changing heartbeat (durable)",
+        Op::Patch => "project merge-patch save (~100 B into ~2 KiB)",
+    }
 }
 
 /// Polls `/readyz` until it answers 200.

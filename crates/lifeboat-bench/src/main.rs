@@ -16,9 +16,11 @@
 //! 7. A busy server: a cleanup of 100,000 asset records and files while 64 sessions with a
 //!    1 s lease heartbeat every 250 ms (`--only-busy` alone).
 //!
-//! `--compare-with <older lifeboat binary>` runs only the durable checkpoint loads, against
-//! that binary and this build's in turn (`--rounds`, 3 by default; medians), for a
-//! before/after.
+//! `--only-writes` runs only the write loads (checkpoints at 1/16/64 clients, lease-only
+//! and progress-changing heartbeats, project saves, checkpoints with 100 event streams)
+//! against the one-row ceiling of the same round; `--compare-with <older lifeboat
+//! binary>` runs them against that binary and this build's in turn (`--rounds`, 3 by
+//! default; medians), for a before/after.
 //!
 //! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
 
@@ -29,6 +31,7 @@ mod load;
 mod ops;
 mod sdk;
 mod uploads;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -63,11 +66,14 @@ struct Args {
     /// Run only the busy-server section.
     #[arg(long)]
     only_busy: bool,
-    /// Run only the checkpoint loads, against this (older) `lifeboat` binary and this
+    /// Run only the write loads (checkpoints, heartbeats, saves, with event streams).
+    #[arg(long)]
+    only_writes: bool,
+    /// Run only the write loads, against this (older) `lifeboat` binary and this
     /// build's in turn.
     #[arg(long)]
     compare_with: Option<PathBuf>,
-    /// Alternating rounds of `--compare-with` (medians are reported).
+    /// Rounds of the write loads (medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Where to put the temporary data (default: a folder in the current directory, so
@@ -92,8 +98,9 @@ fn main() -> anyhow::Result<()> {
     if args.only_busy {
         return busy_section(&runtime, root.path());
     }
-    if let Some(baseline) = &args.compare_with {
-        return compare_section(&runtime, root.path(), baseline, window, args.rounds);
+    if args.only_writes || args.compare_with.is_some() {
+        let baseline = args.compare_with.as_deref();
+        return writes::section(&runtime, root.path(), baseline, window, args.rounds);
     }
 
     println!("## Raw SQLite ceilings (WAL, synchronous=FULL, 1 KiB rows)");
@@ -239,61 +246,6 @@ fn busy_section(runtime: &tokio::runtime::Runtime, root: &Path) -> anyhow::Resul
         "sessions expired: {} of 64; heartbeats refused or failed: {}",
         busy.expired, busy.failed_heartbeats
     );
-    Ok(())
-}
-
-/// Durable checkpoint loads against an older binary and this build's, alternately.
-fn compare_section(
-    runtime: &tokio::runtime::Runtime,
-    root: &Path,
-    baseline: &Path,
-    window: Duration,
-    rounds_max: usize,
-) -> anyhow::Result<()> {
-    println!(
-        "## Durable checkpoints (1 KiB data): {} (before) against this build (after), {rounds_max} alternating rounds, medians",
-        baseline.display()
-    );
-    let current = lifeboat_testkit::lifeboat_binary();
-    let mut rounds: Vec<(usize, Vec<f64>, Vec<f64>)> = [1, 16, 64]
-        .into_iter()
-        .map(|c| (c, Vec::new(), Vec::new()))
-        .collect();
-    for round in 0..rounds_max {
-        // Who goes first alternates too, so a drift of the machine favours neither.
-        let mut order = [
-            ("before", baseline.to_path_buf()),
-            ("after", current.clone()),
-        ];
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for (label, binary) in order {
-            let dir = root.join(format!("compare-{label}-{round}"));
-            let server = Binary::start_exe(&binary, &dir, &["--streams-per-key", "1000"]);
-            let results = runtime.block_on(load::run_checkpoints(&server.base, window))?;
-            drop(server);
-            for ((_, before, after), result) in rounds.iter_mut().zip(results) {
-                match label {
-                    "before" => before.push(result.ops_per_second),
-                    _ => after.push(result.ops_per_second),
-                }
-            }
-        }
-    }
-    println!(
-        "| clients | before ops/s | after ops/s | after ÷ before | runs before | runs after |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for (clients, before, after) in &rounds {
-        let (b, a) = (median(before), median(after));
-        println!(
-            "| {clients} | {b:.0} | {a:.0} | {:.2}× | {} | {} |",
-            a / b,
-            list(before),
-            list(after)
-        );
-    }
     Ok(())
 }
 

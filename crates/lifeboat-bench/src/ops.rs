@@ -36,7 +36,7 @@ pub(crate) struct OpsResult {
 
 /// Checkpoint writes at 16 clients while `SUBSCRIBERS` event streams (with the query
 /// `query(n)`) read along; answers writes/s and the events the streams received.
-async fn with_subscribers(
+pub(crate) async fn with_subscribers(
     base: &str,
     query: impl Fn(usize) -> String,
     window: Duration,

@@ -52,7 +52,7 @@ use std::time::Duration;
 
 pub use assets::{Appended, OpenAsset, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{FeedBatch, FeedEvent};
+pub use events::{FeedBatch, FeedEvent, Subscription};
 pub use failpoint::FAILPOINT_VAR;
 pub use keys::{API_KEY_PREFIX, SCOPES, SESSION_TOKEN_PREFIX, split_token};
 pub use lifeboat_core::Error as DomainError;
@@ -137,7 +137,7 @@ struct Inner {
     ready_at: Timestamp,
     assets: assets::AssetState,
     cleanup: CleanupRules,
-    feed: tokio::sync::broadcast::Sender<events::FeedBatch>,
+    hub: events::Hub,
     keys: keys::KeyCache,
     arrivals: expiry::Arrivals,
     projects: ProjectRules,
@@ -174,7 +174,7 @@ impl Lifeboat {
                 config.upload_idle_timeout,
             ),
             cleanup: config.cleanup,
-            feed: tokio::sync::broadcast::Sender::new(events::FEED_CAPACITY),
+            hub: events::Hub::default(),
             keys: keys::KeyCache::default(),
             arrivals: expiry::Arrivals::default(),
             projects: config.projects,
@@ -189,10 +189,7 @@ impl Lifeboat {
             );
         }
         let inner = lifeboat.inner;
-        tokio::spawn(events::feed_loop(
-            Arc::downgrade(&inner),
-            inner.feed.clone(),
-        ));
+        tokio::spawn(events::feed_loop(Arc::downgrade(&inner)));
         tokio::spawn(sweep_loop(Arc::downgrade(&inner), config.sweep_interval));
         if let Some(every) = config.cleanup_interval {
             tokio::spawn(cleanup_loop(Arc::downgrade(&inner), every));

@@ -2,8 +2,8 @@
 //!
 //! A stream first catches up from the store's event log (after `Last-Event-ID`, or from
 //! the newest event), then follows the live feed, which reads each commit's events once
-//! for all subscribers. A subscriber that falls behind the feed's buffer goes back to the
-//! log; it never holds up a writer.
+//! for all subscribers and wakes a stream only for the events it wants. A stream that
+//! falls behind its buffer goes back to the log; it never holds up a writer.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,10 +13,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use lifeboat::{Event, EventFilter, FeedBatch, Lifeboat, TenantId};
+use lifeboat::{Event, EventFilter, Lifeboat, Subscription, TenantId};
 use lifeboat_api::{Problem, ProblemType};
 use serde::Deserialize;
-use tokio::sync::broadcast;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -75,7 +74,7 @@ struct Cursor {
     after: i64,
     /// Reading the log (at the start, and after falling behind the live feed).
     catching_up: bool,
-    feed: broadcast::Receiver<FeedBatch>,
+    feed: Subscription,
     closing: tokio::sync::watch::Receiver<bool>,
     /// When the stream last sent anything: a keep-alive is due `KEEP_ALIVE` after.
     sent_at: tokio::time::Instant,
@@ -110,21 +109,21 @@ impl Cursor {
                 }
             } else {
                 tokio::select! {
-                    received = self.feed.recv() => match received {
-                        Ok(batch) => {
-                            for fed in batch.iter() {
+                    received = self.feed.next() => match received {
+                        Some(batch) => {
+                            for fed in &batch {
                                 let event = &fed.event;
-                                if event.seq > self.after
-                                    && event.tenant == self.tenant
-                                    && self.filter.matches(event)
-                                {
+                                if event.seq > self.after {
                                     chunk.push_str(fed.rendered.get_or_init(|| render(event)));
                                     self.after = event.seq;
                                 }
                             }
                         }
-                        Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
-                        Err(broadcast::error::RecvError::Closed) => return None,
+                        None => {
+                            // Fell behind: subscribe again first, then read the log.
+                            self.feed = self.lifeboat.subscribe_events(&self.tenant, &self.filter, self.after);
+                            self.catching_up = true;
+                        }
                     },
                     _ = self.closing.changed() => {}
                     _ = tokio::time::sleep_until(self.sent_at + KEEP_ALIVE) => {
@@ -194,7 +193,7 @@ pub(crate) async fn events(
         None => state.lifeboat.newest_event().await?,
     };
     // Subscribed before the catch-up read, so nothing committed in between is missed.
-    let feed = state.lifeboat.feed();
+    let feed = state.lifeboat.subscribe_events(&tenant, &filter, after);
     let cursor = Cursor {
         _slot: slot,
         feed,
