@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use lifeboat::{Event, EventFilter, Lifeboat, Subscription, TenantId};
+use lifeboat::{Event, EventFilter, FeedBatch, Lifeboat, Subscription, TenantId};
 use lifeboat_api::{Problem, ProblemType};
 use serde::Deserialize;
 
@@ -25,6 +25,12 @@ use crate::extract::{ApiQuery, path_id};
 const BATCH: u32 = 256;
 /// A keep-alive comment this often, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a stream gathers live events before it writes them: one socket write for
+/// every commit of a busy session would cost the server (and the client reading it) more
+/// than the writes being reported.
+const COALESCE: Duration = Duration::from_millis(20);
+/// A stream writes at once when it has gathered this many bytes.
+const CHUNK_MAX: usize = 64 * 1024;
 
 /// Filters of the event stream.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -81,6 +87,38 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// Adds the events of `batch` not sent yet.
+    fn append(&mut self, batch: &FeedBatch, chunk: &mut String) {
+        for fed in batch {
+            let event = &fed.event;
+            if event.seq > self.after {
+                chunk.push_str(fed.rendered.get_or_init(|| render(event)));
+                self.after = event.seq;
+            }
+        }
+    }
+
+    /// Gathers more live events for up to [`COALESCE`], or until [`CHUNK_MAX`] bytes.
+    async fn gather(&mut self, chunk: &mut String) {
+        let until = tokio::time::Instant::now() + COALESCE;
+        while chunk.len() < CHUNK_MAX && !self.catching_up {
+            match tokio::time::timeout_at(until, self.feed.next()).await {
+                Ok(Some(batch)) => self.append(&batch, chunk),
+                Ok(None) => self.fell_behind(),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The live feed dropped this stream (its buffer was full): subscribe again first,
+    /// then read the log from where the stream stands.
+    fn fell_behind(&mut self) {
+        self.feed = self
+            .lifeboat
+            .subscribe_events(&self.tenant, &self.filter, self.after);
+        self.catching_up = true;
+    }
+
     /// The next piece of the stream: every event of a log read or of a commit that this
     /// stream wants, as one chunk (one write to the socket), or a keep-alive comment.
     async fn next(mut self) -> Option<(Bytes, Cursor)> {
@@ -111,19 +149,10 @@ impl Cursor {
                 tokio::select! {
                     received = self.feed.next() => match received {
                         Some(batch) => {
-                            for fed in &batch {
-                                let event = &fed.event;
-                                if event.seq > self.after {
-                                    chunk.push_str(fed.rendered.get_or_init(|| render(event)));
-                                    self.after = event.seq;
-                                }
-                            }
+                            self.append(&batch, &mut chunk);
+                            self.gather(&mut chunk).await;
                         }
-                        None => {
-                            // Fell behind: subscribe again first, then read the log.
-                            self.feed = self.lifeboat.subscribe_events(&self.tenant, &self.filter, self.after);
-                            self.catching_up = true;
-                        }
+                        None => self.fell_behind(),
                     },
                     _ = self.closing.changed() => {}
                     _ = tokio::time::sleep_until(self.sent_at + KEEP_ALIVE) => {
