@@ -142,6 +142,7 @@ struct Inner {
     arrivals: expiry::Arrivals,
     projects: ProjectRules,
     schemas: schemas::SchemaCache,
+    documents: projects::Documents,
 }
 
 /// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
@@ -179,6 +180,7 @@ impl Lifeboat {
             arrivals: expiry::Arrivals::default(),
             projects: config.projects,
             schemas: schemas::SchemaCache::default(),
+            documents: projects::Documents::default(),
         });
         let lifeboat = Lifeboat { inner };
         let graced = lifeboat.begin_restart_grace(ready_at).await?;

@@ -3,6 +3,8 @@
 //! revision, list projects and revisions.
 
 use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
 use lifeboat_core::{
     Chain, Change, Delta, Error as DomainError, Id, Preconditions, Project, SchemaRef, TenantId,
@@ -77,16 +79,30 @@ impl Lifeboat {
     ) -> Result<Outcome<SaveOutcome>> {
         let (tenant, id, now) = (tenant.clone(), id.clone(), self.now());
         let this = self.clone();
-        self.write(Ack::AfterCommit, move |tx| {
-            once(tx, &tenant, key.as_ref(), now, |tx| {
-                this.save_script(tx, &tenant, &id, edit, &preconditions, now)
+        let (outcome, fresh) = self
+            .write(Ack::AfterCommit, move |tx| {
+                let mut fresh = None;
+                let outcome = once(tx, &tenant, key.as_ref(), now, |tx| {
+                    let saved = this.save_script(tx, &tenant, &id, edit, &preconditions, now)?;
+                    Ok(saved.map(|(outcome, state)| {
+                        let (revision, size) = (outcome.revision, outcome.size_bytes);
+                        fresh = Some(((tenant.clone(), id.clone()), revision, size, state));
+                        outcome
+                    }))
+                })?;
+                Ok(outcome.map(|outcome| (outcome, fresh)))
             })
-        })
-        .await
+            .await?;
+        // Committed: the new state is kept parsed for the next save.
+        if let Some((key, revision, size, state)) = fresh {
+            self.inner.documents.keep(key, revision, size, state);
+        }
+        Ok(outcome)
     }
 
     /// The script of one save: load, check the preconditions, let the core apply the
-    /// change, write the revision, prune now and then, record `project.saved`.
+    /// change, write the revision, prune now and then, record `project.saved`. Answers
+    /// the outcome and the new state.
     fn save_script(
         &self,
         tx: &mut dyn Tx,
@@ -95,11 +111,15 @@ impl Lifeboat {
         edit: ProjectEdit,
         preconditions: &Preconditions,
         now: lifeboat_core::Timestamp,
-    ) -> lifeboat_store::JobResult<SaveOutcome> {
+    ) -> lifeboat_store::JobResult<(SaveOutcome, Value)> {
         let rules = &self.inner.projects;
         let mut stored = tx.project(tenant, id)?;
         if let Some(stored) = stored.as_mut() {
-            stored.parse_state()?;
+            let key = (tenant.clone(), id.clone());
+            match self.inner.documents.take(&key, stored.project.revision) {
+                Some(state) => stored.project.state = state,
+                None => stored.parse_state()?,
+            }
         }
         let live = stored.as_ref().filter(|s| s.project.deleted_at.is_none());
         if let Err(refusal) = preconditions.check(live.map(|s| s.project.revision)) {
@@ -164,13 +184,14 @@ impl Lifeboat {
             "size_bytes": project.size_bytes,
         });
         tx.record_event(tenant, "project.saved", subject, &data, now)?;
-        Ok(Ok(SaveOutcome {
+        let outcome = SaveOutcome {
             id: project.id.clone(),
             revision: project.revision,
             updated_at: project.updated_at,
             size_bytes: project.size_bytes,
             created: saved.created,
-        }))
+        };
+        Ok(Ok((outcome, saved.project.state)))
     }
 
     /// A project, now or at `revision`.
@@ -251,6 +272,79 @@ impl Lifeboat {
             })
             .await?;
         Ok(page::numbered(rows, limit))
+    }
+}
+
+/// Documents kept parsed between saves, so that a save of a hot document does not parse
+/// its whole state again: the state of a revision that committed, by `(tenant, id)`.
+///
+/// A save takes its document's entry (if it is of the stored revision) and the entry
+/// comes back, as the new revision's state, only after that save committed: a save whose
+/// transaction rolls back leaves no entry, and an entry of another revision than the
+/// stored one (another server saved since) is never used.
+#[derive(Default)]
+pub(crate) struct Documents(Mutex<DocumentsInner>);
+
+#[derive(Default)]
+struct DocumentsInner {
+    /// Revision, serialized size and parsed state.
+    states: HashMap<(TenantId, Id), (u64, u64, Value)>,
+    /// Keys in the order they were kept, oldest first (some may be gone).
+    order: VecDeque<(TenantId, Id)>,
+    /// Serialized bytes of the states kept.
+    bytes: u64,
+}
+
+/// Serialized bytes of the states kept at most (a parsed state takes a few times that).
+const DOCUMENTS_BYTES_MAX: u64 = 32 << 20;
+/// A state larger than this is not kept: parsing it once per save is the smaller cost
+/// next to writing it.
+const DOCUMENT_BYTES_MAX: u64 = 1 << 20;
+
+impl Documents {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DocumentsInner> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The parsed state of `revision`, taken out of the cache.
+    fn take(&self, key: &(TenantId, Id), revision: u64) -> Option<Value> {
+        let mut inner = self.lock();
+        let (kept, size, state) = inner.states.remove(key)?;
+        inner.bytes -= size;
+        (kept == revision).then_some(state)
+    }
+
+    /// Keeps the state of a committed `revision`, `size` bytes serialized (unless a newer
+    /// one is kept), evicting the oldest kept beyond the budget.
+    fn keep(&self, key: (TenantId, Id), revision: u64, size: u64, state: Value) {
+        if size > DOCUMENT_BYTES_MAX {
+            return;
+        }
+        let mut inner = self.lock();
+        match inner.states.get(&key) {
+            Some((kept, _, _)) if *kept >= revision => return,
+            Some((_, old, _)) => {
+                let old = *old;
+                inner.bytes -= old;
+            }
+            None => inner.order.push_back(key.clone()),
+        }
+        inner.states.insert(key, (revision, size, state));
+        inner.bytes += size;
+        while inner.bytes > DOCUMENTS_BYTES_MAX {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some((_, size, _)) = inner.states.remove(&oldest) {
+                inner.bytes -= size;
+            }
+        }
+        if inner.order.len() > 2 * inner.states.len() + 64 {
+            let DocumentsInner { states, order, .. } = &mut *inner;
+            order.retain(|key| states.contains_key(key));
+        }
     }
 }
 

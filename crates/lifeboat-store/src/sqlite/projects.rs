@@ -160,14 +160,19 @@ pub(super) fn prune(
     retention: RevisionRetention,
     now: Timestamp,
 ) -> Result<u64> {
+    // Walks revisions oldest first and stops at the first young one: it reads only the
+    // old revisions still kept, never the whole young history (`+created_at` keeps SQLite
+    // from answering through the age index, which reads every young revision).
     let oldest_young: Option<u64> = conn
         .prepare_cached(
-            "SELECT MIN(revision) FROM revisions WHERE project_pk = ?1 AND created_at >= ?2",
+            "SELECT revision FROM revisions WHERE project_pk = ?1 AND +created_at >= ?2 \
+             ORDER BY revision LIMIT 1",
         )
         .map_err(translate)?
         .query_row(params![pk, now.minus_ms(retention.max_age_ms).0], |row| {
             row.get(0)
         })
+        .optional()
         .map_err(translate)?;
     let keep_from = retention.oldest_kept(newest, oldest_young);
     let base: Option<u64> = conn
