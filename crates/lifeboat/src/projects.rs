@@ -287,12 +287,22 @@ pub(crate) struct Documents(Mutex<DocumentsInner>);
 
 #[derive(Default)]
 struct DocumentsInner {
-    /// Revision, serialized size and parsed state.
-    states: HashMap<(TenantId, Id), (u64, u64, Value)>,
-    /// Keys in the order they were kept, oldest first (some may be gone).
-    order: VecDeque<(TenantId, Id)>,
+    /// When it was kept (a counter), revision, serialized size, and the parsed state.
+    states: HashMap<(TenantId, Id), Kept>,
+    /// Keys in the order they were kept, oldest first, with when; an entry whose state
+    /// was taken or kept again since is stale.
+    order: VecDeque<(u64, (TenantId, Id))>,
     /// Serialized bytes of the states kept.
     bytes: u64,
+    /// Counts `keep` calls.
+    clock: u64,
+}
+
+struct Kept {
+    at: u64,
+    revision: u64,
+    size: u64,
+    state: Value,
 }
 
 /// Serialized bytes of the states kept at most (a parsed state takes a few times that).
@@ -311,9 +321,9 @@ impl Documents {
     /// The parsed state of `revision`, taken out of the cache.
     fn take(&self, key: &(TenantId, Id), revision: u64) -> Option<Value> {
         let mut inner = self.lock();
-        let (kept, size, state) = inner.states.remove(key)?;
-        inner.bytes -= size;
-        (kept == revision).then_some(state)
+        let kept = inner.states.remove(key)?;
+        inner.bytes -= kept.size;
+        (kept.revision == revision).then_some(kept.state)
     }
 
     /// Keeps the state of a committed `revision`, `size` bytes serialized (unless a newer
@@ -323,27 +333,37 @@ impl Documents {
             return;
         }
         let mut inner = self.lock();
-        match inner.states.get(&key) {
-            Some((kept, _, _)) if *kept >= revision => return,
-            Some((_, old, _)) => {
-                let old = *old;
-                inner.bytes -= old;
+        if let Some(kept) = inner.states.get(&key) {
+            if kept.revision >= revision {
+                return;
             }
-            None => inner.order.push_back(key.clone()),
+            let old = kept.size;
+            inner.bytes -= old;
         }
-        inner.states.insert(key, (revision, size, state));
+        inner.clock += 1;
+        let at = inner.clock;
+        inner.order.push_back((at, key.clone()));
+        let kept = Kept {
+            at,
+            revision,
+            size,
+            state,
+        };
+        inner.states.insert(key, kept);
         inner.bytes += size;
         while inner.bytes > DOCUMENTS_BYTES_MAX {
-            let Some(oldest) = inner.order.pop_front() else {
+            let Some((at, oldest)) = inner.order.pop_front() else {
                 break;
             };
-            if let Some((_, size, _)) = inner.states.remove(&oldest) {
-                inner.bytes -= size;
+            if inner.states.get(&oldest).is_some_and(|kept| kept.at == at)
+                && let Some(kept) = inner.states.remove(&oldest)
+            {
+                inner.bytes -= kept.size;
             }
         }
         if inner.order.len() > 2 * inner.states.len() + 64 {
             let DocumentsInner { states, order, .. } = &mut *inner;
-            order.retain(|key| states.contains_key(key));
+            order.retain(|(at, key)| states.get(key).is_some_and(|kept| kept.at == *at));
         }
     }
 }
@@ -359,5 +379,63 @@ fn not_found(id: &Id) -> Error {
     Error::NotFound {
         what: "project",
         id: id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lifeboat_core::{Id, TenantId};
+    use serde_json::json;
+
+    use super::{DOCUMENT_BYTES_MAX, DOCUMENTS_BYTES_MAX, Documents};
+
+    fn key(n: u64) -> (TenantId, Id) {
+        (
+            TenantId::default(),
+            Id::parse(&format!("d{n}")).expect("id"),
+        )
+    }
+
+    /// A kept state serves only its own revision, once; an older revision never replaces
+    /// a newer one; oversized states are not kept.
+    #[test]
+    fn a_kept_state_serves_its_own_revision_once() {
+        let documents = Documents::default();
+        documents.keep(key(1), 5, 10, json!({"v": 5}));
+        documents.keep(key(1), 4, 10, json!({"v": 4}));
+        assert_eq!(documents.take(&key(1), 5), Some(json!({"v": 5})));
+        assert_eq!(documents.take(&key(1), 5), None, "taken");
+        documents.keep(key(1), 6, 10, json!({"v": 6}));
+        assert_eq!(
+            documents.take(&key(1), 7),
+            None,
+            "another server saved since"
+        );
+        assert_eq!(documents.take(&key(1), 6), None, "a stale entry is dropped");
+        documents.keep(key(2), 1, DOCUMENT_BYTES_MAX + 1, json!({}));
+        assert_eq!(documents.take(&key(2), 1), None);
+    }
+
+    /// Past the byte budget the oldest kept go first; the count of bytes stays exact.
+    #[test]
+    fn the_cache_stays_within_its_budget() {
+        let documents = Documents::default();
+        let size = DOCUMENT_BYTES_MAX;
+        let fits = DOCUMENTS_BYTES_MAX / size;
+        for n in 0..fits + 10 {
+            documents.keep(key(n), 1, size, json!({"n": n}));
+            documents.keep(key(n), 2, size, json!({"n": n}));
+        }
+        assert!(documents.lock().bytes <= DOCUMENTS_BYTES_MAX);
+        assert_eq!(documents.take(&key(0), 2), None, "the oldest went first");
+        assert_eq!(
+            documents.take(&key(fits + 9), 2),
+            Some(json!({"n": fits + 9}))
+        );
+        let inner = documents.lock();
+        assert_eq!(
+            inner.bytes,
+            inner.states.values().map(|k| k.size).sum::<u64>()
+        );
     }
 }
