@@ -9,7 +9,14 @@ use std::path::Path;
 use lifeboat::{Config, Lifeboat};
 use rusqlite::Connection;
 
-pub(crate) fn build(dir: &Path, sessions: u64, recoverable: u64) -> anyhow::Result<()> {
+/// `sessions` in all: `recoverable` failed ones with two checkpoints each, `active` ones
+/// with a live lease (the restart grace's work at start), the rest completed.
+pub(crate) fn build(
+    dir: &Path,
+    sessions: u64,
+    recoverable: u64,
+    active: u64,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -22,7 +29,7 @@ pub(crate) fn build(dir: &Path, sessions: u64, recoverable: u64) -> anyhow::Resu
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    let completed = sessions.saturating_sub(recoverable);
+    let completed = sessions.saturating_sub(recoverable + active);
     conn.execute_batch("BEGIN")?;
     // Completed sessions first (older), then the recoverable ones (newest), interleaved
     // enough that the recovery query must skip over completed rows through its index.
@@ -46,6 +53,15 @@ pub(crate) fn build(dir: &Path, sessions: u64, recoverable: u64) -> anyhow::Resu
              ?2 - 3600000 + i, ?2, ?2, ?2, 'boom', 'application_error', ?2, 1, 1000,
              2, 'item', ?2 - 1000, 2 FROM n",
         rusqlite::params![recoverable, now],
+    )?;
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO sessions (tenant, id, kind, status, attempt, max_attempts,
+             heartbeat_timeout_ms, checkpoint_retention, created_at, updated_at,
+             last_heartbeat_at, lease_expires_at, progress_changed_at)
+         SELECT 'default', 'active-' || i, 'bench', 'active', 1, 10, 30000, 5,
+             ?2 - 60000 + i, ?2, ?2, ?2 + 30000, ?2 FROM n",
+        rusqlite::params![active, now],
     )?;
     let data = r#"{"cursor":12345,"note":"benchmark checkpoint"}"#;
     let sha = lifeboat::Sha256::of(data.as_bytes()).as_str().to_owned();

@@ -11,8 +11,9 @@
 //!    peak RSS meanwhile, and 64 KiB appends.
 //! 5. Operations: `POST /admin/verify` against `sha256sum` of the same bytes, and
 //!    checkpoint writes with 100 event-stream subscribers against none.
-//! 6. A store of 1,000,000 sessions (10,000 recoverable): time until `/readyz` answers
-//!    200 after start, and p99 of `GET /recovery?limit=50`.
+//! 6. A store of 1,000,000 sessions (10,000 recoverable, 10,000 active): time until
+//!    `/readyz` answers 200 after start (the restart grace of the active ones included),
+//!    and p99 of `GET /recovery?limit=50` (`--only-large` alone).
 //! 7. A busy server: a cleanup of 100,000 asset records and files while 64 sessions with a
 //!    1 s lease heartbeat every 250 ms (`--only-busy` alone).
 //!
@@ -54,6 +55,12 @@ struct Args {
     /// Of which recoverable.
     #[arg(long, default_value_t = 10_000)]
     recoverable: u64,
+    /// Of which active (their leases get the restart grace at start).
+    #[arg(long, default_value_t = 10_000)]
+    active: u64,
+    /// Run only the large-store section.
+    #[arg(long)]
+    only_large: bool,
     /// Bytes of the large upload (1 GiB).
     #[arg(long, default_value_t = 1 << 30)]
     upload_bytes: u64,
@@ -97,6 +104,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.only_busy {
         return busy_section(&runtime, root.path());
+    }
+    if args.only_large {
+        return large_section(&runtime, root.path(), &args);
     }
     if args.only_writes || args.compare_with.is_some() {
         let baseline = args.compare_with.as_deref();
@@ -205,13 +215,23 @@ fn main() -> anyhow::Result<()> {
     sdk_section(&runtime, root.path(), window, args.autosave_seconds)?;
     busy_section(&runtime, root.path())?;
 
+    large_section(&runtime, root.path(), &args)
+}
+
+/// A large store: time to ready (restart grace included) and recovery reads (also alone,
+/// with `--only-large`).
+fn large_section(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    args: &Args,
+) -> anyhow::Result<()> {
     println!(
-        "\n## {} sessions stored, {} recoverable",
-        args.sessions, args.recoverable
+        "\n## {} sessions stored, {} recoverable, {} active",
+        args.sessions, args.recoverable, args.active
     );
-    let big = root.path().join("big");
+    let big = root.join("big");
     let built = Instant::now();
-    fixture::build(&big, args.sessions, args.recoverable)?;
+    fixture::build(&big, args.sessions, args.recoverable, args.active)?;
     println!("fixture built in {:.1} s", built.elapsed().as_secs_f64());
     let started = Instant::now();
     let server = server_at(&big);

@@ -18,6 +18,8 @@ use crate::{Inner, Lifeboat};
 const SUBSCRIBER_CAPACITY: usize = 1_024;
 /// Events read from the log per query.
 const BATCH: u32 = 1_000;
+/// The pause after a log read before the next, while anyone listens.
+const FEED_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// An event on the live feed. `rendered` holds its wire form, made by the first
 /// subscriber that sends it and shared by all the others.
@@ -158,6 +160,10 @@ impl Hub {
     }
 }
 
+/// The feed dropped a subscriber that could not keep up (or stopped): read the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FellBehind;
+
 /// Live deliveries to one subscriber; it leaves the feed when dropped.
 pub struct Subscription {
     id: u64,
@@ -171,6 +177,16 @@ impl Subscription {
     /// taken first so that nothing committed meanwhile is missed.
     pub async fn next(&mut self) -> Option<FeedBatch> {
         self.receiver.recv().await
+    }
+
+    /// The next batch if one is waiting: `Ok(None)` when none is, `Err(FellBehind)` when
+    /// the subscriber fell behind (see [`Subscription::next`]).
+    pub fn try_next(&mut self) -> Result<Option<FeedBatch>, FellBehind> {
+        match self.receiver.try_recv() {
+            Ok(batch) => Ok(Some(batch)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(FellBehind),
+        }
     }
 }
 
@@ -252,6 +268,10 @@ pub(crate) async fn feed_loop(inner: Weak<Inner>) {
                 after = after.max(oldest);
                 let lifeboat = Lifeboat { inner };
                 after = forward(&lifeboat, after).await;
+                // One log read covers the commits of the next few milliseconds, not one
+                // read per commit (streams gather 20 ms of events per write anyway).
+                drop(lifeboat);
+                tokio::time::sleep(FEED_GATHER).await;
             }
         }
         if commits.changed().await.is_err() {

@@ -52,7 +52,7 @@ use std::time::Duration;
 
 pub use assets::{Appended, OpenAsset, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{FeedBatch, FeedEvent, Subscription};
+pub use events::{FeedBatch, FeedEvent, FellBehind, Subscription};
 pub use failpoint::FAILPOINT_VAR;
 pub use keys::{API_KEY_PREFIX, SCOPES, SESSION_TOKEN_PREFIX, split_token};
 pub use lifeboat_core::Error as DomainError;

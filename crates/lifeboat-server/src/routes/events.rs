@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use lifeboat::{Event, EventFilter, FeedBatch, Lifeboat, Subscription, TenantId};
+use lifeboat::{Event, EventFilter, FeedBatch, FellBehind, Lifeboat, Subscription, TenantId};
 use lifeboat_api::{Problem, ProblemType};
 use serde::Deserialize;
 
@@ -98,14 +98,18 @@ impl Cursor {
         }
     }
 
-    /// Gathers more live events for up to [`COALESCE`], or until [`CHUNK_MAX`] bytes.
+    /// Gathers what else arrives within [`COALESCE`] (up to [`CHUNK_MAX`] bytes): one
+    /// wake-up and one socket write for all of it, not one per commit.
     async fn gather(&mut self, chunk: &mut String) {
-        let until = tokio::time::Instant::now() + COALESCE;
-        while chunk.len() < CHUNK_MAX && !self.catching_up {
-            match tokio::time::timeout_at(until, self.feed.next()).await {
+        tokio::select! {
+            _ = tokio::time::sleep(COALESCE) => {}
+            _ = self.closing.changed() => return,
+        }
+        while chunk.len() < CHUNK_MAX {
+            match self.feed.try_next() {
                 Ok(Some(batch)) => self.append(&batch, chunk),
-                Ok(None) => self.fell_behind(),
-                Err(_) => return,
+                Ok(None) => return,
+                Err(FellBehind) => return self.fell_behind(),
             }
         }
     }
