@@ -114,15 +114,19 @@ impl Lifeboat {
     }
 }
 
-/// Up to `limit + 1` checkpoints after `after`, read in chunks that stop one checkpoint
+/// Up to `limit.saturating_add(1)` checkpoints after `after`, read in chunks that stop one checkpoint
 /// past a page's byte budget (so the page knows there is more): a page of 1,000
 /// checkpoints of 16 MiB each is never read whole.
 fn fetch_within(tx: &mut dyn Tx, row: i64, after: u64, limit: u32) -> Result<Vec<Checkpoint>> {
     let mut fetched: Vec<Checkpoint> = Vec::new();
     let mut read = 0;
     let mut after = after;
+    let wanted = limit.saturating_add(1);
     loop {
-        let want = CHUNK.min(limit + 1 - fetched.len() as u32);
+        let want = CHUNK.min(wanted.saturating_sub(fetched.len() as u32));
+        if want == 0 {
+            return Ok(fetched);
+        }
         let chunk = tx.checkpoints_after(row, after, want)?;
         let exhausted = chunk.len() < want as usize;
         for checkpoint in chunk {

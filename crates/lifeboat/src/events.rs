@@ -6,6 +6,7 @@
 //! the feed and reads the log itself (it never holds up anyone).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use lifeboat_core::TenantId;
@@ -14,8 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::{Inner, Lifeboat};
 
-/// Commits buffered per subscriber before it must catch up from the log.
-const SUBSCRIBER_CAPACITY: usize = 1_024;
+/// Events buffered per subscriber before it must catch up from the log.
+const SUBSCRIBER_CAPACITY: usize = 4_096;
 /// Events read from the log per query.
 const BATCH: u32 = 1_000;
 /// The pause after a log read before the next, while anyone listens.
@@ -56,7 +57,9 @@ struct Subscriber {
     key: Key,
     filter: EventFilter,
     after: i64,
-    sender: mpsc::Sender<FeedBatch>,
+    sender: mpsc::UnboundedSender<FeedBatch>,
+    /// Events sent and not yet received.
+    pending: Arc<AtomicUsize>,
 }
 
 /// Who listens to what.
@@ -96,8 +99,9 @@ impl Hub {
         tenant: &TenantId,
         filter: &EventFilter,
         after: i64,
-    ) -> (u64, mpsc::Receiver<FeedBatch>) {
-        let (sender, receiver) = mpsc::channel(SUBSCRIBER_CAPACITY);
+    ) -> (u64, mpsc::UnboundedReceiver<FeedBatch>, Arc<AtomicUsize>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
         let key = Key::of(tenant, filter);
         let mut registry = self.lock();
         let id = registry.next_id;
@@ -108,9 +112,10 @@ impl Hub {
             filter: filter.clone(),
             after,
             sender,
+            pending: Arc::clone(&pending),
         };
         registry.subscribers.insert(id, subscriber);
-        (id, receiver)
+        (id, receiver, pending)
     }
 
     /// The oldest position a subscriber needs events after, if anyone listens.
@@ -149,10 +154,14 @@ impl Hub {
             }
         }
         for (id, events) in wanted {
-            let delivered = registry
-                .subscribers
-                .get(&id)
-                .is_some_and(|s| s.sender.try_send(events).is_ok());
+            let delivered = registry.subscribers.get(&id).is_some_and(|s| {
+                let count = events.len();
+                let room = s.pending.load(Ordering::Acquire) + count <= SUBSCRIBER_CAPACITY;
+                room && {
+                    s.pending.fetch_add(count, Ordering::AcqRel);
+                    s.sender.send(events).is_ok()
+                }
+            });
             if !delivered {
                 registry.remove(id);
             }
@@ -167,7 +176,8 @@ pub struct FellBehind;
 /// Live deliveries to one subscriber; it leaves the feed when dropped.
 pub struct Subscription {
     id: u64,
-    receiver: mpsc::Receiver<FeedBatch>,
+    receiver: mpsc::UnboundedReceiver<FeedBatch>,
+    pending: Arc<AtomicUsize>,
     hub: Weak<Inner>,
 }
 
@@ -176,14 +186,19 @@ impl Subscription {
     /// (or the feed stopped): read the log from where it stands, with a new subscription
     /// taken first so that nothing committed meanwhile is missed.
     pub async fn next(&mut self) -> Option<FeedBatch> {
-        self.receiver.recv().await
+        let batch = self.receiver.recv().await?;
+        self.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+        Some(batch)
     }
 
     /// The next batch if one is waiting: `Ok(None)` when none is, `Err(FellBehind)` when
     /// the subscriber fell behind (see [`Subscription::next`]).
     pub fn try_next(&mut self) -> Result<Option<FeedBatch>, FellBehind> {
         match self.receiver.try_recv() {
-            Ok(batch) => Ok(Some(batch)),
+            Ok(batch) => {
+                self.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+                Ok(Some(batch))
+            }
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
             Err(mpsc::error::TryRecvError::Disconnected) => Err(FellBehind),
         }
@@ -209,10 +224,11 @@ impl Lifeboat {
         filter: &EventFilter,
         after: i64,
     ) -> Subscription {
-        let (id, receiver) = self.inner.hub.add(tenant, filter, after);
+        let (id, receiver, pending) = self.inner.hub.add(tenant, filter, after);
         Subscription {
             id,
             receiver,
+            pending,
             hub: Arc::downgrade(&self.inner),
         }
     }
@@ -241,19 +257,12 @@ impl Lifeboat {
     }
 }
 
-pub(crate) async fn feed_loop(inner: Weak<Inner>) {
-    let (mut commits, mut after) = match inner.upgrade() {
-        Some(inner) => {
-            let lifeboat = Lifeboat { inner };
-            let newest = match lifeboat.newest_event().await {
-                Ok(newest) => newest,
-                Err(error) => {
-                    tracing::warn!(%error, "the event feed cannot read the log; it starts empty");
-                    0
-                }
-            };
-            (lifeboat.subscribe(), newest)
-        }
+/// Forwards committed events to subscribers, starting after position `after` (the log's
+/// newest when the engine started, read before anyone could subscribe).
+pub(crate) async fn feed_loop(inner: Weak<Inner>, mut after: i64) {
+    let mut idle = false;
+    let mut commits = match inner.upgrade() {
+        Some(inner) => (Lifeboat { inner }).subscribe(),
         None => return,
     };
     loop {
@@ -265,13 +274,23 @@ pub(crate) async fn feed_loop(inner: Weak<Inner>) {
             // Nobody listens: nothing to read. A subscriber needs only what came after the
             // position it subscribed at (it reads the log up to there itself).
             if let Some(oldest) = inner.hub.oldest_after() {
-                after = after.max(oldest);
                 let lifeboat = Lifeboat { inner };
+                if idle {
+                    // Back from reading nothing: skip what came before the oldest position
+                    // a subscriber asked for, never past the log's newest event (a stream
+                    // may name a position the log has not reached).
+                    if let Ok(newest) = lifeboat.newest_event().await {
+                        after = after.max(oldest.min(newest));
+                    }
+                    idle = false;
+                }
                 after = forward(&lifeboat, after).await;
                 // One log read covers the commits of the next few milliseconds, not one
                 // read per commit (streams gather 20 ms of events per write anyway).
                 drop(lifeboat);
                 tokio::time::sleep(FEED_GATHER).await;
+            } else {
+                idle = true;
             }
         }
         if commits.changed().await.is_err() {
@@ -403,7 +422,7 @@ mod tests {
 
     /// A subscriber that never reads is dropped from the feed once its buffer is full: it
     /// gets what was buffered, then `None` (its cue to read the log), and never slows the
-    /// writes.
+    /// writes; what it missed is in the log.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_subscriber_that_falls_behind_is_told_so() {
         let dir = tempfile::tempdir().expect("dir");
@@ -412,7 +431,8 @@ mod tests {
         let s = session(&lifeboat, &tenant, "s").await;
         let after = lifeboat.newest_event().await.expect("newest");
         let mut slow = lifeboat.subscribe_events(&tenant, &EventFilter::default(), after);
-        for _ in 0..SUBSCRIBER_CAPACITY + 50 {
+        let written = SUBSCRIBER_CAPACITY + 200;
+        for _ in 0..written {
             checkpoint(&lifeboat, &tenant, &s).await;
         }
         let mut received = 0;
@@ -431,14 +451,38 @@ mod tests {
             }
         }
         assert!(
-            received >= SUBSCRIBER_CAPACITY,
-            "{received} events buffered"
+            received > 0 && received <= SUBSCRIBER_CAPACITY,
+            "{received} buffered"
         );
-        assert!(received < SUBSCRIBER_CAPACITY + 50, "then dropped");
         let missed = lifeboat
-            .events(&tenant, last, &EventFilter::default(), 1_000)
+            .events(&tenant, last, &EventFilter::default(), 10_000)
             .await
             .expect("the log has the rest");
-        assert_eq!(received + missed.len(), SUBSCRIBER_CAPACITY + 50);
+        assert_eq!(received + missed.len(), written);
+    }
+
+    /// A stream that names a position past the log's newest event does not stop the feed
+    /// for anyone: a later subscriber still gets what is written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_past_the_log_stops_nobody() {
+        let dir = tempfile::tempdir().expect("dir");
+        let lifeboat = open(dir.path()).await;
+        let tenant = TenantId::default();
+        let s = session(&lifeboat, &tenant, "s").await;
+        let bogus = lifeboat.subscribe_events(&tenant, &EventFilter::default(), i64::MAX);
+        checkpoint(&lifeboat, &tenant, &s).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(bogus);
+        let after = lifeboat.newest_event().await.expect("newest");
+        let mut fine = lifeboat.subscribe_events(&tenant, &EventFilter::default(), after);
+        checkpoint(&lifeboat, &tenant, &s).await;
+        let batch = tokio::time::timeout(Duration::from_secs(5), fine.next())
+            .await
+            .expect("the event arrives")
+            .expect("open");
+        assert_eq!(
+            batch.iter().map(|f| f.event.seq).collect::<Vec<_>>(),
+            [after + 1]
+        );
     }
 }

@@ -92,7 +92,7 @@ impl Lifeboat {
         let after = page::decode_text_or_start(page.cursor.as_deref())?;
         let (tenant, limit) = (tenant.cloned(), page.limit);
         let found = self
-            .read(move |tx| tx.keys_after(tenant.as_ref(), &after, limit + 1))
+            .read(move |tx| tx.keys_after(tenant.as_ref(), &after, limit.saturating_add(1)))
             .await?;
         let rows = found
             .into_iter()
@@ -192,7 +192,7 @@ impl Lifeboat {
         let before = page::decode(page.cursor.as_deref())?.unwrap_or(i64::MAX);
         let (tenant, limit) = (tenant.cloned(), page.limit);
         let rows = self
-            .read(move |tx| tx.audit_before(tenant.as_ref(), before, limit + 1))
+            .read(move |tx| tx.audit_before(tenant.as_ref(), before, limit.saturating_add(1)))
             .await?;
         Ok(page::numbered(rows, limit))
     }

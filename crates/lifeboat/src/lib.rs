@@ -190,8 +190,9 @@ impl Lifeboat {
                 "restart grace started for active sessions"
             );
         }
+        let newest_event = lifeboat.newest_event().await?;
         let inner = lifeboat.inner;
-        tokio::spawn(events::feed_loop(Arc::downgrade(&inner)));
+        tokio::spawn(events::feed_loop(Arc::downgrade(&inner), newest_event));
         tokio::spawn(sweep_loop(Arc::downgrade(&inner), config.sweep_interval));
         if let Some(every) = config.cleanup_interval {
             tokio::spawn(cleanup_loop(Arc::downgrade(&inner), every));

@@ -37,7 +37,7 @@ fn decode_text(cursor: &str) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| Error::BadCursor)
 }
 
-/// Builds a page from items fetched in order, each with its cursor (fetch `limit + 1`
+/// Builds a page from items fetched in order, each with its cursor (fetch `limit.saturating_add(1)`
 /// to learn whether there is more): at most `limit` items, and no more once they carry
 /// [`PAGE_BYTES_MAX`] bytes by `size`.
 pub(crate) fn within<T>(
@@ -65,7 +65,7 @@ pub(crate) fn within<T>(
     }
 }
 
-/// Cuts a `limit + 1` fetch of numbered rows down to a page.
+/// Cuts a `limit.saturating_add(1)` fetch of numbered rows down to a page.
 pub(crate) fn numbered<T>(rows: Vec<(i64, T)>, limit: u32) -> Page<T> {
     within(
         rows.into_iter()

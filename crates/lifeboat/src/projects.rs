@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use lifeboat_core::{
     Chain, Change, Delta, Error as DomainError, Id, Preconditions, Project, SchemaRef, TenantId,
-    save_project as save,
+    Timestamp, save_project as save,
 };
 use lifeboat_store::rows::{ProjectRow, Subject};
 use lifeboat_store::{
@@ -85,8 +85,9 @@ impl Lifeboat {
                 let outcome = once(tx, &tenant, key.as_ref(), now, |tx| {
                     let saved = this.save_script(tx, &tenant, &id, edit, &preconditions, now)?;
                     Ok(saved.map(|(outcome, state)| {
-                        let (revision, size) = (outcome.revision, outcome.size_bytes);
-                        fresh = Some(((tenant.clone(), id.clone()), revision, size, state));
+                        let version = (outcome.revision, outcome.updated_at);
+                        let size = outcome.size_bytes;
+                        fresh = Some(((tenant.clone(), id.clone()), version, size, state));
                         outcome
                     }))
                 })?;
@@ -94,8 +95,8 @@ impl Lifeboat {
             })
             .await?;
         // Committed: the new state is kept parsed for the next save.
-        if let Some((key, revision, size, state)) = fresh {
-            self.inner.documents.keep(key, revision, size, state);
+        if let Some((key, version, size, state)) = fresh {
+            self.inner.documents.keep(key, version, size, state);
         }
         Ok(outcome)
     }
@@ -110,13 +111,14 @@ impl Lifeboat {
         id: &Id,
         edit: ProjectEdit,
         preconditions: &Preconditions,
-        now: lifeboat_core::Timestamp,
+        now: Timestamp,
     ) -> lifeboat_store::JobResult<(SaveOutcome, Value)> {
         let rules = &self.inner.projects;
         let mut stored = tx.project(tenant, id)?;
         if let Some(stored) = stored.as_mut() {
             let key = (tenant.clone(), id.clone());
-            match self.inner.documents.take(&key, stored.project.revision) {
+            let version = (stored.project.revision, stored.project.updated_at);
+            match self.inner.documents.take(&key, version) {
                 Some(state) => stored.project.state = state,
                 None => stored.parse_state()?,
             }
@@ -232,7 +234,7 @@ impl Lifeboat {
         let before = page::decode(page.cursor.as_deref())?.unwrap_or(i64::MAX);
         let (tenant, limit) = (tenant.clone(), page.limit);
         let rows = self
-            .read(move |tx| tx.projects_page(&tenant, before, limit + 1))
+            .read(move |tx| tx.projects_page(&tenant, before, limit.saturating_add(1)))
             .await?;
         Ok(page::numbered(rows, limit))
     }
@@ -244,6 +246,7 @@ impl Lifeboat {
         id: &Id,
         preconditions: Preconditions,
     ) -> Result<()> {
+        let key = (tenant.clone(), id.clone());
         let (tenant, id, now) = (tenant.clone(), id.clone(), self.now());
         self.write(Ack::AfterCommit, move |tx| {
             let stored = load_live(tx, &tenant, &id)?;
@@ -253,7 +256,9 @@ impl Lifeboat {
             tx.mark_project_deleted(stored.row, now)?;
             Ok(Ok(()))
         })
-        .await
+        .await?;
+        self.inner.documents.forget(&key);
+        Ok(())
     }
 
     /// A project's revisions, newest first.
@@ -268,7 +273,7 @@ impl Lifeboat {
         let rows = self
             .read(move |tx| {
                 let stored = load_live(tx, &tenant, &id)?;
-                tx.revisions_page(stored.row, before, limit + 1)
+                tx.revisions_page(stored.row, before, limit.saturating_add(1))
             })
             .await?;
         Ok(page::numbered(rows, limit))
@@ -300,7 +305,9 @@ struct DocumentsInner {
 
 struct Kept {
     at: u64,
-    revision: u64,
+    /// The revision and when it was saved: a project deleted, purged and imported again
+    /// may come back with the same revision, never also saved at the same millisecond.
+    version: (u64, Timestamp),
     size: u64,
     state: Value,
 }
@@ -318,23 +325,31 @@ impl Documents {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The parsed state of `revision`, taken out of the cache.
-    fn take(&self, key: &(TenantId, Id), revision: u64) -> Option<Value> {
+    /// The parsed state of `version`, taken out of the cache.
+    fn take(&self, key: &(TenantId, Id), version: (u64, Timestamp)) -> Option<Value> {
         let mut inner = self.lock();
         let kept = inner.states.remove(key)?;
         inner.bytes -= kept.size;
-        (kept.revision == revision).then_some(kept.state)
+        (kept.version == version).then_some(kept.state)
+    }
+
+    /// Forgets a document (deleted).
+    fn forget(&self, key: &(TenantId, Id)) {
+        let mut inner = self.lock();
+        if let Some(kept) = inner.states.remove(key) {
+            inner.bytes -= kept.size;
+        }
     }
 
     /// Keeps the state of a committed `revision`, `size` bytes serialized (unless a newer
     /// one is kept), evicting the oldest kept beyond the budget.
-    fn keep(&self, key: (TenantId, Id), revision: u64, size: u64, state: Value) {
+    fn keep(&self, key: (TenantId, Id), version: (u64, Timestamp), size: u64, state: Value) {
         if size > DOCUMENT_BYTES_MAX {
             return;
         }
         let mut inner = self.lock();
         if let Some(kept) = inner.states.get(&key) {
-            if kept.revision >= revision {
+            if kept.version.0 >= version.0 {
                 return;
             }
             let old = kept.size;
@@ -345,7 +360,7 @@ impl Documents {
         inner.order.push_back((at, key.clone()));
         let kept = Kept {
             at,
-            revision,
+            version,
             size,
             state,
         };
@@ -384,10 +399,14 @@ fn not_found(id: &Id) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use lifeboat_core::{Id, TenantId};
+    use lifeboat_core::{Id, TenantId, Timestamp};
     use serde_json::json;
 
     use super::{DOCUMENT_BYTES_MAX, DOCUMENTS_BYTES_MAX, Documents};
+
+    fn v(revision: u64) -> (u64, Timestamp) {
+        (revision, Timestamp(revision as i64))
+    }
 
     fn key(n: u64) -> (TenantId, Id) {
         (
@@ -401,19 +420,23 @@ mod tests {
     #[test]
     fn a_kept_state_serves_its_own_revision_once() {
         let documents = Documents::default();
-        documents.keep(key(1), 5, 10, json!({"v": 5}));
-        documents.keep(key(1), 4, 10, json!({"v": 4}));
-        assert_eq!(documents.take(&key(1), 5), Some(json!({"v": 5})));
-        assert_eq!(documents.take(&key(1), 5), None, "taken");
-        documents.keep(key(1), 6, 10, json!({"v": 6}));
+        documents.keep(key(1), v(5), 10, json!({"v": 5}));
+        documents.keep(key(1), v(4), 10, json!({"v": 4}));
+        assert_eq!(documents.take(&key(1), v(5)), Some(json!({"v": 5})));
+        assert_eq!(documents.take(&key(1), v(5)), None, "taken");
+        documents.keep(key(1), v(6), 10, json!({"v": 6}));
         assert_eq!(
-            documents.take(&key(1), 7),
+            documents.take(&key(1), v(7)),
             None,
             "another server saved since"
         );
-        assert_eq!(documents.take(&key(1), 6), None, "a stale entry is dropped");
-        documents.keep(key(2), 1, DOCUMENT_BYTES_MAX + 1, json!({}));
-        assert_eq!(documents.take(&key(2), 1), None);
+        assert_eq!(
+            documents.take(&key(1), v(6)),
+            None,
+            "a stale entry is dropped"
+        );
+        documents.keep(key(2), v(1), DOCUMENT_BYTES_MAX + 1, json!({}));
+        assert_eq!(documents.take(&key(2), v(1)), None);
     }
 
     /// Past the byte budget the oldest kept go first; the count of bytes stays exact.
@@ -423,13 +446,13 @@ mod tests {
         let size = DOCUMENT_BYTES_MAX;
         let fits = DOCUMENTS_BYTES_MAX / size;
         for n in 0..fits + 10 {
-            documents.keep(key(n), 1, size, json!({"n": n}));
-            documents.keep(key(n), 2, size, json!({"n": n}));
+            documents.keep(key(n), v(1), size, json!({"n": n}));
+            documents.keep(key(n), v(2), size, json!({"n": n}));
         }
         assert!(documents.lock().bytes <= DOCUMENTS_BYTES_MAX);
-        assert_eq!(documents.take(&key(0), 2), None, "the oldest went first");
+        assert_eq!(documents.take(&key(0), v(2)), None, "the oldest went first");
         assert_eq!(
-            documents.take(&key(fits + 9), 2),
+            documents.take(&key(fits + 9), v(2)),
             Some(json!({"n": fits + 9}))
         );
         let inner = documents.lock();

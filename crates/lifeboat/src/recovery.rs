@@ -41,7 +41,7 @@ impl Lifeboat {
         let (tenant, limit) = (tenant.clone(), page.limit);
         let found = self
             .read(move |tx| {
-                let rows = tx.recoverable_page(&tenant, before, limit + 1, now)?;
+                let rows = tx.recoverable_page(&tenant, before, limit.saturating_add(1), now)?;
                 let mut found = Vec::with_capacity(rows.len());
                 let mut bytes = 0;
                 for (row, session) in rows {

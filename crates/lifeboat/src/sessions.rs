@@ -212,7 +212,9 @@ impl Lifeboat {
         let before = page::decode(page.cursor.as_deref())?.unwrap_or(i64::MAX);
         let (tenant, filter, limit) = (tenant.clone(), filter.clone(), page.limit);
         let rows = self
-            .read(move |tx| tx.sessions_page(&tenant, &filter, before, limit + 1, now))
+            .read(move |tx| {
+                tx.sessions_page(&tenant, &filter, before, limit.saturating_add(1), now)
+            })
             .await?;
         let rows = rows.into_iter().map(|(position, mut session)| {
             session.observe(now);

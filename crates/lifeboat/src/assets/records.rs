@@ -24,7 +24,7 @@ impl Lifeboat {
         let found = self
             .read(move |tx| {
                 require_owner(tx, &tenant, &owner)?;
-                tx.assets_after(&tenant, &owner, &after, limit + 1)
+                tx.assets_after(&tenant, &owner, &after, limit.saturating_add(1))
             })
             .await?;
         let rows = found
