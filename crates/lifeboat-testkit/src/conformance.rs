@@ -426,6 +426,92 @@ pub async fn idempotent_outcomes_across_handles(handles: Handles) {
     assert_eq!(listed.items.len(), 1);
 }
 
+/// A retried checkpoint answers what the first write answered — the same `seq`, hash and
+/// time — from either engine, also once retention has pruned that checkpoint; it never
+/// writes a second one. A retried heartbeat answers the lease the first one set.
+pub async fn retried_session_writes_answer_the_first_outcome(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    let s = session(&a, "retried", 60_000).await;
+    let key = |n: u32| IdempotencyKey {
+        route: "POST /api/v1/sessions/retried/checkpoints".to_owned(),
+        key: format!("k-{n}"),
+        fingerprint: format!("f-{n}"),
+    };
+    let op = |n: usize| lifeboat::SessionOp::Checkpoint {
+        attempt: 1,
+        checkpoint: checkpoint(CheckpointKind::Item, n),
+    };
+    let first = a
+        .update_with(&tenant(), &s, op(0), Some(key(0)))
+        .await
+        .expect("write");
+    assert!(first.is_done());
+    let first = first.into_inner().checkpoint.expect("a checkpoint");
+    let again = b
+        .update_with(&tenant(), &s, op(0), Some(key(0)))
+        .await
+        .expect("retry");
+    assert!(!again.is_done(), "a retry is a replay");
+    let again = again.into_inner().checkpoint.expect("a checkpoint");
+    assert_eq!(
+        (again.seq, &again.sha256, again.created_at),
+        (first.seq, &first.sha256, first.created_at)
+    );
+    assert_eq!(
+        again.data, first.data,
+        "still stored: answered from its row"
+    );
+    for n in 1..=5 {
+        a.update_with(&tenant(), &s, op(n), Some(key(n as u32)))
+            .await
+            .expect("write");
+    }
+    let pruned = a
+        .update_with(&tenant(), &s, op(0), Some(key(0)))
+        .await
+        .expect("retry")
+        .into_inner()
+        .checkpoint
+        .expect("a checkpoint");
+    assert_eq!(
+        (pruned.seq, &pruned.sha256, pruned.created_at),
+        (first.seq, &first.sha256, first.created_at)
+    );
+    let listed = b.checkpoints(&tenant(), &s, &all()).await.expect("list");
+    let seqs: Vec<u64> = listed.items.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![4, 5, 6],
+        "six writes, retention 3, no second write"
+    );
+    let beat = lifeboat::SessionOp::Heartbeat {
+        attempt: 1,
+        progress: None,
+        metrics: None,
+    };
+    let beat_key = IdempotencyKey {
+        route: "POST /api/v1/sessions/retried/heartbeat".to_owned(),
+        key: "h".to_owned(),
+        fingerprint: "h".to_owned(),
+    };
+    let lease = a
+        .update_with(&tenant(), &s, beat.clone(), Some(beat_key.clone()))
+        .await
+        .expect("heartbeat")
+        .into_inner()
+        .session
+        .lease_expires_at;
+    clock.advance_ms(1_000);
+    let replayed = b
+        .update_with(&tenant(), &s, beat, Some(beat_key))
+        .await
+        .expect("retry")
+        .into_inner()
+        .session
+        .lease_expires_at;
+    assert_eq!(replayed, lease, "the lease the first heartbeat set");
+}
+
 /// Asset records: an upload is recorded once (the second put of its name replaces it),
 /// listed by cursor in name order, readable through the other engine, and gone after a
 /// delete.
@@ -592,6 +678,7 @@ macro_rules! conformance_suite {
             a_failed_write_leaves_nothing,
             events_come_in_commit_order,
             idempotent_outcomes_across_handles,
+            retried_session_writes_answer_the_first_outcome,
             asset_records,
             key_records,
             sweeps_from_two_handles_count_each_crash_once,

@@ -9,19 +9,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lifeboat_core::{
-    Crash, Id, NewCheckpoint, NewSession, Owner, PinnedAsset, Session, Status, TenantId, Timestamp,
+    Checkpoint, CheckpointKind, Crash, Id, NewCheckpoint, NewSession, Owner, PinnedAsset, Session,
+    Sha256, Status, TenantId, Timestamp,
 };
 use lifeboat_store::rows::{EarlyAck, Subject};
 use lifeboat_store::{
     Ack, Error, Gauges, IdempotencyKey, JobResult, Page, PageRequest, Result, RowId, SessionFilter,
     Stats, Tx,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::apply::apply;
 use crate::expiry::Spared;
 use crate::recovery::facts_of;
-use crate::store::once;
+use crate::store::{Undecodable, once, once_with};
 use crate::{Applied, Lifeboat, Outcome, SessionOp, page};
 
 /// Sessions one sweep persists at most, so one sweep never holds the writer for long.
@@ -99,7 +101,13 @@ impl Lifeboat {
         let (tenant, id, now) = (tenant.clone(), id.clone(), arrival.at());
         let written = self
             .write(ack, move |tx| {
-                once(tx, &tenant, key.as_ref(), now, |tx| {
+                let receipt = matches!(
+                    op,
+                    SessionOp::Heartbeat { .. } | SessionOp::Checkpoint { .. }
+                );
+                let encode = |applied: &Applied| store_applied(applied, receipt);
+                let decode = |tx: &mut dyn Tx, stored: &[u8]| replay(tx, &tenant, &id, stored);
+                once_with(tx, &tenant, key.as_ref(), now, encode, decode, |tx| {
                     update_script(tx, &tenant, &id, op, now, &early)
                 })
             })
@@ -339,7 +347,107 @@ fn current_versions(
     Ok(versions)
 }
 
-/// A session row or 404.
+/// What a heartbeat's or a checkpoint's answer shows, stored for its retries instead of
+/// the whole result: these are most writes, and their results carry the session (metadata
+/// up to 64 KiB) and the checkpoint's `data`, which the request itself sent.
+#[derive(Serialize, Deserialize)]
+struct Receipt {
+    status: Status,
+    attempt: u32,
+    lease_expires_at: Option<Timestamp>,
+    checkpoint: Option<CheckpointReceipt>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointReceipt {
+    seq: u64,
+    attempt: u32,
+    kind: CheckpointKind,
+    stage: Option<String>,
+    sha256: Sha256,
+    created_at: Timestamp,
+}
+
+/// A stored outcome of a session write: the receipt of a heartbeat or checkpoint, or the
+/// whole result of the rarer writes (whose answers show the whole session).
+#[derive(Serialize)]
+enum StoredRef<'a> {
+    Receipt(Receipt),
+    Applied(&'a Applied),
+}
+
+#[derive(Deserialize)]
+enum Stored {
+    Receipt(Receipt),
+    Applied(Box<Applied>),
+}
+
+fn store_applied(applied: &Applied, receipt: bool) -> serde_json::Result<Vec<u8>> {
+    if !receipt {
+        return serde_json::to_vec(&StoredRef::Applied(applied));
+    }
+    let session = &applied.session;
+    let checkpoint = applied.checkpoint.as_ref().map(|c| CheckpointReceipt {
+        seq: c.seq,
+        attempt: c.attempt,
+        kind: c.kind,
+        stage: c.stage.clone(),
+        sha256: c.sha256.clone(),
+        created_at: c.created_at,
+    });
+    serde_json::to_vec(&StoredRef::Receipt(Receipt {
+        status: session.status,
+        attempt: session.attempt,
+        lease_expires_at: session.lease_expires_at,
+        checkpoint,
+    }))
+}
+
+/// The result a retry answers with. From a receipt: the session as stored now with the
+/// status, attempt and lease the first answer showed, and the checkpoint as stored (or,
+/// once retention pruned it, as the receipt recorded it, without `data`).
+fn replay(
+    tx: &mut dyn Tx,
+    tenant: &TenantId,
+    id: &Id,
+    stored: &[u8],
+) -> Result<Applied, Undecodable> {
+    let receipt = match serde_json::from_slice(stored)? {
+        Stored::Applied(applied) => return Ok(*applied),
+        Stored::Receipt(receipt) => receipt,
+    };
+    let (row, mut session) = load(tx, tenant, id)?;
+    session.status = receipt.status;
+    session.attempt = receipt.attempt;
+    session.lease_expires_at = receipt.lease_expires_at;
+    let checkpoint = match receipt.checkpoint {
+        Some(c) => Some(match tx.checkpoint(row, c.seq)? {
+            Some(stored) if stored.sha256 == c.sha256 => stored,
+            _ => Checkpoint {
+                seq: c.seq,
+                attempt: c.attempt,
+                kind: c.kind,
+                stage: c.stage,
+                position: None,
+                completed_units: None,
+                total_units: None,
+                data: String::new(),
+                sha256: c.sha256,
+                assets: Vec::new(),
+                created_at: c.created_at,
+                valid: true,
+            },
+        }),
+        None => None,
+    };
+    Ok(Applied {
+        session,
+        checkpoint,
+        resume_from: None,
+    })
+}
+
+/// A session row or 404./// A session row or 404.
 pub(crate) fn load(tx: &mut dyn Tx, tenant: &TenantId, id: &Id) -> Result<(RowId, Session)> {
     tx.session(tenant, id)?.ok_or_else(|| Error::NotFound {
         what: "session",

@@ -54,6 +54,22 @@ pub(crate) fn once<T: Serialize + DeserializeOwned>(
     now: Timestamp,
     work: impl FnOnce(&mut dyn Tx) -> JobResult<T>,
 ) -> JobResult<Outcome<T>> {
+    let encode = |done: &T| serde_json::to_vec(done);
+    let decode = |_: &mut dyn Tx, stored: &[u8]| Ok(serde_json::from_slice(stored)?);
+    once_with(tx, tenant, key, now, encode, decode, work)
+}
+
+/// [`once`], storing the outcome as `encode` writes it and reading it back with `decode`
+/// (in the retry's transaction): for outcomes of which a retry needs less than all.
+pub(crate) fn once_with<T>(
+    tx: &mut dyn Tx,
+    tenant: &TenantId,
+    key: Option<&IdempotencyKey>,
+    now: Timestamp,
+    encode: impl FnOnce(&T) -> serde_json::Result<Vec<u8>>,
+    decode: impl FnOnce(&mut dyn Tx, &[u8]) -> Result<T, Undecodable>,
+    work: impl FnOnce(&mut dyn Tx) -> JobResult<T>,
+) -> JobResult<Outcome<T>> {
     let Some(key) = key else {
         return Ok(work(tx)?.map(Outcome::Done));
     };
@@ -62,8 +78,11 @@ pub(crate) fn once<T: Serialize + DeserializeOwned>(
         if fingerprint != key.fingerprint {
             return Ok(Err(Error::IdempotencyKeyReused(key.key.clone())));
         }
-        let value = serde_json::from_slice(&stored).map_err(|e| {
-            Error::Internal(format!("the stored outcome of a write cannot be read: {e}"))
+        let value = decode(tx, &stored).map_err(|e| match e {
+            Undecodable::Json(e) => {
+                Error::Internal(format!("the stored outcome of a write cannot be read: {e}"))
+            }
+            Undecodable::Store(e) => e,
         })?;
         return Ok(Ok(Outcome::Replayed(value)));
     }
@@ -71,8 +90,28 @@ pub(crate) fn once<T: Serialize + DeserializeOwned>(
         Ok(done) => done,
         Err(refusal) => return Ok(Err(refusal)),
     };
-    let encoded = serde_json::to_vec(&done)
+    let encoded = encode(&done)
         .map_err(|e| Error::Internal(format!("cannot encode a write's outcome: {e}")))?;
     tx.store_outcome(tenant, key, &encoded, now)?;
     Ok(Ok(Outcome::Done(done)))
+}
+
+/// Why a stored outcome could not be read back.
+pub(crate) enum Undecodable {
+    /// It is not what was stored.
+    Json(serde_json::Error),
+    /// The rows it refers to could not be read.
+    Store(Error),
+}
+
+impl From<serde_json::Error> for Undecodable {
+    fn from(e: serde_json::Error) -> Undecodable {
+        Undecodable::Json(e)
+    }
+}
+
+impl From<Error> for Undecodable {
+    fn from(e: Error) -> Undecodable {
+        Undecodable::Store(e)
+    }
 }
