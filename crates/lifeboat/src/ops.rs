@@ -125,7 +125,9 @@ pub enum Outcome<T> {
     /// Done by this request.
     Done(T),
     /// Done by an earlier request with the same `Idempotency-Key` and the same body: its
-    /// result, as stored then.
+    /// result, as stored then. A heartbeat or checkpoint stores a receipt only: its
+    /// replay carries the session as stored now with the status, attempt and lease the
+    /// first answer showed, and the checkpoint as stored (once pruned, without `data`).
     Replayed(T),
 }
 
