@@ -1,0 +1,160 @@
+//! Checks of records: assets, keys, sweeps, cleanup, import.
+
+use std::sync::Arc;
+
+use lifeboat::{CheckpointKind, Error, Owner, Selection, SessionFilter, Status, TenantId};
+
+use super::{Handles, all, checkpoint, engine, engines, pages, session, tenant};
+
+/// Asset records: an upload is recorded once (the second put of its name replaces it),
+/// listed by cursor in name order, readable through the other engine, and gone after a
+/// delete.
+pub async fn asset_records(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let s = session(&a, "files", 60_000).await;
+    let owner = Owner::Session(s.clone());
+    for name in ["c.bin", "a.bin", "b.bin", "a.bin"] {
+        let mut upload = a.upload(&tenant(), &owner, Some(1)).await.expect("upload");
+        upload
+            .write(name.as_bytes(), u64::MAX)
+            .await
+            .expect("write bytes");
+        let name = lifeboat::AssetName::parse(name).expect("name");
+        a.put_asset(&tenant(), &owner, &name, upload, None, Some(1))
+            .await
+            .expect("put");
+    }
+    let listed = pages(2, |page| {
+        let b = b.clone();
+        let owner = owner.clone();
+        async move { b.assets(&tenant(), &owner, &page).await }
+    })
+    .await;
+    let names: Vec<String> = listed.iter().map(|a| a.name.to_string()).collect();
+    assert_eq!(names, ["a.bin", "b.bin", "c.bin"]);
+    let b_bin = lifeboat::AssetName::parse("b.bin").expect("name");
+    b.delete_asset(&tenant(), &owner, &b_bin, Some(1))
+        .await
+        .expect("delete");
+    let gone = a.asset(&tenant(), &owner, &b_bin).await;
+    assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+    let stale = a.delete_asset(&tenant(), &owner, &b_bin, Some(7)).await;
+    assert!(stale.is_err(), "a stale fence is refused");
+}
+
+/// Key records: a key made through one engine authenticates through the other; after a
+/// revoke, a fresh engine over either handle refuses it; keys list by cursor.
+pub async fn key_records(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let (_, token) = a
+            .create_key("conformance", &["write".to_owned()])
+            .await
+            .expect("a key");
+        tokens.push(token);
+    }
+    let found = b.authenticate(&tokens[0]).await.expect("authenticate");
+    let record = found.expect("the other engine knows the key");
+    b.revoke_key(&record.id, None).await.expect("revoke");
+    for store in [&handles.first, &handles.second] {
+        let fresh = engine(Arc::clone(store), &handles.dir, Arc::clone(&clock)).await;
+        let after = fresh.authenticate(&tokens[0]).await.expect("authenticate");
+        assert!(after.is_none(), "a revoked key is refused");
+        let live = fresh.authenticate(&tokens[1]).await.expect("authenticate");
+        assert!(live.is_some());
+    }
+    let tenant = TenantId::new("conformance");
+    let listed = pages(2, |page| {
+        let a = a.clone();
+        let tenant = tenant.clone();
+        async move { a.keys(Some(&tenant), &page).await }
+    })
+    .await;
+    assert_eq!(listed.len(), 3);
+    assert!(listed.windows(2).all(|w| w[0].id < w[1].id), "keys by id");
+    assert_eq!(listed.iter().filter(|k| k.revoked_at.is_some()).count(), 1);
+}
+
+/// Two engines sweep the same expired leases at once: each session times out once, with
+/// one crash counted.
+pub async fn sweeps_from_two_handles_count_each_crash_once(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    for n in 0..20 {
+        session(&a, &format!("lease-{n}"), 1_000).await;
+    }
+    clock.advance_ms(5_000);
+    let (x, y) = tokio::join!(a.sweep(), b.sweep());
+    assert_eq!(x.expect("sweep") + y.expect("sweep"), 20);
+    let stats = b.stats(&tenant()).await.expect("stats");
+    let crashes: u64 = stats.crashes_by_type.iter().map(|(_, n)| n).sum();
+    assert_eq!(crashes, 20);
+    let incomplete = stats
+        .sessions
+        .iter()
+        .find(|(s, _)| *s == Status::Incomplete)
+        .map(|(_, n)| *n);
+    assert_eq!(incomplete, Some(20));
+}
+
+/// Cleanup purges what is old enough and nothing else; a dry run changes nothing.
+pub async fn cleanup_purges_only_what_is_due(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    let old = session(&a, "old", 60_000).await;
+    a.cancel(&tenant(), &old, None).await.expect("cancel");
+    clock.advance_ms(8 * 24 * 3_600_000);
+    let young = session(&b, "young", 60_000).await;
+    b.cancel(&tenant(), &young, None).await.expect("cancel");
+    let dry = a.cleanup(true).await.expect("dry run");
+    assert_eq!(dry.sessions_purged, 1);
+    assert!(
+        a.session(&tenant(), &old).await.is_ok(),
+        "a dry run purges nothing"
+    );
+    let done = b.cleanup(false).await.expect("cleanup");
+    assert_eq!(done.sessions_purged, 1);
+    let gone = a.session(&tenant(), &old).await;
+    assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+    assert!(a.session(&tenant(), &young).await.is_ok());
+}
+
+/// An import is all or nothing: the same archive imported twice into one tenant adds
+/// everything the first time and nothing the second (an id is taken).
+pub async fn an_import_is_all_or_nothing(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    for n in 0..3 {
+        let s = session(&a, &format!("move-{n}"), 60_000).await;
+        a.checkpoint(&tenant(), &s, 1, checkpoint(CheckpointKind::Stage, n))
+            .await
+            .expect("write");
+    }
+    let export = a
+        .export(&tenant(), &Selection::default())
+        .await
+        .expect("export");
+    let archive = export.write_to(Vec::new()).expect("archive");
+    let elsewhere = TenantId::new("elsewhere");
+    let counts = b
+        .import(&elsewhere, std::io::Cursor::new(archive.clone()))
+        .await
+        .expect("import");
+    assert_eq!((counts.sessions, counts.checkpoints), (3, 3));
+    // A session whose id the second import also brings makes it refuse everything.
+    let refused = a.import(&elsewhere, std::io::Cursor::new(archive)).await;
+    assert!(
+        matches!(refused, Err(Error::AlreadyExists { .. })),
+        "{refused:?}"
+    );
+    let listed = b
+        .sessions(&elsewhere, &SessionFilter::default(), &all())
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 3);
+    for s in &listed.items {
+        let checkpoints = a
+            .checkpoints(&elsewhere, &s.id, &all())
+            .await
+            .expect("list");
+        assert_eq!(checkpoints.items.len(), 1, "no checkpoint was added twice");
+    }
+}
