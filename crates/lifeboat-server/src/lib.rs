@@ -139,6 +139,9 @@ fn security_headers(mut router: Router<AppState>) -> Router<AppState> {
     router
 }
 
+/// How long a browser may reuse a CORS preflight answer.
+const CORS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7_200);
+
 /// The CORS policy for `origins`: none at all when empty (browsers then refuse
 /// cross-origin calls), else those origins with the methods and headers the API uses.
 fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
@@ -172,7 +175,10 @@ fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
                 header::CONTENT_RANGE,
                 header::RETRY_AFTER,
                 header::LOCATION,
-            ]),
+            ])
+            // Browsers cache a preflight this long (Chromium at most 2 h): a page's
+            // `pagehide` save goes out without waiting for one.
+            .max_age(CORS_MAX_AGE),
     )
 }
 

@@ -8,6 +8,33 @@ use serde_json::{Value, json};
 
 use crate::harness::{TOKEN, TestServer};
 
+/// `docs/openapi.json` is exactly the document the server serves: a handler that changes
+/// without it fails here. `LIFEBOAT_UPDATE_OPENAPI=1` writes the served one there instead
+/// (then review the diff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_openapi_document_is_the_served_one() {
+    let server = TestServer::start().await;
+    let served: Value = reqwest::get(format!("{}/api/v1/openapi.json", server.base))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let served = serde_json::to_string_pretty(&served).expect("render") + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    if std::env::var("LIFEBOAT_UPDATE_OPENAPI").as_deref() == Ok("1") {
+        std::fs::write(&path, &served).expect("write docs/openapi.json");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == served,
+        "docs/openapi.json differs from what the handlers serve; run \
+         LIFEBOAT_UPDATE_OPENAPI=1 cargo test -p lifeboat-cli --test it the_committed_openapi \
+         and commit the result"
+    );
+}
+
 /// Every endpoint is described in `/api/v1/openapi.json`, which needs no token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_describes_every_endpoint() {

@@ -301,6 +301,11 @@ async fn cors_only_for_configured_origins() {
         allowed.contains("idempotency-key") && allowed.contains("if-match"),
         "{allowed}"
     );
+    assert_eq!(
+        answer.headers()["access-control-max-age"],
+        "7200",
+        "a preflight is cached, so a save on pagehide needs none"
+    );
     let other = preflight(open.base.clone(), "https://evil.example").await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
     let read = http
