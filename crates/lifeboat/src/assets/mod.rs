@@ -19,7 +19,7 @@ use lifeboat_core::{
     Sha256, Storage, TenantId,
 };
 use lifeboat_store::blobs::BlobWriter;
-use lifeboat_store::{Error, PageRequest, Result};
+use lifeboat_store::{Error, Result};
 use sha2::Digest;
 
 use crate::Lifeboat;
@@ -252,37 +252,6 @@ impl Lifeboat {
                 id: format!("{name} (POST …/verify records it as missing)"),
             })
         })
-    }
-
-    /// Whether `owner` exists and, for a session, `fence` names its current attempt: an
-    /// early refusal before any byte is written (the store checks again when it records).
-    async fn check_fence(
-        &self,
-        tenant: &TenantId,
-        owner: &Owner,
-        fence: Option<u32>,
-    ) -> Result<()> {
-        match (owner, fence) {
-            (Owner::Session(id), Some(sent)) => {
-                let current = self.stored_session(tenant, id).await?.attempt;
-                if sent != current {
-                    return Err(DomainError::AttemptMismatch { sent, current }.into());
-                }
-                Ok(())
-            }
-            (Owner::Project(_), Some(_)) => Err(DomainError::Invalid {
-                field: "attempt",
-                message: "only a session's assets are fenced by attempt".to_owned(),
-            }
-            .into()),
-            (_, None) => {
-                let one = PageRequest {
-                    limit: 1,
-                    cursor: None,
-                };
-                self.assets(tenant, owner, &one).await.map(drop)
-            }
-        }
     }
 
     /// Starts an upload for `owner` (404, or 409 for a stale `fence`, before any byte is

@@ -47,6 +47,19 @@ impl Lifeboat {
         .await
     }
 
+    /// Whether `owner` exists and, for a session, `fence` names its current attempt: an
+    /// early refusal before any byte is written (checked again when the record is written).
+    pub(crate) async fn check_fence(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        fence: Option<u32>,
+    ) -> Result<()> {
+        let (tenant, owner) = (tenant.clone(), owner.clone());
+        self.read(move |tx| check_owner(tx, &tenant, &owner, fence))
+            .await?
+    }
+
     /// Records `asset` (replacing one of its name) if `fence` still names the session's
     /// current attempt; answers whether it is new.
     pub(crate) async fn record_asset(
