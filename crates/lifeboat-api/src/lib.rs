@@ -5,12 +5,14 @@
 //! durations are `*_ms` integers.
 
 mod problem;
+mod tokens;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 pub use problem::{Problem, ProblemType};
+pub use tokens::{CreateProjectToken, ProjectTokenCreated, SessionTokenBody};
 
 /// A page of a list: `{"items": [...], "next_cursor": ...}`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -727,17 +729,4 @@ pub struct AuditBody {
     pub resource: String,
     /// Details of the action.
     pub detail: Value,
-}
-
-/// `POST /sessions/{id}/token`: a token for this session only, shown once.
-#[derive(Debug, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SessionTokenBody {
-    /// The session it may act on.
-    pub session_id: String,
-    /// The bearer token: `lbs_<id>_<secret>`. It may send this session's heartbeats,
-    /// checkpoints, assets and completion, and dies when the session ends.
-    pub token: String,
-    /// When it was made.
-    pub created_at: String,
 }

@@ -9,7 +9,10 @@ use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use lifeboat::{API_KEY_PREFIX, SESSION_TOKEN_PREFIX, TenantId, split_token};
+use lifeboat::{
+    API_KEY_PREFIX, Id, PROJECT_TOKEN_PREFIX, ProjectToken, SESSION_TOKEN_PREFIX, TenantId,
+    split_token,
+};
 use lifeboat_api::ProblemType;
 use subtle::ConstantTimeEq;
 
@@ -48,6 +51,9 @@ pub(crate) struct Caller {
     /// For a session token: the attempt it was made for (SPEC §9 r2). Its writes act for
     /// that attempt only.
     pub(crate) attempt: Option<u32>,
+    /// For a project token: the one project it acts on. Lists it may read (`/recovery`)
+    /// show only that project's sessions.
+    pub(crate) project: Option<Id>,
 }
 
 impl Caller {
@@ -91,10 +97,92 @@ fn session_token_may(method: &Method, path: &str, session: &str) -> bool {
     }
 }
 
+/// What a project token may reach with a request, judged by its path alone.
+enum ProjectAccess {
+    Yes,
+    No,
+    /// Only if this session belongs to the token's project (its recovery, recover, and
+    /// cancel — the recovery prompt's Discard).
+    IfSessionOfProject(String),
+}
+
+/// What a project token may do (SPEC §9 r2): on its own project `GET`/`HEAD`/`PUT`/`PATCH`,
+/// its revisions and restore, its assets (not registering external files); `/recovery`
+/// (which then lists only its sessions), its sessions' recovery and `/events` of its
+/// project.
+fn project_token_may(method: &Method, path: &str, query: &str, project: &str) -> ProjectAccess {
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let post = *method == Method::POST;
+    let Some(path) = path.strip_prefix("/api/v1") else {
+        return ProjectAccess::No;
+    };
+    let allowed = if let Some(rest) = path
+        .strip_prefix("/projects/")
+        .and_then(|rest| rest.strip_prefix(project))
+    {
+        match rest {
+            "" => read || matches!(*method, Method::PUT | Method::PATCH),
+            "/revisions" | "/assets" => read,
+            "/restore" => post,
+            _ => rest.starts_with("/assets/") && rest != "/assets/register",
+        }
+    } else if path == "/recovery" {
+        read
+    } else if path == "/events" {
+        let mut named = query
+            .split('&')
+            .filter_map(|pair| pair.strip_prefix("project_id="))
+            .peekable();
+        read && named.peek().is_some() && named.all(|named| named == project)
+    } else if let Some(rest) = path.strip_prefix("/sessions/") {
+        return match rest.split_once('/') {
+            Some((session, "recovery")) if read => {
+                ProjectAccess::IfSessionOfProject(session.to_owned())
+            }
+            Some((session, "recover" | "cancel")) if post => {
+                ProjectAccess::IfSessionOfProject(session.to_owned())
+            }
+            _ => ProjectAccess::No,
+        };
+    } else {
+        false
+    };
+    if allowed {
+        ProjectAccess::Yes
+    } else {
+        ProjectAccess::No
+    }
+}
+
+/// Whether a project token's request is within its project: by path, and for a session's
+/// recovery by the session's project (a session that does not exist is refused the same
+/// way, so the token learns nothing of sessions outside its project).
+async fn project_request_allowed(
+    state: &AppState,
+    token: &ProjectToken,
+    access: ProjectAccess,
+) -> Result<bool, ApiError> {
+    Ok(match access {
+        ProjectAccess::Yes => true,
+        ProjectAccess::No => false,
+        ProjectAccess::IfSessionOfProject(session) => match Id::parse(&session) {
+            Ok(session) => match state.lifeboat.session(&token.tenant, &session).await {
+                Ok(found) => found.project_id.as_ref() == Some(&token.project_id),
+                Err(lifeboat::Error::NotFound { .. }) => false,
+                Err(other) => return Err(other.into()),
+            },
+            Err(_) => false,
+        },
+    })
+}
+
 /// The key a rate limit counts against: the id of an API key, or the bootstrap key.
 fn caller_key(presented: &str) -> String {
     if let Some((id, _)) = split_token(presented, SESSION_TOKEN_PREFIX) {
         return format!("session-token:{id}");
+    }
+    if let Some((id, _)) = split_token(presented, PROJECT_TOKEN_PREFIX) {
+        return format!("project-token:{id}");
     }
     split_token(presented, API_KEY_PREFIX)
         .map_or_else(|| "bootstrap".to_owned(), |(id, _)| id.to_owned())
@@ -204,6 +292,39 @@ pub(crate) async fn require_token(
             bootstrap: false,
             scopes: vec!["read".to_owned(), "write".to_owned()],
             attempt: Some(token.attempt),
+            project: None,
+        };
+        (token.tenant, caller)
+    } else if presented.starts_with(PROJECT_TOKEN_PREFIX) {
+        let Some(token) = state
+            .lifeboat
+            .authenticate_project_token(&presented)
+            .await?
+        else {
+            return Err(ApiError::new(
+                ProblemType::UNAUTHORIZED,
+                "the project token is not valid: unknown, revoked or expired",
+            ));
+        };
+        let access = project_token_may(
+            request.method(),
+            request.uri().path(),
+            request.uri().query().unwrap_or_default(),
+            token.project_id.as_str(),
+        );
+        if !project_request_allowed(&state, &token, access).await? {
+            return Err(ApiError::new(
+                ProblemType::FORBIDDEN,
+                "a project token may only read and save its project, its revisions and assets, \
+                 its sessions' recovery and its events (/events?project_id=)",
+            ));
+        }
+        let caller = Caller {
+            actor: format!("project-token:{}", token.id),
+            bootstrap: false,
+            scopes: token.scopes,
+            attempt: None,
+            project: Some(token.project_id),
         };
         (token.tenant, caller)
     } else if state.admin_token.matches(&presented) {
@@ -212,6 +333,7 @@ pub(crate) async fn require_token(
             bootstrap: true,
             scopes: vec!["admin".to_owned()],
             attempt: None,
+            project: None,
         };
         (TenantId::default(), caller)
     } else {
@@ -222,6 +344,7 @@ pub(crate) async fn require_token(
                     bootstrap: false,
                     scopes: key.scopes,
                     attempt: None,
+                    project: None,
                 };
                 (key.tenant, caller)
             }

@@ -284,6 +284,27 @@ pub struct SessionToken {
     pub created_at: Timestamp,
 }
 
+/// A project token's record (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectToken {
+    /// The public part of `lbp_<id>_<secret>`.
+    pub id: String,
+    /// The project's tenant.
+    pub tenant: TenantId,
+    /// The one project it may act on.
+    pub project_id: Id,
+    /// `read`, `write`.
+    pub scopes: Vec<String>,
+    /// SHA-256 (hex) of the secret.
+    pub secret_sha256: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// An API key's record (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {

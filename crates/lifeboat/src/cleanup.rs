@@ -32,6 +32,7 @@ impl Lifeboat {
         }
         if !dry_run {
             crate::failpoint::reached("cleanup.after_records");
+            self.purge_expired_project_tokens(now).await?;
         }
         let cutoff = now.minus_ms(rules.orphan_age_ms).0;
         let blobs = self.inner.store.blobs().clone();
@@ -92,6 +93,22 @@ impl Lifeboat {
             "cleanup"
         );
         Ok(report)
+    }
+
+    /// Deletes project tokens that expired, a bounded batch per transaction. They are dead
+    /// already (refused at their expiry); this only keeps the table from growing.
+    async fn purge_expired_project_tokens(&self, now: Timestamp) -> Result<()> {
+        const BATCH: u32 = 1_000;
+        loop {
+            let deleted = self
+                .write(Ack::AfterCommit, move |tx| {
+                    Ok(Ok(tx.purge_project_tokens(now, BATCH)?))
+                })
+                .await?;
+            if deleted < u64::from(BATCH) {
+                return Ok(());
+            }
+        }
     }
 
     /// One step of the record half, in one transaction; a dry run counts inside the

@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use lifeboat_core::{Error as DomainError, Name, Sha256, TenantId};
-use lifeboat_store::{Ack, ApiKey, AuditEntry, Error, Page, PageRequest, Result, SessionToken};
+use lifeboat_core::{Error as DomainError, Id, Name, Sha256, TenantId, Timestamp};
+use lifeboat_store::{
+    Ack, ApiKey, AuditEntry, Error, Page, PageRequest, ProjectToken, Result, SessionToken,
+};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
@@ -19,6 +21,15 @@ pub const SCOPES: [&str; 3] = ["read", "write", "admin"];
 pub const API_KEY_PREFIX: &str = "lb_";
 /// Session tokens read `lbs_<id>_<secret>`.
 pub const SESSION_TOKEN_PREFIX: &str = "lbs_";
+/// Project tokens read `lbp_<id>_<secret>`.
+pub const PROJECT_TOKEN_PREFIX: &str = "lbp_";
+
+/// The scopes a project token may hold.
+pub const PROJECT_TOKEN_SCOPES: [&str; 2] = ["read", "write"];
+/// How long a project token lives unless asked otherwise: a day.
+pub const PROJECT_TOKEN_TTL_DEFAULT_MS: u64 = 24 * 3_600_000;
+/// The longest a project token may live: 30 days.
+pub const PROJECT_TOKEN_TTL_MAX_MS: u64 = 30 * 24 * 3_600_000;
 
 /// The `(id, secret)` of a bearer token with `prefix`, if it has that shape.
 pub fn split_token<'t>(token: &'t str, prefix: &str) -> Option<(&'t str, &'t str)> {
@@ -244,6 +255,113 @@ impl Lifeboat {
             return Ok(None);
         };
         let live = secret_matches(secret, &record.secret_sha256) && !status.is_final();
+        Ok(live.then_some(record))
+    }
+}
+
+impl Lifeboat {
+    /// Makes a token that may act only on project `project` of `tenant` (SPEC §9 r2), for
+    /// a page that must not hold a tenant key: `ttl_ms` (default a day, at most 30 days),
+    /// `scopes` of `read` and `write` (default both). The project need not exist yet: the
+    /// page may create it. Answers its record and the whole token, shown this once.
+    pub async fn create_project_token(
+        &self,
+        tenant: &TenantId,
+        project: &Id,
+        ttl_ms: Option<u64>,
+        scopes: Option<&[String]>,
+    ) -> Result<(ProjectToken, String)> {
+        let ttl_ms = ttl_ms.unwrap_or(PROJECT_TOKEN_TTL_DEFAULT_MS);
+        if ttl_ms == 0 || ttl_ms > PROJECT_TOKEN_TTL_MAX_MS {
+            return Err(DomainError::Invalid {
+                field: "ttl_ms",
+                message: format!("between 1 and {PROJECT_TOKEN_TTL_MAX_MS} (30 days)"),
+            }
+            .into());
+        }
+        let mut scopes: Vec<String> = match scopes {
+            Some(scopes) => scopes.to_vec(),
+            None => PROJECT_TOKEN_SCOPES.map(str::to_owned).to_vec(),
+        };
+        if scopes.is_empty()
+            || scopes
+                .iter()
+                .any(|s| !PROJECT_TOKEN_SCOPES.contains(&s.as_str()))
+        {
+            return Err(DomainError::Invalid {
+                field: "scopes",
+                message: "one or both of read, write".to_owned(),
+            }
+            .into());
+        }
+        scopes.sort();
+        scopes.dedup();
+        let (id, secret) = new_credential();
+        let now = self.now();
+        let record = ProjectToken {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            project_id: project.clone(),
+            scopes,
+            secret_sha256: Sha256::of(secret.as_bytes()).as_str().to_owned(),
+            created_at: now,
+            expires_at: Timestamp(now.0.saturating_add_unsigned(ttl_ms)),
+            revoked_at: None,
+        };
+        let stored = record.clone();
+        self.write(Ack::AfterCommit, move |tx| {
+            Ok(Ok(tx.insert_project_token(&stored)?))
+        })
+        .await?;
+        Ok((record, format!("{PROJECT_TOKEN_PREFIX}{id}_{secret}")))
+    }
+
+    /// Revokes token `token` of project `project` in `tenant` at once; 404 if there is no
+    /// such token of that project.
+    pub async fn revoke_project_token(
+        &self,
+        tenant: &TenantId,
+        project: &Id,
+        token: &str,
+    ) -> Result<ProjectToken> {
+        let (tenant, project, id, now) = (
+            tenant.clone(),
+            project.clone(),
+            token.to_owned(),
+            self.now(),
+        );
+        self.write(Ack::AfterCommit, move |tx| {
+            let found = tx
+                .project_token(&id)?
+                .filter(|t| t.tenant == tenant && t.project_id == project);
+            let Some(found) = found else {
+                return Ok(Err(Error::NotFound {
+                    what: "project token",
+                    id,
+                }));
+            };
+            tx.revoke_project_token(&id, now)?;
+            Ok(Ok(ProjectToken {
+                revoked_at: found.revoked_at.or(Some(now)),
+                ..found
+            }))
+        })
+        .await
+    }
+
+    /// The live project token a bearer token names: the secret matches, it is not
+    /// revoked and has not expired.
+    pub async fn authenticate_project_token(&self, token: &str) -> Result<Option<ProjectToken>> {
+        let Some((id, secret)) = split_token(token, PROJECT_TOKEN_PREFIX) else {
+            return Ok(None);
+        };
+        let id = id.to_owned();
+        let Some(record) = self.read(move |tx| tx.project_token(&id)).await? else {
+            return Ok(None);
+        };
+        let live = secret_matches(secret, &record.secret_sha256)
+            && record.revoked_at.is_none()
+            && self.now() < record.expires_at;
         Ok(live.then_some(record))
     }
 }

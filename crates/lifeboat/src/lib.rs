@@ -54,7 +54,10 @@ pub use assets::{Appended, OpenAsset, StoreVerification};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{FeedBatch, FeedEvent, FellBehind, Subscription};
 pub use failpoint::FAILPOINT_VAR;
-pub use keys::{API_KEY_PREFIX, SCOPES, SESSION_TOKEN_PREFIX, split_token};
+pub use keys::{
+    API_KEY_PREFIX, PROJECT_TOKEN_PREFIX, PROJECT_TOKEN_SCOPES, PROJECT_TOKEN_TTL_DEFAULT_MS,
+    PROJECT_TOKEN_TTL_MAX_MS, SCOPES, SESSION_TOKEN_PREFIX, split_token,
+};
 pub use lifeboat_core::Error as DomainError;
 pub use lifeboat_core::{
     Assessment, Asset, AssetCounts, AssetName, AssetStatus, Change, Checkpoint, CheckpointKind,
@@ -68,8 +71,8 @@ pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
     ApiKey, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter,
-    Gauges, IDEMPOTENCY_KEY_TTL_MS, IdempotencyKey, Page, PageRequest, ProjectInfo, Result,
-    RevisionInfo, Selection, SessionFilter, SessionToken, Stats, Store, TransferCounts,
+    Gauges, IDEMPOTENCY_KEY_TTL_MS, IdempotencyKey, Page, PageRequest, ProjectInfo, ProjectToken,
+    Result, RevisionInfo, Selection, SessionFilter, SessionToken, Stats, Store, TransferCounts,
 };
 pub use ops::{
     Applied, Outcome, ProjectEdit, Recovery, SaveOutcome, SchemaPut, SessionOp, Verification,

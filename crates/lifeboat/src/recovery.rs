@@ -30,18 +30,25 @@ impl Lifeboat {
         Ok(evaluate(facts, &files, now))
     }
 
-    /// Recoverable sessions, newest first.
+    /// Recoverable sessions (of `project`, when given), newest first.
     pub async fn recoverable(
         &self,
         tenant: &TenantId,
+        project: Option<&Id>,
         page: &PageRequest,
     ) -> Result<Page<Recovery>> {
         let now = self.settled_now().await?;
         let before = page::decode(page.cursor.as_deref())?.unwrap_or(i64::MAX);
-        let (tenant, limit) = (tenant.clone(), page.limit);
+        let (tenant, project, limit) = (tenant.clone(), project.cloned(), page.limit);
         let found = self
             .read(move |tx| {
-                let rows = tx.recoverable_page(&tenant, before, limit.saturating_add(1), now)?;
+                let rows = tx.recoverable_page(
+                    &tenant,
+                    project.as_ref(),
+                    before,
+                    limit.saturating_add(1),
+                    now,
+                )?;
                 let mut found = Vec::with_capacity(rows.len());
                 let mut bytes = 0;
                 for (row, session) in rows {

@@ -17,5 +17,6 @@ mod promises;
 mod recovery;
 mod surface;
 mod tenancy;
+mod tokens;
 mod transfer;
 mod upgrade;

@@ -1,6 +1,7 @@
 //! The tenancy matrix: every endpoint of the OpenAPI document × {no token, a revoked
 //! key, a read-only key, another tenant's key, another tenant's admin key, a session token
-//! of another session}, each with the status it must answer — and no answer, to anyone,
+//! of another session, a project token of another project}, each with the status it must
+//! answer — and no answer, to anyone,
 //! carries the owner's data.
 
 use reqwest::Method;
@@ -19,6 +20,7 @@ enum Caller {
     OtherTenant,
     OtherTenantAdmin,
     OtherSessionToken,
+    OtherProjectToken,
 }
 
 struct Request {
@@ -30,7 +32,7 @@ struct Request {
 }
 
 /// The concrete request for an endpoint, against the owner's resources.
-fn request(method: &str, template: &str, key_id: &str) -> Request {
+fn request(method: &str, template: &str, key_id: &str, token_id: &str) -> Request {
     let path = template
         .trim_start_matches("/api/v1")
         .replace("/sessions/{id}/assets/{name}", "/sessions/s1/assets/a.bin")
@@ -39,6 +41,7 @@ fn request(method: &str, template: &str, key_id: &str) -> Request {
         .replace("/sessions/{id}", "/sessions/s1")
         .replace("/projects/{id}", "/projects/p1")
         .replace("/keys/{id}", &format!("/keys/{key_id}"))
+        .replace("{token_id}", token_id)
         .replace("/schemas/{name}/{version}", "/schemas/doc/1")
         .replace("{seq}", "1");
     assert!(!path.contains('{'), "no fixture for {template}");
@@ -92,6 +95,7 @@ fn creates_own(method: &Method, template: &str) -> bool {
         (method.as_str(), template),
         ("POST", "/api/v1/sessions")
             | ("PUT", "/api/v1/projects/{id}")
+            | ("POST", "/api/v1/projects/{id}/token")
             | ("PUT", "/api/v1/schemas/{name}/{version}")
     )
 }
@@ -106,6 +110,9 @@ fn expected(caller: Caller, request: &Request) -> &'static [u16] {
     match caller {
         Caller::NoToken | Caller::Revoked => &[401],
         Caller::OtherSessionToken => &[403],
+        // `/recovery` answers, with the token's own project's sessions only.
+        Caller::OtherProjectToken if request.path == "/recovery" => &[200],
+        Caller::OtherProjectToken => &[403],
         Caller::ReadOnly if read && !is_admin(&request.template) => &[200],
         Caller::ReadOnly => &[403],
         Caller::OtherTenant if is_admin(&request.template) => &[403],
@@ -292,6 +299,27 @@ async fn every_endpoint_refuses_whoever_does_not_belong() {
         let body: Value = response.json().await.expect("json");
         body["token"].as_str().expect("token").to_owned()
     };
+    let project_token = |project: &'static str| {
+        let (http, url, owner) = (
+            server.http.clone(),
+            server.url(&format!("/projects/{project}/token")),
+            owner.clone(),
+        );
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth(&owner)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("token");
+            let body: Value = response.json().await.expect("json");
+            let text = |field: &str| body[field].as_str().expect(field).to_owned();
+            (text("token"), text("id"))
+        }
+    };
+    let (_, owner_token_id) = project_token("p1").await;
+    let (other_project_token, _) = project_token("p2").await;
     let before = owner_view(&server, &owner).await;
 
     let spec: Value = reqwest::get(format!("{}/api/v1/openapi.json", server.base))
@@ -303,7 +331,7 @@ async fn every_endpoint_refuses_whoever_does_not_belong() {
     let mut requests = Vec::new();
     for (template, operations) in spec["paths"].as_object().expect("paths") {
         for method in operations.as_object().expect("operations").keys() {
-            requests.push(request(method, template, &victim_id));
+            requests.push(request(method, template, &victim_id, &owner_token_id));
         }
     }
     // Another tenant's creations come last: they take the owner's names in its own
@@ -317,6 +345,7 @@ async fn every_endpoint_refuses_whoever_does_not_belong() {
         Caller::Revoked,
         Caller::ReadOnly,
         Caller::OtherSessionToken,
+        Caller::OtherProjectToken,
         Caller::OtherTenant,
         Caller::OtherTenantAdmin,
     ] {
@@ -327,6 +356,7 @@ async fn every_endpoint_refuses_whoever_does_not_belong() {
             Caller::OtherTenant => Some(other.as_str()),
             Caller::OtherTenantAdmin => Some(other_admin.as_str()),
             Caller::OtherSessionToken => Some(token.as_str()),
+            Caller::OtherProjectToken => Some(other_project_token.as_str()),
         };
         for request in &requests {
             let (status, body) = send(&server, token, request).await;

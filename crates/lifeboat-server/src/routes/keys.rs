@@ -1,14 +1,18 @@
-//! API keys (SPEC §7): create (shown once), list, revoke. Admin scope.
+//! API keys (SPEC §7): create (shown once), list, revoke; admin scope. Project tokens
+//! (SPEC §9 r2): made and revoked with a write key.
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use lifeboat::{ApiKey, TenantId};
-use lifeboat_api::{AuditBody, CreateKey, KeyBody, KeyCreated, List, Problem, ProblemType};
+use lifeboat_api::{
+    AuditBody, CreateKey, CreateProjectToken, KeyBody, KeyCreated, List, Problem, ProblemType,
+    ProjectTokenCreated,
+};
 use serde_json::json;
 
 use super::sessions::PageQuery;
-use crate::extract::{ApiQuery, page};
+use crate::extract::{ApiQuery, OptionalJson, page, path_id};
 
 use crate::AppState;
 use crate::auth::{Caller, audit};
@@ -150,4 +154,73 @@ pub(crate) async fn audit_trail(
             .collect(),
         next_cursor: found.next_cursor,
     }))
+}
+
+/// Makes a token that acts only on this project — its state, revisions, restore, assets,
+/// its sessions' recovery and its events — for a page that must not hold a tenant key.
+/// The project need not exist yet (the page may create it with `PUT`). Shown once.
+#[utoipa::path(post, path = "/api/v1/projects/{id}/token", tag = "projects",
+    params(("id" = String, Path, description = "Project id")),
+    request_body(content = Option<CreateProjectToken>),
+    responses((status = 201, body = ProjectTokenCreated), (status = 403, body = Problem),
+        (status = 422, body = Problem)))]
+pub(crate) async fn create_project_token(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<CreateProjectToken>,
+) -> Result<(StatusCode, Json<ProjectTokenCreated>), ApiError> {
+    let project = path_id(&id)?;
+    let (record, token) = state
+        .lifeboat
+        .create_project_token(&tenant, &project, body.ttl_ms, body.scopes.as_deref())
+        .await?;
+    let detail = json!({"scopes": record.scopes, "expires_at": rfc3339(record.expires_at)});
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "project.token.create",
+        format!("project-token:{}", record.id),
+        detail,
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(ProjectTokenCreated {
+            id: record.id,
+            token,
+            expires_at: rfc3339(record.expires_at),
+            project_id: record.project_id.to_string(),
+            scopes: record.scopes,
+        }),
+    ))
+}
+
+/// Revokes a project token at once: its next request is 401.
+#[utoipa::path(delete, path = "/api/v1/projects/{id}/token/{token_id}", tag = "projects",
+    params(("id" = String, Path, description = "Project id"),
+        ("token_id" = String, Path, description = "The token's id")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub(crate) async fn revoke_project_token(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    Extension(caller): Extension<Caller>,
+    Path((id, token_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let record = state
+        .lifeboat
+        .revoke_project_token(&tenant, &path_id(&id)?, &token_id)
+        .await?;
+    audit(
+        &state,
+        &tenant,
+        &caller,
+        "project.token.revoke",
+        format!("project-token:{}", record.id),
+        json!({"project_id": record.project_id.as_str()}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -151,6 +151,8 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         ))
         .routes(routes!(projects::list_revisions))
         .routes(routes!(projects::restore))
+        .routes(routes!(keys::create_project_token))
+        .routes(routes!(keys::revoke_project_token))
         .routes(routes!(projects::put_schema, projects::get_schema))
         .routes(routes!(events::events))
         .routes(routes!(keys::create_key, keys::list_keys))

@@ -10,7 +10,9 @@ use lifeboat_api::{
     VerifyBody,
 };
 
-use super::sessions::{PageQuery, session_op};
+use serde::Deserialize;
+
+use super::sessions::session_op;
 use crate::AppState;
 use crate::auth::{Caller, audit};
 use crate::convert::{checkpoint_body, recovery_body, session_body};
@@ -18,16 +20,44 @@ use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBody, page, path_id};
 use crate::idempotency::{Rendered, json};
 
+/// Query of `/recovery`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RecoveryQuery {
+    /// Page size, 1–1000 (default 50).
+    limit: Option<String>,
+    /// From `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Only sessions of this project. A project token sees only its project's sessions
+    /// whether or not it names it.
+    project_id: Option<String>,
+}
+
 /// Recoverable sessions (incomplete, failed, paused), newest first, each assessed.
-#[utoipa::path(get, path = "/api/v1/recovery", tag = "recovery", params(PageQuery),
-    responses((status = 200, body = List<RecoveryBody>), (status = 400, body = Problem)))]
+#[utoipa::path(get, path = "/api/v1/recovery", tag = "recovery", params(RecoveryQuery),
+    responses((status = 200, body = List<RecoveryBody>), (status = 400, body = Problem),
+        (status = 403, body = Problem)))]
 pub(crate) async fn list_recoverable(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<RecoveryQuery>,
 ) -> Result<Json<List<RecoveryBody>>, ApiError> {
     let page = page(query.limit.as_deref(), query.cursor)?;
-    let found = state.lifeboat.recoverable(&tenant, &page).await?;
+    let asked = query.project_id.as_deref().map(path_id).transpose()?;
+    let project = match (caller.project, asked) {
+        (Some(own), Some(asked)) if own != asked => {
+            return Err(ApiError::new(
+                ProblemType::FORBIDDEN,
+                format!("this project token acts on project {own} only"),
+            ));
+        }
+        (own, asked) => own.or(asked),
+    };
+    let found = state
+        .lifeboat
+        .recoverable(&tenant, project.as_ref(), &page)
+        .await?;
     Ok(Json(List {
         items: found
             .items

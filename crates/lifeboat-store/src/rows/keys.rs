@@ -1,8 +1,8 @@
-//! Rows of API keys, session tokens and the audit trail.
+//! Rows of API keys, session and project tokens, and the audit trail.
 
 use lifeboat_core::{Status, TenantId, Timestamp};
 
-use crate::{ApiKey, AuditEntry, Result, RowId, SessionToken};
+use crate::{ApiKey, AuditEntry, ProjectToken, Result, RowId, SessionToken};
 
 /// Keys, tokens, audit.
 pub trait KeyRows {
@@ -23,6 +23,14 @@ pub trait KeyRows {
     fn insert_session_token(&mut self, row: RowId, token: &SessionToken) -> Result<()>;
     /// A session token by id, with its session's stored status.
     fn session_token(&mut self, id: &str) -> Result<Option<(SessionToken, Status)>>;
+    /// Stores a new project token.
+    fn insert_project_token(&mut self, token: &ProjectToken) -> Result<()>;
+    /// A project token by id (revoked and expired ones too).
+    fn project_token(&mut self, id: &str) -> Result<Option<ProjectToken>>;
+    /// Marks a project token revoked at `now` (if it is not yet).
+    fn revoke_project_token(&mut self, id: &str, now: Timestamp) -> Result<()>;
+    /// Deletes up to `limit` project tokens that expired before `before`; answers how many.
+    fn purge_project_tokens(&mut self, before: Timestamp, limit: u32) -> Result<u64>;
     /// Appends to the audit trail.
     fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
     /// The audit trail (of one tenant, or of all), newest first, below `before`.

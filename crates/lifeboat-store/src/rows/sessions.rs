@@ -69,6 +69,7 @@ pub trait SessionRows {
     fn recoverable_page(
         &mut self,
         tenant: &TenantId,
+        project: Option<&Id>,
         before: i64,
         limit: u32,
         now: Timestamp,

@@ -4,7 +4,7 @@ use lifeboat_core::{Id, Status, TenantId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::translate;
-use crate::{ApiKey, AuditEntry, Result, SessionToken};
+use crate::{ApiKey, AuditEntry, ProjectToken, Result, SessionToken};
 
 const KEY_COLUMNS: &str = "id, tenant, secret_sha256, scopes, created_at, revoked_at";
 
@@ -187,4 +187,83 @@ pub(super) fn find_session_token(
     })
     .optional()
     .map_err(translate)
+}
+
+pub(super) fn insert_project_token(conn: &Connection, token: &ProjectToken) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO project_tokens (id, tenant, project_id, secret_sha256, scopes, \
+         created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .map_err(translate)?
+    .execute(params![
+        token.id,
+        token.tenant.as_str(),
+        token.project_id.as_str(),
+        token.secret_sha256,
+        token.scopes.join(","),
+        token.created_at.0,
+        token.expires_at.0,
+    ])
+    .map_err(translate)?;
+    Ok(())
+}
+
+pub(super) fn find_project_token(conn: &Connection, id: &str) -> Result<Option<ProjectToken>> {
+    conn.prepare_cached(
+        "SELECT id, tenant, project_id, secret_sha256, scopes, created_at, expires_at, \
+         revoked_at FROM project_tokens WHERE id = ?1",
+    )
+    .map_err(translate)?
+    .query_row([id], |row| {
+        let project: String = row.get(2)?;
+        let scopes: String = row.get(4)?;
+        Ok(ProjectToken {
+            id: row.get(0)?,
+            tenant: TenantId::new(row.get::<_, String>(1)?),
+            project_id: Id::parse(&project).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    e.to_string().into(),
+                )
+            })?,
+            secret_sha256: row.get(3)?,
+            scopes: scopes
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            created_at: Timestamp(row.get(5)?),
+            expires_at: Timestamp(row.get(6)?),
+            revoked_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
+        })
+    })
+    .optional()
+    .map_err(translate)
+}
+
+pub(super) fn revoke_project_token(conn: &Connection, id: &str, now: Timestamp) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE project_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+    )
+    .map_err(translate)?
+    .execute(params![id, now.0])
+    .map_err(translate)?;
+    Ok(())
+}
+
+pub(super) fn purge_project_tokens(
+    conn: &Connection,
+    before: Timestamp,
+    limit: u32,
+) -> Result<u64> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM project_tokens WHERE id IN \
+             (SELECT id FROM project_tokens WHERE expires_at < ?1 LIMIT ?2)",
+        )
+        .map_err(translate)?
+        .execute(params![before.0, limit])
+        .map_err(translate)?;
+    Ok(deleted as u64)
 }

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_idempotency_keys_in_time_order.sql"),
     include_str!("../../migrations/sqlite/0007_fencing_pins_gauges.sql"),
     include_str!("../../migrations/sqlite/0008_outcomes.sql"),
+    include_str!("../../migrations/sqlite/0009_project_tokens.sql"),
 ];
 
 /// Brings the schema up to date; refuses a database written by a newer Lifeboat.

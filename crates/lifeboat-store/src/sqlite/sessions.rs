@@ -2,7 +2,7 @@
 //! the restart grace's questions, lists, counts. No rule is decided here.
 
 use lifeboat_core::{
-    AssetStatus, Crash, CrashType, RecoveryOption, Session, Status, TenantId, Timestamp,
+    AssetStatus, Crash, CrashType, Id, RecoveryOption, Session, Status, TenantId, Timestamp,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -219,6 +219,7 @@ pub(super) fn page(
 pub(super) fn recoverable(
     conn: &Connection,
     tenant: &TenantId,
+    project: Option<&Id>,
     before: i64,
     limit: u32,
     now: Timestamp,
@@ -229,11 +230,18 @@ pub(super) fn recoverable(
         "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ?1 AND pk < ?2 \
          AND status <> 'completed' AND status <> 'cancelled' \
          AND (status <> 'active' OR lease_expires_at <= ?3) \
+         AND (?5 IS NULL OR project_id = ?5) \
          ORDER BY pk DESC LIMIT ?4"
     ))
     .map_err(translate)?
     .query_map(
-        params![tenant.as_str(), before, now.0, limit],
+        params![
+            tenant.as_str(),
+            before,
+            now.0,
+            limit,
+            project.map(Id::as_str)
+        ],
         rows::session_from_row,
     )
     .map_err(translate)?

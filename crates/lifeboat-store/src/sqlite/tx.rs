@@ -18,8 +18,8 @@ use crate::rows::{
 };
 use crate::{
     ApiKey, AuditEntry, CleanupCursor, CleanupReport, CleanupRules, Event, EventFilter, FileRef,
-    Gauges, IdempotencyKey, ProjectInfo, Result, RevisionInfo, RowId, Selection, SessionFilter,
-    SessionToken, Stats, StoreCheck, TransferCounts,
+    Gauges, IdempotencyKey, ProjectInfo, ProjectToken, Result, RevisionInfo, RowId, Selection,
+    SessionFilter, SessionToken, Stats, StoreCheck, TransferCounts,
 };
 
 /// Row access over `conn`, inside the transaction the caller opened.
@@ -103,11 +103,12 @@ impl SessionRows for SqliteTx<'_> {
     fn recoverable_page(
         &mut self,
         tenant: &TenantId,
+        project: Option<&Id>,
         before: i64,
         limit: u32,
         now: Timestamp,
     ) -> Result<Vec<(RowId, Session)>> {
-        sessions::recoverable(self.0, tenant, before, limit, now)
+        sessions::recoverable(self.0, tenant, project, before, limit, now)
     }
 
     fn stats(&mut self, tenant: &TenantId, now: Timestamp) -> Result<Stats> {
@@ -360,6 +361,22 @@ impl KeyRows for SqliteTx<'_> {
 
     fn session_token(&mut self, id: &str) -> Result<Option<(SessionToken, Status)>> {
         keys::find_session_token(self.0, id)
+    }
+
+    fn insert_project_token(&mut self, token: &ProjectToken) -> Result<()> {
+        keys::insert_project_token(self.0, token)
+    }
+
+    fn project_token(&mut self, id: &str) -> Result<Option<ProjectToken>> {
+        keys::find_project_token(self.0, id)
+    }
+
+    fn revoke_project_token(&mut self, id: &str, now: Timestamp) -> Result<()> {
+        keys::revoke_project_token(self.0, id, now)
+    }
+
+    fn purge_project_tokens(&mut self, before: Timestamp, limit: u32) -> Result<u64> {
+        keys::purge_project_tokens(self.0, before, limit)
     }
 
     fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()> {
