@@ -1,7 +1,8 @@
 /**
  * `@lifeboat/client`: the browser and Node client for Lifeboat.
  *
- * This entry holds the HTTP client; the AutoSaver and sessions join it later.
+ * This entry holds the HTTP client, sessions (`startSession`, `resumeOrStart`, `attachSession`)
+ * and the recovery API; the AutoSaver joins it later.
  *
  * @module
  */
@@ -27,3 +28,34 @@ export type {
   RequestOptions,
 } from "./client.js";
 export type { components, operations, paths } from "./api.js";
+export {
+  HEARTBEAT_INTERVAL_MIN_MS,
+  SessionHandle,
+  attachSession,
+  getSession,
+  resumeOrStart,
+  startSession,
+} from "./session.js";
+export type {
+  AssetBody,
+  Bytes,
+  Checkpoint,
+  CheckpointKind,
+  NewSession,
+  ResumeOrStart,
+  ResumeOrStartOptions,
+  Resumed,
+  SessionRef,
+} from "./session.js";
+export { discard, getRecovery, listRecoverable, recover } from "./recovery-api.js";
+export type {
+  CheckpointBody,
+  ListRecoverableOptions,
+  OptionBody,
+  RecoverOptions,
+  RecoverablePage,
+  Recovered,
+  RecoveryBody,
+  RecoveryOption,
+  SessionBody,
+} from "./recovery-api.js";
