@@ -96,6 +96,7 @@ export async function startAppServer({ port = 0, host = "127.0.0.1", config = {}
       const created = await admin("POST", "/sessions", {
         id,
         kind: "recording",
+        title: url.searchParams.get("title") ?? `Recording ${id}`,
         project_id: project || undefined,
         heartbeat_timeout_ms: timeout,
       });

@@ -227,7 +227,9 @@ class ApiProxy {
     this.upstream = upstream; // () => port
     this.mode = "pass";
     this.failures = 0;
+    this.failMethods = null;
     this.retryAfter = 0;
+    this.delayMs = 0;
     this.log = [];
     this.sockets = new Set();
     this.corsOrigin = "*";
@@ -257,10 +259,17 @@ class ApiProxy {
     this.sockets.clear();
   }
 
-  fail503(count, retryAfterSeconds) {
+  /** Answers the next `count` requests (of `methods`, default any but preflights) with 503 and `Retry-After`. */
+  fail503(count, retryAfterSeconds, { methods = null } = {}) {
     this.mode = "pass";
     this.failures = count;
+    this.failMethods = methods;
     this.retryAfter = retryAfterSeconds;
+  }
+
+  /** Holds every request `ms` before forwarding it (0: no delay). */
+  delay(ms) {
+    this.delayMs = ms;
   }
 
   /** Entries of the log, optionally only those for `path` (without the query) and `method`. */
@@ -293,7 +302,7 @@ class ApiProxy {
       req.socket.destroy();
       return;
     }
-    if (this.failures > 0 && req.method !== "OPTIONS") {
+    if (this.failures > 0 && req.method !== "OPTIONS" && (this.failMethods === null || this.failMethods.includes(req.method))) {
       this.failures -= 1;
       req.resume();
       res.writeHead(503, {
@@ -305,6 +314,20 @@ class ApiProxy {
       });
       res.end(JSON.stringify({ type: "/problems/unavailable", title: "Service Unavailable", status: 503, detail: "proxy says 503" }));
       finish(503, "503");
+      return;
+    }
+    if (this.delayMs > 0 && req.method !== "OPTIONS") {
+      req.pause();
+      setTimeout(() => this.#forward(req, res, url, entry, finish), this.delayMs);
+      return;
+    }
+    this.#forward(req, res, url, entry, finish);
+  }
+
+  #forward(req, res, url, entry, finish) {
+    if (this.mode === "block") {
+      finish(0, "blocked");
+      req.socket.destroy();
       return;
     }
     const upstream = httpRequest(
@@ -464,7 +487,9 @@ export async function setup({ name = "e2e" } = {}) {
     const page = await context.newPage();
     page.on("pageerror", (error) => console.log(`[page error] ${error.message}`));
     page.on("console", (msg) => {
-      if (msg.type() === "error" || process.env.LIFEBOAT_E2E_VERBOSE) console.log(`[page ${msg.type()}] ${msg.text()}`);
+      // Failed requests are what these tests provoke; print them only when asked.
+      const noise = msg.text().startsWith("Failed to load resource");
+      if ((msg.type() === "error" && !noise) || process.env.LIFEBOAT_E2E_VERBOSE) console.log(`[page ${msg.type()}] ${msg.text()}`);
     });
     await page.goto(`${h.app.url}/${path}`, { timeout: 15_000 });
     if (ready) {
