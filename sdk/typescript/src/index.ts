@@ -47,7 +47,14 @@ export type {
   Resumed,
   SessionRef,
 } from "./session.js";
-export { discard, getRecovery, listRecoverable, recover } from "./recovery-api.js";
+export {
+  RECOVERY_ITEMS_MAX,
+  discard,
+  getRecovery,
+  listRecoverable,
+  recover,
+  recoverableWithOptions,
+} from "./recovery-api.js";
 export type {
   CheckpointBody,
   ListRecoverableOptions,

@@ -55,6 +55,22 @@ export function listRecoverable(client: Client, options: ListRecoverableOptions 
   return client.json("GET", search ? `/recovery?${search}` : "/recovery", call);
 }
 
+/** How many recoverable sessions a prompt lists by default: it is a prompt, not a dashboard. */
+export const RECOVERY_ITEMS_MAX = 20;
+
+/**
+ * The first page of `GET /recovery` (at most `RECOVERY_ITEMS_MAX` unless `limit` says
+ * otherwise), each item read again with `getRecovery` for its `options` (the list has none,
+ * and `restart_batch` is offered only sometimes). An item whose assessment cannot be read
+ * stays as listed, without options.
+ */
+export async function recoverableWithOptions(client: Client, options: ListRecoverableOptions = {}): Promise<RecoveryBody[]> {
+  const page = await listRecoverable(client, { limit: RECOVERY_ITEMS_MAX, ...options });
+  const { signal } = options;
+  const call: CallOptions = signal === undefined ? {} : { signal };
+  return Promise.all(page.items.map((item) => getRecovery(client, item.session.id, call).catch(() => item)));
+}
+
 /** `GET /sessions/{id}/recovery`: the assessment with its `options`. */
 export function getRecovery(client: Client, sessionId: string, options: CallOptions = {}): Promise<RecoveryBody> {
   return client.json("GET", `${sessionPath(sessionId)}/recovery`, options);

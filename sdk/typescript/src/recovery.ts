@@ -15,13 +15,10 @@
  */
 
 import { Client } from "./client.js";
-import { type RecoveryBody, type SessionBody, discard, getRecovery, listRecoverable, recover } from "./recovery-api.js";
+import { type RecoveryBody, type SessionBody, discard, recover, recoverableWithOptions } from "./recovery-api.js";
 import { type Action, actionsFor, assessmentLine, confirmQuestion, missingText, savedLine, titleOf } from "./recovery-text.js";
 
 export type { Action, Choice } from "./recovery-text.js";
-
-/** The most sessions one prompt lists: it is a prompt, not a dashboard. */
-export const RECOVERY_ITEMS_MAX = 20;
 
 /** `lifeboat-recovered`'s detail: the session, now active at a new attempt, and where to continue from. */
 export interface RecoveredDetail {
@@ -152,9 +149,7 @@ export class LifeboatRecovery extends Base {
     if (client === null) return;
     const projectId = this.getAttribute("project-id") ?? undefined;
     try {
-      const page = await listRecoverable(client, projectId === undefined ? { limit: RECOVERY_ITEMS_MAX } : { projectId, limit: RECOVERY_ITEMS_MAX });
-      // The list has no options; each session's own assessment has them (Restart batch is offered only sometimes).
-      const items = await Promise.all(page.items.map((item) => getRecovery(client, item.session.id).catch(() => item)));
+      const items = await recoverableWithOptions(client, projectId === undefined ? {} : { projectId });
       if (generation !== this.#generation) return;
       this.#render(items);
     } catch (error) {

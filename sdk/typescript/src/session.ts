@@ -158,8 +158,10 @@ export class SessionHandle {
   /** The refusal that fenced this worker; null while it holds the session. */
   #lostBy: LifeboatError | null = null;
   #timer: ReturnType<typeof setInterval> | null = null;
-  /** Aborts the heartbeat still waiting for its answer when the next one is due. */
-  #pending: AbortController | null = null;
+  /** The heartbeat still waiting for its answer, and when it was sent. */
+  #pending: { abort: AbortController; sentAtMs: number } | null = null;
+  /** The time between heartbeats. */
+  readonly #everyMs: number;
 
   /** Holds `session` and starts heartbeating. Prefer `startSession`, `resumeOrStart` or `attachSession`. */
   constructor(client: Client, session: SessionRef) {
@@ -170,8 +172,8 @@ export class SessionHandle {
     this.leaseLost = new Promise((resolve) => {
       this.#resolveLost = resolve;
     });
-    const everyMs = Math.max(Math.floor(this.heartbeatTimeoutMs / 4), HEARTBEAT_INTERVAL_MIN_MS);
-    const timer = setInterval(() => void this.#heartbeat(), everyMs);
+    this.#everyMs = Math.max(Math.floor(this.heartbeatTimeoutMs / 4), HEARTBEAT_INTERVAL_MIN_MS);
+    const timer = setInterval(() => void this.#heartbeat(), this.#everyMs);
     // Node: the heartbeat alone never keeps the process alive. Browsers answer a number.
     if (typeof timer === "object" && timer !== null && "unref" in timer) (timer as { unref(): void }).unref();
     this.#timer = timer;
@@ -252,7 +254,7 @@ export class SessionHandle {
   stop(): void {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
-    this.#pending?.abort();
+    this.#pending?.abort.abort();
     this.#pending = null;
   }
 
@@ -351,13 +353,20 @@ export class SessionHandle {
     }
   }
 
+  /**
+   * Sends one heartbeat. One still unanswered is left alone while it is younger than two
+   * intervals (a slow server is still extending the lease; aborting it would leave none
+   * arriving), and replaced once older (a hung connection must not stop the heartbeats).
+   */
   async #heartbeat(): Promise<void> {
-    this.#pending?.abort();
-    const pending = new AbortController();
+    const nowMs = Date.now();
+    if (this.#pending !== null && nowMs - this.#pending.sentAtMs < 2 * this.#everyMs) return;
+    this.#pending?.abort.abort();
+    const pending = { abort: new AbortController(), sentAtMs: nowMs };
     this.#pending = pending;
     const json = this.#progress === null ? { attempt: this.attempt } : { attempt: this.attempt, progress: this.#progress };
     try {
-      await this.#client.requestOnce("POST", `${sessionPath(this.id)}/heartbeat`, { json, signal: pending.signal });
+      await this.#client.requestOnce("POST", `${sessionPath(this.id)}/heartbeat`, { json, signal: pending.abort.signal });
     } catch (error) {
       // Fenced: stop. Anything else is a blip; the next tick tries again.
       this.#lose(error);

@@ -19,8 +19,8 @@ export interface Seen {
   bytes: Uint8Array | null;
 }
 
-/** An answer: a response, or a network failure. */
-export type Answer = { status: number; body?: unknown; headers?: Record<string, string> } | "offline";
+/** An answer: a response, a network failure, or none until the request is aborted. */
+export type Answer = { status: number; body?: unknown; headers?: Record<string, string> } | "offline" | "hang";
 
 export interface FakeServer {
   client: Client;
@@ -51,6 +51,9 @@ export function fakeServer(handle: (request: Seen) => Answer): FakeServer {
     seen.push(request);
     const answer = handle(request);
     if (answer === "offline") throw new TypeError("fetch failed");
+    if (answer === "hang") {
+      return new Promise((_, reject) => init?.signal?.addEventListener("abort", () => reject(init.signal?.reason), { once: true }));
+    }
     const text =
       answer.body === undefined ? null : answer.body instanceof Uint8Array ? answer.body : typeof answer.body === "string" ? answer.body : JSON.stringify(answer.body);
     return new Response(text as BodyInit | null, { status: answer.status, headers: answer.headers ?? {} });

@@ -121,6 +121,23 @@ describe("heartbeats", () => {
     handle.stop();
   });
 
+  // A heartbeat still unanswered is left alone for two intervals (a slow server is still
+  // extending the lease), then replaced (a hung connection must not stop the heartbeats).
+  it("wait for a slow answer, and replace a hung one", async () => {
+    const answers: Answer[] = ["hang", OK];
+    const server = worker(() => answers.shift() ?? OK);
+    const handle = await startSession(server.client, { id: "job-1", kind: "render", heartbeatTimeoutMs: 4000 });
+    const beats = () => server.to("POST", "/sessions/job-1/heartbeat").length;
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(beats()).toBe(1);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(beats()).toBe(2);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(beats()).toBe(3);
+    expect(handle.isLeaseLost).toBe(false);
+    handle.stop();
+  });
+
   // The heartbeat timer is unref'd: a Node process whose only work left is heartbeating may exit.
   it("never keep a Node process alive on their own", async () => {
     vi.useRealTimers();
