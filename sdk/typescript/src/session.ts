@@ -16,7 +16,6 @@ import {
   type CallOptions,
   type Client,
   LifeboatError,
-  type LifeboatErrorFields,
   type RequestOptions,
   uuidv7,
 } from "./client.js";
@@ -150,7 +149,7 @@ export class SessionHandle {
 
   readonly #client: Client;
   /** The `progress` of the next heartbeat, or null for none. */
-  #progress: { completed_units?: number; stage?: string } | null = null;
+  #progress: Record<string, unknown> | null = null;
   /** Known sizes of appendable assets: where the next append without an offset goes. */
   readonly #sizes = new Map<string, number>();
   readonly #lostCallbacks = new Set<() => void>();
@@ -216,12 +215,12 @@ export class SessionHandle {
     this.#refuseIfLost();
     const created = await this.#json<{ seq: number }>("POST", "/checkpoints", {
       ...options,
-      json: { attempt: this.attempt, ...checkpointBody(checkpoint) },
+      json: { attempt: this.attempt, ...snakeCase(checkpoint) },
       idempotencyKey: options.idempotencyKey ?? uuidv7(),
     });
     // The server's progress moved with the checkpoint; the next heartbeat must not move it back.
     if (checkpoint.completedUnits !== undefined || checkpoint.stage !== undefined) {
-      this.#progress = { ...this.#progress, ...progressOf(checkpoint) };
+      this.#progress = { ...this.#progress, ...snakeCase({ completedUnits: checkpoint.completedUnits, stage: checkpoint.stage }) };
     }
     return created.seq;
   }
@@ -246,7 +245,7 @@ export class SessionHandle {
    * optionally with an emergency checkpoint; heartbeats stop.
    */
   async fail(error: string, emergency?: Omit<Checkpoint, "kind">, options: CallOptions = {}): Promise<SessionBody> {
-    const body = emergency === undefined ? {} : { checkpoint: checkpointBody(emergency) };
+    const body = emergency === undefined ? {} : { checkpoint: snakeCase(emergency) };
     return this.#finish("/fail", { attempt: this.attempt, error, ...body }, options);
   }
 
@@ -410,12 +409,8 @@ export class SessionHandle {
 
   /** A write after the loss would be refused (or worse, land in a session another worker owns): refuse it here. */
   #refuseIfLost(): void {
-    const lost = this.#lostBy;
-    if (lost === null) return;
-    throw new LifeboatError(
-      { ...fieldsOf(lost), detail: `the lease was lost before this write: ${lost.detail}`, transient: false },
-      { cause: lost },
-    );
+    // The refusal that fenced this worker answers every write after it.
+    if (this.#lostBy !== null) throw this.#lostBy;
   }
 }
 
@@ -423,7 +418,7 @@ export class SessionHandle {
 export async function startSession(client: Client, session: NewSession, options: CallOptions = {}): Promise<SessionHandle> {
   const created = await client.json<SessionBody>("POST", "/sessions", {
     ...options,
-    json: newSessionBody(session),
+    json: snakeCase(session),
     idempotencyKey: options.idempotencyKey ?? uuidv7(),
   });
   return new SessionHandle(client, created);
@@ -487,47 +482,16 @@ function isFenced(error: unknown): error is LifeboatError {
   return error instanceof LifeboatError && error.status === 409 && FENCED_SLUGS.includes(error.slug);
 }
 
-function fieldsOf(error: LifeboatError): LifeboatErrorFields {
-  const { kind, status, slug, title, detail, retryAfterMs, transient, problem } = error;
-  return { kind, status, slug, title, detail, retryAfterMs, transient, problem };
-}
-
-function newSessionBody(session: NewSession): Record<string, unknown> {
-  return withoutUndefined({
-    id: session.id,
-    kind: session.kind,
-    project_id: session.projectId,
-    title: session.title,
-    heartbeat_timeout_ms: session.heartbeatTimeoutMs,
-    stall_timeout_ms: session.stallTimeoutMs,
-    max_attempts: session.maxAttempts,
-    total_units: session.totalUnits,
-    checkpoint_retention: session.checkpointRetention,
-    metadata: session.metadata,
-  });
-}
-
-function checkpointBody(checkpoint: Partial<Checkpoint>): Record<string, unknown> {
-  return withoutUndefined({
-    kind: checkpoint.kind,
-    data: checkpoint.data,
-    stage: checkpoint.stage,
-    position: checkpoint.position,
-    completed_units: checkpoint.completedUnits,
-    total_units: checkpoint.totalUnits,
-    assets: checkpoint.assets,
-  });
-}
-
-function progressOf(checkpoint: Checkpoint): { completed_units?: number; stage?: string } {
-  const progress: { completed_units?: number; stage?: string } = {};
-  if (checkpoint.completedUnits !== undefined) progress.completed_units = checkpoint.completedUnits;
-  if (checkpoint.stage !== undefined) progress.stage = checkpoint.stage;
-  return progress;
-}
-
-function withoutUndefined<T extends Record<string, unknown>>(fields: T): T {
-  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) as T;
+/**
+ * The wire form of an options object: its top-level names in snake_case (`projectId` →
+ * `project_id`), undefined members left out. Values (`data`, `metadata`) are sent as given.
+ */
+function snakeCase(fields: object): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(fields)
+      .filter(([, value]) => value !== undefined)
+      .map(([name, value]) => [name.replace(/[A-Z]/g, (upper) => `_${upper.toLowerCase()}`), value]),
+  );
 }
 
 /** `/assets/{name}`: each segment of the name encoded, the slashes kept (names are paths, SPEC §5). */
