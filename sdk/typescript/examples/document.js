@@ -12,6 +12,7 @@ const number = (name) => (params.has(name) ? Number(params.get(name)) : undefine
 
 const statusLine = document.getElementById("status");
 const detailLine = document.getElementById("detail");
+const dismissButton = document.getElementById("dismiss");
 const fields = [...document.querySelectorAll("#doc [name]")];
 
 /** The token comes from the application's backend; the last one is kept for offline starts. */
@@ -48,7 +49,10 @@ export function describe(status) {
     case "conflict":
       return `Conflict on ${status.conflicts.join(", ") || "this document"}`;
     case "error":
-      return `Not saved: ${status.error?.message ?? status.error ?? "error"}`;
+      // Pending edits: the server answered with an error and saving goes on trying; none: a save was refused.
+      return status.pending > 0
+        ? `Server error — retrying, ${plural(status.pending, "edit", "edits")} waiting`
+        : `Not saved: ${status.error ?? "the server refused the edit"}`;
     default:
       return String(status.state);
   }
@@ -61,8 +65,10 @@ function render(status) {
   const parts = [];
   if (status.revision !== null && status.revision !== undefined) parts.push(`revision ${status.revision}`);
   parts.push(status.leader ? "this tab saves" : "another tab saves");
-  if (status.state === "conflict") parts.push("your text is kept here; the other edit is on the server");
+  if (status.state === "error" && status.error) parts.push(status.error);
+  if (status.state === "conflict") parts.push("your edit was saved over another writer's change; theirs is in the history");
   detailLine.textContent = parts.join(" · ");
+  dismissButton.hidden = status.conflicts.length === 0;
 }
 
 async function main() {
@@ -80,6 +86,7 @@ async function main() {
     field.disabled = false;
     field.addEventListener("input", () => void saver.edit({ [field.name]: field.value }));
   }
+  dismissButton.addEventListener("click", () => saver.clearConflicts());
   saver.onStatus(render);
   render(saver.status);
 

@@ -290,6 +290,8 @@ class ApiProxy {
       ifMatch: req.headers["if-match"] ?? null,
       revision: null,
       outcome: "pending",
+      clientGone: false,
+      late: null,
     };
     this.log.push(entry);
     const finish = (status, outcome) => {
@@ -297,6 +299,13 @@ class ApiProxy {
       entry.status = status;
       entry.outcome = outcome;
     };
+    // The browser gave up on the request (its page closed, its fetch aborted): from then on
+    // the request is not in flight for the page; an answer Lifeboat still gives is `late`.
+    res.on("close", () => {
+      if (entry.end !== null) return;
+      entry.clientGone = true;
+      finish(0, "client-gone");
+    });
     if (this.mode === "block") {
       finish(0, "blocked");
       req.socket.destroy();
@@ -325,6 +334,10 @@ class ApiProxy {
   }
 
   #forward(req, res, url, entry, finish) {
+    if (entry.clientGone) {
+      entry.outcome = "dropped"; // held by `delay` and abandoned: it never reaches Lifeboat
+      return;
+    }
     if (this.mode === "block") {
       finish(0, "blocked");
       req.socket.destroy();
@@ -343,30 +356,33 @@ class ApiProxy {
         });
         answer.on("end", () => {
           res.end();
-          finish(answer.statusCode, "answered");
+          let revision = null;
           if ((req.method === "PATCH" || req.method === "PUT") && url.pathname.startsWith("/api/v1/projects/")) {
             try {
-              entry.revision = JSON.parse(Buffer.concat(chunks).toString("utf8")).revision ?? null;
+              revision = JSON.parse(Buffer.concat(chunks).toString("utf8")).revision ?? null;
             } catch {
               // not JSON
             }
           }
+          if (entry.clientGone) {
+            entry.late = { status: answer.statusCode, revision };
+          } else {
+            entry.revision = revision;
+            finish(answer.statusCode, "answered");
+          }
         });
         answer.on("error", () => {
-          finish(answer.statusCode, "cut");
+          if (!entry.clientGone) finish(answer.statusCode, "cut");
           res.destroy();
         });
       },
     );
     upstream.on("error", () => {
       // Lifeboat is down (or was killed mid-request): the browser sees a cut connection.
-      finish(0, "upstream-error");
+      if (!entry.clientGone) finish(0, "upstream-error");
       res.destroy();
     });
-    req.on("error", () => upstream.destroy());
-    res.on("close", () => {
-      if (entry.end === null) finish(entry.status ?? 0, "client-gone");
-    });
+    req.on("error", () => upstream.destroy()); // a body cut short is never applied
     req.pipe(upstream);
   }
 
@@ -572,10 +588,13 @@ export function duplicates(history, log, docId) {
   }
   const byKey = new Map();
   for (const e of log) {
-    if (!e.idempotencyKey || !(e.status >= 200 && e.status < 300) || e.revision === null) continue;
-    if (docId && e.path !== `/api/v1/projects/${docId}`) continue;
-    if (!byKey.has(e.idempotencyKey)) byKey.set(e.idempotencyKey, new Set());
-    byKey.get(e.idempotencyKey).add(e.revision);
+    if (!e.idempotencyKey || (docId && e.path !== `/api/v1/projects/${docId}`)) continue;
+    // Answers the page read, and answers Lifeboat gave after the page had gone.
+    for (const { status, revision } of [{ status: e.status, revision: e.revision }, e.late ?? {}]) {
+      if (!(status >= 200 && status < 300) || revision === null || revision === undefined) continue;
+      if (!byKey.has(e.idempotencyKey)) byKey.set(e.idempotencyKey, new Set());
+      byKey.get(e.idempotencyKey).add(revision);
+    }
   }
   const keysWithTwoRevisions = [...byKey].filter(([, revisions]) => revisions.size > 1).map(([key]) => key);
   return { count: sameAsPrevious.length + keysWithTwoRevisions.length, sameAsPrevious, keysWithTwoRevisions };
