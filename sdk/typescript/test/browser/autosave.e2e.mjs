@@ -1,5 +1,13 @@
 // Browser end-to-end: the AutoSaver in examples/document.html against a real `lifeboat serve`,
-// through a proxy that can cut the network, answer 503, or delay; Chromium via playwright-core.
+// through a proxy that can cut the network, answer 503, delay, or cut answers; Chromium via
+// playwright-core.
+//
+// 1 typing (300 edits at 20/s) · 2 offline, close, reopen offline, online · 3 close inside the
+// debounce window (keepalive) · 4 a 100 KiB edit at close (too big for keepalive) · 5 SIGKILL of
+// the browser while blocked · 6 two tabs, the leader closed with a save on the wire · 6b a
+// follower tab closed while offline · 7 two browsers: same field (conflict) and different
+// fields · 8 SIGKILL of lifeboat serve mid-typing · 8b answers cut after commit · 9 503 with
+// Retry-After: 2.
 //
 // Every scenario prints one line `N name: made=… saved=… lost=… duplicates=…` and asserts
 // lost = 0 and duplicates = 0, where:
@@ -270,6 +278,27 @@ test("6. two tabs, the leader closed midway: the other takes over, one save in f
   await context.close();
 });
 
+test("6b. a follower tab closed while offline: the leader sends its edits", { skip, timeout: 60_000 }, async () => {
+  const doc = "s6b-follower-offline";
+  const dir = join(h.tmp, "profile-s6b");
+  const context = await h.launchPersistent(dir);
+  const first = await h.open(context, pageFor(doc, "debounce=300"));
+  const second = await h.open(context, pageFor(doc, "debounce=300"));
+  await waitFor("one leader", async () => (await h.status(first)).leader !== (await h.status(second)).leader);
+  const [leader, follower] = (await h.status(first)).leader ? [first, second] : [second, first];
+  h.proxy.block();
+  await typeEdits(follower, { count: 15, perSecond: 30, prefix: "f" });
+  await typeEdits(leader, { count: 5, perSecond: 30, prefix: "l" });
+  await follower.close();
+  await waitFor("the leader to be offline", async () => (await h.status(leader)).state === "offline", { timeoutMs: 15_000, everyMs: 100 });
+  const shown = await h.statusText(leader);
+  console.log(`  leader, offline after the follower closed: "${shown}"`);
+  h.proxy.pass();
+  await h.waitSaved(leader, "the leader saved everything", 30_000);
+  await conclude("6b follower closed while offline", doc, expectEdits(15, "f", 0, expectEdits(5, "l")));
+  await context.close();
+});
+
 test("7. two browsers on one document: the same field is a conflict on the page; different fields both kept", { skip, timeout: 90_000 }, async () => {
   const browser = await h.launch();
   const contextA = await browser.newContext({ viewport: { width: 900, height: 640 } });
@@ -362,6 +391,23 @@ test("8. SIGKILL of lifeboat serve mid-typing, restart: nothing lost, no duplica
   const cut = h.proxy.entries({ path: docPath(doc) }).filter((e) => e.outcome === "upstream-error" || e.outcome === "cut").length;
   console.log(`  saves refused by the dead server: ${cut}`);
   await conclude("8 lifeboat SIGKILL mid-typing", doc, expectEdits(160));
+  await context.close();
+});
+
+test("8b. a save committed but its answer cut: the retry is replayed, not saved twice", { skip, timeout: 60_000 }, async () => {
+  const doc = "s8b-answer-cut";
+  const browser = await h.launch();
+  const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
+  const page = await h.open(context, pageFor(doc, "debounce=200"));
+  h.proxy.cutAnswers(2, { methods: ["PATCH", "PUT"] });
+  await typeEdits(page, { count: 10, perSecond: 20 });
+  await h.waitSaved(page, "saved after two cut answers", 20_000);
+  const attempts = saves(doc);
+  console.log(
+    `  attempts: ${attempts.map((e) => `${e.outcome === "answer-cut" ? `cut(after ${e.late?.status} rev ${e.late?.revision})` : `${e.status} rev ${e.revision}`} key ${e.idempotencyKey?.slice(-6)}`).join(", ")}`,
+  );
+  assert.equal(attempts.filter((e) => e.outcome === "answer-cut").length, 2);
+  await conclude("8b answers cut after commit", doc, expectEdits(10));
   await context.close();
 });
 

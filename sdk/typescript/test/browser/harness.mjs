@@ -216,11 +216,15 @@ class Lifeboat {
 
 /**
  * Forwards everything to Lifeboat, except as told:
- * - `pass`: forward;
- * - `block`: destroy every connection (open ones too) so `fetch` fails as if offline;
- * - `fail503(count, retryAfterSeconds)`: answer the next `count` non-preflight requests 503.
- * It logs every request: method, path, arrival and answer times, status, `Idempotency-Key`,
- * `If-Match`, and the `revision` of a save's answer.
+ * - `pass()`: forward;
+ * - `block()`: destroy every connection (open ones too) so `fetch` fails as if offline;
+ * - `fail503(count, retryAfterSeconds)`: answer the next `count` non-preflight requests 503
+ *   (with CORS headers, so the page can read `Retry-After`);
+ * - `delay(ms)`: hold each request before forwarding it (one abandoned meanwhile is dropped);
+ * - `cutAnswers(count)`: forward, let Lifeboat answer, then cut the page's connection.
+ * It logs every request: method, path, arrival and answer times (`performance.now()`),
+ * status, outcome, `Idempotency-Key`, `If-Match`, the `revision` of a save's answer, and
+ * `late`: the answer Lifeboat gave after the page had stopped listening.
  */
 class ApiProxy {
   constructor(upstream) {
@@ -230,6 +234,8 @@ class ApiProxy {
     this.failMethods = null;
     this.retryAfter = 0;
     this.delayMs = 0;
+    this.cuts = 0;
+    this.cutMethods = null;
     this.log = [];
     this.sockets = new Set();
     this.corsOrigin = "*";
@@ -265,6 +271,15 @@ class ApiProxy {
     this.failures = count;
     this.failMethods = methods;
     this.retryAfter = retryAfterSeconds;
+  }
+
+  /**
+   * Lets the next `count` requests (of `methods`) reach Lifeboat, then cuts the connection
+   * instead of answering: the change is made, the page never hears of it.
+   */
+  cutAnswers(count, { methods = null } = {}) {
+    this.cuts = count;
+    this.cutMethods = methods;
   }
 
   /** Holds every request `ms` before forwarding it (0: no delay). */
@@ -343,9 +358,28 @@ class ApiProxy {
       req.socket.destroy();
       return;
     }
+    const cut = this.cuts > 0 && req.method !== "OPTIONS" && (this.cutMethods === null || this.cutMethods.includes(req.method));
+    if (cut) this.cuts -= 1;
     const upstream = httpRequest(
       { host: "127.0.0.1", port: this.upstream(), method: req.method, path: req.url, headers: req.headers },
       (answer) => {
+        if (cut) {
+          // Lifeboat has answered (so the change is committed); the page gets a cut connection.
+          const body = [];
+          answer.on("data", (chunk) => body.push(chunk));
+          answer.on("end", () => {
+            let revision = null;
+            try {
+              revision = JSON.parse(Buffer.concat(body).toString("utf8")).revision ?? null;
+            } catch {
+              // not JSON
+            }
+            entry.late = { status: answer.statusCode, revision };
+            finish(0, "answer-cut");
+            req.socket.destroy();
+          });
+          return;
+        }
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         const chunks = [];
         let size = 0;
