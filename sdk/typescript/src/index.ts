@@ -1,8 +1,8 @@
 /**
  * `@lifeboat/client`: the browser and Node client for Lifeboat.
  *
- * This entry holds the HTTP client, sessions (`startSession`, `resumeOrStart`, `attachSession`)
- * and the recovery API; the AutoSaver joins it later.
+ * This entry holds the HTTP client, the AutoSaver, sessions (`startSession`, `resumeOrStart`,
+ * `attachSession`) and the recovery API.
  *
  * @module
  */
@@ -28,6 +28,8 @@ export type {
   RequestOptions,
 } from "./client.js";
 export type { components, operations, paths } from "./api.js";
+export { AutoSaver } from "./autosave.js";
+export type { AutoSaveOptions, ChannelLike, JsonObject, LockManagerLike, PageLike, SaveState, SaveStatus } from "./autosave.js";
 export {
   HEARTBEAT_INTERVAL_MIN_MS,
   SessionHandle,

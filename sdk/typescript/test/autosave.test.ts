@@ -1,0 +1,581 @@
+// The AutoSaver against a fake Lifeboat (test/autosave-fakes.ts), fake-indexeddb, and fake
+// tabs (Web Locks, BroadcastChannel, window, localStorage). Time is vitest's fake clock
+// (setTimeout and Date only: IndexedDB runs on the real setImmediate), moved in 50 ms steps
+// with IndexedDB let run after each, so the times asserted are exact.
+//
+// What these cannot show: a real browser's keepalive budget, page lifecycle and IndexedDB
+// durability — the browser tests (test/browser/) do.
+
+import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
+import { AutoSaver, type AutoSaveOptions } from "../src/index.js";
+import { IDBDatabase } from "fake-indexeddb";
+import { type OutboxRecord, load, openOutbox } from "../src/outbox.js";
+import { FakeBrowser, FakeLifeboat, type FakeTab, drive, elapse, problem, settle, until } from "./autosave-fakes.js";
+
+const ID = "essay-7";
+const PATH = `/projects/${ID}`;
+const DOC = `http://lifeboat.test/api/v1${PATH}`;
+const MARKER = `lifeboat:sealed:lifeboat:${DOC}`;
+const UUIDV7 = /^"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"$/;
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/** A server (with project `ID` at the given states, if any) and a browser. */
+function world(...states: unknown[]): { server: FakeLifeboat; browser: FakeBrowser } {
+  const server = new FakeLifeboat();
+  if (states.length > 0) server.seed(ID, ...states);
+  return { server, browser: new FakeBrowser() };
+}
+
+function open(server: FakeLifeboat, tab: FakeTab, options: AutoSaveOptions = {}): Promise<AutoSaver> {
+  return AutoSaver.open(server.client("http://lifeboat.test", tab.name), ID, tab.options(options));
+}
+
+/** The page of `tab` is gone: its locks and channel, and any request it would still make. */
+function die(tab: FakeTab, server: FakeLifeboat): void {
+  tab.kill();
+  server.dead.add(tab.name);
+}
+
+/** The outbox records of `doc`, read straight from IndexedDB. */
+async function outbox(browser: FakeBrowser, doc = DOC): Promise<OutboxRecord[]> {
+  const db = await openOutbox(browser.indexedDB, "lifeboat");
+  const { records } = await load(db, doc);
+  db.close();
+  return records;
+}
+
+const key = (request: { headers: Headers }): string | null => request.headers.get("idempotency-key");
+
+describe("AutoSaver.open", () => {
+  // Opening an absent project creates it empty, create-only; an existing one is only read.
+  test("creates an absent project empty with PUT If-None-Match: *, and only reads an existing one", async () => {
+    const { server, browser } = world();
+    const saver = await open(server, browser.tab());
+    const put = server.seen.find((request) => request.method === "PUT")!;
+    expect(put.headers.get("if-none-match")).toBe("*");
+    expect(put.json).toEqual({ state: {} });
+    expect(saver.status).toEqual({ state: "idle", pending: 0, revision: 1, conflicts: [], error: null, leader: true });
+    expect(saver.state).toEqual({});
+    await drive(saver.close());
+
+    server.seed("other", { title: "Hello" }, { title: "Hello, world" });
+    const before = server.seen.length;
+    const other = await AutoSaver.open(server.client(), "other", browser.tab().options());
+    expect(server.seen.slice(before).map((r) => r.method)).toEqual(["GET"]);
+    expect(other.status.revision).toBe(2);
+    expect(other.state).toEqual({ title: "Hello, world" });
+    await drive(other.close());
+  });
+
+  // Between our 404 and our PUT someone else created it: the PUT's 412 leads to a read.
+  test("a create refused with 412 (someone else was first) reads the project instead", async () => {
+    const { server, browser } = world({ title: "Theirs" });
+    server.once((request) => request.method === "GET", problem(404, "not-found", "no project"));
+    const saver = await open(server, browser.tab());
+    expect(server.seen.map((r) => `${r.method} ${r.status}`)).toEqual(["GET 404", "PUT 412", "GET 200"]);
+    expect(saver.state).toEqual({ title: "Theirs" });
+    expect(saver.status.revision).toBe(1);
+    await drive(saver.close());
+  });
+
+  // The server is unreachable at open: the document comes from what this browser last
+  // knew (the `docs` store) plus the outbox, and is saved once the server is back.
+  test("opened offline: the state this browser last knew with the pending edits, saved once the server is back", async () => {
+    const { server, browser } = world({ title: "Known" });
+    const first = browser.tab();
+    const saver = await open(server, first, { debounceMs: 100 });
+    server.offline = true;
+    await saver.edit({ body: "Written offline" });
+    await until(() => saver.status.state === "offline");
+    die(first, server);
+
+    const again = await open(server, browser.tab(), { debounceMs: 100 });
+    expect(again.status).toMatchObject({ state: "offline", pending: 1, revision: 1, leader: true });
+    expect(again.state).toEqual({ title: "Known", body: "Written offline" });
+    server.offline = false;
+    await until(() => again.status.state === "saved", 20_000);
+    expect(server.state(ID)).toEqual({ title: "Known", body: "Written offline" });
+    expect(server.revision(ID)).toBe(2);
+  });
+});
+
+describe("when saves go", () => {
+  // Three edits within the debounce: one PATCH, 2 s after the last, the three combined.
+  test("debounce: one save 2 s after the last edit, edits combined, with If-Match and a UUIDv7 key", async () => {
+    const { server, browser } = world({ title: "Draft 1" });
+    const saver = await open(server, browser.tab());
+    const start = Date.now();
+    await saver.edit({ title: "Draft 2" });
+    await elapse(500);
+    await saver.edit({ body: { p1: "It was" } });
+    await elapse(1000);
+    await saver.edit({ body: { p1: "It was a dark night" } });
+    expect(saver.status).toMatchObject({ state: "idle", pending: 3 });
+    await elapse(1950);
+    expect(server.patches()).toHaveLength(0);
+    await elapse(100);
+    const patches = server.patches();
+    expect(patches).toHaveLength(1);
+    expect(patches[0]!.at - start).toBe(1500 + 2000);
+    expect(patches[0]!.json).toEqual({ title: "Draft 2", body: { p1: "It was a dark night" } });
+    expect(patches[0]!.headers.get("content-type")).toBe("application/merge-patch+json");
+    expect(patches[0]!.headers.get("if-match")).toBe('"1"');
+    expect(key(patches[0]!)).toMatch(UUIDV7);
+    expect(saver.status).toEqual({ state: "saved", pending: 0, revision: 2, conflicts: [], error: null, leader: true });
+    expect(server.state(ID)).toEqual({ title: "Draft 2", body: { p1: "It was a dark night" } });
+    expect(await outbox(browser)).toEqual([]);
+  });
+
+  // An edit every second never lets the 2 s debounce run out; max wait sends at 10 s.
+  test("max wait: edits every second hold off the debounce, but the first save goes 10 s after the first edit", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab());
+    const start = Date.now();
+    for (let i = 0; i < 15; i++) {
+      await saver.edit({ [`e${i}`]: i });
+      await elapse(1000);
+    }
+    const [first] = server.patches();
+    expect(first!.at - start).toBe(10_000);
+    expect(Object.keys(first!.json as object)).toEqual(["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"]);
+    await drive(saver.flush());
+    expect(Object.keys(server.state(ID) as object)).toHaveLength(15);
+  });
+
+  // A server slower than the edits: saves queue behind each other, never overlap.
+  test("one save in flight: a slow server and many edits never see two PATCHes at once, and every edit arrives", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab(), { debounceMs: 100, maxWaitMs: 400 });
+    server.delayMs = 1500;
+    const expected: Record<string, number> = {};
+    for (let i = 0; i < 60; i++) {
+      await saver.edit({ [`k${i}`]: i });
+      expected[`k${i}`] = i;
+      await elapse(100);
+    }
+    await drive(saver.flush());
+    expect(server.maxInFlight.get(PATH)).toBe(1);
+    expect(server.patches().length).toBeGreaterThan(3);
+    expect(server.state(ID)).toEqual(expected);
+    expect(saver.status).toMatchObject({ state: "saved", pending: 0, revision: 1 + server.patches().length });
+  });
+
+  // Patches that cannot be one patch stay two records, and two saves, in order.
+  test("a deleted field set again to an object makes a new outbox record; the records are saved in order", async () => {
+    const { server, browser } = world({ a: { y: 2 }, b: 1 });
+    const saver = await open(server, browser.tab());
+    await saver.edit({ a: null });
+    await saver.edit({ b: 2 });
+    await saver.edit({ a: { x: 1 } });
+    await saver.edit({ b: 3 });
+    const records = await outbox(browser);
+    expect(records.map((r) => [r.patch, r.edits, r.key])).toEqual([
+      [{ a: null, b: 2 }, 2, undefined],
+      [{ a: { x: 1 }, b: 3 }, 2, undefined],
+    ]);
+    expect(saver.status.pending).toBe(4);
+    expect(saver.state).toEqual({ a: { x: 1 }, b: 3 });
+    await drive(saver.flush());
+    expect(server.patches().map((r) => r.json)).toEqual([
+      { a: null, b: 2 },
+      { a: { x: 1 }, b: 3 },
+    ]);
+    expect(server.state(ID)).toEqual({ a: { x: 1 }, b: 3 });
+  });
+
+  // An edit undone before the debounce ran out leaves nothing to save: no revision that
+  // equals the one before.
+  test("edits undone within the debounce send nothing", async () => {
+    const { server, browser } = world({ title: "Draft 1" });
+    const saver = await open(server, browser.tab());
+    await saver.edit({ title: "Draft 1x" });
+    await saver.edit({ title: "Draft 1" });
+    expect(saver.status.pending).toBe(2);
+    await elapse(3000);
+    expect(server.patches()).toHaveLength(0);
+    expect(saver.status).toMatchObject({ state: "saved", pending: 0, revision: 1 });
+    expect(await outbox(browser)).toEqual([]);
+  });
+
+  // Edits wait in IndexedDB until the save is sealed; the seal alone is strict.
+  test("the transaction that seals a save has durability strict; the ones that write edits do not", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab());
+    const original = IDBDatabase.prototype.transaction;
+    const durabilities: string[] = [];
+    const spy = vi.spyOn(IDBDatabase.prototype, "transaction").mockImplementation(function (
+      this: IDBDatabase,
+      names: string | string[],
+      mode?: IDBTransactionMode,
+      options?: IDBTransactionOptions,
+    ) {
+      if (mode === "readwrite") durabilities.push(options?.durability ?? "default");
+      return original.call(this, names, mode, options);
+    });
+    try {
+      for (let i = 0; i < 3; i++) await saver.edit({ [`e${i}`]: i });
+      await drive(saver.flush());
+    } finally {
+      spy.mockRestore();
+    }
+    expect(durabilities).toEqual(["default", "default", "default", "strict", "default"]);
+  });
+});
+
+describe("when saves fail", () => {
+  // 503 + Retry-After: 3: the same save (key and body) again no sooner than 3 s later.
+  test("a 503 with Retry-After: 3 makes the next attempt wait at least 3 s, with the same key and body", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    server.once((r) => r.method === "PATCH", problem(503, "storage-unavailable", "try again later", { "retry-after": "3" }));
+    await saver.edit({ title: "After a 503" });
+    await until(() => server.patches().length === 1);
+    const first = server.patches()[0]!;
+    expect(saver.status).toMatchObject({ state: "error", error: "try again later", pending: 1 });
+    await elapse(2950);
+    expect(server.patches()).toHaveLength(1);
+    await until(() => server.patches().length === 2);
+    const second = server.patches()[1]!;
+    expect(second.at - first.at).toBeGreaterThanOrEqual(3000);
+    expect(key(second)).toBe(key(first));
+    expect(second.body).toBe(first.body);
+    expect(saver.status).toMatchObject({ state: "saved", pending: 0, revision: 2, error: null });
+  });
+
+  // No answer at all is "offline" (not navigator.onLine); retries go on, one key throughout.
+  test("offline: a failed fetch sets state offline; saving goes on trying with backoff, and lands once", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    server.offline = true;
+    await saver.edit({ title: "Written offline" });
+    await until(() => saver.status.state === "offline");
+    expect(saver.status.pending).toBe(1);
+    const states: string[] = [];
+    const off = saver.onStatus((status) => states.push(status.state));
+    await elapse(20_000);
+    off();
+    expect(server.patches().length).toBeGreaterThan(3);
+    expect(saver.status).toMatchObject({ state: "offline", pending: 1 });
+    expect(states).toEqual([]); // No "saving" flicker between the attempts.
+    server.offline = false;
+    await until(() => saver.status.state === "saved", 10_000);
+    expect(new Set(server.patches().map(key)).size).toBe(1);
+    expect(server.revision(ID)).toBe(2);
+  });
+
+  // Another writer changed the same field: conflict reported, this edit applied on top.
+  test("412 on the same field: re-read, /title reported, the edit re-applied on top under a new key; conflict until clearConflicts", async () => {
+    const { server, browser } = world({ title: "A", body: "x" });
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    server.write(ID, { title: "Theirs" });
+    await saver.edit({ title: "Mine" });
+    await until(() => saver.status.state === "conflict");
+    const [refused, resent] = server.patches();
+    expect([refused!.status, resent!.status]).toEqual([412, 200]);
+    expect(resent!.headers.get("if-match")).toBe('"2"');
+    expect(key(resent!)).toMatch(UUIDV7);
+    expect(key(resent!)).not.toBe(key(refused!));
+    expect(resent!.body).toBe(refused!.body);
+    expect(saver.status).toEqual({ state: "conflict", pending: 0, revision: 3, conflicts: ["/title"], error: null, leader: true });
+    expect(server.state(ID)).toEqual({ title: "Mine", body: "x" });
+    saver.clearConflicts();
+    expect(saver.status).toMatchObject({ state: "saved", conflicts: [] });
+  });
+
+  // Another writer changed a different field: no conflict, both changes kept.
+  test("412 on different fields: no conflict, both changes kept", async () => {
+    const { server, browser } = world({ title: "A", body: "x" });
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    server.write(ID, { body: "Theirs" });
+    await saver.edit({ title: "Mine" });
+    await drive(saver.flush());
+    expect(server.patches().map((r) => r.status)).toEqual([412, 200]);
+    expect(saver.status).toMatchObject({ state: "saved", conflicts: [], revision: 3 });
+    expect(server.state(ID)).toEqual({ title: "Mine", body: "Theirs" });
+    expect(saver.state).toEqual({ title: "Mine", body: "Theirs" });
+  });
+
+  // A permanent refusal: the sealed patch is dropped, the reason shown, flush rejects.
+  test("a refused save (422) drops its patch: state error with the problem's detail, flush rejects, later edits are saved", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    server.once((r) => r.method === "PATCH", problem(422, "validation-failed", "title must be a string"));
+    await saver.edit({ title: 7 });
+    await expect(drive(saver.flush())).rejects.toThrow("title must be a string");
+    expect(saver.status).toMatchObject({ state: "error", error: "title must be a string", pending: 0, revision: 1 });
+    expect(saver.state).toEqual({});
+    expect(await outbox(browser)).toEqual([]);
+    await saver.edit({ title: "Seven" });
+    await drive(saver.flush());
+    expect(saver.status).toMatchObject({ state: "saved", error: null, revision: 2 });
+    expect(server.state(ID)).toEqual({ title: "Seven" });
+  });
+});
+
+describe("across page loads", () => {
+  // The page dies with a save on the wire (the server saved it; the answer was lost) and
+  // an unsent edit behind it; then another writer saves. The next load shows both
+  // pending, resends the save with the same key and body (replayed: no second revision,
+  // and the revision known does not go back), then sends the rest.
+  test("a save sent but never answered is resent by the next load with the same key and body; the server replays it", async () => {
+    const { server, browser } = world({});
+    const first = browser.tab();
+    const saver = await open(server, first, { debounceMs: 100 });
+    server.once((r) => r.method === "PATCH", "lost");
+    await saver.edit({ title: "One" });
+    await saver.edit({ body: "Two" });
+    await until(() => server.patches().length === 1);
+    await saver.edit({ more: "Three" });
+    expect(saver.status.pending).toBe(3);
+    die(first, server);
+    expect(server.revision(ID)).toBe(2);
+    server.write(ID, { title: "Theirs" });
+    const records = await outbox(browser);
+    expect(records.map((r) => [r.patch, r.key === undefined])).toEqual([
+      [{ title: "One", body: "Two" }, false],
+      [{ more: "Three" }, true],
+    ]);
+
+    const again = await open(server, browser.tab(), { debounceMs: 100 });
+    expect(again.status).toMatchObject({ pending: 3, leader: true, revision: 3 });
+    expect(again.state).toEqual({ title: "One", body: "Two", more: "Three" });
+    await drive(again.flush());
+    const [lost, resent, rest] = server.patches();
+    expect(key(resent!)).toBe(key(lost!));
+    expect(resent!.body).toBe(lost!.body);
+    expect(resent!.headers.get("if-match")).toBe('"1"');
+    expect(resent!.status).toBe(200);
+    expect(rest!.json).toEqual({ more: "Three" });
+    expect(rest!.headers.get("if-match")).toBe('"3"');
+    expect(server.revision(ID)).toBe(4);
+    expect(again.status).toMatchObject({ state: "saved", pending: 0, revision: 4, conflicts: [] });
+    expect(again.state).toEqual({ title: "Theirs", body: "Two", more: "Three" });
+  });
+
+  // pagehide with a small patch pending: one keepalive PATCH, the marker written before
+  // it and removed once it is answered; visibilitychange after it sends nothing more.
+  test("page exit: a small pending patch goes out once with keepalive, after a localStorage marker naming its records and key", async () => {
+    const { server, browser } = world({});
+    const tab = browser.tab();
+    const saver = await open(server, tab);
+    server.delayMs = 1000;
+    await saver.edit({ title: "Closed within 500 ms" });
+    const [record] = await outbox(browser);
+    await elapse(200);
+    tab.window!.pagehide(); // Chromium fires pagehide first, then visibilitychange.
+    const marker = JSON.parse(browser.localStorage.getItem(MARKER)!);
+    tab.window!.hide();
+    await settle();
+    const sent = server.patches();
+    expect(sent).toHaveLength(1);
+    expect(sent[0]!.keepalive).toBe(true);
+    expect(sent[0]!.headers.get("if-match")).toBe('"1"');
+    expect(marker).toMatchObject({ key: key(sent[0]!)!.slice(1, -1), ids: [record!.id], revision: 1, patch: { title: "Closed within 500 ms" } });
+    await elapse(1000);
+    expect(browser.localStorage.getItem(MARKER)).toBeNull();
+    expect(saver.status).toMatchObject({ state: "saved", pending: 0, revision: 2 });
+    await elapse(3000); // Past the debounce: nothing else is sent.
+    expect(server.patches()).toHaveLength(1);
+  });
+
+  // Over the keepalive budget: nothing at exit, the edit waits in the outbox.
+  test("page exit: a 100 KiB patch is not sent with keepalive; it stays in the outbox and is saved at the next load", async () => {
+    const { server, browser } = world({});
+    const first = browser.tab();
+    const saver = await open(server, first);
+    const big = "0123456789abcdef".repeat(6400);
+    await saver.edit({ body: big });
+    first.window!.pagehide();
+    first.window!.hide();
+    await settle();
+    expect(server.patches()).toHaveLength(0);
+    expect(browser.localStorage.getItem(MARKER)).toBeNull();
+    expect((await outbox(browser)).map((r) => r.patch)).toEqual([{ body: big }]);
+    die(first, server);
+
+    const again = await open(server, browser.tab());
+    expect(again.status.pending).toBe(1);
+    await drive(again.flush());
+    expect(server.patches().map((r) => r.keepalive)).toEqual([false]);
+    expect(server.state(ID)).toEqual({ body: big });
+  });
+
+  // The worst exit: the keepalive save lands, but the page dies before IndexedDB records
+  // the seal; then another writer changes the same field. The marker lets the next load
+  // seal the same records with the same key and body, after a grace period: the server
+  // replays the first answer instead of applying the old edit over the newer one.
+  test("page exit, then death before IndexedDB seals: the next load seals the marker's records with its key; the server replays", async () => {
+    const { server, browser } = world({});
+    const first = browser.tab();
+    const saver = await open(server, first);
+    await saver.edit({ title: "Sent at exit" });
+    const original = IDBDatabase.prototype.transaction;
+    const spy = vi.spyOn(IDBDatabase.prototype, "transaction").mockImplementation(function (
+      this: IDBDatabase,
+      names: string | string[],
+      mode?: IDBTransactionMode,
+      options?: IDBTransactionOptions,
+    ) {
+      const tx = original.call(this, names, mode, options);
+      if (options?.durability === "strict") queueMicrotask(() => tx.abort()); // Never completes.
+      return tx;
+    });
+    server.once((r) => r.method === "PATCH", "lost");
+    try {
+      first.window!.pagehide();
+      die(first, server);
+      await settle();
+    } finally {
+      spy.mockRestore();
+    }
+    expect(server.revision(ID)).toBe(2);
+    expect((await outbox(browser)).map((r) => r.key)).toEqual([undefined]);
+    expect(JSON.parse(browser.localStorage.getItem(MARKER)!)).toMatchObject({ patch: { title: "Sent at exit" } });
+    server.write(ID, { title: "Theirs" });
+
+    const again = await open(server, browser.tab());
+    expect(again.status.pending).toBe(1);
+    await settle();
+    const marker = JSON.parse(browser.localStorage.getItem(MARKER)!);
+    expect((await outbox(browser)).map((r) => r.key)).toEqual([marker.key]);
+    await drive(again.flush());
+    const [exit, resent] = server.patches();
+    expect(exit!.keepalive).toBe(true);
+    expect(key(resent!)).toBe(key(exit!));
+    expect(resent!.body).toBe(exit!.body);
+    expect(resent!.at - exit!.at).toBeGreaterThanOrEqual(2000);
+    expect(resent!.status).toBe(200);
+    expect(server.revision(ID)).toBe(3);
+    expect(server.state(ID)).toEqual({ title: "Theirs" });
+    expect(browser.localStorage.getItem(MARKER)).toBeNull();
+    expect(again.status).toMatchObject({ state: "saved", pending: 0, revision: 3, conflicts: [] });
+    expect(again.state).toEqual({ title: "Theirs" });
+  });
+
+  // The keepalive save landed and nobody changed the document since: the next load reads
+  // a state that already holds the edit, so the edit is neither shown as waiting nor sent.
+  test("a save that landed before the next load knew (its answer lost) is not shown as pending there, nor sent again", async () => {
+    const { server, browser } = world({});
+    const first = browser.tab();
+    const saver = await open(server, first);
+    await saver.edit({ title: "Sent at exit" });
+    server.once((r) => r.method === "PATCH", "lost");
+    first.window!.pagehide();
+    die(first, server);
+    await settle();
+    expect(server.revision(ID)).toBe(2);
+
+    const again = await open(server, browser.tab());
+    expect(again.status).toEqual({ state: "saved", pending: 0, revision: 2, conflicts: [], error: null, leader: true });
+    await elapse(5000);
+    expect(server.patches()).toHaveLength(1);
+    expect(await outbox(browser)).toEqual([]);
+    expect(browser.localStorage.getItem(MARKER)).toBeNull();
+  });
+});
+
+describe("several tabs", () => {
+  // One lock holder saves; the other tab's edits go through IndexedDB and a wake-up.
+  test("only the leader sends; a follower's edits are sent by the leader; both tabs' status shows pending, then saved", async () => {
+    const { server, browser } = world({});
+    const [a, b] = [browser.tab(), browser.tab()];
+    const leader = await open(server, a, { debounceMs: 500 });
+    const follower = await open(server, b, { debounceMs: 500 });
+    expect([leader.status.leader, follower.status.leader]).toEqual([true, false]);
+    await follower.edit({ fromB: 1 });
+    await settle();
+    expect(leader.status.pending).toBe(1);
+    expect(follower.status.pending).toBe(1);
+    await leader.edit({ fromA: 1 });
+    await drive(follower.flush());
+    expect(server.patches().map((r) => [r.tab, r.json])).toEqual([[a.name, { fromB: 1, fromA: 1 }]]);
+    await settle();
+    expect(follower.status).toEqual({ state: "saved", pending: 0, revision: 2, conflicts: [], error: null, leader: false });
+    expect(leader.status).toEqual({ state: "saved", pending: 0, revision: 2, conflicts: [], error: null, leader: true });
+  });
+
+  // close() on the leader: it saves what it has, lets go, and the next tab leads.
+  test("closing the leader hands over: the next tab takes the lock and sends what is left; nothing is lost", async () => {
+    const { server, browser } = world({});
+    const [a, b] = [browser.tab(), browser.tab()];
+    const leader = await open(server, a, { debounceMs: 500 });
+    const follower = await open(server, b, { debounceMs: 500 });
+    await follower.edit({ b1: 1 });
+    await leader.edit({ a1: 1 });
+    await drive(leader.close());
+    await settle();
+    expect(follower.status.leader).toBe(true);
+    await expect(leader.edit({ late: true })).rejects.toThrow("closed");
+    await follower.edit({ b2: 2 });
+    await drive(follower.flush());
+    expect(server.patches().map((r) => r.tab)).toEqual([a.name, b.name]);
+    expect(server.state(ID)).toEqual({ b1: 1, a1: 1, b2: 2 });
+    expect(follower.state).toEqual({ b1: 1, a1: 1, b2: 2 });
+    expect(follower.status).toMatchObject({ state: "saved", revision: 3, leader: true });
+    expect(server.maxInFlight.get(PATH)).toBe(1);
+  });
+
+  // The leader's page dies with a save on the wire: the next tab resends it, same key.
+  test("a leader that dies with a save in flight: the next tab resends it under the same key, then the rest; nothing lost or doubled", async () => {
+    const { server, browser } = world({});
+    const [a, b] = [browser.tab(), browser.tab()];
+    const leader = await open(server, a, { debounceMs: 100 });
+    const follower = await open(server, b, { debounceMs: 100 });
+    server.once((r) => r.method === "PATCH", "lost");
+    await leader.edit({ a1: 1 });
+    await until(() => server.patches().length === 1);
+    await follower.edit({ b1: 1 });
+    await settle();
+    expect(follower.status.pending).toBe(2);
+    die(a, server);
+    await settle();
+    expect(follower.status.leader).toBe(true);
+    await drive(follower.flush());
+    const [lost, resent, rest] = server.patches();
+    expect(key(resent!)).toBe(key(lost!));
+    expect([resent!.tab, rest!.tab]).toEqual([b.name, b.name]);
+    expect(rest!.json).toEqual({ b1: 1 });
+    expect(server.state(ID)).toEqual({ a1: 1, b1: 1 });
+    expect(server.revision(ID)).toBe(3);
+    expect(follower.status).toMatchObject({ state: "saved", pending: 0, revision: 3, leader: true });
+  });
+
+  // Node: no Web Locks, no window: this saver leads, and there is no page-exit path.
+  test("without Web Locks or a window (Node), the saver leads and saves", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab({ page: false, locks: false }), { debounceMs: 100 });
+    expect(saver.status.leader).toBe(true);
+    await saver.edit({ title: "From Node" });
+    await drive(saver.close());
+    expect(server.state(ID)).toEqual({ title: "From Node" });
+  });
+});
+
+describe("document keys", () => {
+  // One IndexedDB, one project id on two servers: two documents, never mixed.
+  test("the document key holds the server's origin and the project id: two servers never share records", async () => {
+    const one = new FakeLifeboat();
+    const two = new FakeLifeboat();
+    one.seed(ID, {});
+    two.seed(ID, {});
+    const browser = new FakeBrowser();
+    const first = await AutoSaver.open(one.client("http://one.test"), ID, browser.tab().options({ debounceMs: 100 }));
+    const second = await AutoSaver.open(two.client("http://two.test"), ID, browser.tab().options({ debounceMs: 100 }));
+    expect([first.status.leader, second.status.leader]).toEqual([true, true]);
+    one.offline = two.offline = true;
+    await first.edit({ on: "one" });
+    await second.edit({ on: "two" });
+    expect((await outbox(browser, `http://one.test/api/v1${PATH}`)).map((r) => r.patch)).toEqual([{ on: "one" }]);
+    expect((await outbox(browser, `http://two.test/api/v1${PATH}`)).map((r) => r.patch)).toEqual([{ on: "two" }]);
+    expect([first.status.pending, second.status.pending]).toEqual([1, 1]);
+    one.offline = two.offline = false;
+    await drive(Promise.all([first.flush(), second.flush()]));
+    expect([one.state(ID), two.state(ID)]).toEqual([{ on: "one" }, { on: "two" }]);
+  });
+});
