@@ -223,7 +223,7 @@ export class AutoSaver {
         project = await readProject(client, path, false);
       } catch (error) {
         if (!(error instanceof LifeboatError && error.transient)) throw error;
-        const known = await findDoc(db, `/api/v1${path}`);
+        const known = await findDoc(db, docKey(client, path));
         if (known) {
           project = known;
           offline = error.kind === "offline";
@@ -809,7 +809,7 @@ async function readProject(client: Client, path: string, retry: boolean): Promis
   const get = async (): Promise<{ doc: string; revision: number; state: unknown }> => {
     const response = await client.request("GET", path, { retry });
     const project = (await response.json()) as ProjectBody;
-    return { doc: docKey(response, path), revision: project.revision, state: project.state };
+    return { doc: docKey(client, path), revision: project.revision, state: project.state };
   };
   try {
     return await get();
@@ -819,14 +819,14 @@ async function readProject(client: Client, path: string, retry: boolean): Promis
   try {
     const response = await client.request("PUT", path, { json: { state: {} }, headers: { "if-none-match": "*" }, idempotencyKey: uuidv7() });
     const saved = (await response.json()) as ProjectSaved;
-    return { doc: docKey(response, path), revision: saved.revision, state: {} };
+    return { doc: docKey(client, path), revision: saved.revision, state: {} };
   } catch (error) {
     if (!(error instanceof LifeboatError && error.status === 412)) throw error;
     return get(); // Someone else created it first.
   }
 }
 
-/** The document key: the project's URL without its query (origin, base path, id), or the API path where the fetch gives no URL. */
-function docKey(response: Response, path: string): string {
-  return response.url ? response.url.replace(/[?#].*$/, "") : `/api/v1${path}`;
+/** The document key: the project's URL (server origin, base path, id), so two servers or two projects never mix. */
+function docKey(client: Client, path: string): string {
+  return `${client.baseUrl}/api/v1${path}`;
 }

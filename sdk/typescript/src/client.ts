@@ -123,6 +123,11 @@ export class Client {
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
   }
 
+  /** The server's origin (and base path), as given, without a trailing slash. */
+  get baseUrl(): string {
+    return this.#baseUrl;
+  }
+
   /**
    * Sends a request, retrying transient failures (see `RequestOptions.retry`) with
    * full-jitter backoff and the server's `Retry-After`, up to `ATTEMPTS_MAX` attempts.

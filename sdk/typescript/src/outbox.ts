@@ -105,8 +105,6 @@ export async function keepDoc(db: IDBDatabase, record: DocRecord): Promise<void>
 }
 
 /** The known state of the one document whose key ends with `suffix`, if exactly one does. */
-export async function findDoc(db: IDBDatabase, suffix: string): Promise<DocRecord | undefined> {
-  const docs = db.transaction("docs").objectStore("docs");
-  const keys = (await result(docs.getAllKeys())).filter((key) => String(key).endsWith(suffix));
-  return keys.length === 1 ? result<DocRecord | undefined>(docs.get(keys[0]!)) : undefined;
+export function findDoc(db: IDBDatabase, doc: string): Promise<DocRecord | undefined> {
+  return result<DocRecord | undefined>(db.transaction("docs").objectStore("docs").get(doc));
 }

@@ -85,11 +85,16 @@ export class LifeboatRecovery extends Base {
     this.#list = h("ul", { part: "list" });
     this.#error = h("p", { part: "error", role: "alert", "aria-live": "assertive" });
     this.#question = h("p", { id: "q", part: "question" });
-    this.#yes = button("", "button confirm-yes p", () => {
-      const yes = this.#onYes;
-      this.#confirm.close();
-      yes?.();
-    });
+    this.#yes = button(
+      "",
+      "button confirm-yes",
+      () => {
+        const yes = this.#onYes;
+        this.#confirm.close();
+        yes?.();
+      },
+      { class: "p" },
+    );
     this.#confirm = h(
       "dialog",
       { part: "confirm", "aria-labelledby": "q" },
