@@ -28,17 +28,11 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { overlappingSaves, report, screenshotPath, sdkRoot, setup, sleep, waitFor } from "./harness.mjs";
-
-// Written before the AutoSaver landed: without it the scenarios are skipped, and say so.
-const skip = existsSync(join(sdkRoot, "src", "autosave.ts")) ? false : "src/autosave.ts is missing: AutoSaver scenarios not run";
-if (skip) console.log(`SKIPPED: ${skip}`);
+import { overlappingSaves, report, screenshotPath, setup, sleep, waitFor } from "./harness.mjs";
 
 let h;
 before(async () => {
-  if (skip) return;
   h = await setup({ name: "autosave" });
 });
 after(async () => {
@@ -98,7 +92,7 @@ async function axe(page, label) {
 
 const saves = (doc) => h.proxy.entries({ path: docPath(doc) }).filter((e) => e.method === "PATCH" || e.method === "PUT");
 
-test("1. 300 edits at 20/s, then saved", { skip, timeout: 60_000 }, async () => {
+test("1. 300 edits at 20/s, then saved", { timeout: 60_000 }, async () => {
   const doc = "s1-typing";
   const browser = await h.launch();
   const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
@@ -124,7 +118,7 @@ test("1. 300 edits at 20/s, then saved", { skip, timeout: 60_000 }, async () => 
   await context.close();
 });
 
-test("2. offline, close the tab, reopen offline (pending shown), online: everything arrives", { skip, timeout: 90_000 }, async () => {
+test("2. offline, close the tab, reopen offline (pending shown), online: everything arrives", { timeout: 90_000 }, async () => {
   const doc = "s2-offline";
   const dir = join(h.tmp, "profile-s2");
   const context = await h.launchPersistent(dir);
@@ -164,7 +158,7 @@ test("2. offline, close the tab, reopen offline (pending shown), online: everyth
   await context.close();
 });
 
-test("3. close inside the debounce window: keepalive save, nothing pending on reopen, no duplicate", { skip, timeout: 60_000 }, async () => {
+test("3. close inside the debounce window: keepalive save, nothing pending on reopen, no duplicate", { timeout: 60_000 }, async () => {
   const doc = "s3-close";
   const dir = join(h.tmp, "profile-s3");
   const context = await h.launchPersistent(dir);
@@ -200,7 +194,7 @@ test("3. close inside the debounce window: keepalive save, nothing pending on re
   await context.close();
 });
 
-test("4. a 100 KiB edit at close: no keepalive (too big), saved at the next load", { skip, timeout: 60_000 }, async () => {
+test("4. a 100 KiB edit at close: no keepalive (too big), saved at the next load", { timeout: 60_000 }, async () => {
   const doc = "s4-big";
   const dir = join(h.tmp, "profile-s4");
   const context = await h.launchPersistent(dir);
@@ -221,7 +215,7 @@ test("4. a 100 KiB edit at close: no keepalive (too big), saved at the next load
   await context.close();
 });
 
-test("5. SIGKILL of the browser with the API blocked, relaunch: saved", { skip, timeout: 60_000 }, async () => {
+test("5. SIGKILL of the browser with the API blocked, relaunch: saved", { timeout: 60_000 }, async () => {
   const doc = "s5-kill";
   const dir = join(h.tmp, "profile-s5");
   let context = await h.launchPersistent(dir);
@@ -241,7 +235,7 @@ test("5. SIGKILL of the browser with the API blocked, relaunch: saved", { skip, 
   await context.close();
 });
 
-test("6. two tabs, the leader closed midway: the other takes over, one save in flight, nothing lost", { skip, timeout: 90_000 }, async () => {
+test("6. two tabs, the leader closed midway: the other takes over, one save in flight, nothing lost", { timeout: 90_000 }, async () => {
   const doc = "s6-tabs";
   const dir = join(h.tmp, "profile-s6");
   const context = await h.launchPersistent(dir);
@@ -278,7 +272,7 @@ test("6. two tabs, the leader closed midway: the other takes over, one save in f
   await context.close();
 });
 
-test("6b. a follower tab closed while offline: the leader sends its edits", { skip, timeout: 60_000 }, async () => {
+test("6b. a follower tab closed while offline: the leader sends its edits", { timeout: 60_000 }, async () => {
   const doc = "s6b-follower-offline";
   const dir = join(h.tmp, "profile-s6b");
   const context = await h.launchPersistent(dir);
@@ -299,7 +293,7 @@ test("6b. a follower tab closed while offline: the leader sends its edits", { sk
   await context.close();
 });
 
-test("7. two browsers on one document: the same field is a conflict on the page; different fields both kept", { skip, timeout: 90_000 }, async () => {
+test("7. two browsers on one document: the same field is a conflict on the page; different fields both kept", { timeout: 90_000 }, async () => {
   const browser = await h.launch();
   const contextA = await browser.newContext({ viewport: { width: 900, height: 640 } });
   const contextB = await browser.newContext({ viewport: { width: 900, height: 640 } });
@@ -372,7 +366,7 @@ test("7. two browsers on one document: the same field is a conflict on the page;
   await contextB.close();
 });
 
-test("8. SIGKILL of lifeboat serve mid-typing, restart: nothing lost, no duplicate", { skip, timeout: 90_000 }, async () => {
+test("8. SIGKILL of lifeboat serve mid-typing, restart: nothing lost, no duplicate", { timeout: 90_000 }, async () => {
   const doc = "s8-server-kill";
   const browser = await h.launch();
   const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
@@ -394,7 +388,7 @@ test("8. SIGKILL of lifeboat serve mid-typing, restart: nothing lost, no duplica
   await context.close();
 });
 
-test("8b. a save committed but its answer cut: the retry is replayed, not saved twice", { skip, timeout: 60_000 }, async () => {
+test("8b. a save committed but its answer cut: the retry is replayed, not saved twice", { timeout: 60_000 }, async () => {
   const doc = "s8b-answer-cut";
   const browser = await h.launch();
   const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
@@ -411,7 +405,7 @@ test("8b. a save committed but its answer cut: the retry is replayed, not saved 
   await context.close();
 });
 
-test("9. 503 with Retry-After: 2: the next attempt waits at least 2 s", { skip, timeout: 60_000 }, async () => {
+test("9. 503 with Retry-After: 2: the next attempt waits at least 2 s", { timeout: 60_000 }, async () => {
   const doc = "s9-retry-after";
   const browser = await h.launch();
   const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
