@@ -8,7 +8,8 @@
  * `If-Match`, and keeps both until the server answers, so a retry — even from the next
  * page load — is replayed by the server rather than saved twice; a 412 re-reads the
  * project, notes the fields both sides changed, and sends the patch again on top under
- * a new key; a refusal drops the refused patch.
+ * a new key; a refusal of the patch itself (400, 409 `patch-conflict`, 413, 415, 422)
+ * drops it, and every other failure keeps it and tries again.
  *
  * Browser parts: one tab per document saves (the holder of a Web Lock); the others
  * write to the same outbox and wake it over a `BroadcastChannel`. When the page is
@@ -566,9 +567,10 @@ export class AutoSaver {
   async #failed(sealed: Sealed, error: unknown): Promise<void> {
     const problem = error instanceof LifeboatError ? error : null;
     if (problem?.status === 412) return this.#rebase(sealed);
-    // A refusal for good (422, 413, …) drops the patch; a token refused (401, 403) may be
-    // replaced by the next page, so those edits are kept.
-    if (problem && !problem.transient && problem.status !== 401 && problem.status !== 403) {
+    // Only a refusal of this patch for good (400, 409 patch-conflict, 413, 415, 422) drops it;
+    // anything else (401, 403, 404, 5xx, offline: a token, a project or a server that may
+    // come back) keeps the edits and tries again.
+    if (problem && ([400, 413, 415, 422].includes(problem.status) || problem.slug === "patch-conflict")) {
       this.#delete(sealed.ids[0]!);
       this.#forget(sealed);
       this.#restate();

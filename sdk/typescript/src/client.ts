@@ -3,7 +3,7 @@
  * retry policy every safe request uses.
  *
  * It mirrors the Rust SDK (`crates/lifeboat-sdk/src/client.rs`): the same error kinds,
- * slugs, transient statuses and backoff. Importing this module has no side effects:
+ * slugs, transient statuses (408, 429 and every 5xx) and backoff. Importing this module has no side effects:
  * nothing touches `window`, `fetch` or storage until a `Client` is used.
  *
  * @module
@@ -29,8 +29,6 @@ export const BACKOFF_MAX_MS = 8_000;
 /** The longest `Retry-After` obeyed, so a wrong header cannot stall a save for hours. */
 export const RETRY_AFTER_MAX_MS = 32_000;
 
-/** Statuses that may answer differently soon (the Rust SDK's list). */
-const TRANSIENT_STATUSES = [408, 429, 502, 503, 504];
 
 /** How to reach a Lifeboat server. */
 export interface ClientOptions {
@@ -279,9 +277,10 @@ async function refusal(response: Response): Promise<LifeboatError> {
     title: problem?.title ?? response.statusText,
     detail: problem?.detail ?? "",
     retryAfterMs: seconds && /^\d+$/.test(seconds) ? Number(seconds) * 1000 : null,
+    // Statuses that may answer differently soon, as in the Rust SDK: 408, 429, every 5xx.
     // A request with the same key still in flight (`idempotency-key-in-use`) ends soon;
     // retrying then gets its answer replayed.
-    transient: TRANSIENT_STATUSES.includes(status) || slug === "idempotency-key-in-use",
+    transient: status >= 500 || status === 408 || status === 429 || slug === "idempotency-key-in-use",
     problem,
   });
 }

@@ -248,6 +248,42 @@ describe("when saves fail", () => {
     expect(saver.status).toMatchObject({ state: "saved", pending: 0, revision: 2, error: null });
   });
 
+  // Any 5xx is a server that may come back (500, 507 storage full): the save is kept and
+  // sent again with the same key; never dropped.
+  test.each([500, 507])("a %i keeps the save: state error with the detail, then the same key again, and it lands", async (status) => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    server.once((r) => r.method === "PATCH", problem(status, "internal", `server error ${status}`));
+    await saver.edit({ title: "Kept" });
+    await until(() => server.patches().length === 1);
+    expect(saver.status).toMatchObject({ state: "error", error: `server error ${status}`, pending: 1 });
+    expect((await outbox(browser)).map((r) => r.patch)).toEqual([{ title: "Kept" }]);
+    await drive(saver.flush());
+    const [first, second] = server.patches();
+    expect(key(second!)).toBe(key(first!));
+    expect(server.state(ID)).toEqual({ title: "Kept" });
+    expect(saver.status).toMatchObject({ state: "saved", pending: 0, error: null });
+  });
+
+  // A 404 (the project deleted, or not visible to this token) refuses every record alike:
+  // none is dropped, the outbox is kept and retried.
+  test("a 404 keeps the outbox: nothing dropped, retried with backoff", async () => {
+    const { server, browser } = world({ a: 1 });
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    const gone = problem(404, "not-found", "no project");
+    server.rules.push((r) => (r.method === "PATCH" ? gone : undefined));
+    await saver.edit({ a: null });
+    await saver.edit({ a: { x: 1 } });
+    await elapse(10_000);
+    expect(server.patches().length).toBeGreaterThan(2);
+    expect(new Set(server.patches().map(key)).size).toBe(1);
+    expect(saver.status).toMatchObject({ state: "error", error: "no project", pending: 2 });
+    expect((await outbox(browser)).map((r) => r.patch)).toEqual([{ a: null }, { a: { x: 1 } }]);
+    server.rules.length = 0;
+    await drive(saver.flush());
+    expect(server.state(ID)).toEqual({ a: { x: 1 } });
+  });
+
   // No answer at all is "offline" (not navigator.onLine); retries go on, one key throughout.
   test("offline: a failed fetch sets state offline; saving goes on trying with backoff, and lands once", async () => {
     const { server, browser } = world({});

@@ -208,6 +208,14 @@ describe("Client", () => {
     expect(calls).toHaveLength(1);
   });
 
+  // As in the Rust SDK, every 5xx is transient (500, 507 storage full, …), and 408 and 429; other 4xx are not.
+  it("takes every 5xx, 408 and 429 as transient, and no other 4xx", async () => {
+    for (const [status, transient] of [[500, true], [501, true], [507, true], [599, true], [408, true], [429, true], [404, false], [413, false]] as const) {
+      const { fetch } = fakeFetch(problem(status, "x"));
+      expect(await rejection(client(fetch).request("POST", "/sessions", { json: {} }))).toMatchObject({ status, transient });
+    }
+  });
+
   // Every attempt of a keyed write carries the same Idempotency-Key, so the server does it once.
   it("keeps the Idempotency-Key across retries", async () => {
     const { fetch, calls } = fakeFetch(problem(503, "storage-unavailable"), "offline", problem(409, "idempotency-key-in-use"), { status: 201, body: {} });
