@@ -40,7 +40,7 @@ const ACTIVE_POLL_MS = 200;
 const ACTIVE_MARGIN_MS = 5_000;
 /** The page size used to find an asset's size (the server's maximum). */
 const ASSET_PAGE_LIMIT = 1000;
-/** Refusals (409) which mean this worker's attempt no longer owns the session. */
+/** Refusals (409) which mean this worker's attempt no longer owns the session (401 too: see `isFenced`). */
 const FENCED_SLUGS = ["attempt-mismatch", "lease-expired", "session-not-active"];
 
 /** A session to create: the fields of `POST /sessions`. */
@@ -133,8 +133,9 @@ export interface ResumeOrStartOptions extends NewSession {
  * the next tick, with the latest progress) until it is completed, failed or stopped.
  *
  * When the server fences this worker (409 `lease-expired`, `attempt-mismatch` or
- * `session-not-active`: the lease ran out, or another worker recovered the session),
- * heartbeats stop, `leaseLost` resolves and `onLeaseLost` callbacks run, once; later
+ * `session-not-active`: the lease ran out, or another worker recovered the session; a 401:
+ * a session token whose session is finished or purged; a 404 to a heartbeat: the session
+ * is gone), heartbeats stop, `leaseLost` resolves and `onLeaseLost` callbacks run, once; later
  * checkpoints, uploads and appends are refused without a request. Stop working then.
  */
 export class SessionHandle {
@@ -162,8 +163,8 @@ export class SessionHandle {
   /** The time between heartbeats. */
   readonly #everyMs: number;
 
-  /** Holds `session` and starts heartbeating. Prefer `startSession`, `resumeOrStart` or `attachSession`. */
-  constructor(client: Client, session: SessionRef) {
+  /** Holds `session` and starts heartbeating (the first one at once if `beatNow`). Prefer `startSession`, `resumeOrStart` or `attachSession`. */
+  constructor(client: Client, session: SessionRef, beatNow = false) {
     this.#client = client;
     this.id = session.id;
     this.attempt = session.attempt;
@@ -176,6 +177,7 @@ export class SessionHandle {
     // Node: the heartbeat alone never keeps the process alive. Browsers answer a number.
     if (typeof timer === "object" && timer !== null && "unref" in timer) (timer as { unref(): void }).unref();
     this.#timer = timer;
+    if (beatNow) void this.#heartbeat();
   }
 
   /** Whether the server has fenced this worker. */
@@ -235,14 +237,14 @@ export class SessionHandle {
     return this.checkpoint({ ...make(), completedUnits: completed });
   }
 
-  /** Completes the session; heartbeats stop. */
+  /** Completes the session; heartbeats stop (they go on if it failed, so that it can be sent again). */
   async complete(options: CallOptions = {}): Promise<SessionBody> {
     return this.#finish("/complete", { attempt: this.attempt }, options);
   }
 
   /**
    * Fails the session with `error` (recorded as its crash: the text decides its type, SPEC §9),
-   * optionally with an emergency checkpoint; heartbeats stop.
+   * optionally with an emergency checkpoint; heartbeats stop (they go on if it failed).
    */
   async fail(error: string, emergency?: Omit<Checkpoint, "kind">, options: CallOptions = {}): Promise<SessionBody> {
     const body = emergency === undefined ? {} : { checkpoint: snakeCase(emergency) };
@@ -344,12 +346,11 @@ export class SessionHandle {
     return response.status === 206 ? bytes : bytes.subarray(from, to);
   }
 
+  /** Finishes the session. Heartbeats stop only once it answered: after a failure the lease is kept while the caller tries again. */
   async #finish(rest: string, json: object, options: CallOptions): Promise<SessionBody> {
-    try {
-      return await this.#json<SessionBody>("POST", rest, { ...options, json, idempotencyKey: options.idempotencyKey ?? uuidv7() });
-    } finally {
-      this.stop();
-    }
+    const finished = await this.#json<SessionBody>("POST", rest, { ...options, json, idempotencyKey: options.idempotencyKey ?? uuidv7() });
+    this.stop();
+    return finished;
   }
 
   /**
@@ -367,8 +368,8 @@ export class SessionHandle {
     try {
       await this.#client.requestOnce("POST", `${sessionPath(this.id)}/heartbeat`, { json, signal: pending.abort.signal });
     } catch (error) {
-      // Fenced: stop. Anything else is a blip; the next tick tries again.
-      this.#lose(error);
+      // Fenced (or the session gone: 404): stop. Anything else is a blip; the next tick tries again.
+      this.#lose(error, true);
     } finally {
       if (this.#pending === pending) this.#pending = null;
     }
@@ -389,8 +390,8 @@ export class SessionHandle {
   }
 
   /** Takes a fencing refusal as the loss of the lease: stop heartbeating and tell, once. */
-  #lose(error: unknown): void {
-    if (this.#lostBy !== null || !isFenced(error)) return;
+  #lose(error: unknown, heartbeat?: boolean): void {
+    if (this.#lostBy !== null || !isFenced(error, heartbeat)) return;
     this.#lostBy = error;
     this.stop();
     this.#resolveLost();
@@ -426,10 +427,11 @@ export async function startSession(client: Client, session: NewSession, options:
 
 /**
  * Holds a session that someone else started (e.g. an application's server that made the
- * session and a session token `lbs_…` for this page): heartbeats start at once.
+ * session and a session token `lbs_…` for this page): the first heartbeat goes at once
+ * (the session may have been made a while ago), then every `heartbeat_timeout_ms / 4`.
  */
 export function attachSession(client: Client, session: SessionRef): SessionHandle {
-  return new SessionHandle(client, session);
+  return new SessionHandle(client, session, true);
 }
 
 /** `GET /sessions/{id}`; null when there is no such session. */
@@ -478,8 +480,15 @@ export async function resumeOrStart(client: Client, session: ResumeOrStartOption
   };
 }
 
-function isFenced(error: unknown): error is LifeboatError {
-  return error instanceof LifeboatError && error.status === 409 && FENCED_SLUGS.includes(error.slug);
+/**
+ * Whether `error` means this attempt no longer holds the session: a fencing 409; a 401 (a
+ * session token, `lbs_…`, is refused once its session is finished or purged, e.g. discarded
+ * from the recovery prompt); and, answering a heartbeat, a 404 (the session is gone).
+ */
+function isFenced(error: unknown, heartbeat?: boolean): error is LifeboatError {
+  if (!(error instanceof LifeboatError)) return false;
+  const { status } = error;
+  return status === 401 || (heartbeat === true && status === 404) || (status === 409 && FENCED_SLUGS.includes(error.slug));
 }
 
 /**

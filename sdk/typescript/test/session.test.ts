@@ -110,6 +110,38 @@ describe("heartbeats", () => {
     expect(server.to("POST", "/sessions/job-1/heartbeat")).toHaveLength(0);
   });
 
+  // A page attaches to a session made a while ago: the first heartbeat goes at once, then every timeout/4.
+  it("of an attached session start at once", async () => {
+    const server = worker();
+    const handle = attachSession(server.client, { id: "job-1", attempt: 2, heartbeat_timeout_ms: 4000 });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(server.to("POST", "/sessions/job-1/heartbeat").map((b) => b.json)).toEqual([{ attempt: 2 }]);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(server.to("POST", "/sessions/job-1/heartbeat")).toHaveLength(2);
+    handle.stop();
+  });
+
+  // complete() or fail() that failed after its retries keeps the lease: heartbeats go on,
+  // and the app can send it again; once it lands they stop.
+  it.each(["complete", "fail"] as const)("go on after %s() failed, and stop once it lands", async (finish) => {
+    let down = true;
+    const server = worker(
+      () => OK,
+      (request) => (down && request.path === `/sessions/job-1/${finish}` ? problem(422, "invalid-request") : undefined),
+    );
+    const handle = await startSession(server.client, { id: "job-1", kind: "render", heartbeatTimeoutMs: 4000 });
+    const call = () => (finish === "complete" ? handle.complete() : handle.fail("boom"));
+    await expect(call()).rejects.toBeInstanceOf(LifeboatError);
+    expect(handle.isHeartbeating).toBe(true);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(server.to("POST", "/sessions/job-1/heartbeat")).toHaveLength(2);
+    down = false;
+    await call();
+    expect(handle.isHeartbeating).toBe(false);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(server.to("POST", "/sessions/job-1/heartbeat")).toHaveLength(2);
+  });
+
   // A 503 or a network failure is a blip: the next tick sends again.
   it("go on after a failed heartbeat", async () => {
     const answers: Answer[] = [problem(503, "unavailable"), "offline", OK];
@@ -198,6 +230,37 @@ describe("lease loss", () => {
     await vi.advanceTimersByTimeAsync(10_000);
     expect(server.to("POST", "/sessions/job-1/heartbeat")).toHaveLength(0);
     expect(lost).toHaveBeenCalledTimes(1);
+  });
+
+  // A session token is refused (401) once its session is finished or purged (Discard in the
+  // recovery prompt); a heartbeat answered 404 finds the session gone. Both are a loss:
+  // heartbeats stop, the callbacks run once.
+  it.each([
+    ["a heartbeat answered 401", problem(401, "unauthorized")],
+    ["a heartbeat answered 404", problem(404, "not-found")],
+  ] as const)("fires once on %s and stops heartbeats", async (_, answer) => {
+    const server = worker(() => answer);
+    const handle = attachSession(server.client, { id: "job-1", attempt: 1, heartbeat_timeout_ms: 4000 });
+    const lost = vi.fn();
+    handle.onLeaseLost(lost);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(server.to("POST", "/sessions/job-1/heartbeat")).toHaveLength(1);
+    expect(lost).toHaveBeenCalledTimes(1);
+    expect([handle.isLeaseLost, handle.isHeartbeating]).toEqual([true, false]);
+  });
+
+  it("fires once on a write answered 401", async () => {
+    const server = worker(
+      () => OK,
+      (request) => (request.path === "/sessions/job-1/checkpoints" ? problem(401, "unauthorized") : undefined),
+    );
+    const handle = attachSession(server.client, { id: "job-1", attempt: 1, heartbeat_timeout_ms: 4000 });
+    const lost = vi.fn();
+    handle.onLeaseLost(lost);
+    await expect(handle.checkpoint({ kind: "item" })).rejects.toMatchObject({ status: 401 });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(lost).toHaveBeenCalledTimes(1);
+    expect(server.to("POST", "/sessions/job-1/heartbeat")).toHaveLength(1); // The one at attach.
   });
 
   // Other refusals (a 404, a 422) are not fencing: the lease is still held.
@@ -376,7 +439,7 @@ describe("assets", () => {
   const appends = (server: ReturnType<typeof fakeServer>) => server.to("POST", "/sessions/job-1/assets/audio/take.wav");
 
   function held(handle: (request: Seen) => Answer) {
-    const server = fakeServer(handle);
+    const server = fakeServer((request) => (request.path.endsWith("/heartbeat") ? OK : handle(request)));
     const session = attachSession(server.client, { id: "job-1", attempt: 2, heartbeat_timeout_ms: 3_600_000 });
     return { server, session };
   }
