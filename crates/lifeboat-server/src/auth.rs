@@ -54,6 +54,32 @@ pub(crate) struct Caller {
     /// For a project token: the one project it acts on. Lists it may read (`/recovery`)
     /// show only that project's sessions.
     pub(crate) project: Option<Id>,
+    /// What authenticated it, for an answer that lasts (an event stream) to check again.
+    pub(crate) credential: Credential,
+}
+
+/// What authenticated a caller.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    Bootstrap,
+    Key(String),
+    SessionToken,
+    ProjectToken(String),
+}
+
+impl Credential {
+    /// Whether it still works: a revoked key, or a revoked or expired project token, no
+    /// longer does. (A session token cannot open an event stream.)
+    pub(crate) async fn still_valid(
+        &self,
+        lifeboat: &lifeboat::Lifeboat,
+    ) -> lifeboat::Result<bool> {
+        match self {
+            Credential::Bootstrap | Credential::SessionToken => Ok(true),
+            Credential::Key(id) => lifeboat.key_live(id).await,
+            Credential::ProjectToken(id) => lifeboat.project_token_live(id).await,
+        }
+    }
 }
 
 impl Caller {
@@ -101,9 +127,11 @@ fn session_token_may(method: &Method, path: &str, session: &str) -> bool {
 enum ProjectAccess {
     Yes,
     No,
-    /// Only if this session belongs to the token's project (its recovery, recover, and
-    /// cancel — the recovery prompt's Discard).
+    /// Only if this session belongs to the token's project (its recovery and recover).
     IfSessionOfProject(String),
+    /// Only if this session belongs to the token's project and is not `active`: the
+    /// recovery prompt's Discard (cancel) of a session that stopped, never of live work.
+    IfStoppedSessionOfProject(String),
 }
 
 /// What a project token may do (SPEC §9 r2): on its own project `GET`/`HEAD`/`PUT`/`PATCH`,
@@ -139,8 +167,11 @@ fn project_token_may(method: &Method, path: &str, query: &str, project: &str) ->
             Some((session, "recovery")) if read => {
                 ProjectAccess::IfSessionOfProject(session.to_owned())
             }
-            Some((session, "recover" | "cancel")) if post => {
+            Some((session, "recover")) if post => {
                 ProjectAccess::IfSessionOfProject(session.to_owned())
+            }
+            Some((session, "cancel")) if post => {
+                ProjectAccess::IfStoppedSessionOfProject(session.to_owned())
             }
             _ => ProjectAccess::No,
         };
@@ -165,14 +196,33 @@ async fn project_request_allowed(
     Ok(match access {
         ProjectAccess::Yes => true,
         ProjectAccess::No => false,
-        ProjectAccess::IfSessionOfProject(session) => match Id::parse(&session) {
-            Ok(session) => match state.lifeboat.session(&token.tenant, &session).await {
-                Ok(found) => found.project_id.as_ref() == Some(&token.project_id),
-                Err(lifeboat::Error::NotFound { .. }) => false,
-                Err(other) => return Err(other.into()),
-            },
-            Err(_) => false,
+        ProjectAccess::IfSessionOfProject(session) => {
+            of_project(state, token, &session, true).await?
+        }
+        ProjectAccess::IfStoppedSessionOfProject(session) => {
+            of_project(state, token, &session, false).await?
+        }
+    })
+}
+
+/// Whether session `session` (as observed now) belongs to the token's project, and, unless
+/// `active_too`, has stopped.
+async fn of_project(
+    state: &AppState,
+    token: &ProjectToken,
+    session: &str,
+    active_too: bool,
+) -> Result<bool, ApiError> {
+    Ok(match Id::parse(session) {
+        Ok(session) => match state.lifeboat.session(&token.tenant, &session).await {
+            Ok(found) => {
+                found.project_id.as_ref() == Some(&token.project_id)
+                    && (active_too || found.status != lifeboat::Status::Active)
+            }
+            Err(lifeboat::Error::NotFound { .. }) => false,
+            Err(other) => return Err(other.into()),
         },
+        Err(_) => false,
     })
 }
 
@@ -293,6 +343,7 @@ pub(crate) async fn require_token(
             scopes: vec!["read".to_owned(), "write".to_owned()],
             attempt: Some(token.attempt),
             project: None,
+            credential: Credential::SessionToken,
         };
         (token.tenant, caller)
     } else if presented.starts_with(PROJECT_TOKEN_PREFIX) {
@@ -325,6 +376,7 @@ pub(crate) async fn require_token(
             scopes: token.scopes,
             attempt: None,
             project: Some(token.project_id),
+            credential: Credential::ProjectToken(token.id),
         };
         (token.tenant, caller)
     } else if state.admin_token.matches(&presented) {
@@ -334,12 +386,14 @@ pub(crate) async fn require_token(
             scopes: vec!["admin".to_owned()],
             attempt: None,
             project: None,
+            credential: Credential::Bootstrap,
         };
         (TenantId::default(), caller)
     } else {
         match state.lifeboat.authenticate(&presented).await? {
             Some(key) => {
                 let caller = Caller {
+                    credential: Credential::Key(key.id.clone()),
                     actor: key.id,
                     bootstrap: false,
                     scopes: key.scopes,

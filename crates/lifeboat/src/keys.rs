@@ -349,6 +349,31 @@ impl Lifeboat {
         .await
     }
 
+    /// Whether project token `id` still works (stored, not revoked, not expired): what a
+    /// long-lived answer, an event stream, asks again while it lasts.
+    pub async fn project_token_live(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        let record = self.read(move |tx| tx.project_token(&id)).await?;
+        let now = self.now();
+        Ok(record.is_some_and(|t| t.revoked_at.is_none() && now < t.expires_at))
+    }
+
+    /// Whether API key `id` is still live (not revoked), from the key cache when it can.
+    pub async fn key_live(&self, id: &str) -> Result<bool> {
+        let cached = self
+            .inner
+            .keys
+            .0
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(id).cloned());
+        let key = match cached {
+            Some(key) => Some(key),
+            None => self.stored_key(id).await?,
+        };
+        Ok(key.is_some_and(|k| k.revoked_at.is_none()))
+    }
+
     /// The live project token a bearer token names: the secret matches, it is not
     /// revoked and has not expired.
     pub async fn authenticate_project_token(&self, token: &str) -> Result<Option<ProjectToken>> {

@@ -318,6 +318,8 @@ async fn every_endpoint_refuses_whoever_does_not_belong() {
             (text("token"), text("id"))
         }
     };
+    // A stopped session, so that `/recovery` has something to show (or to leak).
+    as_owner(&server, &owner, "POST", "/sessions/s1/pause", json!({})).await;
     let (_, owner_token_id) = project_token("p1").await;
     let (other_project_token, _) = project_token("p2").await;
     let before = owner_view(&server, &owner).await;

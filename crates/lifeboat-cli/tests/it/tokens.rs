@@ -1,5 +1,7 @@
 //! Project tokens (SPEC §9 r2): a page holds a token for one project, never a tenant key.
 
+use std::time::{Duration, Instant};
+
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -180,6 +182,26 @@ async fn project_tokens_act_on_one_project_only() {
         theirs["status"], "paused",
         "a refused request changed nothing"
     );
+
+    // Discard (cancel) of its project's sessions that stopped, never of live work.
+    server
+        .session(json!({"id": "live", "kind": "editor", "project_id": "doc"}))
+        .await;
+    let (status, _) = as_token(&server, &token, "POST", "/sessions/live/cancel", None).await;
+    assert_eq!(
+        status, 403,
+        "an active session is not the prompt's to discard"
+    );
+    assert_eq!(server.get("/sessions/live").await.1["status"], "active");
+    server
+        .session(json!({"id": "stopped", "kind": "editor", "project_id": "doc"}))
+        .await;
+    server.post("/sessions/stopped/pause", json!({})).await;
+    let cancel = json_body(json!({"attempt": 1}));
+    let (status, cancelled) =
+        as_token(&server, &token, "POST", "/sessions/stopped/cancel", cancel).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(
         server.get("/projects/other").await.0,
         404,
@@ -261,13 +283,6 @@ async fn project_tokens_have_scopes_expire_and_are_revoked_at_once() {
         401,
         "revoked at once"
     );
-    let forged = format!("{}0", &token[..token.len() - 1]);
-    assert_eq!(
-        as_token(&server, &forged, "GET", "/projects/doc", None)
-            .await
-            .0,
-        401
-    );
 
     let thirty_days: u64 = 30 * 24 * 3_600_000;
     for body in [
@@ -287,6 +302,25 @@ async fn project_tokens_have_scopes_expire_and_are_revoked_at_once() {
             .await
             .0,
         200
+    );
+    assert_eq!(
+        as_token(&server, &longest, "HEAD", "/projects/doc", None)
+            .await
+            .0,
+        200
+    );
+    let last = longest.chars().last().expect("a token");
+    let forged = format!(
+        "{}{}",
+        &longest[..longest.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    assert_eq!(
+        as_token(&server, &forged, "GET", "/projects/doc", None)
+            .await
+            .0,
+        401,
+        "a live token with one character changed"
     );
     let (status, _) = server.post("/projects/bad%20id/token", json!({})).await;
     assert_eq!(status, 400);
@@ -322,4 +356,131 @@ async fn project_tokens_have_scopes_expire_and_are_revoked_at_once() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+/// An event stream opened with a token ends within about a second of the token's
+/// revocation or expiry, and one opened with a key when the key is revoked: a long-lived
+/// answer does not outlive its credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_end_when_their_token_or_key_stops_working() {
+    let server = TestServer::start().await;
+    let (token, id) = project_token(&server, "doc", json!({})).await;
+    let (expiring, _) = project_token(&server, "doc", json!({"ttl_ms": 1_500})).await;
+    let (_, key) = server
+        .post("/keys", json!({"tenant": "default", "scopes": ["read"]}))
+        .await;
+    let (key_id, key) = (
+        key["id"].as_str().expect("id").to_owned(),
+        key["key"].as_str().expect("key").to_owned(),
+    );
+    let open = |bearer: String| {
+        let (http, url) = (server.http.clone(), server.url("/events?project_id=doc"));
+        async move {
+            let response = http
+                .get(url)
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .expect("stream");
+            assert_eq!(response.status(), 200);
+            response
+        }
+    };
+    let revoked_stream = open(token).await;
+    let expiring_stream = open(expiring).await;
+    let key_stream = open(key).await;
+    let kept_stream = open(TOKEN.to_owned()).await;
+
+    assert_eq!(
+        server
+            .send("DELETE", &format!("/projects/doc/token/{id}"), &[], None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        server
+            .send("DELETE", &format!("/keys/{key_id}"), &[], None)
+            .await
+            .status,
+        204
+    );
+    let limit = Duration::from_secs(5);
+    let (revoked, expired, key_revoked, kept) = tokio::join!(
+        ends_within(revoked_stream, limit),
+        ends_within(expiring_stream, limit),
+        ends_within(key_stream, limit),
+        ends_within(kept_stream, Duration::from_secs(3)),
+    );
+    println!(
+        "streams ended: revoked token {revoked:?}, expired token {expired:?}, revoked key {key_revoked:?}"
+    );
+    assert!(revoked.is_some(), "the revoked token's stream went on");
+    assert!(expired.is_some(), "the expired token's stream went on");
+    assert!(key_revoked.is_some(), "the revoked key's stream went on");
+    assert!(kept.is_none(), "a stream whose key still works goes on");
+}
+
+/// Reads an event stream until it ends: how long that took, or `None` if it had not
+/// ended within `limit`.
+async fn ends_within(mut response: reqwest::Response, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        let left = limit.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, response.chunk()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None) | Err(_)) => return Some(started.elapsed()),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Making and revoking a token is in the audit trail; cleanup deletes expired tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_tokens_are_audited_and_purged_once_expired() {
+    let server = TestServer::start().await;
+    let (_, kept) = project_token(&server, "doc", json!({})).await;
+    let (_, expired) = project_token(&server, "doc", json!({"ttl_ms": 1})).await;
+    let revoke = |id: String| {
+        let server = &server;
+        async move {
+            server
+                .send("DELETE", &format!("/projects/doc/token/{id}"), &[], None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(revoke(kept.clone()).await, 204);
+    let (status, audit) = server.get("/audit").await;
+    assert_eq!(status, 200);
+    let entries: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            let text = |f: &str| e[f].as_str().unwrap_or_default().to_owned();
+            (text("action"), text("resource"))
+        })
+        .collect();
+    for (action, token) in [
+        ("project.token.create", &kept),
+        ("project.token.create", &expired),
+        ("project.token.revoke", &kept),
+    ] {
+        let entry = (action.to_owned(), format!("project-token:{token}"));
+        assert!(
+            entries.contains(&entry),
+            "{entry:?} missing from {entries:?}"
+        );
+    }
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, _) = server.post("/admin/cleanup?dry_run=false", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(revoke(expired).await, 404, "the expired token was purged");
+    assert_eq!(
+        revoke(kept).await,
+        204,
+        "a revoked but unexpired token is kept"
+    );
 }

@@ -18,6 +18,7 @@ use lifeboat_api::{Problem, ProblemType};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::auth::Credential;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, path_id};
 
@@ -31,6 +32,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const COALESCE: Duration = Duration::from_millis(20);
 /// A stream writes at once when it has gathered this many bytes.
 const CHUNK_MAX: usize = 64 * 1024;
+/// How often a stream checks that its key or token still works.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// Filters of the event stream.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -84,6 +87,10 @@ struct Cursor {
     closing: tokio::sync::watch::Receiver<bool>,
     /// When the stream last sent anything: a keep-alive is due `KEEP_ALIVE` after.
     sent_at: tokio::time::Instant,
+    /// The key or token the stream was opened with, and when to check it again: a stream
+    /// ends within [`RECHECK`] of its key's revocation or its token's expiry.
+    credential: Credential,
+    recheck_at: tokio::time::Instant,
 }
 
 impl Cursor {
@@ -130,6 +137,14 @@ impl Cursor {
             if *self.closing.borrow() {
                 return None;
             }
+            if tokio::time::Instant::now() >= self.recheck_at {
+                match self.credential.still_valid(&self.lifeboat).await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(error) => tracing::warn!(%error, "the event stream cannot check its key"),
+                }
+                self.recheck_at = tokio::time::Instant::now() + RECHECK;
+            }
             let mut chunk = String::new();
             if self.catching_up {
                 match self
@@ -159,6 +174,7 @@ impl Cursor {
                         None => self.fell_behind(),
                     },
                     _ = self.closing.changed() => {}
+                    _ = tokio::time::sleep_until(self.recheck_at) => {}
                     _ = tokio::time::sleep_until(self.sent_at + KEEP_ALIVE) => {
                         chunk.push_str(":\n\n");
                     }
@@ -237,6 +253,8 @@ pub(crate) async fn events(
         after,
         catching_up: true,
         sent_at: tokio::time::Instant::now(),
+        credential: caller.credential,
+        recheck_at: tokio::time::Instant::now() + RECHECK,
     };
     let stream = futures_util::stream::unfold(cursor, |cursor| async move {
         cursor
