@@ -95,11 +95,15 @@ export function recover(
   });
 }
 
-/** Discards a session: `POST /sessions/{id}/cancel` (an operator action, so no attempt). Answers the cancelled session. */
-export function discard(client: Client, sessionId: string, options: CallOptions = {}): Promise<SessionBody> {
+/**
+ * Discards a session: `POST /sessions/{id}/cancel`. Answers the cancelled session. Pass the
+ * `attempt` the prompt listed: if another worker recovered the session since, the server
+ * answers 409 instead of cancelling that live attempt. Without it, an operator's cancel.
+ */
+export function discard(client: Client, sessionId: string, attempt?: number, options: CallOptions = {}): Promise<SessionBody> {
   return client.json("POST", `${sessionPath(sessionId)}/cancel`, {
     ...options,
-    json: {},
+    json: { attempt },
     idempotencyKey: options.idempotencyKey ?? uuidv7(),
   });
 }

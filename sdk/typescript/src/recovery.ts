@@ -240,7 +240,7 @@ export class LifeboatRecovery extends Base {
     try {
       let event: [string, RecoveredDetail | DiscardedDetail];
       if (action.choice === "discard") {
-        await discard(client, sessionId);
+        await discard(client, sessionId, item.session.attempt);
         event = ["lifeboat-discarded", { sessionId }];
       } else {
         const recovered = await recover(client, sessionId, action.choice, action.confirm ? { confirm: true } : {});

@@ -58,12 +58,18 @@ describe("recovery API", () => {
     expect(server.seen.every((r) => r.headers.get("idempotency-key"))).toBe(true);
   });
 
-  // Discard is cancel: an operator action, without an attempt.
-  it("discard posts /sessions/{id}/cancel", async () => {
+  // Discard is cancel of the attempt the prompt listed (a session recovered since by
+  // another worker answers 409 rather than losing its live attempt); without one, an
+  // operator's cancel.
+  it("discard posts /sessions/{id}/cancel with the attempt listed, or {} without one", async () => {
     const server = fakeServer(() => ({ status: 200, body: sessionBody({ status: "cancelled" }) }));
-    const session = await discard(server.client, "job-1");
+    const session = await discard(server.client, "job-1", 3);
     expect(session.status).toBe("cancelled");
-    expect(server.seen.map((r) => [r.method, r.path, r.json])).toEqual([["POST", "/sessions/job-1/cancel", {}]]);
+    await discard(server.client, "job-1");
+    expect(server.seen.map((r) => [r.method, r.path, r.json])).toEqual([
+      ["POST", "/sessions/job-1/cancel", { attempt: 3 }],
+      ["POST", "/sessions/job-1/cancel", {}],
+    ]);
   });
 });
 

@@ -232,5 +232,19 @@ test("11. the recovery prompt: axe, keyboard, Esc, Start fresh asks first", { ti
   assert.equal(await page.locator("lifeboat-recovery li").count(), 1, "the other session is still offered");
   assert.equal(await dialogOpen(page), true);
   await page.screenshot({ path: screenshotPath("recovery-after-fresh-start") });
+
+  // Discard names the attempt the prompt listed: another worker recovered the session
+  // meanwhile (attempt 2, active), so the click is refused (409) and that worker keeps it.
+  const taken = await h.lifeboat.api("POST", "/sessions/a11y-render/recover", { option: "continue" });
+  assert.equal(taken.status, 200, JSON.stringify(taken.body));
+  const render = page.locator("lifeboat-recovery li").filter({ hasText: "Render of chapter 3" });
+  await render.locator('button[part~="discard"]').click();
+  await waitFor("the confirmation", () => dialogOpen(page, "confirm"), { timeoutMs: 2_000 });
+  const cancel = page.waitForRequest((r) => r.url().endsWith("/sessions/a11y-render/cancel"));
+  await page.locator('lifeboat-recovery button[part~="confirm-yes"]').click();
+  assert.deepEqual((await cancel).postDataJSON(), { attempt: 1 });
+  await waitFor("the refusal shown", async () => /Something went wrong/.test(await page.locator('lifeboat-recovery [part="error"]').innerText()), { timeoutMs: 5_000 });
+  const kept = (await h.lifeboat.api("GET", "/sessions/a11y-render")).body;
+  assert.deepEqual([kept.status, kept.attempt], ["active", 2], "the live attempt is not cancelled");
   await bounded("closing the context", context.close(), 10_000);
 });
