@@ -533,7 +533,7 @@ export class AutoSaver {
         keepalive,
       });
       const saved = (await response.json().catch(() => ({}))) as Partial<ProjectSaved>;
-      if (!this.#closed) this.#acknowledged(sealed, saved.revision ?? sealed.revision + 1);
+      if (!this.#closed) await this.#acknowledged(sealed, saved.revision ?? sealed.revision + 1);
     } catch (error) {
       if (!this.#closed) await this.#failed(sealed, error);
     } finally {
@@ -544,17 +544,27 @@ export class AutoSaver {
     }
   }
 
-  /** The server saved `sealed` as `revision` (or replayed that answer). */
-  #acknowledged(sealed: Sealed, revision: number): void {
-    // A replay of a save this tab's state already holds (it read the project after it landed).
-    const newer = revision > this.#revision;
-    if (newer) {
-      this.#base = applyPatch(this.#base, sealed.patch);
-      this.#revision = revision;
+  /**
+   * The server saved `sealed` as `revision` (or replayed that answer). Only a save based on
+   * `#revision` answered `#revision + 1` is known to make `#base + patch`; a newer answer to
+   * one based elsewhere (sealed by an earlier page, opened offline from an older state) is
+   * followed by a read of the project. An older one: a replay this state already holds.
+   */
+  async #acknowledged(sealed: Sealed, revision: number): Promise<void> {
+    const known =
+      sealed.revision === this.#revision && revision === this.#revision + 1
+        ? { revision, state: applyPatch(this.#base, sealed.patch) }
+        : revision > this.#revision
+          ? await this.#read("").catch(() => null) // Unread: the next save's 412 reads it.
+          : null;
+    if (this.#closed) return;
+    if (known && known.revision > this.#revision) {
+      this.#base = known.state;
+      this.#revision = known.revision;
     }
-    const known = { doc: this.#doc, revision, state: this.#base };
+    const doc = { doc: this.#doc, revision: this.#revision, state: this.#base };
     void write(this.#db, ["outbox", "docs"], (tx) => {
-      if (newer) tx.objectStore("docs").put(known);
+      if (known) tx.objectStore("docs").put(doc);
       tx.objectStore("outbox").delete(sealed.ids[0]!);
     });
     this.#forget(sealed);
@@ -621,24 +631,20 @@ export class AutoSaver {
       return this.#retry(error);
     }
     if (this.#closed) return;
+    this.#base = current.state;
+    this.#revision = current.revision;
+    const known = { doc: this.#doc, revision: current.revision, state: current.state };
+    void write(this.#db, ["docs"], (tx) => tx.objectStore("docs").put(known));
+    this.#unmark(sealed.key);
+    // Already in the state read (this page's own earlier save, landed unknown to it): dropped, no conflict.
+    this.#dropNoops();
+    if (this.#sealed !== sealed) return this.#restate();
     for (const field of touched(sealed.patch)) {
       if (!same(at(before, field), at(current.state, field)) && !this.#conflicts.includes(field)) this.#conflicts.push(field);
     }
-    this.#base = current.state;
-    this.#revision = current.revision;
-    this.#unmark(sealed.key);
     const record: OutboxRecord = { id: sealed.ids[0]!, doc: this.#doc, patch: sealed.patch, edits: sealed.edits, key: uuidv7(), revision: current.revision };
     this.#mirror[0] = record;
-    const known = { doc: this.#doc, revision: current.revision, state: current.state };
-    const persisted = write(
-      this.#db,
-      ["outbox", "docs"],
-      (tx) => {
-        tx.objectStore("outbox").put(record);
-        tx.objectStore("docs").put(known);
-      },
-      "strict",
-    );
+    const persisted = write(this.#db, ["outbox"], (tx) => tx.objectStore("outbox").put(record), "strict");
     this.#sealed = { ...sealed, key: record.key!, revision: current.revision, persisted };
     this.#retryAt = null;
     this.#restate();

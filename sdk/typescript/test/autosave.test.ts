@@ -52,6 +52,16 @@ async function outbox(browser: FakeBrowser, doc = DOC): Promise<OutboxRecord[]> 
 
 const key = (request: { headers: Headers }): string | null => request.headers.get("idempotency-key");
 
+/** Puts what an earlier page left into IndexedDB: the state it knew, and outbox records. */
+async function leftBehind(browser: FakeBrowser, known: { revision: number; state: unknown }, ...records: Omit<OutboxRecord, "doc">[]): Promise<void> {
+  const db = await openOutbox(browser.indexedDB, "lifeboat");
+  const tx = db.transaction(["outbox", "docs"], "readwrite");
+  tx.objectStore("docs").put({ doc: DOC, ...known });
+  for (const record of records) tx.objectStore("outbox").add({ doc: DOC, ...record });
+  await new Promise((resolve) => (tx.oncomplete = resolve));
+  db.close();
+}
+
 describe("AutoSaver.open", () => {
   // Opening an absent project creates it empty, create-only; an existing one is only read.
   test("creates an absent project empty with PUT If-None-Match: *, and only reads an existing one", async () => {
@@ -355,6 +365,44 @@ describe("when saves fail", () => {
 });
 
 describe("across page loads", () => {
+  // Opened offline from an older known state (revision 1) with a save an earlier page
+  // sealed against revision 2, which landed as 3: the replayed answer is no reason to take
+  // revision 3 as "revision 1 + patch"; the project is read, and the state is the server's.
+  test("a replayed save based on another revision than the one known: the project is read again, not rebuilt as known + patch", async () => {
+    const { server, browser } = world({ title: "A" }, { title: "A2" });
+    const key = "0193e2f4-0000-7000-8000-000000000001";
+    await server.client().patchProject(ID, { body: "B" }, { idempotencyKey: key, headers: { "if-match": '"2"' } });
+    await leftBehind(browser, { revision: 1, state: { title: "A" } }, { patch: { body: "B" }, edits: 1, key, revision: 2 });
+    server.once((r) => r.method === "GET", "offline");
+    const saver = await open(server, browser.tab());
+    expect(saver.status).toMatchObject({ state: "offline", pending: 1, revision: 1 });
+    await drive(saver.flush());
+    expect(server.patches().map((r) => r.status)).toEqual([200, 200]); // Ours, then its replay.
+    expect(server.revision(ID)).toBe(3);
+    expect(saver.state).toEqual({ title: "A2", body: "B" });
+    expect(saver.status).toMatchObject({ state: "saved", pending: 0, revision: 3, conflicts: [] });
+    const db = await openOutbox(browser.indexedDB, "lifeboat");
+    expect((await load(db, DOC)).known).toMatchObject({ revision: 3, state: { title: "A2", body: "B" } });
+    db.close();
+  });
+
+  // This page's own earlier save landed (revision 2) but it never learned so (no key kept, an
+  // older known state): its resend is refused 412, and the state read already holds it. It
+  // is dropped: no false conflict, no second revision.
+  test("a 412 on a save the server already holds (this page's own, landed unknown): dropped, no conflict, nothing resent", async () => {
+    const { server, browser } = world({}, { title: "Mine" });
+    await leftBehind(browser, { revision: 1, state: {} }, { patch: { title: "Mine" }, edits: 1 });
+    server.once((r) => r.method === "GET", "offline");
+    const saver = await open(server, browser.tab());
+    expect(saver.status).toMatchObject({ state: "offline", pending: 1, revision: 1 });
+    await drive(saver.flush());
+    expect(server.patches().map((r) => r.status)).toEqual([412]);
+    expect(server.revision(ID)).toBe(2);
+    expect(saver.status).toMatchObject({ state: "saved", pending: 0, revision: 2, conflicts: [] });
+    expect(saver.state).toEqual({ title: "Mine" });
+    expect(await outbox(browser)).toEqual([]);
+  });
+
   // The page dies with a save on the wire (the server saved it; the answer was lost) and
   // an unsent edit behind it; then another writer saves. The next load shows both
   // pending, resends the save with the same key and body (replayed: no second revision,
