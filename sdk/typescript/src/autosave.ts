@@ -345,7 +345,10 @@ export class AutoSaver {
   async #lead(): Promise<void> {
     if (this.#closed) return;
     this.#leader = true;
-    const { records, known } = await load(this.#db, this.#doc);
+    const { records, known } = await load(this.#db, this.#doc).catch((error: unknown) => {
+      this.#leader = false; // The lock is let go: another tab leads.
+      throw error;
+    });
     if (known && known.revision > this.#revision) {
       this.#base = known.state;
       this.#revision = known.revision;

@@ -20,7 +20,8 @@ export interface LockManagerLike {
  * Asks for lock `name`; once it is held, runs `lead` and keeps the lock until `held`
  * settles. Resolves when it is known whether this tab leads: at once if the lock was
  * free (after `lead` has run), or as soon as the request is queued behind another tab
- * (`lead` then runs when that tab lets go). Without a lock manager this tab leads.
+ * (`lead` then runs when that tab lets go). Without a lock manager, or when it refuses the
+ * request (an opaque origin), this tab leads. If `lead` fails, the lock is let go.
  * Aborting `signal` withdraws a queued request.
  */
 export function elect(
@@ -32,12 +33,14 @@ export function elect(
 ): Promise<void> {
   if (!locks) return lead();
   return new Promise((decided) => {
+    let answered = false;
     const hold = async (): Promise<unknown> => {
       await lead();
       return held;
     };
     locks
       .request(name, { ifAvailable: true }, async (lock) => {
+        answered = true;
         if (lock) {
           await lead().finally(decided);
           return held;
@@ -47,6 +50,7 @@ export function elect(
         locks.request(name, { signal }, hold).catch(() => {});
         return undefined;
       })
-      .catch(() => decided());
+      // Refused before it answered: lead without a lock. Else `lead` failed: the lock is let go.
+      .catch(() => (answered ? decided() : lead().then(decided, decided)));
   });
 }

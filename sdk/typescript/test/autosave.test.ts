@@ -630,6 +630,48 @@ describe("several tabs", () => {
     expect(follower.status).toMatchObject({ state: "saved", pending: 0, revision: 3, leader: true });
   });
 
+  // A lock manager that refuses every request (an opaque origin, a sandboxed frame): the
+  // saver leads without a lock, as with none, rather than never saving.
+  test("a lock manager that rejects the request: the saver leads without a lock and saves", async () => {
+    const { server, browser } = world({});
+    const locks = { request: () => Promise.reject(new DOMException("denied", "SecurityError")) };
+    const saver = await open(server, browser.tab({ locks: false }), { debounceMs: 100, locks });
+    expect(saver.status.leader).toBe(true);
+    await saver.edit({ title: "Saved anyway" });
+    await drive(saver.flush());
+    expect(server.state(ID)).toEqual({ title: "Saved anyway" });
+  });
+
+  // Taking over fails (IndexedDB refuses the read): the tab is not the leader, the lock is
+  // let go, and the next tab leads.
+  test("a tab whose takeover fails is not the leader; the lock goes to the next tab", async () => {
+    const { server, browser } = world({});
+    const original = IDBDatabase.prototype.transaction;
+    let reads = 0;
+    const spy = vi.spyOn(IDBDatabase.prototype, "transaction").mockImplementation(function (
+      this: IDBDatabase,
+      names: string | string[],
+      mode?: IDBTransactionMode,
+      options?: IDBTransactionOptions,
+    ) {
+      // The second read of both stores is the takeover's (the first counts what is pending).
+      if (Array.isArray(names) && names.length === 2 && mode === undefined && ++reads === 2) throw new DOMException("broken", "UnknownError");
+      return original.call(this, names, mode, options);
+    });
+    let first;
+    try {
+      first = await open(server, browser.tab());
+    } finally {
+      spy.mockRestore();
+    }
+    expect(first.status.leader).toBe(false);
+    const second = await open(server, browser.tab(), { debounceMs: 100 });
+    expect(second.status.leader).toBe(true);
+    await first.edit({ from: "first" });
+    await drive(second.flush());
+    expect(server.state(ID)).toEqual({ from: "first" });
+  });
+
   // Node: no Web Locks, no window: this saver leads, and there is no page-exit path.
   test("without Web Locks or a window (Node), the saver leads and saves", async () => {
     const { server, browser } = world({});
