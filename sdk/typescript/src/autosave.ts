@@ -11,11 +11,12 @@
  * a new key; a refusal of the patch itself (400, 409 `patch-conflict`, 413, 415, 422)
  * drops it, and every other failure keeps it and tries again.
  *
- * Browser parts: one tab per document saves (the holder of a Web Lock); the others
- * write to the same outbox and wake it over a `BroadcastChannel`. When the page is
- * hidden or left, what is pending is sent with `fetch(…, {keepalive: true})` if it fits
- * the keepalive budget, after a synchronous `localStorage` marker that lets the next load
- * resend it under the same key.
+ * Browser parts: one tab per document saves (the holder of a Web Lock; without Web Locks,
+ * every tab); the others write to the same outbox and wake it over a `BroadcastChannel`.
+ * When the page is hidden or left, the next save (the sealed one, or the leading records
+ * that combine) is sent with `fetch(…, {keepalive: true})` if it fits the keepalive budget
+ * and none is on the wire, after a synchronous `localStorage` marker that lets the next
+ * load resend it under the same key.
  *
  * @module
  */
@@ -335,6 +336,8 @@ export class AutoSaver {
     this.#pending = count(records);
     this.#state = records.reduce<unknown>((state, record) => applyPatch(state, record.patch), this.#base);
     const locks = options.locks ?? (globalThis.navigator as { locks?: LockManagerLike } | undefined)?.locks;
+    // Web Locks exist only in secure contexts (https, localhost): without them every tab saves (see the README).
+    if (!locks && this.#page) console.warn("lifeboat: no Web Locks (not a secure context?): every tab saves; open one tab per document");
     const held = new Promise<void>((resolve) => (this.#release = resolve));
     await elect(locks, `lifeboat:${this.#name}`, this.#abort.signal, held, () => this.#lead());
     if (!this.#leader) this.#post({ t: "hello" });

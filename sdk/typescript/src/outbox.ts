@@ -104,7 +104,7 @@ export async function keepDoc(db: IDBDatabase, record: DocRecord): Promise<void>
   await Promise.all([kept, committed(tx)]);
 }
 
-/** The known state of the one document whose key ends with `suffix`, if exactly one does. */
+/** The known state of document `doc` (its `docs` record), if this browser has one. */
 export function findDoc(db: IDBDatabase, doc: string): Promise<DocRecord | undefined> {
   return result<DocRecord | undefined>(db.transaction("docs").objectStore("docs").get(doc));
 }

@@ -672,6 +672,23 @@ describe("several tabs", () => {
     expect(server.state(ID)).toEqual({ from: "first" });
   });
 
+  // A page without Web Locks (plain http): every tab saves, so the page is warned, once per open; Node is not.
+  test("a page without Web Locks warns once that every tab saves; a saver without a window (Node) does not", async () => {
+    const { server, browser } = world({});
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    try {
+      const saver = await open(server, browser.tab({ locks: false }));
+      expect(saver.status.leader).toBe(true);
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(String(warn.mock.calls[0]![0])).toMatch(/Web Locks.*one tab per document/);
+      await drive(saver.close());
+      await drive((await open(server, browser.tab({ page: false, locks: false }))).close());
+      expect(warn).toHaveBeenCalledTimes(1);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
   // Node: no Web Locks, no window: this saver leads, and there is no page-exit path.
   test("without Web Locks or a window (Node), the saver leads and saves", async () => {
     const { server, browser } = world({});
