@@ -83,7 +83,8 @@ impl Credential {
 }
 
 impl Caller {
-    fn may(&self, scope: &str) -> bool {
+    /// Whether the caller holds `scope` (`admin` holds every scope).
+    pub(crate) fn may(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope || s == "admin")
     }
 
@@ -261,7 +262,7 @@ impl WriteLimit {
     }
 
     /// Takes a token for `key`, or answers how long until one is there.
-    fn take(&self, key: String) -> Result<(), Duration> {
+    pub(crate) fn take(&self, key: String) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= BUCKETS_MAX {
@@ -379,36 +380,14 @@ pub(crate) async fn require_token(
             credential: Credential::ProjectToken(token.id),
         };
         (token.tenant, caller)
-    } else if state.admin_token.matches(&presented) {
-        let caller = Caller {
-            actor: "bootstrap".to_owned(),
-            bootstrap: true,
-            scopes: vec!["admin".to_owned()],
-            attempt: None,
-            project: None,
-            credential: Credential::Bootstrap,
-        };
-        (TenantId::default(), caller)
     } else {
-        match state.lifeboat.authenticate(&presented).await? {
-            Some(key) => {
-                let caller = Caller {
-                    credential: Credential::Key(key.id.clone()),
-                    actor: key.id,
-                    bootstrap: false,
-                    scopes: key.scopes,
-                    attempt: None,
-                    project: None,
-                };
-                (key.tenant, caller)
-            }
-            None => {
-                return Err(ApiError::new(
-                    ProblemType::UNAUTHORIZED,
-                    "the bearer token is not a valid key (unknown, revoked or mistyped)",
-                ));
-            }
-        }
+        let Some(found) = key_caller(&state, &presented).await? else {
+            return Err(ApiError::new(
+                ProblemType::UNAUTHORIZED,
+                "the bearer token is not a valid key (unknown, revoked or mistyped)",
+            ));
+        };
+        found
     };
     if let Some(limit) = &state.write_limit
         && !matches!(*request.method(), Method::GET | Method::HEAD)
@@ -437,6 +416,40 @@ pub(crate) async fn require_token(
     request.extensions_mut().insert(tenant);
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+/// The tenant and caller of the bootstrap admin key or a live API key; `None` for anything
+/// else (unknown, revoked, mistyped), session and project tokens included. The one rule for
+/// keys, used by the API's bearer check and the dashboard's sign-in and cookie.
+pub(crate) async fn key_caller(
+    state: &AppState,
+    presented: &str,
+) -> Result<Option<(TenantId, Caller)>, ApiError> {
+    if presented.starts_with(SESSION_TOKEN_PREFIX) || presented.starts_with(PROJECT_TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    if state.admin_token.matches(presented) {
+        let caller = Caller {
+            actor: "bootstrap".to_owned(),
+            bootstrap: true,
+            scopes: vec!["admin".to_owned()],
+            attempt: None,
+            project: None,
+            credential: Credential::Bootstrap,
+        };
+        return Ok(Some((TenantId::default(), caller)));
+    }
+    Ok(state.lifeboat.authenticate(presented).await?.map(|key| {
+        let caller = Caller {
+            credential: Credential::Key(key.id.clone()),
+            actor: key.id,
+            bootstrap: false,
+            scopes: key.scopes,
+            attempt: None,
+            project: None,
+        };
+        (key.tenant, caller)
+    }))
 }
 
 /// Records an audited action that succeeded. The action already committed, so a failure

@@ -6,6 +6,7 @@
 
 mod auth;
 mod convert;
+mod dashboard;
 mod error;
 mod extract;
 mod idempotency;
@@ -101,10 +102,13 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API: `/api/v1/*`, `/healthz`, `/readyz`, `/metrics`.
+/// The whole HTTP API: `/api/v1/*`, `/healthz`, `/readyz`, `/metrics`, and the dashboard
+/// at `/` (not in the OpenAPI document).
 pub fn app(state: AppState) -> Router {
     let cors = cors(&state.cors_origins);
-    let router = routes::router(state.clone()).layer(DefaultBodyLimit::max(BODY_BYTES_MAX));
+    let router = routes::router(state.clone())
+        .merge(dashboard::router())
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX));
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
@@ -118,7 +122,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Headers that keep a browser from sniffing, framing or leaking what it is shown: no
-/// response of this API is a page to render (a dashboard would set its own CSP).
+/// response of this API is a page to render. The dashboard sets its own CSP, which these
+/// layers leave in place (`if_not_present`).
 const SECURITY_HEADERS: [(&str, &str); 4] = [
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),

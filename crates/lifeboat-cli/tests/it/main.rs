@@ -5,6 +5,7 @@ mod assets;
 mod bounds;
 mod cleanup;
 mod crash;
+mod dashboard;
 mod errors;
 mod events;
 mod faults;

@@ -1,0 +1,157 @@
+//! The recovery panel's forms: recover (resume, restart batch, fresh start), complete and
+//! cancel. Each acts through the engine call the API handler uses, for the signed-in
+//! key's tenant, is audited as the API audits it, and redirects back to the session.
+//! A key without `write` is refused before anything is read or changed.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use lifeboat::{FileChecks, Id, RecoveryOption, SessionOp};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Fail;
+use super::auth::{Signed, redirect};
+use crate::AppState;
+use crate::auth::audit;
+
+/// What an action form sends. `confirm` is the checkbox that fresh start and discard
+/// need; `attempt` is the attempt the page showed, so a form from a stale page cannot
+/// complete or discard a session that was recovered since (409).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ActionForm {
+    #[serde(default)]
+    option: String,
+    #[serde(default)]
+    confirm: Option<String>,
+    #[serde(default)]
+    attempt: Option<String>,
+}
+
+/// What to do with the session.
+enum Action {
+    Recover(RecoveryOption),
+    Complete,
+    Cancel,
+}
+
+/// `POST /sessions/{id}/recover` with `option` (`continue`, `restart_batch`,
+/// `fresh_start`; the engine refuses a fresh start without `confirm`).
+pub(crate) async fn recover(
+    state: State<AppState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let Some(option) = RecoveryOption::parse(&form.option) else {
+        let detail = format!("unknown recovery option {:?}", form.option);
+        return Fail::new(StatusCode::UNPROCESSABLE_ENTITY, "Not done", detail).page(&signed.base);
+    };
+    act(state, signed, id, form, Action::Recover(option)).await
+}
+
+/// `POST /sessions/{id}/complete`: marks the session complete.
+pub(crate) async fn complete(
+    state: State<AppState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    act(state, signed, id, form, Action::Complete).await
+}
+
+/// `POST /sessions/{id}/cancel`: discards the session; needs `confirm`.
+pub(crate) async fn cancel(
+    state: State<AppState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    act(state, signed, id, form, Action::Cancel).await
+}
+
+async fn act(
+    State(state): State<AppState>,
+    signed: Signed,
+    id: String,
+    form: ActionForm,
+    action: Action,
+) -> Response {
+    match run(&state, &signed, &id, form, action).await {
+        Ok(()) => redirect(&signed.base, &format!("/sessions/{id}"), None),
+        Err(fail) => fail.page(&signed.base),
+    }
+}
+
+async fn run(
+    state: &AppState,
+    signed: &Signed,
+    id: &str,
+    form: ActionForm,
+    action: Action,
+) -> Result<(), Fail> {
+    if !signed.caller.may("write") {
+        return Err(Fail::new(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "this key lacks the write scope; it may look, not act",
+        ));
+    }
+    if let Some(limit) = &state.write_limit
+        && limit.take(signed.caller.actor.clone()).is_err()
+    {
+        return Err(Fail::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many writes",
+            "this key has used up its writes for now; try again in a moment",
+        ));
+    }
+    let session =
+        Id::parse(id).map_err(|e| Fail::new(StatusCode::BAD_REQUEST, "Bad id", e.to_string()))?;
+    let confirm = form.confirm.is_some();
+    let attempt =
+        match form.attempt.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(raw.parse::<u32>().map_err(|_| {
+                Fail::new(StatusCode::BAD_REQUEST, "Bad attempt", format!("{raw:?}"))
+            })?),
+        };
+    let unconfirmed = Fail::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Not confirmed",
+        "tick the confirmation box to do this; nothing was changed",
+    );
+    let tenant = &signed.tenant;
+    let (op, audited) = match action {
+        Action::Recover(option) => {
+            let op = SessionOp::Recover {
+                option,
+                confirm,
+                files: FileChecks::default(),
+            };
+            let detail = json!({"option": option.as_str(), "confirm": confirm, "via": "dashboard"});
+            (op, Some(("session.recover", detail)))
+        }
+        Action::Complete => (SessionOp::Complete { attempt }, None),
+        Action::Cancel => {
+            if !confirm {
+                return Err(unconfirmed);
+            }
+            let detail = json!({"attempt": attempt, "via": "dashboard"});
+            (
+                SessionOp::Cancel { attempt },
+                Some(("session.cancel", detail)),
+            )
+        }
+    };
+    state
+        .lifeboat
+        .update_with(tenant, &session, op, None)
+        .await?;
+    if let Some((name, detail)) = audited {
+        let resource = format!("session:{session}");
+        audit(state, tenant, &signed.caller, name, resource, detail).await;
+    }
+    Ok(())
+}
