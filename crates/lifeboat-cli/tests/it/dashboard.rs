@@ -303,10 +303,11 @@ async fn cross_site_posts_are_refused() {
     seed(&server).await;
     let cookie = sign_in(&server, TOKEN).await;
     let host = server.base.trim_start_matches("http://").to_owned();
-    let foreign: [&[(&str, &str)]; 3] = [
+    let foreign: [&[(&str, &str)]; 4] = [
         &[("sec-fetch-site", "cross-site")],
         &[("sec-fetch-site", "same-site")],
         &[("origin", "http://evil.example")],
+        &[("origin", "null")],
     ];
     for headers in foreign {
         let refused = post(
@@ -400,7 +401,8 @@ async fn a_revoked_key_is_signed_out() {
     assert_eq!(unsigned.status, 303);
 }
 
-/// Every dashboard answer carries the dashboard's CSP; the API's answers keep theirs.
+/// Every dashboard answer carries the dashboard's CSP and `Referrer-Policy: same-origin`;
+/// the API's answers keep theirs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csp_on_every_page_and_the_api_keeps_its_own() {
     let server = TestServer::start().await;
@@ -416,6 +418,10 @@ async fn csp_on_every_page_and_the_api_keeps_its_own() {
     ] {
         let page = get(&server, path, Some(&cookie), &[]).await;
         assert_eq!(page.header("content-security-policy"), CSP, "{path}");
+        // With the API's `no-referrer`, browsers send `Origin: null` with the dashboard's
+        // own forms, which are then refused.
+        assert_eq!(page.header("referrer-policy"), "same-origin", "{path}");
+        assert_eq!(page.header("x-frame-options"), "DENY", "{path}");
     }
     let signed_out = get(&server, "/", None, &[]).await;
     assert_eq!(signed_out.header("content-security-policy"), CSP);
@@ -433,6 +439,8 @@ async fn csp_on_every_page_and_the_api_keeps_its_own() {
             .get("content-security-policy")
             .expect("csp");
         assert_eq!(csp, "default-src 'none'; frame-ancestors 'none'", "{path}");
+        let referrer = response.headers().get("referrer-policy").expect("referrer");
+        assert_eq!(referrer, "no-referrer", "{path}");
     }
     let (_, openapi) = server.get("/openapi.json").await;
     let paths = openapi["paths"].as_object().expect("paths");
