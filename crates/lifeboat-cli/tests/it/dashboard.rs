@@ -605,3 +605,37 @@ async fn filters_paging_and_prefix() {
     .await;
     assert_eq!(done.header("location"), "/lb/sessions/f1");
 }
+
+/// Everything the dashboard serves besides its HTML (its stylesheet; it has no script)
+/// stays small: at most 15 KiB gzipped (`gzip -9`, printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_css_and_script_fit_15_kib_gzipped() {
+    use std::io::Write;
+    let server = TestServer::start().await;
+    let mut raw = 0;
+    let mut gzipped = 0;
+    for asset in ["/dashboard.css"] {
+        let page = get(&server, asset, None, &[]).await;
+        assert_eq!(page.status, 200, "{asset}");
+        let mut gzip = std::process::Command::new("gzip")
+            .args(["-9", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip");
+        gzip.stdin
+            .take()
+            .expect("stdin")
+            .write_all(page.text.as_bytes())
+            .expect("write");
+        raw += page.text.len();
+        gzipped += gzip.wait_with_output().expect("gzip output").stdout.len();
+    }
+    println!("dashboard JS + CSS served: {raw} B, {gzipped} B gzipped (goal 15,360 B)");
+    assert!(gzipped <= 15 * 1024, "{gzipped} B gzipped");
+    let sign_in = get(&server, "/", None, &[]).await;
+    assert!(
+        !sign_in.text.contains("<script"),
+        "pages load no script, so the stylesheet is all there is"
+    );
+}
