@@ -1,0 +1,150 @@
+// The dashboard served by `lifeboat serve` at `/`, in Chromium: sign in through the form,
+// the sessions list, the recovery panel naming a missing asset, Resume (attempt 2, checked
+// through the API), Fresh start refused without its confirmation; a phone's width and
+// dark mode; axe-core, console errors and CSP violations on every page; and the same
+// recovery with JavaScript turned off. (The dashboard lives in the Rust binary; its
+// browser tests live here because this is the one Node package with Chromium's driver.)
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { screenshotPath, sdkRoot, setup, sleep, waitFor } from "./harness.mjs";
+
+let h;
+before(async () => {
+  h = await setup({ name: "dashboard" });
+});
+after(async () => {
+  await h?.stop();
+});
+
+const api = (method, path, body, headers = {}) =>
+  fetch(`${h.lifeboat.url}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${h.adminToken}`, ...headers },
+    body,
+  }).then(async (r) => ({ status: r.status, body: await r.json().catch(() => null) }));
+const json = (value) => [JSON.stringify(value), { "content-type": "application/json" }];
+
+/** Every file under `dir`. */
+function files(dir) {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    return statSync(path).isDirectory() ? files(path) : [path];
+  });
+}
+
+/** A session that crashed after a checkpoint pinning `take.wav`, whose bytes are then lost on disk. */
+async function crashedWithMissingAsset(id) {
+  const bytes = Buffer.from(`recording of ${id}`);
+  await api("POST", "/sessions", ...json({ id, kind: "recording", title: `Take ${id}`, heartbeat_timeout_ms: 1000 }));
+  assert.equal((await api("PUT", `/sessions/${id}/assets/take.wav`, bytes, { "content-type": "application/octet-stream" })).status, 201);
+  // Checkpoint 1 needs no file; checkpoint 2 pins the take, whose bytes are then lost, so
+  // recovery resumes from checkpoint 1 and names the missing file.
+  for (const checkpoint of [
+    { attempt: 1, kind: "item", data: { seconds: 6 } },
+    { attempt: 1, kind: "item", data: { seconds: 12 }, assets: ["take.wav"] },
+  ]) {
+    assert.equal((await api("POST", `/sessions/${id}/checkpoints`, ...json(checkpoint))).status, 201);
+  }
+  const sha = createHash("sha256").update(bytes).digest("hex");
+  const blob = files(join(h.tmp, "data")).find((path) => path.includes(sha));
+  assert.ok(blob, "the asset's bytes are on disk");
+  rmSync(blob);
+  await waitFor("the lease to run out", async () => (await api("GET", `/sessions/${id}`)).body.status === "incomplete", { timeoutMs: 10_000 });
+}
+
+/** Listens for what must never happen on a page: errors and CSP violations. */
+function watch(page) {
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" || /Content Security Policy/i.test(message.text())) problems.push(`console: ${message.text()}`);
+  });
+  return problems;
+}
+
+/** axe-core's source, evaluated in the page (an injected script tag would be refused by the page's CSP). */
+const axeSource = readFileSync(join(sdkRoot, "node_modules", "axe-core", "axe.min.js"), "utf8");
+
+async function axe(page, label) {
+  await page.evaluate(axeSource);
+  const found = await page.evaluate(async () =>
+    (await window.axe.run(document, { resultTypes: ["violations"] })).violations.map((v) => ({ id: v.id, impact: v.impact })),
+  );
+  const serious = found.filter((v) => v.impact === "serious" || v.impact === "critical");
+  console.log(`  axe (${label}): ${found.length} violations, ${serious.length} serious/critical ${serious.length ? JSON.stringify(serious) : ""}`);
+  return serious;
+}
+
+async function signIn(page) {
+  await page.goto(`${h.lifeboat.url}/`);
+  await page.fill("#key", h.adminToken);
+  await page.click("button[type=submit]");
+  await page.waitForURL(/\/sessions/);
+}
+
+test("dashboard: sign in, sessions, the recovery panel names the missing asset, Resume makes attempt 2, Fresh start needs its confirmation", { timeout: 60_000 }, async () => {
+  await crashedWithMissingAsset("take-1");
+  const browser = await h.launch();
+  const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+  const page = await context.newPage();
+  const problems = watch(page);
+
+  await page.goto(`${h.lifeboat.url}/`);
+  assert.deepEqual(await axe(page, "sign in"), []);
+  await signIn(page);
+  assert.match(await page.textContent("body"), /take-1/);
+  assert.deepEqual(await axe(page, "sessions"), []);
+  await page.screenshot({ path: screenshotPath("dashboard-sessions"), fullPage: true });
+
+  await page.click("a[href$='sessions/take-1']");
+  await page.waitForURL(/sessions\/take-1$/);
+  const panel = await page.textContent("section.recovery");
+  assert.match(panel, /take\.wav/, "the recovery panel names the missing asset");
+  assert.match(panel, /checkpoint 1/, "and resumes from the checkpoint that needs no missing file");
+  assert.deepEqual(await axe(page, "session"), []);
+  await page.screenshot({ path: screenshotPath("dashboard-recovery-panel"), fullPage: true });
+
+  // Fresh start without ticking its confirmation: the browser refuses to send the form.
+  await page.click("button.danger:has-text('Fresh start')");
+  await sleep(300);
+  assert.equal((await api("GET", "/sessions/take-1")).body.attempt, 1, "nothing happened");
+
+  await page.click("button:has-text('Resume')");
+  await page.waitForURL(/sessions\/take-1$/);
+  const resumed = (await api("GET", "/sessions/take-1")).body;
+  assert.equal(resumed.attempt, 2);
+  assert.equal(resumed.status, "active");
+  assert.match(await page.textContent("#attempt"), /^2/);
+
+  assert.deepEqual(problems, [], "no page errors, console errors or CSP violations");
+  await context.close();
+});
+
+test("dashboard: a phone's width without horizontal scroll, dark mode, and JavaScript off", { timeout: 60_000 }, async () => {
+  await crashedWithMissingAsset("take-2");
+  const browser = await h.launch();
+
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, colorScheme: "dark", javaScriptEnabled: false });
+  const page = await phone.newPage();
+  const problems = watch(page);
+  await signIn(page);
+  for (const path of ["/sessions", "/sessions/take-2"]) {
+    await page.goto(`${h.lifeboat.url}${path}`);
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `${path}: ${width} px wide at 390`);
+  }
+  const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  console.log(`  dark mode background: ${background}`);
+  await page.screenshot({ path: screenshotPath("dashboard-phone-dark"), fullPage: true });
+
+  // Resume with JavaScript off: a form that posts and redirects.
+  await page.click("button:has-text('Resume')");
+  await page.waitForURL(/sessions\/take-2$/);
+  assert.equal((await api("GET", "/sessions/take-2")).body.attempt, 2);
+  assert.deepEqual(problems, []);
+  await phone.close();
+});
