@@ -10,6 +10,7 @@
 mod actions;
 mod auth;
 mod pages;
+mod stats;
 
 use std::sync::LazyLock;
 
@@ -47,6 +48,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("sessions.html", include_str!("templates/sessions.html")),
         ("session.html", include_str!("templates/session.html")),
         ("error.html", include_str!("templates/error.html")),
+        ("stats.html", include_str!("templates/stats.html")),
     ];
     for (name, source) in sources {
         env.add_template(name, source)
@@ -66,6 +68,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sessions/{id}/recover", post(actions::recover))
         .route("/sessions/{id}/complete", post(actions::complete))
         .route("/sessions/{id}/cancel", post(actions::cancel))
+        .route("/stats", get(stats::stats))
         .route("/dashboard.css", get(stylesheet))
         .route_layer(from_fn(same_origin))
         .layer(SetResponseHeaderLayer::overriding(

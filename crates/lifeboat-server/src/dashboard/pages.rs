@@ -338,7 +338,7 @@ fn panel(r: &Recovery) -> Panel {
 }
 
 /// `1.2 s`, `3 min`, `2 h`, `4 d`.
-fn duration(ms: u64) -> String {
+pub(super) fn duration(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms} ms"),
         1_000..60_000 => format!("{:.1} s", ms as f64 / 1_000.0),
