@@ -10,6 +10,7 @@
 mod actions;
 mod auth;
 mod pages;
+mod projects;
 mod stats;
 
 use std::sync::LazyLock;
@@ -48,6 +49,9 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("sessions.html", include_str!("templates/sessions.html")),
         ("session.html", include_str!("templates/session.html")),
         ("error.html", include_str!("templates/error.html")),
+        ("projects.html", include_str!("templates/projects.html")),
+        ("project.html", include_str!("templates/project.html")),
+        ("diff.html", include_str!("templates/diff.html")),
         ("stats.html", include_str!("templates/stats.html")),
     ];
     for (name, source) in sources {
@@ -68,6 +72,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sessions/{id}/recover", post(actions::recover))
         .route("/sessions/{id}/complete", post(actions::complete))
         .route("/sessions/{id}/cancel", post(actions::cancel))
+        .route("/projects", get(projects::projects))
+        .route("/projects/{id}", get(projects::project))
+        .route("/projects/{id}/diff", get(projects::diff))
+        .route("/projects/{id}/restore", post(projects::restore))
         .route("/stats", get(stats::stats))
         .route("/dashboard.css", get(stylesheet))
         .route_layer(from_fn(same_origin))

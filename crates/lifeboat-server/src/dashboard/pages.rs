@@ -349,7 +349,7 @@ pub(super) fn duration(ms: u64) -> String {
 }
 
 /// How long ago, coarsely: `just now`, `12 s ago`, `5 min ago`.
-fn ago(ms: i64) -> String {
+pub(super) fn ago(ms: i64) -> String {
     match u64::try_from(ms) {
         Ok(0..1_000) | Err(_) => "just now".to_owned(),
         Ok(1_000..60_000) => format!("{} s ago", ms / 1_000),
@@ -358,7 +358,7 @@ fn ago(ms: i64) -> String {
 }
 
 /// `a=1&b=2`, percent-encoding every byte but the unreserved ones; empty values left out.
-fn query_string(pairs: &[(&str, &str)]) -> String {
+pub(super) fn query_string(pairs: &[(&str, &str)]) -> String {
     let encode = |text: &str| {
         text.bytes()
             .map(|b| {
