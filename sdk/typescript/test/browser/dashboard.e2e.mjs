@@ -148,3 +148,36 @@ test("dashboard: a phone's width without horizontal scroll, dark mode, and JavaS
   assert.deepEqual(problems, []);
   await phone.close();
 });
+
+test("dashboard: a project's diff between two revisions, and restore of revision 1 as revision n+1; the stats page", { timeout: 60_000 }, async () => {
+  for (const state of [{ a: 1, b: 2, e: 5 }, { a: 9, e: 5, c: { d: true } }, { a: 9, e: 5, c: { d: false } }]) {
+    assert.ok([200, 201].includes((await api("PUT", "/projects/essay", ...json({ state }))).status));
+  }
+  const browser = await h.launch();
+  const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+  const page = await context.newPage();
+  const problems = watch(page);
+  await signIn(page);
+
+  await page.goto(`${h.lifeboat.url}/projects/essay/diff?from=1&to=2`);
+  const ops = await page.$$eval("table.patch tbody tr", (rows) => rows.map((row) => [...row.cells].slice(0, 2).map((c) => c.textContent.trim()).join(" ")));
+  assert.deepEqual(ops.sort(), ["add /c", "remove /b", "replace /a"].sort(), "exactly the changed pointers");
+  assert.deepEqual(await axe(page, "diff"), []);
+  await page.screenshot({ path: screenshotPath("dashboard-diff"), fullPage: true });
+
+  await page.goto(`${h.lifeboat.url}/projects/essay`);
+  const restore = page.locator("form[action$='/restore']").filter({ has: page.locator("input[name=revision][value='1']") });
+  await restore.locator("input[name=confirm]").check();
+  await restore.locator("button").click();
+  await page.waitForURL(/projects\/essay$/);
+  const current = (await api("GET", "/projects/essay")).body;
+  assert.equal(current.revision, 4);
+  assert.deepEqual(current.state, (await api("GET", "/projects/essay?revision=1")).body.state, "revision 4 equals revision 1");
+
+  await page.goto(`${h.lifeboat.url}/stats`);
+  assert.equal(await page.locator("svg").count() > 0, true);
+  assert.deepEqual(await axe(page, "stats"), []);
+  await page.screenshot({ path: screenshotPath("dashboard-stats"), fullPage: true });
+  assert.deepEqual(problems, [], "no page errors, console errors or CSP violations");
+  await context.close();
+});
