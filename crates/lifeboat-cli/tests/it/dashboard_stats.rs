@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use crate::harness::{TOKEN, TestServer, manual_clock};
 
 /// The dashboard's Content-Security-Policy.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+                   style-src 'self'; img-src 'self' data:; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The charts the page draws.

@@ -2,13 +2,14 @@
 //! as the API, signed in with an API key (or the admin token) kept in a cookie.
 //!
 //! It is not part of the OpenAPI document and needs no JavaScript: every action is a form
-//! that posts and redirects. Templates are compiled into the binary (`include_str!`) and
+//! that posts and redirects; one small script (`live`) only keeps the sessions list live. Templates are compiled into the binary (`include_str!`) and
 //! rendered by minijinja with HTML autoescaping. Every page carries its own strict CSP;
 //! every POST must come from the same origin (`same_origin`). Links are relative to the
 //! request, or under `X-Forwarded-Prefix` when a proxy sends one (`base`).
 
 mod actions;
 mod auth;
+mod live;
 mod pages;
 mod projects;
 mod stats;
@@ -32,9 +33,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The dashboard's pages: no script, styles only from its own stylesheet, forms only to
-/// itself, never framed.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+/// The dashboard's pages: scripts, styles and connections only from itself (no inline
+/// script), forms only to itself, never framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+                   style-src 'self'; img-src 'self' data:; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The stylesheet, served at `/dashboard.css`.
@@ -78,6 +80,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/projects/{id}/restore", post(projects::restore))
         .route("/stats", get(stats::stats))
         .route("/dashboard.css", get(stylesheet))
+        .route("/live.js", get(live::script))
+        .route("/live/events", get(live::events))
         .route_layer(from_fn(same_origin))
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,

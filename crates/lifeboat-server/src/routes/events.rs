@@ -202,6 +202,43 @@ pub(crate) async fn events(
     ApiQuery(query): ApiQuery<EventQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let filter = EventFilter {
+        session_id: query.session_id.as_deref().map(path_id).transpose()?,
+        project_id: query.project_id.as_deref().map(path_id).transpose()?,
+    };
+    let after = last_event_id(&headers)?;
+    stream(&state, tenant, caller, filter, after).await
+}
+
+/// The `Last-Event-ID` header as a position in the log, if sent.
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|raw| {
+            raw.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ProblemType::MALFORMED_REQUEST,
+                        "Last-Event-ID must be the id of an event",
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// The event stream of `tenant`'s events matching `filter`, after `after` (or from the
+/// newest event), for `caller`: it holds one of the key's stream slots (429 when none is
+/// free) and ends within [`RECHECK`] of the key's revocation. The API's `/api/v1/events`
+/// and the dashboard's `/live/events` both answer with it.
+pub(crate) async fn stream(
+    state: &AppState,
+    tenant: TenantId,
+    caller: crate::auth::Caller,
+    filter: EventFilter,
+    after: Option<i64>,
+) -> Result<Response, ApiError> {
     let slot = {
         let mut open = state.open_streams.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(caller.actor.clone()).or_insert(0);
@@ -224,21 +261,8 @@ pub(crate) async fn events(
             key: caller.actor.clone(),
         }
     };
-    let filter = EventFilter {
-        session_id: query.session_id.as_deref().map(path_id).transpose()?,
-        project_id: query.project_id.as_deref().map(path_id).transpose()?,
-    };
-    let after = match headers.get("last-event-id") {
-        Some(raw) => raw
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    ProblemType::MALFORMED_REQUEST,
-                    "Last-Event-ID must be the id of an event",
-                )
-            })?,
+    let after = match after {
+        Some(after) => after,
         None => state.lifeboat.newest_event().await?,
     };
     // Subscribed before the catch-up read, so nothing committed in between is missed.

@@ -1,7 +1,7 @@
 //! The router: every endpoint, with its OpenAPI description derived from the handlers.
 
 mod assets;
-mod events;
+pub(crate) mod events;
 mod keys;
 mod ops;
 mod projects;

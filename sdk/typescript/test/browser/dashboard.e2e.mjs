@@ -181,3 +181,41 @@ test("dashboard: a project's diff between two revisions, and restore of revision
   assert.deepEqual(problems, [], "no page errors, console errors or CSP violations");
   await context.close();
 });
+
+test("dashboard: the sessions list is live — a session whose lease runs out turns incomplete without a reload; Live off stops updates", { timeout: 60_000 }, async () => {
+  const created = await api("POST", "/sessions", ...json({ id: "live-1", kind: "render", heartbeat_timeout_ms: 2000 }));
+  assert.equal(created.status, 201);
+  assert.equal((await api("POST", "/sessions", ...json({ id: "live-2", kind: "render" }))).status, 201);
+  const browser = await h.launch();
+  const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+  const page = await context.newPage();
+  const problems = watch(page);
+  await signIn(page);
+  const status = (id) => page.locator(`tr[data-session-id='${id}'] [data-field=status]`);
+  assert.equal(await status("live-1").textContent(), "active");
+  const live = page.locator("#live input[type=checkbox]");
+  assert.equal(await live.isChecked(), true, "Live is on by default");
+
+  // live-1 stops heartbeating: its lease runs out and the row changes without a reload.
+  const leaseExpires = Date.parse((await api("GET", "/sessions/live-1")).body.lease_expires_at);
+  await page.waitForFunction(
+    () => document.querySelector("tr[data-session-id='live-1'] [data-field=status]")?.textContent === "incomplete",
+    null,
+    { polling: "raf", timeout: 15_000 },
+  );
+  const delay = Date.now() - leaseExpires;
+  console.log(`  live update: live-1 shown incomplete ${delay} ms after its lease expired`);
+  assert.match(await status("live-1").getAttribute("class"), /\bincomplete\b/);
+  assert.notEqual(await page.locator("tr[data-session-id='live-1'] [data-field=crash]").textContent(), "");
+
+  // Live off: a change is not shown, and off is remembered across a reload.
+  await live.uncheck();
+  assert.equal((await api("POST", "/sessions/live-2/complete", ...json({}))).status, 200);
+  await sleep(1500);
+  assert.equal(await status("live-2").textContent(), "active", "no update while Live is off");
+  await page.reload();
+  assert.equal(await page.locator("#live input[type=checkbox]").isChecked(), false, "off is remembered");
+  assert.equal(await status("live-2").textContent(), "completed");
+  assert.deepEqual(problems, [], "no page errors, console errors or CSP violations");
+  await context.close();
+});
