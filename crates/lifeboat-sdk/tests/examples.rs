@@ -119,9 +119,11 @@ async fn batch_processor_resumes_after_sigkill() {
             assert!(times >= 1, "item {item} was never done");
         }
     }
+    // An item checkpoint every 10 items: a kill while the 10th item's checkpoint is on
+    // its way redoes those 10, never more.
     let redone = processed.len() - 400;
     assert!(
-        redone < 10,
+        redone <= 10,
         "only work after the last item checkpoint is redone: {redone}"
     );
     println!(
