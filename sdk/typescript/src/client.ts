@@ -286,7 +286,7 @@ async function refusal(response: Response): Promise<LifeboatError> {
 }
 
 /** Waits `ms`, or rejects with the signal's reason as soon as it aborts. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     const abort = (): void => {

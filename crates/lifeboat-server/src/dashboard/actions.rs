@@ -91,22 +91,7 @@ async fn run(
     form: ActionForm,
     action: Action,
 ) -> Result<(), Fail> {
-    if !signed.caller.may("write") {
-        return Err(Fail::new(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            "this key lacks the write scope; it may look, not act",
-        ));
-    }
-    if let Some(limit) = &state.write_limit
-        && limit.take(signed.caller.actor.clone()).is_err()
-    {
-        return Err(Fail::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many writes",
-            "this key has used up its writes for now; try again in a moment",
-        ));
-    }
+    signed.may_write(state)?;
     let session =
         Id::parse(id).map_err(|e| Fail::new(StatusCode::BAD_REQUEST, "Bad id", e.to_string()))?;
     let confirm = form.confirm.is_some();

@@ -50,6 +50,30 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
+impl Signed {
+    /// Whether this key may act: it holds the write scope (else 403) and has a write left
+    /// under the per-key limit (else 429) — the API's rules, for the dashboard's forms.
+    pub(crate) fn may_write(&self, state: &AppState) -> Result<(), Fail> {
+        if !self.caller.may("write") {
+            return Err(Fail::new(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                "this key lacks the write scope; it may look, not act",
+            ));
+        }
+        if let Some(limit) = &state.write_limit
+            && limit.take(self.caller.actor.clone()).is_err()
+        {
+            return Err(Fail::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many writes",
+                "this key has used up its writes for now; try again in a moment",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Serialize)]
 struct SignInPage<'a> {
     base: &'a str,

@@ -275,22 +275,7 @@ async fn run_restore(
     id: &str,
     form: RestoreForm,
 ) -> Result<(), Fail> {
-    if !signed.caller.may("write") {
-        return Err(Fail::new(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            "this key lacks the write scope; it may look, not act",
-        ));
-    }
-    if let Some(limit) = &state.write_limit
-        && limit.take(signed.caller.actor.clone()).is_err()
-    {
-        return Err(Fail::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many writes",
-            "this key has used up its writes for now; try again in a moment",
-        ));
-    }
+    signed.may_write(state)?;
     let id = parse_id(id)?;
     let revision = revision_or(&form.revision, 0)?;
     if form.confirm.is_none() {
