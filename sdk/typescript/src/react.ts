@@ -54,14 +54,17 @@ export interface UseRecoverable {
  * ```
  */
 export function useAutoSaver(client: Client | null, projectId: string | null, options?: UseAutoSaverOptions): UseAutoSaver {
-  const [opened, setOpened] = useState<{ saver: AutoSaver | null; error: unknown }>({ saver: null, error: null });
+  // What was opened is kept with the client and project it was opened for: a render for
+  // another project must never hand out the previous project's saver (an edit would land in
+  // the wrong document) between that render and the effect that opens the new one.
+  type Opened = { client: Client | null; projectId: string | null; saver: AutoSaver | null; error: unknown };
+  const [opened, setOpened] = useState<Opened>({ client: null, projectId: null, saver: null, error: null });
   const optionsRef = useRef(options);
   // Declared before the effect that opens, so that it runs first and that one reads today's options.
   useEffect(() => {
     optionsRef.current = options;
   });
   useEffect(() => {
-    setOpened((before) => (before.saver === null && before.error === null ? before : { saver: null, error: null }));
     if (client === null || projectId === null) return;
     let live = true;
     let saver: AutoSaver | null = null;
@@ -69,13 +72,13 @@ export function useAutoSaver(client: Client | null, projectId: string | null, op
       (open) => {
         if (live) {
           saver = open;
-          setOpened({ saver: open, error: null });
+          setOpened({ client, projectId, saver: open, error: null });
         } else {
           closeQuietly(open); // Unmounted (or the project changed) while it opened.
         }
       },
       (error: unknown) => {
-        if (live) setOpened({ saver: null, error });
+        if (live) setOpened({ client, projectId, saver: null, error });
       },
     );
     return () => {
@@ -83,9 +86,11 @@ export function useAutoSaver(client: Client | null, projectId: string | null, op
       if (saver !== null) closeQuietly(saver);
     };
   }, [client, projectId]);
-  const store = useMemo(() => statusStore(opened.saver), [opened.saver]);
+  const current = opened.client === client && opened.projectId === projectId;
+  const saver = current ? opened.saver : null;
+  const store = useMemo(() => statusStore(saver), [saver]);
   const status = useSyncExternalStore(store.subscribe, store.snapshot, store.snapshot);
-  return { saver: opened.saver, status, error: opened.error };
+  return { saver, status, error: current ? opened.error : null };
 }
 
 /**

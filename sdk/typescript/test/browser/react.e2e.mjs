@@ -23,6 +23,13 @@ before(async () => {
       const { saver, status, error } = useAutoSaver(client, project, { debounceMs: 100, dbName: "react-test" });
       const { items } = useRecoverable(client, project);
       window.saver = saver;
+      // A saver handed out in a render for another project than the one it was opened for
+      // would take that project's edits into the wrong document.
+      if (saver !== null) {
+        const opened = (window.openedFor ??= new WeakMap());
+        if (!opened.has(saver)) opened.set(saver, project);
+        if (opened.get(saver) !== project) (window.mismatches ??= []).push(project);
+      }
       return el("p", { id: "out" },
         JSON.stringify({ project, state: status?.state ?? null, pending: status?.pending ?? null,
           error: error ? String(error) : null, recoverable: items.map((i) => i.session.id) }));
@@ -103,6 +110,7 @@ test("React hooks under StrictMode: one saver that saves, a new one per project,
   assert.equal((await admin("GET", "/projects/react-b")).state.title, "second");
 
   await page.evaluate(() => window.unmount());
+  assert.deepEqual(await page.evaluate(() => window.mismatches ?? []), [], "no render handed out another project's saver");
   assert.deepEqual(errors, [], "no errors in the page");
   console.log("react hooks: StrictMode, 1 PATCH per edit, a saver per project, 1 recoverable session listed, 0 page errors");
 });
