@@ -7,13 +7,8 @@ use std::time::Duration;
 
 use rand::RngCore;
 use serde_json::{Value, json};
-use sha2::Digest;
 
-use crate::harness::{Binary, TOKEN, TestServer, files_under};
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+use crate::harness::{Binary, TOKEN, TestServer, files_under, sha256_hex};
 
 fn random_bytes(len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; len];

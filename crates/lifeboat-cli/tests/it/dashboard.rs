@@ -13,14 +13,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A dashboard answer: status, headers, body text.
-struct Page {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
+pub(crate) struct Page {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) text: String,
 }
 
 impl Page {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -29,7 +29,7 @@ impl Page {
 
     /// The text with the entities minijinja writes for `/` and `&` decoded, as a browser
     /// reads attribute values.
-    fn decoded(&self) -> String {
+    pub(crate) fn decoded(&self) -> String {
         self.text.replace("&#x2f;", "/").replace("&amp;", "&")
     }
 }
@@ -52,7 +52,7 @@ async fn page_of(response: reqwest::Response) -> Page {
 }
 
 /// `GET` of a dashboard path with the cookie (if any) and extra headers.
-async fn get(
+pub(crate) async fn get(
     server: &TestServer,
     path: &str,
     cookie: Option<&str>,
@@ -69,7 +69,7 @@ async fn get(
 }
 
 /// A form `POST` (already url-encoded) with the cookie and extra headers.
-async fn post(
+pub(crate) async fn post(
     server: &TestServer,
     path: &str,
     cookie: Option<&str>,
@@ -90,7 +90,7 @@ async fn post(
 }
 
 /// Signs in with `key` and answers the `name=value` cookie to send back.
-async fn sign_in(server: &TestServer, key: &str) -> String {
+pub(crate) async fn sign_in(server: &TestServer, key: &str) -> String {
     let page = post(server, "/sign-in", None, &format!("key={key}"), &[]).await;
     assert_eq!(page.status, 303, "{}", page.text);
     assert_eq!(page.header("location"), "./sessions");
@@ -99,7 +99,7 @@ async fn sign_in(server: &TestServer, key: &str) -> String {
 }
 
 /// An API key of tenant `default` with `scopes`: (id, key).
-async fn key(server: &TestServer, scopes: &[&str]) -> (String, String) {
+pub(crate) async fn key(server: &TestServer, scopes: &[&str]) -> (String, String) {
     let (status, created) = server
         .post("/keys", json!({"tenant": "default", "scopes": scopes}))
         .await;
@@ -110,7 +110,7 @@ async fn key(server: &TestServer, scopes: &[&str]) -> (String, String) {
 
 /// Seeds an active session `a1`, a completed `c1`, and a failed `f1` (titled with a
 /// script) with two checkpoints (the newest pinning an asset) and that asset.
-async fn seed(server: &TestServer) {
+pub(crate) async fn seed(server: &TestServer) {
     server.session(json!({"id": "a1", "kind": "render"})).await;
     server.session(json!({"id": "c1", "kind": "import"})).await;
     let (status, _) = server.post("/sessions/c1/complete", json!({})).await;
@@ -145,7 +145,7 @@ async fn seed(server: &TestServer) {
     assert_eq!(status, 200, "{failed}");
 }
 
-async fn attempt_of(server: &TestServer, id: &str) -> (u64, String) {
+pub(crate) async fn attempt_of(server: &TestServer, id: &str) -> (u64, String) {
     let (status, session) = server.get(&format!("/sessions/{id}")).await;
     assert_eq!(status, 200, "{session}");
     let attempt = session["attempt"].as_u64().expect("attempt");

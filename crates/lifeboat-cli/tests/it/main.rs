@@ -6,6 +6,7 @@ mod bounds;
 mod cleanup;
 mod crash;
 mod dashboard;
+mod dashboard_actions;
 mod dashboard_live;
 mod dashboard_projects;
 mod dashboard_stats;

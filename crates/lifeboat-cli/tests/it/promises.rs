@@ -6,13 +6,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sha2::Digest;
 
-use crate::harness::{Binary, TOKEN, TestServer, millis};
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+use crate::harness::{Binary, TOKEN, TestServer, millis, sha256_hex};
 
 /// A request with any bearer token and raw bytes; answers the status and the JSON body.
 async fn with_token(

@@ -2,13 +2,8 @@
 //! verification, max_attempts, and the stats that follow.
 
 use serde_json::{Value, json};
-use sha2::Digest;
 
-use crate::harness::TestServer;
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+use crate::harness::{TestServer, sha256_hex};
 
 /// A `data` member with odd spacing and key order is hashed as sent and read back
 /// byte for byte; `data_sha256` is checked (either case) and a mismatch uses no seq.

@@ -29,11 +29,44 @@ pub(crate) struct ActionForm {
     attempt: Option<String>,
 }
 
-/// What to do with the session.
-enum Action {
+/// What to do with a session.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Action {
     Recover(RecoveryOption),
     Complete,
     Cancel,
+}
+
+impl Action {
+    /// The actions a bulk form offers, by the name it sends.
+    pub(super) fn parse_bulk(name: &str) -> Option<Action> {
+        match name {
+            "continue" => Some(Action::Recover(RecoveryOption::Continue)),
+            "complete" => Some(Action::Complete),
+            "cancel" => Some(Action::Cancel),
+            _ => None,
+        }
+    }
+
+    /// The name a bulk form sends.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Action::Recover(option) => option.as_str(),
+            Action::Complete => "complete",
+            Action::Cancel => "cancel",
+        }
+    }
+
+    /// What a person reads on the button.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Action::Recover(RecoveryOption::Continue) => "Resume",
+            Action::Recover(RecoveryOption::RestartBatch) => "Restart batch",
+            Action::Recover(RecoveryOption::FreshStart) => "Fresh start",
+            Action::Complete => "Mark complete",
+            Action::Cancel => "Discard",
+        }
+    }
 }
 
 /// `POST /sessions/{id}/recover` with `option` (`continue`, `restart_batch`,
@@ -91,10 +124,8 @@ async fn run(
     form: ActionForm,
     action: Action,
 ) -> Result<(), Fail> {
-    signed.may_write(state)?;
     let session =
         Id::parse(id).map_err(|e| Fail::new(StatusCode::BAD_REQUEST, "Bad id", e.to_string()))?;
-    let confirm = form.confirm.is_some();
     let attempt =
         match form.attempt.as_deref() {
             None | Some("") => None,
@@ -102,11 +133,30 @@ async fn run(
                 Fail::new(StatusCode::BAD_REQUEST, "Bad attempt", format!("{raw:?}"))
             })?),
         };
-    let unconfirmed = Fail::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "Not confirmed",
-        "tick the confirmation box to do this; nothing was changed",
-    );
+    perform(
+        state,
+        signed,
+        &session,
+        action,
+        form.confirm.is_some(),
+        attempt,
+    )
+    .await
+}
+
+/// Does `action` to one session of the signed-in key's tenant through the engine call the
+/// API's handler uses, and audits it as the API does. A key without `write` (or over its
+/// write limit) is refused before anything is read or changed; so is a discard without
+/// `confirm`. `attempt` is the attempt the page showed (complete and discard only).
+pub(super) async fn perform(
+    state: &AppState,
+    signed: &Signed,
+    session: &Id,
+    action: Action,
+    confirm: bool,
+    attempt: Option<u32>,
+) -> Result<(), Fail> {
+    signed.may_write(state)?;
     let tenant = &signed.tenant;
     let (op, audited) = match action {
         Action::Recover(option) => {
@@ -121,7 +171,11 @@ async fn run(
         Action::Complete => (SessionOp::Complete { attempt }, None),
         Action::Cancel => {
             if !confirm {
-                return Err(unconfirmed);
+                return Err(Fail::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Not confirmed",
+                    "a discard must be confirmed; nothing was changed",
+                ));
             }
             let detail = json!({"attempt": attempt, "via": "dashboard"});
             (
@@ -132,11 +186,42 @@ async fn run(
     };
     state
         .lifeboat
-        .update_with(tenant, &session, op, None)
+        .update_with(tenant, session, op, None)
         .await?;
     if let Some((name, detail)) = audited {
         let resource = format!("session:{session}");
         audit(state, tenant, &signed.caller, name, resource, detail).await;
     }
     Ok(())
+}
+
+/// `POST /sessions/{id}/verify`: re-hashes the session's checkpoints and assets through the
+/// engine call of the API's `POST /api/v1/sessions/{id}/verify` (damaged checkpoints are
+/// marked invalid, asset statuses updated), then shows the session with what it found.
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Response {
+    let checked = async {
+        signed.may_write(&state)?;
+        let session = Id::parse(&id)
+            .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, "Bad id", e.to_string()))?;
+        Ok::<_, Fail>(state.lifeboat.verify(&signed.tenant, &session).await?)
+    };
+    match checked.await {
+        Ok(found) => {
+            let query = format!(
+                "checkpoints={}&valid={}&assets={}&ok={}&missing={}&corrupt={}",
+                found.total,
+                found.valid,
+                found.assets.total,
+                found.assets.ok,
+                found.assets.missing,
+                found.assets.corrupt
+            );
+            redirect(&signed.base, &format!("/sessions/{id}?{query}"), None)
+        }
+        Err(fail) => fail.page(&signed.base),
+    }
 }

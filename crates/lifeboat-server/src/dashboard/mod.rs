@@ -9,6 +9,7 @@
 
 mod actions;
 mod auth;
+mod bulk;
 mod live;
 mod pages;
 mod projects;
@@ -55,6 +56,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("project.html", include_str!("templates/project.html")),
         ("diff.html", include_str!("templates/diff.html")),
         ("stats.html", include_str!("templates/stats.html")),
+        ("bulk.html", include_str!("templates/bulk.html")),
     ];
     for (name, source) in sources {
         env.add_template(name, source)
@@ -74,6 +76,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sessions/{id}/recover", post(actions::recover))
         .route("/sessions/{id}/complete", post(actions::complete))
         .route("/sessions/{id}/cancel", post(actions::cancel))
+        .route("/sessions/{id}/verify", post(actions::verify))
+        .route("/bulk", get(bulk::review).post(bulk::apply))
         .route("/projects", get(projects::projects))
         .route("/projects/{id}", get(projects::project))
         .route("/projects/{id}/diff", get(projects::diff))
@@ -166,11 +170,20 @@ pub(crate) fn base(headers: &HeaderMap, uri: &Uri) -> String {
     }
 }
 
-/// Renders a template with `context` (any `Serialize`).
+/// Renders a template with `context` (any `Serialize`), plus `section`: which link of the
+/// navigation is the current page's (none on the sign-in page, which has no navigation).
 fn render(template: &str, status: StatusCode, context: impl Serialize) -> Response {
+    let section = match template {
+        "sign_in.html" => "",
+        "sessions.html" | "session.html" | "bulk.html" => "sessions",
+        "projects.html" | "project.html" | "diff.html" => "projects",
+        "stats.html" => "stats",
+        _ => "other",
+    };
+    let context = minijinja::context! { section, ..Value::from(Serde(context)) };
     let rendered = TEMPLATES
         .get_template(template)
-        .and_then(|t| t.render(Value::from(Serde(context))));
+        .and_then(|t| t.render(context));
     match rendered {
         Ok(html) => (status, Html(html)).into_response(),
         Err(error) => {
@@ -195,6 +208,11 @@ impl Fail {
             title: title.to_owned(),
             detail: detail.into(),
         }
+    }
+
+    /// `Title: detail`, for a list of outcomes.
+    pub(crate) fn summary(&self) -> String {
+        format!("{}: {}", self.title, self.detail)
     }
 
     /// The page, with links under `base`.

@@ -2,11 +2,11 @@
 //! through the same engine calls as the API, within the signed-in key's tenant.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use lifeboat::{
-    Asset, Checkpoint, Id, Owner, PageRequest, Recovery, RecoveryOption, Session, SessionFilter,
-    Status, Timestamp,
+    Asset, Checkpoint, Event, EventFilter, Id, Owner, PageRequest, Recovery, RecoveryOption,
+    Session, SessionFilter, Status, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,8 @@ const SESSIONS_PER_PAGE: u32 = 50;
 const TEXT_SCAN_PAGES_MAX: usize = 20;
 /// Checkpoints and assets shown on a session's page (the first page of each).
 const ITEMS_PER_SESSION_PAGE: u32 = 100;
+/// Status changes shown in a session's history (the oldest the event log still holds).
+const HISTORY_MAX: u32 = 200;
 
 /// The list's filters, kept in the URL by its GET form.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -179,6 +181,50 @@ struct SessionPage<'a> {
     assets: Vec<AssetRow>,
     more_assets: bool,
     recovery: Option<Panel>,
+    history: Vec<Change>,
+    more_history: bool,
+    verified: Option<&'a Verified>,
+}
+
+/// A status change of the session, from its `session.status` events: attempts and crashes
+/// over time.
+#[derive(Serialize)]
+struct Change {
+    at: String,
+    status: String,
+    previous: Option<String>,
+    attempt: Option<u64>,
+    crash: Option<String>,
+}
+
+/// What the Verify button found, carried in the redirect's query to the session's page:
+/// `checkpoints`, `valid`, `assets`, `ok`, `missing`, `corrupt`.
+#[derive(Debug, Serialize)]
+struct Verified {
+    checkpoints: u64,
+    valid: u64,
+    assets: u64,
+    ok: u64,
+    missing: u64,
+    corrupt: u64,
+}
+
+impl Verified {
+    /// The figures of a query, when it holds all six as numbers.
+    fn from_query(query: &str) -> Option<Verified> {
+        let figures: std::collections::HashMap<_, _> = form_urlencoded::parse(query.as_bytes())
+            .filter_map(|(name, value)| Some((name, value.parse::<u64>().ok()?)))
+            .collect();
+        let figure = |name: &str| figures.get(name).copied();
+        Some(Verified {
+            checkpoints: figure("checkpoints")?,
+            valid: figure("valid")?,
+            assets: figure("assets")?,
+            ok: figure("ok")?,
+            missing: figure("missing")?,
+            corrupt: figure("corrupt")?,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -222,14 +268,21 @@ pub(crate) async fn session(
     State(state): State<AppState>,
     signed: Signed,
     Path(id): Path<String>,
+    uri: Uri,
 ) -> Response {
-    match session_page(&state, &signed, &id).await {
+    let verified = Verified::from_query(uri.query().unwrap_or_default());
+    match session_page(&state, &signed, &id, verified.as_ref()).await {
         Ok(page) => page,
         Err(fail) => fail.page(&signed.base),
     }
 }
 
-async fn session_page(state: &AppState, signed: &Signed, id: &str) -> Result<Response, Fail> {
+async fn session_page(
+    state: &AppState,
+    signed: &Signed,
+    id: &str,
+    verified: Option<&Verified>,
+) -> Result<Response, Fail> {
     let id =
         Id::parse(id).map_err(|e| Fail::new(StatusCode::BAD_REQUEST, "Bad id", e.to_string()))?;
     let tenant = &signed.tenant;
@@ -252,6 +305,19 @@ async fn session_page(state: &AppState, signed: &Signed, id: &str) -> Result<Res
     } else {
         None
     };
+    let filter = EventFilter {
+        session_id: Some(id.clone()),
+        project_id: None,
+    };
+    let events = state
+        .lifeboat
+        .events(tenant, 0, &filter, HISTORY_MAX)
+        .await?;
+    let history: Vec<Change> = events
+        .iter()
+        .filter(|e| e.kind == "session.status")
+        .map(change)
+        .collect();
     let context = SessionPage {
         base: &signed.base,
         can_write: signed.caller.may("write"),
@@ -262,6 +328,9 @@ async fn session_page(state: &AppState, signed: &Signed, id: &str) -> Result<Res
         assets: assets.items.iter().map(asset_row).collect(),
         more_assets: assets.next_cursor.is_some(),
         recovery,
+        history,
+        more_history: events.len() >= HISTORY_MAX as usize,
+        verified,
     };
     Ok(render("session.html", StatusCode::OK, context))
 }
@@ -312,6 +381,26 @@ fn asset_row(a: &Asset) -> AssetRow {
         size: a.size,
         status: a.status.as_str(),
         verified_at: rfc3339(a.verified_at),
+    }
+}
+
+fn change(event: &Event) -> Change {
+    let text = |name: &str| {
+        event
+            .data
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let status = text("status").unwrap_or_default();
+    // A session keeps its last crash after a recovery: it belongs to the change that stopped it.
+    let stopped = matches!(status.as_str(), "incomplete" | "failed");
+    Change {
+        at: rfc3339(event.created_at),
+        crash: text("crash_type").filter(|_| stopped),
+        status,
+        previous: text("previous"),
+        attempt: event.data.get("attempt").and_then(|v| v.as_u64()),
     }
 }
 

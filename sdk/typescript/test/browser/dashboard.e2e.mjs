@@ -86,7 +86,7 @@ async function signIn(page) {
   await page.waitForURL(/\/sessions/);
 }
 
-test("dashboard: sign in, sessions, the recovery panel names the missing asset, Resume makes attempt 2, Fresh start needs its confirmation", { timeout: 60_000 }, async () => {
+test("dashboard: sign in, sessions, the recovery panel names the missing asset, Fresh start's dialog cancels on Esc, Resume makes attempt 2", { timeout: 60_000 }, async () => {
   await crashedWithMissingAsset("take-1");
   const browser = await h.launch();
   const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
@@ -108,10 +108,20 @@ test("dashboard: sign in, sessions, the recovery panel names the missing asset, 
   assert.deepEqual(await axe(page, "session"), []);
   await page.screenshot({ path: screenshotPath("dashboard-recovery-panel"), fullPage: true });
 
-  // Fresh start without ticking its confirmation: the browser refuses to send the form.
-  await page.click("button.danger:has-text('Fresh start')");
+  // Fresh start asks first, in a modal dialog that holds the focus; Esc cancels it and
+  // gives the focus back to the button that opened it.
+  const opener = page.locator("button[commandfor=fresh-dialog][command=show-modal]");
+  await opener.click();
+  const dialog = page.locator("#fresh-dialog");
+  await dialog.waitFor({ state: "visible" });
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Cancel", "the dialog's safe choice has the focus");
+  assert.deepEqual(await axe(page, "fresh start dialog"), []);
+  await page.screenshot({ path: screenshotPath("dashboard-dialog") });
+  await page.keyboard.press("Escape");
+  await dialog.waitFor({ state: "hidden" });
+  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("commandfor")), "fresh-dialog", "focus is back on Fresh start…");
   await sleep(300);
-  assert.equal((await api("GET", "/sessions/take-1")).body.attempt, 1, "nothing happened");
+  assert.equal((await api("GET", "/sessions/take-1")).body.attempt, 1, "Esc changed nothing");
 
   await page.click("button:has-text('Resume')");
   await page.waitForURL(/sessions\/take-1$/);
@@ -141,6 +151,13 @@ test("dashboard: a phone's width without horizontal scroll, dark mode, and JavaS
   console.log(`  dark mode background: ${background}`);
   await page.screenshot({ path: screenshotPath("dashboard-phone-dark"), fullPage: true });
 
+  // The dialogs are HTML (invoker commands on <dialog>), so they work with scripts off.
+  await page.click("button[commandfor=fresh-dialog]");
+  await page.locator("#fresh-dialog").waitFor({ state: "visible" });
+  await page.screenshot({ path: screenshotPath("dashboard-phone-dialog") });
+  await page.keyboard.press("Escape");
+  await page.locator("#fresh-dialog").waitFor({ state: "hidden" });
+
   // Resume with JavaScript off: a form that posts and redirects.
   await page.click("button:has-text('Resume')");
   await page.waitForURL(/sessions\/take-2$/);
@@ -165,7 +182,10 @@ test("dashboard: a project's diff between two revisions, and restore of revision
   assert.deepEqual(await axe(page, "diff"), []);
   await page.screenshot({ path: screenshotPath("dashboard-diff"), fullPage: true });
 
+  await page.goto(`${h.lifeboat.url}/projects`);
+  assert.deepEqual(await axe(page, "projects"), []);
   await page.goto(`${h.lifeboat.url}/projects/essay`);
+  assert.deepEqual(await axe(page, "project"), []);
   const restore = page.locator("form[action$='/restore']").filter({ has: page.locator("input[name=revision][value='1']") });
   await restore.locator("input[name=confirm]").check();
   await restore.locator("button").click();
@@ -208,6 +228,14 @@ test("dashboard: the sessions list is live — a session whose lease runs out tu
   assert.match(await status("live-1").getAttribute("class"), /\bincomplete\b/);
   assert.notEqual(await page.locator("tr[data-session-id='live-1'] [data-field=crash]").textContent(), "");
 
+  // A session that is not on the page is counted, not drawn.
+  const notice = page.locator("#live a");
+  assert.equal(await notice.isHidden(), true);
+  assert.equal((await api("POST", "/sessions", ...json({ id: "live-3", kind: "render" }))).status, 201);
+  await waitFor("the new-changes notice", async () => (await notice.isVisible()) && (await notice.textContent()));
+  assert.equal(await notice.textContent(), "1 new change — reload");
+  assert.equal(await page.locator("tr[data-session-id='live-3']").count(), 0);
+
   // Live off: a change is not shown, and off is remembered across a reload.
   await live.uncheck();
   assert.equal((await api("POST", "/sessions/live-2/complete", ...json({}))).status, 200);
@@ -216,6 +244,106 @@ test("dashboard: the sessions list is live — a session whose lease runs out tu
   await page.reload();
   assert.equal(await page.locator("#live input[type=checkbox]").isChecked(), false, "off is remembered");
   assert.equal(await status("live-2").textContent(), "completed");
+  assert.deepEqual(problems, [], "no page errors, console errors or CSP violations");
+  await context.close();
+});
+
+/** Failed sessions at attempt 1. */
+async function failed(...ids) {
+  for (const id of ids) {
+    assert.equal((await api("POST", "/sessions", ...json({ id, kind: "batch", title: `Batch ${id}` }))).status, 201);
+    assert.equal((await api("POST", `/sessions/${id}/fail`, ...json({ attempt: 1, error: "disk full" }))).status, 200);
+  }
+}
+
+test("dashboard: bulk Resume acts on exactly the selected sessions, after a review that lists them", { timeout: 60_000 }, async () => {
+  await failed("bulk-1", "bulk-2", "bulk-3");
+  const browser = await h.launch();
+  const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+  const page = await context.newPage();
+  const problems = watch(page);
+  await signIn(page);
+  await page.check("input[form=bulk][value='bulk-1']");
+  await page.check("input[form=bulk][value='bulk-3']");
+  await page.selectOption("#bulk select[name=action]", "continue");
+  await page.click("#bulk button[type=submit]");
+  await page.waitForURL(/\/bulk\?/);
+  const listed = await page.$$eval("#targets tbody tr", (rows) => rows.map((row) => row.dataset.sessionId));
+  assert.deepEqual([...listed].sort(), ["bulk-1", "bulk-3"], "the review lists exactly the selected ids");
+  assert.deepEqual(await axe(page, "bulk review"), []);
+  await page.screenshot({ path: screenshotPath("dashboard-bulk-review"), fullPage: true });
+  for (const id of ["bulk-1", "bulk-2", "bulk-3"]) assert.equal((await api("GET", `/sessions/${id}`)).body.attempt, 1, "reviewing changes nothing");
+
+  await page.click("button:has-text('Resume 2 sessions')");
+  await page.waitForSelector("#results");
+  const done = await page.$$eval("#results tbody tr", (rows) => rows.map((row) => `${row.dataset.sessionId}: ${row.cells[1].textContent}`));
+  assert.deepEqual(done.sort(), ["bulk-1: done", "bulk-3: done"]);
+  const attempts = [];
+  for (const id of ["bulk-1", "bulk-2", "bulk-3"]) attempts.push((await api("GET", `/sessions/${id}`)).body.attempt);
+  assert.deepEqual(attempts, [2, 1, 2], "bulk-1 and bulk-3 resumed, bulk-2 untouched");
+  console.log(`  bulk: selected [bulk-1, bulk-3] of 3, reviewed ${JSON.stringify(listed)}, attempts after ${JSON.stringify(attempts)}`);
+  assert.deepEqual(problems, [], "no page errors, console errors or CSP violations");
+  await context.close();
+});
+
+test("dashboard: keyboard only — sign in, open a session, Fresh start's dialog keeps the focus, Esc, then confirm", { timeout: 60_000 }, async () => {
+  await failed("keys-1");
+  const browser = await h.launch();
+  const context = await browser.newContext({ viewport: { width: 1000, height: 760 }, colorScheme: "dark" });
+  const page = await context.newPage();
+  const problems = watch(page);
+  const focused = () => page.evaluate(() => {
+    const e = document.activeElement;
+    return e ? `${e.tagName.toLowerCase()}:${(e.getAttribute("href") ?? e.getAttribute("id") ?? e.textContent ?? "").trim()}` : "";
+  });
+  /** Presses Tab until `wanted(focused)` holds; answers how many presses it took. */
+  async function tabTo(label, wanted, max = 60) {
+    for (let presses = 1; presses <= max; presses++) {
+      await page.keyboard.press("Tab");
+      if (wanted(await focused())) return presses;
+    }
+    throw new Error(`Tab never reached ${label}`);
+  }
+
+  await page.goto(`${h.lifeboat.url}/`);
+  await tabTo("the key field", (f) => f === "input:key");
+  await page.keyboard.type(h.adminToken);
+  await page.keyboard.press("Enter");
+  await page.waitForURL(/\/sessions$/);
+  const toLink = await tabTo("keys-1's link", (f) => f.endsWith("sessions/keys-1"));
+  await page.keyboard.press("Enter");
+  await page.waitForURL(/sessions\/keys-1$/);
+  const toFresh = await tabTo("Fresh start…", (f) => f === "button:Fresh start…");
+  await page.keyboard.press("Enter");
+  await page.locator("#fresh-dialog").waitFor({ state: "visible" });
+  assert.equal(await focused(), "button:Cancel");
+  // Tab and Shift+Tab never reach the page behind the modal dialog (it is inert): the
+  // focus is in the dialog, or in the browser's own controls (no element of the page).
+  const where = [];
+  for (const key of ["Tab", "Tab", "Tab", "Tab", "Shift+Tab", "Shift+Tab"]) {
+    await page.keyboard.press(key);
+    where.push(await page.evaluate(() => {
+      const e = document.activeElement;
+      return e?.closest("#fresh-dialog") ? `dialog:${e.textContent}` : e === null || e === document.body ? "browser" : `page:${e.textContent}`;
+    }));
+  }
+  console.log(`  keyboard: ${toLink} Tabs to the session, ${toFresh} to Fresh start…; in the dialog: ${where.join(", ")}`);
+  assert.deepEqual(where.filter((w) => w.startsWith("page:")), [], "the focus never leaves for the page behind");
+  await page.keyboard.press("Escape");
+  await page.locator("#fresh-dialog").waitFor({ state: "hidden" });
+  assert.equal(await focused(), "button:Fresh start…", "Esc gives the focus back");
+  await page.screenshot({ path: screenshotPath("dashboard-session-dark"), fullPage: true });
+
+  await page.keyboard.press("Enter");
+  await page.locator("#fresh-dialog").waitFor({ state: "visible" });
+  await page.keyboard.press("Tab");
+  assert.equal(await focused(), "button:Start fresh");
+  await page.keyboard.press("Enter");
+  await waitFor("attempt 2", async () => (await api("GET", "/sessions/keys-1")).body.attempt === 2);
+  const history = await page.$$eval("#history tbody tr", (rows) => rows.length);
+  assert.ok(history >= 3, `the history shows the attempts (${history} changes)`);
+  await page.screenshot({ path: screenshotPath("dashboard-session-timeline"), fullPage: true });
+  assert.deepEqual(await axe(page, "session after a fresh start"), []);
   assert.deepEqual(problems, [], "no page errors, console errors or CSP violations");
   await context.close();
 });
