@@ -1,8 +1,8 @@
 // The dashboard served by `lifeboat serve` at `/`, in Chromium: sign in through the form,
-// the sessions list, the recovery panel naming a missing asset, Resume (attempt 2, checked
-// through the API), Fresh start refused without its confirmation; a phone's width and
-// dark mode; axe-core, console errors and CSP violations on every page; and the same
-// recovery with JavaScript turned off. (The dashboard lives in the Rust binary; its
+// the sessions list (live), the recovery panel naming a missing asset, Resume (attempt 2,
+// checked through the API), the Fresh start and Discard dialogs, bulk actions, a
+// keyboard-only walk; a phone's width and dark mode; axe-core, console errors and CSP
+// violations on every page; and the same recovery with JavaScript turned off. (The dashboard lives in the Rust binary; its
 // browser tests live here because this is the one Node package with Chromium's driver.)
 
 import { after, before, test } from "node:test";
@@ -256,7 +256,7 @@ async function failed(...ids) {
   }
 }
 
-test("dashboard: bulk Resume acts on exactly the selected sessions, after a review that lists them", { timeout: 60_000 }, async () => {
+test("dashboard: bulk Resume acts on exactly the selected sessions, after a review that lists them; Discard's dialog cancels a session", { timeout: 60_000 }, async () => {
   await failed("bulk-1", "bulk-2", "bulk-3");
   const browser = await h.launch();
   const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
@@ -282,6 +282,16 @@ test("dashboard: bulk Resume acts on exactly the selected sessions, after a revi
   for (const id of ["bulk-1", "bulk-2", "bulk-3"]) attempts.push((await api("GET", `/sessions/${id}`)).body.attempt);
   assert.deepEqual(attempts, [2, 1, 2], "bulk-1 and bulk-3 resumed, bulk-2 untouched");
   console.log(`  bulk: selected [bulk-1, bulk-3] of 3, reviewed ${JSON.stringify(listed)}, attempts after ${JSON.stringify(attempts)}`);
+  assert.deepEqual(await axe(page, "bulk outcome"), []);
+
+  // Discard of the one left, on its page: its dialog, then its confirm button.
+  await page.goto(`${h.lifeboat.url}/sessions/bulk-2`);
+  await page.click("button[commandfor=discard-dialog]");
+  await page.locator("#discard-dialog").waitFor({ state: "visible" });
+  assert.equal((await api("GET", "/sessions/bulk-2")).body.status, "failed", "opening the dialog changes nothing");
+  await page.locator("#discard-dialog button[type=submit]").click();
+  await page.waitForURL(/sessions\/bulk-2$/);
+  assert.equal((await api("GET", "/sessions/bulk-2")).body.status, "cancelled", "Discard cancelled it");
   assert.deepEqual(problems, [], "no page errors, console errors or CSP violations");
   await context.close();
 });
@@ -339,7 +349,9 @@ test("dashboard: keyboard only — sign in, open a session, Fresh start's dialog
   await page.keyboard.press("Tab");
   assert.equal(await focused(), "button:Start fresh");
   await page.keyboard.press("Enter");
-  await waitFor("attempt 2", async () => (await api("GET", "/sessions/keys-1")).body.attempt === 2);
+  await page.waitForFunction(() => document.querySelector("#attempt")?.textContent.startsWith("2"), null, { timeout: 10_000 });
+  await page.waitForLoadState("load");
+  assert.equal((await api("GET", "/sessions/keys-1")).body.attempt, 2, "Start fresh made attempt 2");
   const history = await page.$$eval("#history tbody tr", (rows) => rows.length);
   assert.ok(history >= 3, `the history shows the attempts (${history} changes)`);
   await page.screenshot({ path: screenshotPath("dashboard-session-timeline"), fullPage: true });
