@@ -142,11 +142,18 @@ test("dashboard: a phone's width without horizontal scroll, dark mode, and JavaS
   const page = await phone.newPage();
   const problems = watch(page);
   await signIn(page);
-  for (const path of ["/sessions", "/sessions/take-2"]) {
+  assert.equal((await api("PUT", "/projects/phone-essay", ...json({ state: { title: "a", body: "b" } }))).status, 201);
+  assert.equal((await api("PUT", "/projects/phone-essay", ...json({ state: { title: "a long title that wraps", body: "b" } }))).status, 200);
+  const pages = ["/sessions", "/sessions/take-2", "/bulk?action=cancel&id=take-2", "/projects", "/projects/phone-essay", "/projects/phone-essay/diff?from=1&to=2", "/stats"];
+  const widths = [];
+  for (const path of pages) {
     await page.goto(`${h.lifeboat.url}${path}`);
     const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    widths.push(width);
     assert.ok(width <= 390, `${path}: ${width} px wide at 390`);
   }
+  console.log(`  at 390 px with scripts off, page widths: ${widths.join(", ")}`);
+  await page.goto(`${h.lifeboat.url}/sessions/take-2`);
   const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   console.log(`  dark mode background: ${background}`);
   await page.screenshot({ path: screenshotPath("dashboard-phone-dark"), fullPage: true });
