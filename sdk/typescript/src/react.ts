@@ -57,8 +57,10 @@ export function useAutoSaver(client: Client | null, projectId: string | null, op
   // What was opened is kept with the client and project it was opened for: a render for
   // another project must never hand out the previous project's saver (an edit would land in
   // the wrong document) between that render and the effect that opens the new one.
+  // The effect's cleanup empties it too, so that a saver it closed is never handed out
+  // again (a project that goes A → none → A).
   type Opened = { client: Client | null; projectId: string | null; saver: AutoSaver | null; error: unknown };
-  const [opened, setOpened] = useState<Opened>({ client: null, projectId: null, saver: null, error: null });
+  const [opened, setOpened] = useState<Opened>(NOTHING_OPENED);
   const optionsRef = useRef(options);
   // Declared before the effect that opens, so that it runs first and that one reads today's options.
   useEffect(() => {
@@ -83,6 +85,7 @@ export function useAutoSaver(client: Client | null, projectId: string | null, op
     );
     return () => {
       live = false;
+      setOpened(NOTHING_OPENED);
       if (saver !== null) closeQuietly(saver);
     };
   }, [client, projectId]);
@@ -145,6 +148,8 @@ function statusStore(saver: AutoSaver | null): { subscribe: (notify: () => void)
     snapshot: () => current,
   };
 }
+
+const NOTHING_OPENED = { client: null, projectId: null, saver: null, error: null } as const;
 
 function closeQuietly(saver: AutoSaver): void {
   // Closing flushes what is pending into the outbox; a failure there has nobody left to tell.

@@ -605,6 +605,18 @@ async fn filters_paging_and_prefix() {
     )
     .await;
     assert_eq!(done.header("location"), "/lb/sessions/f1");
+    let offsite = get(
+        &server,
+        "/sessions/f1",
+        Some(&cookie),
+        &[("x-forwarded-prefix", "//evil.example")],
+    )
+    .await
+    .decoded();
+    assert!(
+        offsite.contains("href=\"../dashboard.css\"") && !offsite.contains("evil.example"),
+        "a prefix that names another host is ignored: {offsite}"
+    );
 }
 
 /// Everything the dashboard serves besides its HTML (its stylesheet and `live.js`)

@@ -13,12 +13,13 @@ use serde_json::json;
 
 use super::Fail;
 use super::auth::{Signed, redirect};
+use super::pages::{Verified, session_page};
 use crate::AppState;
 use crate::auth::audit;
 
-/// What an action form sends. `confirm` is the checkbox that fresh start and discard
-/// need; `attempt` is the attempt the page showed, so a form from a stale page cannot
-/// complete or discard a session that was recovered since (409).
+/// What an action form sends. `confirm` is what the fresh start and discard dialogs
+/// send; `attempt` is the attempt the page showed, so a form from a stale page cannot
+/// recover, complete or discard a session that was recovered since (409).
 #[derive(Debug, Deserialize)]
 pub(crate) struct ActionForm {
     #[serde(default)]
@@ -147,7 +148,8 @@ async fn run(
 /// Does `action` to one session of the signed-in key's tenant through the engine call the
 /// API's handler uses, and audits it as the API does. A key without `write` (or over its
 /// write limit) is refused before anything is read or changed; so is a discard without
-/// `confirm`. `attempt` is the attempt the page showed (complete and discard only).
+/// `confirm`. `attempt` is the attempt the page showed: a session at another attempt is
+/// refused (409; for a recovery, checked just before it).
 pub(super) async fn perform(
     state: &AppState,
     signed: &Signed,
@@ -160,6 +162,20 @@ pub(super) async fn perform(
     let tenant = &signed.tenant;
     let (op, audited) = match action {
         Action::Recover(option) => {
+            // A recovery takes no attempt of its own: a page that showed one (the bulk
+            // review) must not resume a session that was resumed (and crashed again) since.
+            if let Some(shown) = attempt {
+                let now = state.lifeboat.session(tenant, session).await?.attempt;
+                if now != shown {
+                    return Err(Fail::new(
+                        StatusCode::CONFLICT,
+                        "Attempt mismatch",
+                        format!(
+                            "the page showed attempt {shown}, the session is at attempt {now}; nothing was changed"
+                        ),
+                    ));
+                }
+            }
             let op = SessionOp::Recover {
                 option,
                 confirm,
@@ -197,7 +213,8 @@ pub(super) async fn perform(
 
 /// `POST /sessions/{id}/verify`: re-hashes the session's checkpoints and assets through the
 /// engine call of the API's `POST /api/v1/sessions/{id}/verify` (damaged checkpoints are
-/// marked invalid, asset statuses updated), then shows the session with what it found.
+/// marked invalid, asset statuses updated), and answers the session's page with what it
+/// found (not a redirect: the figures are this request's, never a link's).
 pub(crate) async fn verify(
     State(state): State<AppState>,
     signed: Signed,
@@ -207,21 +224,18 @@ pub(crate) async fn verify(
         signed.may_write(&state)?;
         let session = Id::parse(&id)
             .map_err(|e| Fail::new(StatusCode::BAD_REQUEST, "Bad id", e.to_string()))?;
-        Ok::<_, Fail>(state.lifeboat.verify(&signed.tenant, &session).await?)
+        let found = state.lifeboat.verify(&signed.tenant, &session).await?;
+        let verified = Verified {
+            checkpoints: found.total,
+            valid: found.valid,
+            assets: found.assets.total,
+            ok: found.assets.ok,
+            missing: found.assets.missing,
+            corrupt: found.assets.corrupt,
+        };
+        session_page(&state, &signed, &id, Some(&verified)).await
     };
-    match checked.await {
-        Ok(found) => {
-            let query = format!(
-                "checkpoints={}&valid={}&assets={}&ok={}&missing={}&corrupt={}",
-                found.total,
-                found.valid,
-                found.assets.total,
-                found.assets.ok,
-                found.assets.missing,
-                found.assets.corrupt
-            );
-            redirect(&signed.base, &format!("/sessions/{id}?{query}"), None)
-        }
-        Err(fail) => fail.page(&signed.base),
-    }
+    checked
+        .await
+        .unwrap_or_else(|fail: Fail| fail.page(&signed.base))
 }

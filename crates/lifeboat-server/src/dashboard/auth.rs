@@ -51,16 +51,24 @@ impl FromRequestParts<AppState> for Signed {
 }
 
 impl Signed {
-    /// Whether this key may act: it holds the write scope (else 403) and has a write left
-    /// under the per-key limit (else 429) — the API's rules, for the dashboard's forms.
-    pub(crate) fn may_write(&self, state: &AppState) -> Result<(), Fail> {
-        if !self.caller.may("write") {
-            return Err(Fail::new(
+    /// Whether this key holds the write scope (else 403), without taking a write from its
+    /// limit: for pages that show what an action would do.
+    pub(crate) fn has_write_scope(&self) -> Result<(), Fail> {
+        if self.caller.may("write") {
+            Ok(())
+        } else {
+            Err(Fail::new(
                 StatusCode::FORBIDDEN,
                 "Not allowed",
                 "this key lacks the write scope; it may look, not act",
-            ));
+            ))
         }
+    }
+
+    /// Whether this key may act: it holds the write scope (else 403) and has a write left
+    /// under the per-key limit (else 429) — the API's rules, for the dashboard's forms.
+    pub(crate) fn may_write(&self, state: &AppState) -> Result<(), Fail> {
+        self.has_write_scope()?;
         if let Some(limit) = &state.write_limit
             && limit.take(self.caller.actor.clone()).is_err()
         {

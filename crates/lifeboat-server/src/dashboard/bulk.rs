@@ -3,6 +3,8 @@
 //! changes nothing; its form posts `POST /bulk`, which acts on exactly those sessions, one
 //! by one through `actions::perform`, and shows what happened to each.
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
@@ -17,6 +19,8 @@ use crate::AppState;
 
 /// The most sessions one bulk action takes (two pages of the list).
 const BULK_MAX: usize = 100;
+/// The largest bulk form accepted: 100 sessions with the longest ids fit in a fraction.
+pub(crate) const BULK_BODY_MAX: usize = 64 * 1024;
 
 #[derive(Serialize)]
 struct BulkPage<'a> {
@@ -25,6 +29,8 @@ struct BulkPage<'a> {
     label: &'static str,
     /// Before acting: the sessions the action will touch.
     targets: Vec<Target>,
+    /// Before acting: selected sessions that no longer exist (left out of the form).
+    gone: Vec<String>,
     /// After acting: what happened to each.
     results: Vec<Outcome>,
 }
@@ -46,24 +52,35 @@ struct Outcome {
 }
 
 /// `GET /bulk?action=continue|complete|cancel&id=…&id=…`: the review. Needs `write`,
-/// changes nothing.
+/// changes nothing. A selected session that no longer exists is named, not offered.
 pub(crate) async fn review(State(state): State<AppState>, signed: Signed, uri: Uri) -> Response {
     let reviewed = async {
-        if !signed.caller.may("write") {
-            return Err(read_only());
-        }
-        let (action, ids, _) = parse(uri.query().unwrap_or_default().as_bytes())?;
+        signed.has_write_scope()?;
+        let query = uri.query().unwrap_or_default().as_bytes();
+        let (action, ids, _) = parse(query, Form::Review)?;
         let mut targets = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
         for (id, _) in ids {
-            let session = state.lifeboat.session(&signed.tenant, &id).await?;
-            targets.push(Target {
-                id: session.id.to_string(),
-                title: session.title,
-                status: session.status.as_str(),
-                attempt: session.attempt,
-            });
+            match state.lifeboat.session(&signed.tenant, &id).await {
+                Ok(session) => targets.push(Target {
+                    id: session.id.to_string(),
+                    title: session.title,
+                    status: session.status.as_str(),
+                    attempt: session.attempt,
+                }),
+                Err(lifeboat::Error::NotFound { .. }) => gone.push(id.to_string()),
+                Err(error) => return Err(Fail::from(error)),
+            }
         }
-        Ok(page(&signed, action, targets, Vec::new()))
+        let context = BulkPage {
+            base: &signed.base,
+            action: action.name(),
+            label: action.label(),
+            targets,
+            gone,
+            results: Vec::new(),
+        };
+        Ok(render("bulk.html", StatusCode::OK, context))
     };
     reviewed
         .await
@@ -71,14 +88,12 @@ pub(crate) async fn review(State(state): State<AppState>, signed: Signed, uri: U
 }
 
 /// `POST /bulk` with `action`, `confirm` and one `session=<id>@<attempt>` per session, as
-/// the review's form sends them: acts on each (complete and discard only while the session
-/// is still at the attempt the review showed) and lists the outcome of each.
+/// the review's form sends them: acts on each, only while it is still at the attempt the
+/// review showed, and lists the outcome of each.
 pub(crate) async fn apply(State(state): State<AppState>, signed: Signed, body: Bytes) -> Response {
     let applied = async {
-        if !signed.caller.may("write") {
-            return Err(read_only());
-        }
-        let (action, targets, confirm) = parse(&body)?;
+        signed.has_write_scope()?;
+        let (action, targets, confirm) = parse(&body, Form::Apply)?;
         if !confirm {
             return Err(Fail::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -100,56 +115,52 @@ pub(crate) async fn apply(State(state): State<AppState>, signed: Signed, body: B
                 },
             });
         }
-        Ok(page(&signed, action, Vec::new(), results))
+        let context = BulkPage {
+            base: &signed.base,
+            action: action.name(),
+            label: action.label(),
+            targets: Vec::new(),
+            gone: Vec::new(),
+            results,
+        };
+        Ok(render("bulk.html", StatusCode::OK, context))
     };
     applied
         .await
         .unwrap_or_else(|fail: Fail| fail.page(&signed.base))
 }
 
-fn page(signed: &Signed, action: Action, targets: Vec<Target>, results: Vec<Outcome>) -> Response {
-    let context = BulkPage {
-        base: &signed.base,
-        action: action.name(),
-        label: action.label(),
-        targets,
-        results,
-    };
-    render("bulk.html", StatusCode::OK, context)
+/// Which form is read: the list's selection (`id=<id>`) or the review's (`session=<id>@<attempt>`).
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    Review,
+    Apply,
 }
 
-fn read_only() -> Fail {
-    Fail::new(
-        StatusCode::FORBIDDEN,
-        "Not allowed",
-        "this key lacks the write scope; it may look, not act",
-    )
-}
-
-/// The action, the sessions (`id=<id>` from the list, or `session=<id>@<attempt>` from the
-/// review; each once, in the order given) and whether `confirm` was sent.
+/// The action, the sessions (each once, in the order given, with the attempt the review
+/// showed) and whether `confirm` was sent.
 type Parsed = (Action, Vec<(Id, Option<u32>)>, bool);
 
-fn parse(form: &[u8]) -> Result<Parsed, Fail> {
+fn parse(form: &[u8], expected: Form) -> Result<Parsed, Fail> {
     let bad = |detail: String| Fail::new(StatusCode::BAD_REQUEST, "Bad bulk action", detail);
     let mut action = None;
     let mut targets: Vec<(Id, Option<u32>)> = Vec::new();
+    let mut seen: HashMap<Id, Option<u32>> = HashMap::new();
     let mut confirm = false;
     for (name, value) in form_urlencoded::parse(form) {
-        let target = match name.as_ref() {
-            "action" => {
-                action = Some(
-                    Action::parse_bulk(&value)
-                        .ok_or_else(|| bad(format!("unknown action {value:?}")))?,
-                );
+        let (id, attempt) = match (name.as_ref(), expected) {
+            ("action", _) => {
+                let parsed = Action::parse_bulk(&value)
+                    .ok_or_else(|| bad(format!("unknown action {value:?}")))?;
+                action = Some(parsed);
                 continue;
             }
-            "confirm" => {
+            ("confirm", _) => {
                 confirm = true;
                 continue;
             }
-            "id" => (value.as_ref(), None),
-            "session" => {
+            ("id", Form::Review) => (value.as_ref(), None),
+            ("session", Form::Apply) => {
                 let (id, attempt) = value
                     .rsplit_once('@')
                     .ok_or_else(|| bad(format!("{value:?} is not <id>@<attempt>")))?;
@@ -160,10 +171,19 @@ fn parse(form: &[u8]) -> Result<Parsed, Fail> {
             }
             _ => continue,
         };
-        let id = Id::parse(target.0).map_err(|e| bad(e.to_string()))?;
-        if !targets.iter().any(|(seen, _)| *seen == id) {
-            targets.push((id, target.1));
+        let id = Id::parse(id).map_err(|e| bad(e.to_string()))?;
+        match seen.get(&id) {
+            Some(before) if *before == attempt => continue,
+            Some(_) => return Err(bad(format!("session {id} is listed at two attempts"))),
+            None => {}
         }
+        if targets.len() == BULK_MAX {
+            return Err(bad(format!(
+                "more than {BULK_MAX} sessions selected; one bulk action takes at most {BULK_MAX}"
+            )));
+        }
+        seen.insert(id.clone(), attempt);
+        targets.push((id, attempt));
     }
     let action = action.ok_or_else(|| bad("no action chosen".to_owned()))?;
     if targets.is_empty() {
@@ -172,12 +192,6 @@ fn parse(form: &[u8]) -> Result<Parsed, Fail> {
             "Nothing selected",
             "select at least one session in the list; nothing was changed",
         ));
-    }
-    if targets.len() > BULK_MAX {
-        return Err(bad(format!(
-            "{} sessions selected; one bulk action takes at most {BULK_MAX}",
-            targets.len()
-        )));
     }
     Ok((action, targets, confirm))
 }

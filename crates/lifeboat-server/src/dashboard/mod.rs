@@ -18,7 +18,7 @@ mod stats;
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, ORIGIN, REFERRER_POLICY,
 };
@@ -77,7 +77,12 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sessions/{id}/complete", post(actions::complete))
         .route("/sessions/{id}/cancel", post(actions::cancel))
         .route("/sessions/{id}/verify", post(actions::verify))
-        .route("/bulk", get(bulk::review).post(bulk::apply))
+        .route(
+            "/bulk",
+            get(bulk::review)
+                .post(bulk::apply)
+                .layer(DefaultBodyLimit::max(bulk::BULK_BODY_MAX)),
+        )
         .route("/projects", get(projects::projects))
         .route("/projects/{id}", get(projects::project))
         .route("/projects/{id}/diff", get(projects::diff))
@@ -154,7 +159,8 @@ pub(crate) fn base(headers: &HeaderMap, uri: &Uri) -> String {
     let prefix = headers
         .get("x-forwarded-prefix")
         .and_then(|v| v.to_str().ok())
-        .filter(|p| p.starts_with('/'))
+        // `//host` would make every link and redirect leave for another site.
+        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
         .filter(|p| {
             p.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
@@ -171,14 +177,15 @@ pub(crate) fn base(headers: &HeaderMap, uri: &Uri) -> String {
 }
 
 /// Renders a template with `context` (any `Serialize`), plus `section`: which link of the
-/// navigation is the current page's (none on the sign-in page, which has no navigation).
+/// navigation is the current page's (empty: no navigation).
 fn render(template: &str, status: StatusCode, context: impl Serialize) -> Response {
+    // The sign-in and error pages have none: an error page may be shown to a visitor who
+    // is not signed in (a refused cross-site post).
     let section = match template {
-        "sign_in.html" => "",
         "sessions.html" | "session.html" | "bulk.html" => "sessions",
         "projects.html" | "project.html" | "diff.html" => "projects",
         "stats.html" => "stats",
-        _ => "other",
+        _ => "",
     };
     let context = minijinja::context! { section, ..Value::from(Serde(context)) };
     let rendered = TEMPLATES

@@ -1,12 +1,14 @@
 //! The pages: the sessions list (`/sessions`) and one session (`/sessions/{id}`), read
 //! through the same engine calls as the API, within the signed-in key's tenant.
 
+use std::collections::VecDeque;
+
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use lifeboat::{
     Asset, Checkpoint, Event, EventFilter, Id, Owner, PageRequest, Recovery, RecoveryOption,
-    Session, SessionFilter, Status, Timestamp,
+    Session, SessionFilter, Status, TenantId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +24,10 @@ const SESSIONS_PER_PAGE: u32 = 50;
 const TEXT_SCAN_PAGES_MAX: usize = 20;
 /// Checkpoints and assets shown on a session's page (the first page of each).
 const ITEMS_PER_SESSION_PAGE: u32 = 100;
-/// Status changes shown in a session's history (the oldest the event log still holds).
-const HISTORY_MAX: u32 = 200;
+/// Status changes shown in a session's history: the newest ones.
+const HISTORY_MAX: usize = 200;
+/// Events read per step while a session's history is gathered.
+const HISTORY_READ: u32 = 1_000;
 
 /// The list's filters, kept in the URL by its GET form.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -197,34 +201,15 @@ struct Change {
     crash: Option<String>,
 }
 
-/// What the Verify button found, carried in the redirect's query to the session's page:
-/// `checkpoints`, `valid`, `assets`, `ok`, `missing`, `corrupt`.
+/// What the Verify button found, shown on the page that answers it.
 #[derive(Debug, Serialize)]
-struct Verified {
-    checkpoints: u64,
-    valid: u64,
-    assets: u64,
-    ok: u64,
-    missing: u64,
-    corrupt: u64,
-}
-
-impl Verified {
-    /// The figures of a query, when it holds all six as numbers.
-    fn from_query(query: &str) -> Option<Verified> {
-        let figures: std::collections::HashMap<_, _> = form_urlencoded::parse(query.as_bytes())
-            .filter_map(|(name, value)| Some((name, value.parse::<u64>().ok()?)))
-            .collect();
-        let figure = |name: &str| figures.get(name).copied();
-        Some(Verified {
-            checkpoints: figure("checkpoints")?,
-            valid: figure("valid")?,
-            assets: figure("assets")?,
-            ok: figure("ok")?,
-            missing: figure("missing")?,
-            corrupt: figure("corrupt")?,
-        })
-    }
+pub(super) struct Verified {
+    pub(super) checkpoints: u64,
+    pub(super) valid: u64,
+    pub(super) assets: u64,
+    pub(super) ok: u64,
+    pub(super) missing: u64,
+    pub(super) corrupt: u64,
 }
 
 #[derive(Serialize)]
@@ -268,16 +253,15 @@ pub(crate) async fn session(
     State(state): State<AppState>,
     signed: Signed,
     Path(id): Path<String>,
-    uri: Uri,
 ) -> Response {
-    let verified = Verified::from_query(uri.query().unwrap_or_default());
-    match session_page(&state, &signed, &id, verified.as_ref()).await {
+    match session_page(&state, &signed, &id, None).await {
         Ok(page) => page,
         Err(fail) => fail.page(&signed.base),
     }
 }
 
-async fn session_page(
+/// A session's page; with `verified`, what the Verify button just found above its assets.
+pub(super) async fn session_page(
     state: &AppState,
     signed: &Signed,
     id: &str,
@@ -305,19 +289,7 @@ async fn session_page(
     } else {
         None
     };
-    let filter = EventFilter {
-        session_id: Some(id.clone()),
-        project_id: None,
-    };
-    let events = state
-        .lifeboat
-        .events(tenant, 0, &filter, HISTORY_MAX)
-        .await?;
-    let history: Vec<Change> = events
-        .iter()
-        .filter(|e| e.kind == "session.status")
-        .map(change)
-        .collect();
+    let (history, more_history) = history(state, tenant, &id).await?;
     let context = SessionPage {
         base: &signed.base,
         can_write: signed.caller.may("write"),
@@ -329,7 +301,7 @@ async fn session_page(
         more_assets: assets.next_cursor.is_some(),
         recovery,
         history,
-        more_history: events.len() >= HISTORY_MAX as usize,
+        more_history,
         verified,
     };
     Ok(render("session.html", StatusCode::OK, context))
@@ -384,7 +356,44 @@ fn asset_row(a: &Asset) -> AssetRow {
     }
 }
 
-fn change(event: &Event) -> Change {
+/// The session's newest `HISTORY_MAX` status changes, oldest first, from every event the
+/// log still holds for it; and whether older ones were left out.
+async fn history(
+    state: &AppState,
+    tenant: &TenantId,
+    id: &Id,
+) -> Result<(Vec<Change>, bool), Fail> {
+    let filter = EventFilter {
+        session_id: Some(id.clone()),
+        project_id: None,
+    };
+    let mut changes = VecDeque::new();
+    let mut left_out = false;
+    let mut after = 0;
+    loop {
+        let events = state
+            .lifeboat
+            .events(tenant, after, &filter, HISTORY_READ)
+            .await?;
+        for change in events.iter().filter_map(change) {
+            if changes.len() == HISTORY_MAX {
+                changes.pop_front();
+                left_out = true;
+            }
+            changes.push_back(change);
+        }
+        match events.last() {
+            Some(last) if events.len() == HISTORY_READ as usize => after = last.seq,
+            _ => return Ok((changes.into(), left_out)),
+        }
+    }
+}
+
+/// A `session.status` event as a change; other events are not changes.
+fn change(event: &Event) -> Option<Change> {
+    if event.kind != "session.status" {
+        return None;
+    }
     let text = |name: &str| {
         event
             .data
@@ -392,16 +401,16 @@ fn change(event: &Event) -> Change {
             .and_then(|v| v.as_str())
             .map(str::to_owned)
     };
-    let status = text("status").unwrap_or_default();
+    let status = text("status")?;
     // A session keeps its last crash after a recovery: it belongs to the change that stopped it.
     let stopped = matches!(status.as_str(), "incomplete" | "failed");
-    Change {
+    Some(Change {
         at: rfc3339(event.created_at),
         crash: text("crash_type").filter(|_| stopped),
         status,
         previous: text("previous"),
         attempt: event.data.get("attempt").and_then(|v| v.as_u64()),
-    }
+    })
 }
 
 fn panel(r: &Recovery) -> Panel {

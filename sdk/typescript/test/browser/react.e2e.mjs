@@ -25,10 +25,16 @@ before(async () => {
       window.saver = saver;
       // A saver handed out in a render for another project than the one it was opened for
       // would take that project's edits into the wrong document.
+      // Nor may a saver be handed out again once another (or none) was shown after it:
+      // the hook closed it.
+      window.retired ??= new WeakSet();
+      if (window.lastSaver && window.lastSaver !== saver) window.retired.add(window.lastSaver);
+      window.lastSaver = saver;
       if (saver !== null) {
         const opened = (window.openedFor ??= new WeakMap());
         if (!opened.has(saver)) opened.set(saver, project);
         if (opened.get(saver) !== project) (window.mismatches ??= []).push(project);
+        if (window.retired.has(saver)) (window.mismatches ??= []).push("closed saver of " + project);
       }
       return el("p", { id: "out" },
         JSON.stringify({ project, state: status?.state ?? null, pending: status?.pending ?? null,
@@ -108,6 +114,17 @@ test("React hooks under StrictMode: one saver that saves, a new one per project,
   await page.evaluate(() => window.saver.edit({ title: "second" }));
   await waitFor("the second edit to be saved", async () => (await out()).state === "saved");
   assert.equal((await admin("GET", "/projects/react-b")).state.title, "second");
+
+  // Back to the first project through none: a new saver, never the one closed before.
+  await page.evaluate(() => window.show({ project: null }));
+  await page.evaluate(() => window.show({ project: "react-b" }));
+  await waitFor("the saver of react-b again", async () => {
+    const shown = await out();
+    return shown.project === "react-b" && shown.state !== null ? shown : null;
+  });
+  await page.evaluate(() => window.saver.edit({ title: "third" }));
+  await waitFor("the third edit to be saved", async () => (await out()).state === "saved");
+  assert.equal((await admin("GET", "/projects/react-b")).state.title, "third");
 
   await page.evaluate(() => window.unmount());
   assert.deepEqual(await page.evaluate(() => window.mismatches ?? []), [], "no render handed out another project's saver");
