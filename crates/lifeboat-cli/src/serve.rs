@@ -22,13 +22,14 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// Where the SQLite store and asset files live.
+    /// Where the SQLite store (unless --database-url is given) and asset files live.
     #[arg(long, env = "LIFEBOAT_DATA_DIR", default_value = "lifeboat-data")]
     data_dir: PathBuf,
     /// Address to listen on (port 0 picks a free port and prints it).
     #[arg(long, env = "LIFEBOAT_LISTEN", default_value = "127.0.0.1:7433")]
     listen: SocketAddr,
-    /// `postgres://…` for the multi-node store (not available in this version).
+    /// `postgres://user@host:port/database`: store in PostgreSQL instead of SQLite (asset
+    /// files stay under --data-dir); needs LIFEBOAT_ADMIN_TOKEN.
     #[arg(long, env = "LIFEBOAT_DATABASE_URL")]
     database_url: Option<String>,
     /// A directory external assets may be registered from (repeatable).
@@ -101,12 +102,24 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         .init();
     if let Some(url) = &args.database_url {
         let scheme = url.split(':').next().unwrap_or_default();
-        return Err(Failure::new(
-            Failure::CONFIG,
-            anyhow::anyhow!(
-                "--database-url with scheme {scheme:?} is not supported yet: this version stores in SQLite under --data-dir"
-            ),
-        ));
+        if !matches!(scheme, "postgres" | "postgresql") {
+            return Err(Failure::new(
+                Failure::CONFIG,
+                anyhow::anyhow!(
+                    "--database-url with scheme {scheme:?} is not supported: use postgres://user@host:port/database, or leave it out for SQLite under --data-dir"
+                ),
+            ));
+        }
+        // Servers that share a database must share their admin token: one generated
+        // into each node's data directory would differ.
+        if std::env::var("LIFEBOAT_ADMIN_TOKEN").map_or(true, |t| t.trim().is_empty()) {
+            return Err(Failure::new(
+                Failure::CONFIG,
+                anyhow::anyhow!(
+                    "--database-url needs LIFEBOAT_ADMIN_TOKEN: every server on one database must use the same admin token"
+                ),
+            ));
+        }
     }
     if let Some(blob) = &args.blob_store
         && !blob.starts_with("file://")
@@ -132,6 +145,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
     });
 
     let mut config = Config::new(&args.data_dir);
+    config.database_url = args.database_url.clone();
     config.projects = ProjectRules {
         max_state_bytes: args.max_state_bytes,
         max_depth: args.max_state_depth,

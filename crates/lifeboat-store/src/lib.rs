@@ -8,6 +8,7 @@
 pub mod blobs;
 mod error;
 pub mod lock;
+pub mod postgres;
 pub mod rows;
 pub mod sqlite;
 

@@ -6,6 +6,7 @@
 
 mod binary;
 pub mod conformance;
+pub mod postgres;
 mod server;
 
 pub use binary::{Binary, all_checkpoints, files_under, lifeboat_binary};

@@ -65,7 +65,8 @@ impl TestServer {
         TestServer::serve(dir, config).await
     }
 
-    async fn serve(dir: Arc<TempDir>, config: Config) -> TestServer {
+    async fn serve(dir: Arc<TempDir>, mut config: Config) -> TestServer {
+        config.database_url = crate::postgres::database_for(dir.path()).await;
         let lifeboat = Lifeboat::open(config).await.expect("open lifeboat");
         let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -68,6 +68,7 @@ pub use lifeboat_core::{
 };
 pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
+use lifeboat_store::postgres::PgStore;
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
     ApiKey, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter,
@@ -96,8 +97,10 @@ const SWEEP_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
 /// How to open Lifeboat.
 #[derive(Clone)]
 pub struct Config {
-    /// Where the database (and later asset files) live.
+    /// Where the SQLite database (unless `database_url` is set) and the asset files live.
     pub data_dir: PathBuf,
+    /// `postgres://…`: the store is this PostgreSQL database instead of SQLite.
+    pub database_url: Option<String>,
     /// How often the sweeper runs.
     pub sweep_interval: Duration,
     /// The source of `now`; tests inject a [`ManualClock`].
@@ -122,6 +125,7 @@ impl Config {
     pub fn new(data_dir: impl AsRef<Path>) -> Config {
         Config {
             data_dir: data_dir.as_ref().to_path_buf(),
+            database_url: None,
             sweep_interval: SWEEP_INTERVAL_DEFAULT,
             clock: Arc::new(SystemClock),
             projects: ProjectRules::default(),
@@ -155,14 +159,20 @@ pub struct Lifeboat {
 }
 
 impl Lifeboat {
-    /// Opens the SQLite store in `config.data_dir`, starts the restart grace for sessions
-    /// that were active, and starts the sweeper. Must run inside a tokio runtime.
+    /// Opens the store (the PostgreSQL database of `config.database_url`, else SQLite in
+    /// `config.data_dir`), starts the restart grace for sessions that were active, and
+    /// starts the sweeper. Must run inside a tokio runtime.
     pub async fn open(config: Config) -> Result<Lifeboat> {
         let data_dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
-            .await
-            .map_err(|e| Error::Internal(format!("open task failed: {e}")))??;
-        Lifeboat::with_store(Arc::new(store), config).await
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(url) => Arc::new(PgStore::connect(url, &data_dir).await?),
+            None => Arc::new(
+                tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
+                    .await
+                    .map_err(|e| Error::Internal(format!("open task failed: {e}")))??,
+            ),
+        };
+        Lifeboat::with_store(store, config).await
     }
 
     /// Starts Lifeboat over any [`Store`].

@@ -221,7 +221,7 @@ async fn verify_reports_and_repair_quarantines() {
     assert_eq!(clean["checkpoints_checked"], json!(3));
     assert_eq!(clean["assets_checked"], json!(1));
 
-    crate::recovery::corrupt(&server, "v", 3);
+    crate::recovery::corrupt(&server, "v", 3).await;
     let blob = files_under(&server.dir.path().join("blobs/sha256"));
     std::fs::write(&blob[0], b"tampered").expect("tamper the asset");
     let (_, found) = server.post("/admin/verify", json!({})).await;

@@ -34,10 +34,20 @@ pub(crate) async fn read_events_as(
     last_id: Option<i64>,
     count: usize,
 ) -> Vec<Sse> {
-    let mut request = server
-        .http
-        .get(server.url(&format!("/events?{query}")))
-        .bearer_auth(token);
+    let url = server.url(&format!("/events?{query}"));
+    read_stream(&server.http, url, token, last_id, count).await
+}
+
+/// Reads `count` events from the event stream at `url` (after `last_id` if given), within
+/// 10 s.
+pub(crate) async fn read_stream(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    last_id: Option<i64>,
+    count: usize,
+) -> Vec<Sse> {
+    let mut request = http.get(url).bearer_auth(token);
     if let Some(id) = last_id {
         request = request.header("last-event-id", id.to_string());
     }

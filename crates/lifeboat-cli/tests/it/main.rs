@@ -17,6 +17,7 @@ mod harness;
 mod idempotency;
 mod lifecycle;
 mod matrix;
+mod postgres;
 mod projects;
 mod promises;
 mod recovery;

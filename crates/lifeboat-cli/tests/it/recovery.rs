@@ -78,17 +78,26 @@ async fn data_sha256_mismatch_is_refused() {
     assert_eq!(seq, 1, "the refused checkpoint used no seq");
 }
 
-/// Flips the stored bytes of checkpoint `seq` of session `id`, behind the server's back.
-pub(crate) fn corrupt(server: &TestServer, id: &str, seq: u64) {
-    let conn =
-        rusqlite::Connection::open(server.dir.path().join("lifeboat.sqlite3")).expect("open");
-    let changed = conn
-        .execute(
-            "UPDATE checkpoints SET data = '{\"tampered\":true}' WHERE seq = ?1 AND session_pk = \
-             (SELECT pk FROM sessions WHERE id = ?2)",
-            rusqlite::params![seq, id],
-        )
-        .expect("update");
+/// Flips the stored bytes of checkpoint `seq` of session `id`, behind the server's back
+/// (in its SQLite file, or its PostgreSQL schema).
+pub(crate) async fn corrupt(server: &TestServer, id: &str, seq: u64) {
+    let tampered = "UPDATE checkpoints SET data = '{\"tampered\":true}' WHERE seq = $1 AND \
+                    session_pk = (SELECT pk FROM sessions WHERE id = $2)";
+    let seq = i64::try_from(seq).expect("a seq");
+    let changed =
+        match lifeboat_testkit::postgres::execute_behind(server.dir.path(), tampered, &[&seq, &id])
+            .await
+        {
+            Some(changed) => changed,
+            None => {
+                let conn = rusqlite::Connection::open(server.dir.path().join("lifeboat.sqlite3"))
+                    .expect("open");
+                let changed = conn
+                    .execute(&tampered.replace('$', "?"), rusqlite::params![seq, id])
+                    .expect("update");
+                u64::try_from(changed).expect("a count")
+            }
+        };
     assert_eq!(changed, 1);
 }
 
@@ -127,7 +136,7 @@ async fn each_recovery_option() {
             .await;
         assert_eq!(code, 200);
     }
-    corrupt(&server, "c", 3);
+    corrupt(&server, "c", 3).await;
 
     let (code, assessed) = server.get("/sessions/c/recovery").await;
     assert_eq!(code, 200);
@@ -232,7 +241,7 @@ async fn verify_reports_damage() {
             )
             .await;
     }
-    corrupt(&server, "v", 2);
+    corrupt(&server, "v", 2).await;
     let (_, read) = server.get("/sessions/v/checkpoints/2").await;
     assert_eq!(read["valid"], false, "reads recompute the hash");
     let (code, report) = server.post("/sessions/v/verify", json!({})).await;
@@ -255,7 +264,7 @@ async fn nothing_to_resume_from() {
         .checkpoint("n", json!({"attempt": 1, "kind": "item", "data": 1}))
         .await;
     server.post("/sessions/n/pause", json!({})).await;
-    corrupt(&server, "n", 1);
+    corrupt(&server, "n", 1).await;
     let (_, assessed) = server.get("/sessions/n/recovery").await;
     assert_eq!(assessed["can_recover"], false);
     assert_eq!(assessed["confidence"], 0.0);

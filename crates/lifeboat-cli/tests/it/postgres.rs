@@ -1,0 +1,127 @@
+//! Two `lifeboat serve` processes on one PostgreSQL schema, as two nodes behind a load
+//! balancer: checkpoints written through both at once get gap-free `seq`s, one
+//! Idempotency-Key raced through both is written once, each node reads what the other
+//! wrote, and an event stream on one node sees every event written through the other.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::events::read_stream;
+use crate::harness::{Binary, TOKEN, all_checkpoints};
+
+/// Checkpoints written through each node.
+const PER_NODE: usize = 20;
+
+async fn checkpoint(http: &reqwest::Client, base: &str, key: &str, n: usize) -> (u16, Value) {
+    let response = http
+        .post(format!("{base}/api/v1/sessions/shared/checkpoints"))
+        .bearer_auth(TOKEN)
+        .header("idempotency-key", key)
+        .json(&json!({"attempt": 1, "kind": "item", "data": {"n": n}}))
+        .send()
+        .await
+        .expect("a checkpoint request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_database_act_as_one() {
+    let url = lifeboat_testkit::postgres::fresh_schema().await.url;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = Binary::start_with(dir_a.path(), &["--database-url", &url]);
+    let b = Binary::start_with(dir_b.path(), &["--database-url", &url]);
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/api/v1/sessions", a.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"id": "shared", "kind": "render", "heartbeat_timeout_ms": 3_600_000, "checkpoint_retention": 1000}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+
+    // A stream on B, opened before the writes: every checkpoint written through A or B.
+    let stream_url = format!("{}/api/v1/events?session_id=shared", b.base);
+    let expected = 2 * PER_NODE + 1;
+    let stream_http = http.clone();
+    let stream = tokio::spawn(async move {
+        read_stream(&stream_http, stream_url, TOKEN, Some(0), expected + 1).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let writes = (0..PER_NODE).flat_map(|n| {
+        let http = &http;
+        [
+            (a.base.clone(), format!("a-{n}"), n),
+            (b.base.clone(), format!("b-{n}"), PER_NODE + n),
+        ]
+        .into_iter()
+        .map(move |(base, key, n)| async move { checkpoint(http, &base, &key, n).await })
+    });
+    let mut answers = join_all(writes).await;
+    // One key raced through both nodes: one write, one replay of the same answer.
+    let raced = join_all([
+        checkpoint(&http, &a.base, "raced", 999),
+        checkpoint(&http, &b.base, "raced", 999),
+    ])
+    .await;
+    println!(
+        "two nodes: {} checkpoints through A and B at once in {:?}",
+        answers.len() + 2,
+        started.elapsed()
+    );
+    assert_eq!(raced[0].1["seq"], raced[1].1["seq"], "{raced:?}");
+    assert!(
+        raced
+            .iter()
+            .all(|(status, _)| *status == 201 || *status == 200),
+        "{raced:?}"
+    );
+    answers.push(raced[0].clone());
+    assert!(
+        answers.iter().all(|(status, _)| *status == 201),
+        "{answers:?}"
+    );
+    let mut seqs: Vec<u64> = answers
+        .iter()
+        .map(|(_, body)| body["seq"].as_u64().expect("seq"))
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=expected as u64).collect::<Vec<_>>(),
+        "gap-free, no duplicate"
+    );
+
+    let through_a = all_checkpoints(&a.base, "shared").await;
+    let through_b = all_checkpoints(&b.base, "shared").await;
+    assert_eq!(through_a.len(), expected);
+    assert_eq!(through_a, through_b, "both nodes read the same checkpoints");
+
+    let events = stream.await.expect("the stream task");
+    let created: Vec<u64> = events
+        .iter()
+        .filter(|e| e.kind == "checkpoint.created")
+        .filter_map(|e| e.data["data"]["seq"].as_u64())
+        .collect();
+    let mut sorted = created.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (1..=expected as u64).collect::<Vec<_>>(),
+        "B's stream saw every checkpoint"
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].id < w[1].id),
+        "event ids increase"
+    );
+    a.stop();
+    b.stop();
+}

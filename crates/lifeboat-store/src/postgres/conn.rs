@@ -1,0 +1,109 @@
+//! One transaction on a pooled PostgreSQL connection, seen from a store job: jobs are
+//! synchronous (they run on a blocking thread), so each statement is prepared (cached per
+//! connection) and run by blocking on the async client. A job's row modules call these
+//! few methods, as the SQLite modules call `rusqlite`'s.
+
+use deadpool_postgres::Transaction;
+use tokio::runtime::Handle;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use crate::{Error, Result};
+
+/// A statement's parameters.
+pub(super) type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+/// The transaction a job runs in.
+pub(super) struct PgConn<'a> {
+    handle: Handle,
+    tx: &'a Transaction<'a>,
+    writing: bool,
+}
+
+impl<'a> PgConn<'a> {
+    pub(super) fn new(handle: Handle, tx: &'a Transaction<'a>, writing: bool) -> PgConn<'a> {
+        PgConn {
+            handle,
+            tx,
+            writing,
+        }
+    }
+
+    /// Every row `sql` answers.
+    pub(super) fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.handle
+            .block_on(async {
+                let statement = self.tx.prepare_cached(sql).await?;
+                self.tx.query(&statement, params).await
+            })
+            .map_err(translate)
+    }
+
+    /// The one row `sql` answers, if any (more than one is an error).
+    pub(super) fn query_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
+        self.handle
+            .block_on(async {
+                let statement = self.tx.prepare_cached(sql).await?;
+                self.tx.query_opt(&statement, params).await
+            })
+            .map_err(translate)
+    }
+
+    /// The one row `sql` answers (none is an error).
+    pub(super) fn query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row> {
+        self.handle
+            .block_on(async {
+                let statement = self.tx.prepare_cached(sql).await?;
+                self.tx.query_one(&statement, params).await
+            })
+            .map_err(translate)
+    }
+
+    /// Runs `sql`; answers how many rows it changed.
+    pub(super) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        self.handle
+            .block_on(async {
+                let statement = self.tx.prepare_cached(sql).await?;
+                self.tx.execute(&statement, params).await
+            })
+            .map_err(translate)
+    }
+
+    /// Runs statements without parameters (`SET LOCAL …`).
+    pub(super) fn batch(&self, sql: &str) -> Result<()> {
+        self.handle
+            .block_on(self.tx.batch_execute(sql))
+            .map_err(translate)
+    }
+
+    /// ` FOR UPDATE` in a write transaction, so that a row a job reads and then writes is
+    /// not written by another node in between (reads see a snapshot and lock nothing).
+    pub(super) fn for_update(&self) -> &'static str {
+        if self.writing { " FOR UPDATE" } else { "" }
+    }
+}
+
+/// Translates a PostgreSQL error into a storage error kind. The one place that knows codes.
+pub(super) fn translate(error: tokio_postgres::Error) -> Error {
+    let Some(code) = error.code() else {
+        // No answer from the server: the connection is gone.
+        return Error::Unavailable(format!("the database cannot be reached: {error}"));
+    };
+    // Two servers that insert the same new row at once (a session id, a project) meet on
+    // its unique key: the loser changed nothing, and its retry finds the winner's row.
+    if *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::UNIQUE_VIOLATION
+    {
+        Error::Unavailable(format!(
+            "a concurrent write got in the way; nothing was changed, retry: {error}"
+        ))
+    } else if *code == SqlState::DISK_FULL {
+        Error::Full(error.to_string())
+    } else if code.code().starts_with("08") || code.code().starts_with("57") {
+        Error::Unavailable(error.to_string())
+    } else {
+        Error::Internal(error.to_string())
+    }
+}

@@ -1,0 +1,114 @@
+//! The event log: domain events written in the same transaction as the change they
+//! describe, read back in `seq` order by the event stream.
+
+use lifeboat_core::{TenantId, Timestamp};
+use serde_json::Value;
+use tokio_postgres::Row;
+use tokio_postgres::types::FromSql;
+
+use super::conn::PgConn;
+use crate::rows::Subject;
+use crate::{Error, Event, EventFilter, Result};
+
+/// The log keeps this many newest events: the replay window of `Last-Event-ID`.
+const EVENTS_KEPT: i64 = 100_000;
+
+/// The log is trimmed when a new event's `seq` is a multiple of this.
+const TRIM_EVERY: i64 = 1000;
+
+/// The transaction-level advisory lock every writer of events takes first, so that events
+/// commit in `seq` order and a reader that has seen `seq` n never later finds a smaller one.
+const EVENTS_LOCK: i64 = 7_305_656_075_935_817_844;
+
+/// Column `index` of `row`; a value of the wrong type is bad data.
+fn get<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
+    row.try_get(index)
+        .map_err(|e| Error::Internal(format!("column {index}: {e}")))
+}
+
+/// Records an event in the caller's transaction.
+pub(super) fn record(
+    conn: &PgConn<'_>,
+    tenant: &TenantId,
+    kind: &str,
+    subject: Subject<'_>,
+    data: &Value,
+    now: Timestamp,
+) -> Result<()> {
+    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
+    let seq: i64 = get(
+        &conn.query_one(
+            "INSERT INTO events (tenant, type, session_id, project_id, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+            &[
+                &tenant.as_str(),
+                &kind,
+                &subject.session_id,
+                &subject.project_id,
+                &data.to_string(),
+                &now.0,
+            ],
+        )?,
+        0,
+    )?;
+    // Trimmed now and then rather than on every write: the cost is spread over many.
+    if seq % TRIM_EVERY == 0 {
+        conn.execute(
+            "DELETE FROM events WHERE seq <= $1",
+            &[&(seq - EVENTS_KEPT)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Events after `after`, oldest first, at most `limit`; of one tenant and filter, or of
+/// everyone (`None`).
+pub(super) fn read(
+    conn: &PgConn<'_>,
+    scope: Option<(&TenantId, &EventFilter)>,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<Event>> {
+    let (tenant, session, project) = match scope {
+        Some((tenant, filter)) => (
+            Some(tenant.as_str()),
+            filter.session_id.as_ref().map(|s| s.as_str()),
+            filter.project_id.as_ref().map(|p| p.as_str()),
+        ),
+        None => (None, None, None),
+    };
+    let mut events: Vec<Event> = conn
+        .query(
+            "SELECT seq, tenant, type, session_id, project_id, data, created_at FROM events \
+             WHERE seq > $1 AND ($2::TEXT IS NULL OR tenant = $2) \
+             AND ($3::TEXT IS NULL OR session_id = $3) AND ($4::TEXT IS NULL OR project_id = $4) \
+             ORDER BY seq LIMIT $5",
+            &[&after, &tenant, &session, &project, &i64::from(limit)],
+        )?
+        .iter()
+        .map(|row| {
+            let data: String = get(row, 5)?;
+            Ok(Event {
+                seq: get(row, 0)?,
+                tenant: TenantId::new(get::<String>(row, 1)?),
+                kind: get(row, 2)?,
+                session_id: get(row, 3)?,
+                project_id: get(row, 4)?,
+                data: serde_json::from_str(&data).map_err(|e| {
+                    Error::Internal(format!("an event's stored data is not JSON: {e}"))
+                })?,
+                created_at: Timestamp(get(row, 6)?),
+            })
+        })
+        .collect::<Result<_>>()?;
+    events.sort_by_key(|e| e.seq);
+    Ok(events)
+}
+
+/// The newest event's `seq` (0 when there is none).
+pub(super) fn newest(conn: &PgConn<'_>) -> Result<i64> {
+    get(
+        &conn.query_one("SELECT coalesce(max(seq), 0)::BIGINT FROM events", &[])?,
+        0,
+    )
+}

@@ -1,0 +1,65 @@
+//! Outcomes of idempotent writes, stored in the write's own transaction.
+
+use lifeboat_core::{TenantId, Timestamp};
+use tokio_postgres::Row;
+use tokio_postgres::types::FromSql;
+
+use super::conn::PgConn;
+use crate::{Error, IdempotencyKey, Result};
+
+/// Column `index` of `row`; a value of the wrong type is bad data.
+fn get<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
+    row.try_get(index)
+        .map_err(|e| Error::Internal(format!("column {index}: {e}")))
+}
+
+/// The outcome stored for `key` after `fresh_after`, with its request's fingerprint.
+///
+/// In a write, first locks the key until the transaction ends, so that two nodes racing
+/// one key run one after the other: the second finds the first's committed outcome.
+pub(super) fn find(
+    conn: &PgConn<'_>,
+    tenant: &TenantId,
+    key: &IdempotencyKey,
+    fresh_after: Timestamp,
+) -> Result<Option<(String, Vec<u8>)>> {
+    if !conn.for_update().is_empty() {
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(\
+             hashtextextended($1::TEXT || ' ' || $2::TEXT || ' ' || $3::TEXT, 0))",
+            &[&tenant.as_str(), &key.key, &key.route],
+        )?;
+    }
+    conn.query_opt(
+        "SELECT fingerprint, outcome FROM outcomes \
+         WHERE tenant = $1 AND route = $2 AND key = $3 AND created_at > $4",
+        &[&tenant.as_str(), &key.route, &key.key, &fresh_after.0],
+    )?
+    .map(|row| Ok((get(&row, 0)?, get(&row, 1)?)))
+    .transpose()
+}
+
+/// Stores an outcome (replacing an expired one of the same key).
+pub(super) fn store(
+    conn: &PgConn<'_>,
+    tenant: &TenantId,
+    key: &IdempotencyKey,
+    outcome: &[u8],
+    now: Timestamp,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO outcomes (tenant, route, key, fingerprint, outcome, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (tenant, key, route) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+         outcome = EXCLUDED.outcome, created_at = EXCLUDED.created_at",
+        &[
+            &tenant.as_str(),
+            &key.route,
+            &key.key,
+            &key.fingerprint,
+            &outcome,
+            &now.0,
+        ],
+    )?;
+    Ok(())
+}
