@@ -66,7 +66,9 @@ impl TestServer {
     }
 
     async fn serve(dir: Arc<TempDir>, mut config: Config) -> TestServer {
-        config.database_url = crate::postgres::database_for(dir.path()).await;
+        if config.database_url.is_none() {
+            config.database_url = crate::postgres::database_for(dir.path()).await;
+        }
         let lifeboat = Lifeboat::open(config).await.expect("open lifeboat");
         let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use lifeboat_core::{Error as DomainError, Id, Name, Sha256, TenantId, Timestamp};
 use lifeboat_store::{
@@ -54,10 +55,15 @@ fn secret_matches(secret: &str, stored: &str) -> bool {
         .into()
 }
 
-/// Keys seen so far, by id. This process is the only writer of keys, so the cache is
-/// updated on every change and a revocation takes effect at once.
+/// Keys seen so far, by id, with when they were read. A revocation through this process
+/// updates it at once; one through another server on the same database is seen when the
+/// entry is older than `KEY_CACHE_TTL` and read again (a revoked key is final, so it stays).
 #[derive(Default)]
-pub(crate) struct KeyCache(RwLock<HashMap<String, ApiKey>>);
+pub(crate) struct KeyCache(RwLock<HashMap<String, (ApiKey, Instant)>>);
+
+/// How long a live key is trusted from the cache: a revocation made on another server
+/// takes effect here within this.
+const KEY_CACHE_TTL: Duration = Duration::from_millis(500);
 
 impl Lifeboat {
     /// Makes a key for `tenant` with `scopes`; answers its record and the whole key,
@@ -130,7 +136,7 @@ impl Lifeboat {
             })
             .await?;
         if let Ok(mut cache) = self.inner.keys.0.write() {
-            cache.insert(revoked.id.clone(), revoked.clone());
+            cache.insert(revoked.id.clone(), (revoked.clone(), Instant::now()));
         }
         Ok(revoked)
     }
@@ -140,19 +146,12 @@ impl Lifeboat {
         let Some((id, secret)) = split_token(token, API_KEY_PREFIX) else {
             return Ok(None);
         };
-        let cached = self
-            .inner
-            .keys
-            .0
-            .read()
-            .ok()
-            .and_then(|cache| cache.get(id).cloned());
-        let key = match cached {
+        let key = match self.cached_key(id) {
             Some(key) => key,
             None => match self.stored_key(id).await? {
                 Some(key) => {
                     if let Ok(mut cache) = self.inner.keys.0.write() {
-                        cache.insert(key.id.clone(), key.clone());
+                        cache.insert(key.id.clone(), (key.clone(), Instant::now()));
                     }
                     key
                 }
@@ -165,6 +164,13 @@ impl Lifeboat {
 }
 
 impl Lifeboat {
+    /// Key `id` from the cache, unless it is live and was read more than `KEY_CACHE_TTL` ago.
+    fn cached_key(&self, id: &str) -> Option<ApiKey> {
+        let cache = self.inner.keys.0.read().ok()?;
+        let (key, read) = cache.get(id)?;
+        (key.revoked_at.is_some() || read.elapsed() < KEY_CACHE_TTL).then(|| key.clone())
+    }
+
     /// One key's record by id (revoked ones too).
     async fn stored_key(&self, id: &str) -> Result<Option<ApiKey>> {
         let id = id.to_owned();
@@ -360,14 +366,7 @@ impl Lifeboat {
 
     /// Whether API key `id` is still live (not revoked), from the key cache when it can.
     pub async fn key_live(&self, id: &str) -> Result<bool> {
-        let cached = self
-            .inner
-            .keys
-            .0
-            .read()
-            .ok()
-            .and_then(|cache| cache.get(id).cloned());
-        let key = match cached {
+        let key = match self.cached_key(id) {
             Some(key) => Some(key),
             None => self.stored_key(id).await?,
         };

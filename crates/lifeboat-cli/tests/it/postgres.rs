@@ -1,7 +1,8 @@
 //! Two `lifeboat serve` processes on one PostgreSQL schema, as two nodes behind a load
 //! balancer: checkpoints written through both at once get gap-free `seq`s, one
 //! Idempotency-Key raced through both is written once, each node reads what the other
-//! wrote, and an event stream on one node sees every event written through the other.
+//! wrote, an event stream on one node sees every event written through the other, and a
+//! key revoked on one is refused by the other within about a second.
 
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,48 @@ async fn two_servers_on_one_database_act_as_one() {
     assert!(
         events.windows(2).all(|w| w[0].id < w[1].id),
         "event ids increase"
+    );
+
+    // A key made and revoked through A stops working on B within about a second.
+    let made: Value = http
+        .post(format!("{}/api/v1/keys", a.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"tenant": "default", "scopes": ["read"]}))
+        .send()
+        .await
+        .expect("make a key")
+        .json()
+        .await
+        .expect("the key");
+    let key = made["key"].as_str().expect("key");
+    let read_on_b = || {
+        http.get(format!("{}/api/v1/sessions/shared", b.base))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(read_on_b().await.expect("read").status(), 200);
+    let revoked = http
+        .delete(format!(
+            "{}/api/v1/keys/{}",
+            a.base,
+            made["id"].as_str().expect("id")
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("revoke");
+    assert!(revoked.status().is_success(), "{revoked:?}");
+    let revoked_at = Instant::now();
+    while read_on_b().await.expect("read").status() != 401 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(3),
+            "B still accepts the revoked key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "two nodes: a key revoked on A refused on B after {:?}",
+        revoked_at.elapsed()
     );
     a.stop();
     b.stop();

@@ -235,6 +235,26 @@ async fn export_then_import_gives_identical_work() {
     assert_eq!(revisions["items"].as_array().expect("items").len(), 6);
 }
 
+/// Moving up: work exported from a SQLite server (PostgreSQL too under
+/// `LIFEBOAT_TEST_STORE=postgres`) and imported into a PostgreSQL one reads the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_moves_from_sqlite_to_postgres_unchanged() {
+    let source = TestServer::start().await;
+    fill(&source).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("work.tar");
+    export(&source, &archive, &[]);
+    let url = lifeboat_testkit::postgres::fresh_schema().await.url;
+    let target = TestServer::start_configured(move |config| config.database_url = Some(url)).await;
+    let output = import(&target, &archive);
+    assert!(
+        output.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(snapshot(&target).await, snapshot(&source).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_selection_exports_only_what_it_names() {
     let source = TestServer::start().await;
