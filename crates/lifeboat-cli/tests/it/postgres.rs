@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use crate::events::read_stream;
-use crate::harness::{Binary, TOKEN, all_checkpoints};
+use crate::harness::{Binary, TOKEN, TestServer, all_checkpoints};
 
 /// Checkpoints written through each node.
 const PER_NODE: usize = 20;
@@ -167,4 +167,35 @@ async fn two_servers_on_one_database_act_as_one() {
     );
     a.stop();
     b.stop();
+}
+
+/// What PostgreSQL stores differently from SQLite is answered as a client error or
+/// handled, never a 500: a title with U+0000 (PostgreSQL text cannot hold it) is refused
+/// with 422 and nothing stored; the largest stall timeout does not overflow the sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_limits_are_client_errors_not_failures() {
+    let url = lifeboat_testkit::postgres::fresh_schema().await.url;
+    let server = TestServer::start_configured(move |config| config.database_url = Some(url)).await;
+    let (status, body) = server
+        .post(
+            "/sessions",
+            json!({"id": "nul", "kind": "render", "title": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = server.get("/sessions/nul").await;
+    assert_eq!(status, 404, "nothing was stored");
+
+    let (status, body) = server
+        .post(
+            "/sessions",
+            json!({"id": "patient", "kind": "render", "stall_timeout_ms": i64::MAX}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = server.get("/sessions").await;
+    assert_eq!(status, 200, "the sweep and the list still work: {body}");
+    let (status, body) = server.get("/stats").await;
+    assert_eq!(status, 200, "{body}");
 }

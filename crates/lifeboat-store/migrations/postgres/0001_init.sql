@@ -1,14 +1,16 @@
 -- Lifeboat's schema on PostgreSQL: the SQLite schema after its migration 0009, with
 -- PostgreSQL's types. Times are milliseconds since the Unix epoch (BIGINT), JSON is TEXT
--- (hashed and returned byte for byte), flags are BIGINT 0/1 as in SQLite. There are no
+-- (hashed and returned byte for byte), flags are BIGINT 0/1 as in SQLite. Keys and names
+-- compare byte for byte (COLLATE "C"), as SQLite's do, so lists page in the same order
+-- whatever the database's locale. There are no
 -- gauge counters: the gauges are counted from the rows (one hot counter row would make
 -- every session write of every node wait on it).
 
 CREATE TABLE sessions (
     pk BIGSERIAL PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    id TEXT NOT NULL,
-    project_id TEXT,
+    tenant TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    project_id TEXT COLLATE "C",
     kind TEXT NOT NULL,
     title TEXT,
     status TEXT NOT NULL,
@@ -67,7 +69,7 @@ CREATE TABLE checkpoints (
 );
 
 CREATE TABLE crashes (
-    tenant TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
     session_pk BIGINT NOT NULL REFERENCES sessions (pk) ON DELETE CASCADE,
     attempt BIGINT NOT NULL,
     type TEXT NOT NULL,
@@ -79,7 +81,7 @@ CREATE TABLE crashes (
 CREATE INDEX crashes_tenant ON crashes (tenant);
 
 CREATE TABLE recoveries (
-    tenant TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
     session_pk BIGINT NOT NULL REFERENCES sessions (pk) ON DELETE CASCADE,
     attempt BIGINT NOT NULL,
     option TEXT NOT NULL,
@@ -91,8 +93,8 @@ CREATE INDEX recoveries_tenant ON recoveries (tenant);
 
 CREATE TABLE projects (
     pk BIGSERIAL PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    id TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
     title TEXT,
     schema_name TEXT,
     schema_version TEXT,
@@ -120,9 +122,9 @@ CREATE INDEX revisions_snapshots ON revisions (project_pk, revision) WHERE kind 
 CREATE INDEX revisions_age ON revisions (project_pk, created_at);
 
 CREATE TABLE schemas (
-    tenant TEXT NOT NULL,
-    name TEXT NOT NULL,
-    version TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    version TEXT COLLATE "C" NOT NULL,
     body TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (tenant, name, version)
@@ -133,10 +135,10 @@ CREATE TABLE schemas (
 -- that has seen `seq` n never later finds a smaller one.
 CREATE TABLE events (
     seq BIGSERIAL PRIMARY KEY,
-    tenant TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
     type TEXT NOT NULL,
-    session_id TEXT,
-    project_id TEXT,
+    session_id TEXT COLLATE "C",
+    project_id TEXT COLLATE "C",
     data TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
@@ -144,11 +146,11 @@ CREATE INDEX events_tenant ON events (tenant, seq);
 
 CREATE TABLE assets (
     pk BIGSERIAL PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    owner_kind TEXT NOT NULL,
-    owner_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    storage TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
+    owner_kind TEXT COLLATE "C" NOT NULL,
+    owner_id TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    storage TEXT COLLATE "C" NOT NULL,
     location TEXT,
     size BIGINT NOT NULL,
     sha256 TEXT NOT NULL,
@@ -164,7 +166,7 @@ CREATE INDEX assets_location ON assets (location) WHERE storage <> 'blob';
 
 CREATE TABLE api_keys (
     id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
     secret_sha256 TEXT NOT NULL,
     scopes TEXT NOT NULL,
     created_at BIGINT NOT NULL,
@@ -174,8 +176,8 @@ CREATE INDEX api_keys_tenant ON api_keys (tenant);
 
 CREATE TABLE session_tokens (
     id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    session_id TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
+    session_id TEXT COLLATE "C" NOT NULL,
     secret_sha256 TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     session_pk BIGINT REFERENCES sessions (pk) ON DELETE CASCADE,
@@ -185,7 +187,7 @@ CREATE INDEX session_tokens_session ON session_tokens (session_pk);
 
 CREATE TABLE audit (
     seq BIGSERIAL PRIMARY KEY,
-    tenant TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
     at BIGINT NOT NULL,
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
@@ -197,24 +199,24 @@ CREATE INDEX audit_tenant ON audit (tenant, seq);
 CREATE TABLE pinned_files (
     session_pk BIGINT NOT NULL,
     seq BIGINT NOT NULL,
-    storage TEXT NOT NULL,
-    key TEXT NOT NULL,
+    storage TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (session_pk, seq, storage, key)
 );
 CREATE INDEX pinned_files_key ON pinned_files (storage, key);
 
 CREATE TABLE damaged_files (
-    storage TEXT NOT NULL,
-    key TEXT NOT NULL,
+    storage TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
     size BIGINT NOT NULL,
     found_at BIGINT NOT NULL,
     PRIMARY KEY (storage, key, size)
 );
 
 CREATE TABLE outcomes (
-    tenant TEXT NOT NULL,
-    route TEXT NOT NULL,
-    key TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
+    route TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
     fingerprint TEXT NOT NULL,
     outcome BYTEA NOT NULL,
     created_at BIGINT NOT NULL,
@@ -223,8 +225,8 @@ CREATE TABLE outcomes (
 
 CREATE TABLE project_tokens (
     id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    project_id TEXT NOT NULL,
+    tenant TEXT COLLATE "C" NOT NULL,
+    project_id TEXT COLLATE "C" NOT NULL,
     secret_sha256 TEXT NOT NULL,
     scopes TEXT NOT NULL,
     created_at BIGINT NOT NULL,

@@ -70,13 +70,6 @@ impl<'a> PgConn<'a> {
             .map_err(translate)
     }
 
-    /// Runs statements without parameters (`SET LOCAL …`).
-    pub(super) fn batch(&self, sql: &str) -> Result<()> {
-        self.handle
-            .block_on(self.tx.batch_execute(sql))
-            .map_err(translate)
-    }
-
     /// ` FOR UPDATE` in a write transaction, so that a row a job reads and then writes is
     /// not written by another node in between (reads see a snapshot and lock nothing).
     pub(super) fn for_update(&self) -> &'static str {
@@ -90,18 +83,29 @@ pub(super) fn translate(error: tokio_postgres::Error) -> Error {
         // No answer from the server: the connection is gone.
         return Error::Unavailable(format!("the database cannot be reached: {error}"));
     };
+    let class = &code.code()[..2];
     // Two servers that insert the same new row at once (a session id, a project) meet on
     // its unique key: the loser changed nothing, and its retry finds the winner's row.
-    if *code == SqlState::T_R_SERIALIZATION_FAILURE
-        || *code == SqlState::T_R_DEADLOCK_DETECTED
-        || *code == SqlState::UNIQUE_VIOLATION
-    {
+    if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::LOCK_NOT_AVAILABLE {
         Error::Unavailable(format!(
             "a concurrent write got in the way; nothing was changed, retry: {error}"
         ))
     } else if *code == SqlState::DISK_FULL {
         Error::Full(error.to_string())
-    } else if code.code().starts_with("08") || code.code().starts_with("57") {
+    } else if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+        || *code == SqlState::UNTRANSLATABLE_CHARACTER
+    {
+        // PostgreSQL's text cannot hold U+0000, which JSON and titles may carry.
+        Error::Domain(lifeboat_core::Error::Invalid {
+            field: "body",
+            message: "text with the NUL character (U+0000) cannot be stored in this server's PostgreSQL database".to_owned(),
+        })
+    } else if matches!(class, "08" | "40" | "53" | "57")
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+        || *code == SqlState::ADMIN_SHUTDOWN
+    {
+        // Connection lost, serialization failure or deadlock, out of resources, the
+        // server shutting down, a replica after a failover: nothing was changed, retry.
         Error::Unavailable(error.to_string())
     } else {
         Error::Internal(error.to_string())

@@ -6,10 +6,6 @@
 //! the rows a write job reads in order to change them are locked (`FOR UPDATE`, see
 //! [`PgConn::for_update`]), so that two servers on one database never both act on the
 //! same old row. Reads run on a REPEATABLE READ, read-only snapshot.
-//!
-//! A write that only moved a lease (the job allowed an early answer, SPEC §6) commits with
-//! `synchronous_commit = off`: the PostgreSQL form of the SQLite writer's early answer,
-//! covered by the same restart grace.
 
 mod assets;
 mod cleanup;
@@ -32,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_postgres::{IsolationLevel, NoTls};
@@ -44,6 +40,12 @@ use tx::PgTx;
 
 /// Connections in the pool.
 const POOL_SIZE: usize = 16;
+/// The longest a statement waits for a lock, and a job for a connection, before the write
+/// is answered 503 (retry).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// A connection idle inside a transaction this long is ended by the database, releasing
+/// its locks (a server cut off from the network mid-write).
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
 /// How often a store looks for events other servers committed (their commits do not
 /// wake this one's event feed otherwise).
 const EVENT_POLL: Duration = Duration::from_millis(250);
@@ -62,8 +64,17 @@ impl PgStore {
     /// (`synchronous_commit`), applies migrations under a lock, and keeps asset bytes
     /// under `data_dir`. Must run inside a tokio runtime.
     pub async fn connect(url: &str, data_dir: &Path) -> Result<PgStore> {
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::Unavailable(format!("bad database URL: {e}")))?;
+        // A write never waits long for a row another server holds (it answers 503), and a
+        // server cut off inside a transaction does not keep its rows locked for long.
+        let options = format!(
+            "{} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or_default(),
+            LOCK_WAIT.as_millis(),
+            IDLE_IN_TRANSACTION.as_millis()
+        );
+        config.options(options.trim());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -73,6 +84,9 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(LOCK_WAIT))
+            .create_timeout(Some(LOCK_WAIT))
             .build()
             .map_err(|e| Error::Internal(format!("cannot build the connection pool: {e}")))?;
         let mut client = pool.get().await.map_err(pool_error)?;
@@ -151,7 +165,10 @@ fn commit_error(error: tokio_postgres::Error) -> Error {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+    /// Every write is answered after its durable commit: `Ack::EarlyIf` (a lease-only
+    /// heartbeat) is not answered early here, since the restart grace that makes that safe
+    /// on SQLite does not run when PostgreSQL alone restarts.
+    async fn write(&self, _ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
         let pool = self.pool.clone();
         let handle = Handle::current();
         let answer = tokio::task::spawn_blocking(move || {
@@ -166,12 +183,6 @@ impl Store for PgStore {
                 .map_err(translate)?;
             let conn = PgConn::new(handle.clone(), &tx, true);
             let outcome = job(&mut PgTx(&conn))?;
-            if let Ack::EarlyIf(early) = &ack
-                && outcome.is_ok()
-                && early.take().is_some()
-            {
-                conn.batch("SET LOCAL synchronous_commit = off")?;
-            }
             drop(conn);
             handle.block_on(tx.commit()).map_err(commit_error)?;
             Ok::<_, Error>(outcome)

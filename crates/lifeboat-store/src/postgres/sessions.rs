@@ -132,8 +132,8 @@ pub(super) fn due(
         &format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active' AND \
              (lease_expires_at <= $1 OR (stall_timeout_ms IS NOT NULL AND \
-              stalled = 0 AND progress_changed_at + stall_timeout_ms <= $1)) \
-             LIMIT $2{lock}"
+              stalled = 0 AND stall_timeout_ms <= $1 - progress_changed_at)) \
+             ORDER BY pk LIMIT $2{lock}"
         ),
         &[&now.0, &i64::from(limit)],
     )?
@@ -154,8 +154,13 @@ pub(super) fn any_lease_passed(conn: &PgConn<'_>, now: Timestamp) -> Result<bool
 
 /// Every active session.
 pub(super) fn active(conn: &PgConn<'_>) -> Result<Vec<(TenantId, RowId, Session)>> {
+    // Locked (in key order, as every multi-row lock here) in a write: the restart grace
+    // rewrites each of these rows, which must not undo a write another server made since.
     conn.query(
-        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active'"),
+        &format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active' ORDER BY pk{}",
+            conn.for_update()
+        ),
         &[],
     )?
     .iter()
