@@ -21,7 +21,7 @@ pub(super) async fn check_durability(client: &Object) -> Result<(), Error> {
         .await
         .map_err(translate)?;
     let setting: String = row.get(0);
-    if matches!(setting.as_str(), "off" | "local") {
+    if setting == "off" {
         return Err(Error::Unavailable(format!(
             "the database has synchronous_commit = {setting}: a commit could be lost in a crash after it was acknowledged; set it to on"
         )));
