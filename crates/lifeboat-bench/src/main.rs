@@ -30,6 +30,7 @@ mod fixture;
 mod history;
 mod load;
 mod ops;
+mod postgres;
 mod sdk;
 mod uploads;
 mod writes;
@@ -73,6 +74,9 @@ struct Args {
     /// Run only the busy-server section.
     #[arg(long)]
     only_busy: bool,
+    /// Run only durable checkpoints on PostgreSQL against pgbench (the local server).
+    #[arg(long)]
+    only_postgres: bool,
     /// Run only the write loads (checkpoints, heartbeats, saves, with event streams).
     #[arg(long)]
     only_writes: bool,
@@ -101,6 +105,9 @@ fn main() -> anyhow::Result<()> {
     let window = Duration::from_secs(args.seconds);
     if args.only_sdk {
         return sdk_section(&runtime, root.path(), window, args.autosave_seconds);
+    }
+    if args.only_postgres {
+        return postgres::section(&runtime, root.path(), window);
     }
     if args.only_busy {
         return busy_section(&runtime, root.path());
