@@ -4,31 +4,25 @@ use lifeboat_core::{
     Asset, AssetName, AssetStatus, Id, Owner, Sha256, Storage, TenantId, Timestamp,
 };
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::conn::PgConn;
+use super::conn::{PgConn, column};
 use crate::{Error, Result};
 
 const ASSET_COLUMNS: &str =
     "name, storage, location, size, sha256, kind, status, verified_at, created_at, updated_at";
 
 /// Column `index` of `row`; a value of the wrong type is damaged data.
-fn get<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
-    row.try_get(index)
-        .map_err(|e| Error::Internal(format!("assets column {index}: {e}")))
-}
-
 fn asset_from_row(row: &Row) -> Result<Asset> {
     asset_from_offset(row, 0)
 }
 
 /// An asset from [`ASSET_COLUMNS`] starting at column `at`.
 fn asset_from_offset(row: &Row, at: usize) -> Result<Asset> {
-    let name: String = get(row, at)?;
-    let storage: String = get(row, at + 1)?;
-    let location: Option<String> = get(row, at + 2)?;
-    let size: i64 = get(row, at + 3)?;
-    let status: String = get(row, at + 6)?;
+    let name: String = column(row, at)?;
+    let storage: String = column(row, at + 1)?;
+    let location: Option<String> = column(row, at + 2)?;
+    let size: i64 = column(row, at + 3)?;
+    let status: String = column(row, at + 6)?;
     let bad =
         |index: usize, what: String| Error::Internal(format!("assets column {index}: {what}"));
     let storage = match (storage.as_str(), location) {
@@ -41,12 +35,12 @@ fn asset_from_offset(row: &Row, at: usize) -> Result<Asset> {
         name: AssetName::parse(&name).map_err(|e| bad(at, e.to_string()))?,
         storage,
         size: u64::try_from(size).map_err(|e| bad(at + 3, e.to_string()))?,
-        sha256: Sha256::from_stored(get(row, at + 4)?),
-        kind: get(row, at + 5)?,
+        sha256: Sha256::from_stored(column(row, at + 4)?),
+        kind: column(row, at + 5)?,
         status: AssetStatus::parse(&status).ok_or_else(|| bad(at + 6, status.clone()))?,
-        verified_at: Timestamp(get(row, at + 7)?),
-        created_at: Timestamp(get(row, at + 8)?),
-        updated_at: Timestamp(get(row, at + 9)?),
+        verified_at: Timestamp(column(row, at + 7)?),
+        created_at: Timestamp(column(row, at + 8)?),
+        updated_at: Timestamp(column(row, at + 9)?),
     })
 }
 
@@ -239,9 +233,9 @@ pub(super) fn everything(conn: &PgConn<'_>) -> Result<Vec<(TenantId, Owner, Asse
     .map(|row| {
         // The asset columns follow the three owner columns.
         let asset = asset_from_offset(row, 3)?;
-        let tenant: String = get(row, 0)?;
-        let kind: String = get(row, 1)?;
-        let id: String = get(row, 2)?;
+        let tenant: String = column(row, 0)?;
+        let kind: String = column(row, 1)?;
+        let id: String = column(row, 2)?;
         let damaged = |what: String| Error::Internal(format!("asset {}: {what}", asset.name));
         let id = Id::parse(&id).map_err(|e| damaged(format!("its owner id is not valid: {e}")))?;
         let owner = match kind.as_str() {

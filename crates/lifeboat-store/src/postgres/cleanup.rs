@@ -2,12 +2,10 @@
 //! no record points at them, so a crash at any moment leaves no record without its bytes.
 
 use lifeboat_core::{RevisionRetention, Timestamp};
-use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
 use std::collections::HashSet;
 
-use super::conn::PgConn;
+use super::conn::{PgConn, column};
 use super::{projects, rows};
 use crate::{
     CleanupCursor, CleanupReport, CleanupRules, Error, IDEMPOTENCY_KEY_TTL_MS, Result, StoreCheck,
@@ -19,11 +17,6 @@ const STEP_ROWS: u32 = 16;
 const STEP_KEYS: u32 = 4_096;
 
 /// Column `index` of `row`.
-fn get<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
-    row.try_get(index)
-        .map_err(|e| Error::Internal(e.to_string()))
-}
-
 /// A stored BIGINT that must not be negative.
 fn unsigned(value: i64, what: &str) -> Result<u64> {
     u64::try_from(value).map_err(|_| Error::Internal(format!("{what} is negative: {value}")))
@@ -54,7 +47,7 @@ pub(super) fn records_step(
                     "SELECT count(*) FROM checkpoints WHERE session_pk = $1",
                     &[pk],
                 )?;
-                report.checkpoints_pruned += unsigned(get(&count, 0)?, "a count")?;
+                report.checkpoints_pruned += unsigned(column(&count, 0)?, "a count")?;
                 delete_assets(conn, tenant, "session", id)?;
                 conn.execute("DELETE FROM pinned_files WHERE session_pk = $1", &[pk])?;
                 // Checkpoints, crashes, recoveries and tokens go with it (CASCADE).
@@ -96,7 +89,12 @@ pub(super) fn records_step(
                     &[&after, &i64::from(STEP_ROWS)],
                 )?
                 .iter()
-                .map(|row| Ok((get::<i64>(row, 0)?, unsigned(get(row, 1)?, "a revision")?)))
+                .map(|row| {
+                    Ok((
+                        column::<i64>(row, 0)?,
+                        unsigned(column(row, 1)?, "a revision")?,
+                    ))
+                })
                 .collect::<Result<Vec<(i64, u64)>>>()?;
             for (pk, newest) in &live {
                 report.revisions_pruned += projects::prune(conn, *pk, *newest, retention, now)?;
@@ -139,7 +137,7 @@ fn pks(
         &[&after, &before, &i64::from(STEP_ROWS)],
     )?
     .iter()
-    .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 2)?)))
+    .map(|row| Ok((column(row, 0)?, column(row, 1)?, column(row, 2)?)))
     .collect()
 }
 
@@ -169,7 +167,14 @@ fn expired_keys(
             &[&tenant, &key, &route, &i64::from(STEP_KEYS)],
         )?
         .iter()
-        .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 2)?, get(row, 3)?)))
+        .map(|row| {
+            Ok((
+                column(row, 0)?,
+                column(row, 1)?,
+                column(row, 2)?,
+                column(row, 3)?,
+            ))
+        })
         .collect::<Result<Vec<(String, String, String, i64)>>>()?;
     let full = rows.len() == STEP_KEYS as usize;
     let last = rows
@@ -197,10 +202,10 @@ pub(super) fn check(conn: &PgConn<'_>) -> Result<StoreCheck> {
         .iter()
         .map(|row| {
             Ok((
-                get(row, 0)?,
-                get(row, 1)?,
-                get(row, 2)?,
-                unsigned(get(row, 3)?, "last_seq")?,
+                column(row, 0)?,
+                column(row, 1)?,
+                column(row, 2)?,
+                unsigned(column(row, 3)?, "last_seq")?,
             ))
         })
         .collect::<Result<Vec<(i64, String, String, u64)>>>()?;
@@ -245,7 +250,7 @@ fn derived_rows(conn: &PgConn<'_>) -> Result<Vec<String>> {
          (SELECT 1 FROM checkpoints c WHERE c.session_pk = f.session_pk AND c.seq = f.seq)",
         &[],
     )?;
-    let stray_pins = unsigned(get(&row, 0)?, "a count")?;
+    let stray_pins = unsigned(column(&row, 0)?, "a count")?;
     if stray_pins > 0 {
         found.push(format!("{stray_pins} pins name checkpoints that are gone"));
     }
@@ -258,5 +263,5 @@ fn quarantined(conn: &PgConn<'_>, session_pk: i64, seq: u64) -> Result<bool> {
         "SELECT quarantined FROM checkpoints WHERE session_pk = $1 AND seq = $2",
         &[&session_pk, &seq],
     )?;
-    Ok(get::<i64>(&row, 0)? != 0)
+    Ok(column::<i64>(&row, 0)? != 0)
 }

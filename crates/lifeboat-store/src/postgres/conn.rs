@@ -7,7 +7,7 @@ use deadpool_postgres::Transaction;
 use tokio::runtime::Handle;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql};
 
 use crate::{Error, Result};
 
@@ -75,6 +75,13 @@ impl<'a> PgConn<'a> {
     pub(super) fn for_update(&self) -> &'static str {
         if self.writing { " FOR UPDATE" } else { "" }
     }
+}
+
+/// Column `index` of `row`; a value of another type or NULL where none may be is bad
+/// data, not a panic.
+pub(super) fn column<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
+    row.try_get(index)
+        .map_err(|e| Error::Internal(format!("column {index}: {e}")))
 }
 
 /// Translates a PostgreSQL error into a storage error kind. The one place that knows codes.

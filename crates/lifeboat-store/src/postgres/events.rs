@@ -3,10 +3,8 @@
 
 use lifeboat_core::{TenantId, Timestamp};
 use serde_json::Value;
-use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::conn::PgConn;
+use super::conn::{PgConn, column};
 use crate::rows::Subject;
 use crate::{Error, Event, EventFilter, Result};
 
@@ -21,11 +19,6 @@ const TRIM_EVERY: i64 = 1000;
 const EVENTS_LOCK: i64 = 7_305_656_075_935_817_844;
 
 /// Column `index` of `row`; a value of the wrong type is bad data.
-fn get<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
-    row.try_get(index)
-        .map_err(|e| Error::Internal(format!("column {index}: {e}")))
-}
-
 /// Records an event in the caller's transaction.
 pub(super) fn record(
     conn: &PgConn<'_>,
@@ -36,7 +29,7 @@ pub(super) fn record(
     now: Timestamp,
 ) -> Result<()> {
     conn.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
-    let seq: i64 = get(
+    let seq: i64 = column(
         &conn.query_one(
             "INSERT INTO events (tenant, type, session_id, project_id, data, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
@@ -87,17 +80,17 @@ pub(super) fn read(
         )?
         .iter()
         .map(|row| {
-            let data: String = get(row, 5)?;
+            let data: String = column(row, 5)?;
             Ok(Event {
-                seq: get(row, 0)?,
-                tenant: TenantId::new(get::<String>(row, 1)?),
-                kind: get(row, 2)?,
-                session_id: get(row, 3)?,
-                project_id: get(row, 4)?,
+                seq: column(row, 0)?,
+                tenant: TenantId::new(column::<String>(row, 1)?),
+                kind: column(row, 2)?,
+                session_id: column(row, 3)?,
+                project_id: column(row, 4)?,
                 data: serde_json::from_str(&data).map_err(|e| {
                     Error::Internal(format!("an event's stored data is not JSON: {e}"))
                 })?,
-                created_at: Timestamp(get(row, 6)?),
+                created_at: Timestamp(column(row, 6)?),
             })
         })
         .collect::<Result<_>>()?;
@@ -107,7 +100,7 @@ pub(super) fn read(
 
 /// The newest event's `seq` (0 when there is none).
 pub(super) fn newest(conn: &PgConn<'_>) -> Result<i64> {
-    get(
+    column(
         &conn.query_one("SELECT coalesce(max(seq), 0)::BIGINT FROM events", &[])?,
         0,
     )

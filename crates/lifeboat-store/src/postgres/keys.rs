@@ -2,19 +2,13 @@
 
 use lifeboat_core::{Id, Status, TenantId, Timestamp};
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::conn::PgConn;
+use super::conn::{PgConn, column};
 use crate::{ApiKey, AuditEntry, Error, ProjectToken, Result, SessionToken};
 
 const KEY_COLUMNS: &str = "id, tenant, secret_sha256, scopes, created_at, revoked_at";
 
 /// Column `index` of `row`; a value of the wrong type is damaged data.
-fn get<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
-    row.try_get(index)
-        .map_err(|e| Error::Internal(format!("column {index}: {e}")))
-}
-
 /// Scopes as stored: comma-separated.
 fn scopes_from(text: &str) -> Vec<String> {
     text.split(',')
@@ -24,14 +18,14 @@ fn scopes_from(text: &str) -> Vec<String> {
 }
 
 fn key_from_row(row: &Row) -> Result<ApiKey> {
-    let scopes: String = get(row, 3)?;
+    let scopes: String = column(row, 3)?;
     Ok(ApiKey {
-        id: get(row, 0)?,
-        tenant: TenantId::new(get::<String>(row, 1)?),
-        secret_sha256: get(row, 2)?,
+        id: column(row, 0)?,
+        tenant: TenantId::new(column::<String>(row, 1)?),
+        secret_sha256: column(row, 2)?,
         scopes: scopes_from(&scopes),
-        created_at: Timestamp(get(row, 4)?),
-        revoked_at: get::<Option<i64>>(row, 5)?.map(Timestamp),
+        created_at: Timestamp(column(row, 4)?),
+        revoked_at: column::<Option<i64>>(row, 5)?.map(Timestamp),
     })
 }
 
@@ -121,17 +115,17 @@ pub(super) fn audit_trail(
     )?
     .iter()
     .map(|row| {
-        let detail: String = get(row, 6)?;
-        let seq: i64 = get(row, 0)?;
+        let detail: String = column(row, 6)?;
+        let seq: i64 = column(row, 0)?;
         Ok((
             seq,
             AuditEntry {
                 seq,
-                tenant: TenantId::new(get::<String>(row, 1)?),
-                at: Timestamp(get(row, 2)?),
-                actor: get(row, 3)?,
-                action: get(row, 4)?,
-                resource: get(row, 5)?,
+                tenant: TenantId::new(column::<String>(row, 1)?),
+                at: Timestamp(column(row, 2)?),
+                actor: column(row, 3)?,
+                action: column(row, 4)?,
+                resource: column(row, 5)?,
                 detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
             },
         ))
@@ -177,15 +171,15 @@ pub(super) fn find_session_token(
     };
     let bad =
         |index: usize, e: String| Error::Internal(format!("session_tokens column {index}: {e}"));
-    let session: String = get(&row, 2)?;
-    let attempt: i64 = get(&row, 5)?;
-    let status: String = get(&row, 6)?;
+    let session: String = column(&row, 2)?;
+    let attempt: i64 = column(&row, 5)?;
+    let status: String = column(&row, 6)?;
     let token = SessionToken {
-        id: get(&row, 0)?,
-        tenant: TenantId::new(get::<String>(&row, 1)?),
+        id: column(&row, 0)?,
+        tenant: TenantId::new(column::<String>(&row, 1)?),
         session_id: Id::parse(&session).map_err(|e| bad(2, e.to_string()))?,
-        secret_sha256: get(&row, 3)?,
-        created_at: Timestamp(get(&row, 4)?),
+        secret_sha256: column(&row, 3)?,
+        created_at: Timestamp(column(&row, 4)?),
         attempt: u32::try_from(attempt).map_err(|e| bad(5, e.to_string()))?,
     };
     let status = Status::parse(&status).ok_or_else(|| bad(6, status.clone()))?;
@@ -222,18 +216,18 @@ pub(super) fn find_project_token(conn: &PgConn<'_>, id: &str) -> Result<Option<P
     else {
         return Ok(None);
     };
-    let project: String = get(&row, 2)?;
-    let scopes: String = get(&row, 4)?;
+    let project: String = column(&row, 2)?;
+    let scopes: String = column(&row, 4)?;
     Ok(Some(ProjectToken {
-        id: get(&row, 0)?,
-        tenant: TenantId::new(get::<String>(&row, 1)?),
+        id: column(&row, 0)?,
+        tenant: TenantId::new(column::<String>(&row, 1)?),
         project_id: Id::parse(&project)
             .map_err(|e| Error::Internal(format!("project_tokens column 2: {e}")))?,
-        secret_sha256: get(&row, 3)?,
+        secret_sha256: column(&row, 3)?,
         scopes: scopes_from(&scopes),
-        created_at: Timestamp(get(&row, 5)?),
-        expires_at: Timestamp(get(&row, 6)?),
-        revoked_at: get::<Option<i64>>(&row, 7)?.map(Timestamp),
+        created_at: Timestamp(column(&row, 5)?),
+        expires_at: Timestamp(column(&row, 6)?),
+        revoked_at: column::<Option<i64>>(&row, 7)?.map(Timestamp),
     }))
 }
 

@@ -1,18 +1,11 @@
 //! Outcomes of idempotent writes, stored in the write's own transaction.
 
 use lifeboat_core::{TenantId, Timestamp};
-use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::conn::PgConn;
-use crate::{Error, IdempotencyKey, Result};
+use super::conn::{PgConn, column};
+use crate::{IdempotencyKey, Result};
 
 /// Column `index` of `row`; a value of the wrong type is bad data.
-fn get<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
-    row.try_get(index)
-        .map_err(|e| Error::Internal(format!("column {index}: {e}")))
-}
-
 /// The outcome stored for `key` after `fresh_after`, with its request's fingerprint.
 ///
 /// In a write, first locks the key until the transaction ends, so that two nodes racing
@@ -35,7 +28,7 @@ pub(super) fn find(
          WHERE tenant = $1 AND route = $2 AND key = $3 AND created_at > $4",
         &[&tenant.as_str(), &key.route, &key.key, &fresh_after.0],
     )?
-    .map(|row| Ok((get(&row, 0)?, get(&row, 1)?)))
+    .map(|row| Ok((column(&row, 0)?, column(&row, 1)?)))
     .transpose()
 }
 

@@ -6,9 +6,9 @@ use lifeboat_core::{
 };
 use serde_json::Value;
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::conn::PgConn;
+use super::conn::{PgConn, column};
+use super::rows::{bigint, unsigned};
 use crate::rows::ProjectRow;
 use crate::{Error, ProjectInfo, Result, RevisionInfo};
 
@@ -16,26 +16,9 @@ const PROJECT_COLUMNS: &str = "pk, id, title, schema_name, schema_version, revis
      size_bytes, created_at, updated_at, deleted_at, chain_deltas, chain_bytes";
 
 /// Column `index` of `row`; a value of the wrong type is bad data.
-fn get<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T> {
-    row.try_get(index)
-        .map_err(|e| Error::Internal(format!("column {index}: {e}")))
-}
-
-/// A BIGINT column that holds a count or a number that cannot be negative.
-fn unsigned(row: &Row, index: usize) -> Result<u64> {
-    let value: i64 = get(row, index)?;
-    u64::try_from(value)
-        .map_err(|_| Error::Internal(format!("column {index}: {value} is negative")))
-}
-
-/// `value` as a BIGINT parameter.
-fn bigint(value: u64, what: &str) -> Result<i64> {
-    i64::try_from(value).map_err(|_| Error::Internal(format!("{what} {value} is out of range")))
-}
-
 fn schema_of(row: &Row, name: usize) -> Result<Option<SchemaRef>> {
-    let name_text: Option<String> = get(row, name)?;
-    let version_text: Option<String> = get(row, name + 1)?;
+    let name_text: Option<String> = column(row, name)?;
+    let version_text: Option<String> = column(row, name + 1)?;
     let bad =
         |index: usize, e: lifeboat_core::Error| Error::Internal(format!("column {index}: {e}"));
     match (name_text, version_text) {
@@ -48,29 +31,29 @@ fn schema_of(row: &Row, name: usize) -> Result<Option<SchemaRef>> {
 }
 
 fn id_of(row: &Row, index: usize) -> Result<Id> {
-    let raw: String = get(row, index)?;
+    let raw: String = column(row, index)?;
     Id::parse(&raw).map_err(|e| Error::Internal(format!("column {index}: {e}")))
 }
 
 fn stored_from_row(row: &Row) -> Result<ProjectRow> {
-    let state: String = get(row, 6)?;
+    let state: String = column(row, 6)?;
     let project = Project {
         id: id_of(row, 1)?,
-        title: get(row, 2)?,
+        title: column(row, 2)?,
         schema: schema_of(row, 3)?,
         revision: unsigned(row, 5)?,
         state: Value::Null,
         size_bytes: unsigned(row, 7)?,
-        created_at: Timestamp(get(row, 8)?),
-        updated_at: Timestamp(get(row, 9)?),
-        deleted_at: get::<Option<i64>>(row, 10)?.map(Timestamp),
+        created_at: Timestamp(column(row, 8)?),
+        updated_at: Timestamp(column(row, 9)?),
+        deleted_at: column::<Option<i64>>(row, 10)?.map(Timestamp),
     };
     let chain = Chain {
         deltas: unsigned(row, 11)?,
         delta_bytes: unsigned(row, 12)?,
     };
     Ok(ProjectRow {
-        row: get(row, 0)?,
+        row: column(row, 0)?,
         project,
         chain,
         state_json: state,
@@ -102,10 +85,10 @@ pub(super) fn write(
     let (project, delta, state) = (&saved.project, &saved.delta, &saved.state_json);
     let schema_name = project.schema.as_ref().map(|s| s.name.as_str());
     let schema_version = project.schema.as_ref().map(|s| s.version.as_str());
-    let revision = bigint(project.revision, "revision")?;
-    let size_bytes = bigint(project.size_bytes, "size")?;
-    let deltas = bigint(chain.deltas, "chain length")?;
-    let delta_bytes = bigint(chain.delta_bytes, "chain size")?;
+    let revision = bigint(project.revision)?;
+    let size_bytes = bigint(project.size_bytes)?;
+    let deltas = bigint(chain.deltas)?;
+    let delta_bytes = bigint(chain.delta_bytes)?;
     let pk = match pk {
         Some(pk) => {
             conn.execute(
@@ -148,7 +131,7 @@ pub(super) fn write(
                     &delta_bytes,
                 ],
             )?;
-            get(&row, 0)?
+            column(&row, 0)?
         }
     };
     conn.execute(
@@ -189,8 +172,8 @@ pub(super) fn prune(
         )?
         .map(|row| unsigned(&row, 0))
         .transpose()?;
-    let keep_from = bigint(retention.oldest_kept(newest, oldest_young), "revision")?;
-    let base: Option<i64> = get(
+    let keep_from = bigint(retention.oldest_kept(newest, oldest_young))?;
+    let base: Option<i64> = column(
         &conn.query_one(
             "SELECT MAX(revision) FROM revisions \
              WHERE project_pk = $1 AND kind = 'snapshot' AND revision <= $2",
@@ -221,7 +204,7 @@ pub(super) fn state_at(
     let Ok(at) = i64::try_from(revision) else {
         return Err(missing());
     };
-    let base: i64 = get::<Option<i64>>(
+    let base: i64 = column::<Option<i64>>(
         &conn.query_one(
             "SELECT MAX(revision) FROM revisions \
              WHERE project_pk = $1 AND kind = 'snapshot' AND revision <= $2",
@@ -243,10 +226,10 @@ pub(super) fn state_at(
         .map(|row| {
             Ok((
                 unsigned(row, 0)?,
-                get(row, 1)?,
-                get(row, 2)?,
+                column(row, 1)?,
+                column(row, 2)?,
                 unsigned(row, 3)?,
-                get(row, 4)?,
+                column(row, 4)?,
             ))
         })
         .collect::<Result<_>>()?;
@@ -300,15 +283,15 @@ pub(super) fn list(
     .iter()
     .map(|row| {
         Ok((
-            get(row, 0)?,
+            column(row, 0)?,
             ProjectInfo {
                 id: id_of(row, 1)?,
-                title: get(row, 2)?,
+                title: column(row, 2)?,
                 schema: schema_of(row, 3)?,
                 revision: unsigned(row, 5)?,
                 size_bytes: unsigned(row, 6)?,
-                created_at: Timestamp(get(row, 7)?),
-                updated_at: Timestamp(get(row, 8)?),
+                created_at: Timestamp(column(row, 7)?),
+                updated_at: Timestamp(column(row, 8)?),
             },
         ))
     })
@@ -329,13 +312,13 @@ pub(super) fn revisions(
     )?
     .iter()
     .map(|row| {
-        let revision: i64 = get(row, 0)?;
+        let revision: i64 = column(row, 0)?;
         Ok((
             revision,
             RevisionInfo {
                 revision: unsigned(row, 0)?,
                 size_bytes: unsigned(row, 1)?,
-                created_at: Timestamp(get(row, 2)?),
+                created_at: Timestamp(column(row, 2)?),
             },
         ))
     })
@@ -357,7 +340,7 @@ pub(super) fn schema_body(
                 &schema.version.as_str(),
             ],
         )?
-        .map(|row| get(&row, 0))
+        .map(|row| column(&row, 0))
         .transpose()?;
     body.map(|body| {
         serde_json::from_str(&body).map_err(|e| {

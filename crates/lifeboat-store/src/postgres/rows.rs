@@ -6,9 +6,8 @@ use lifeboat_core::{
 };
 use serde_json::{Value, json};
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::conn::PgConn;
+use super::conn::{PgConn, column};
 use crate::{Error, Result, RowId};
 
 /// The session columns, in the order [`session_from_row`] reads them (after `pk`).
@@ -28,14 +27,8 @@ fn bad_value(index: usize, what: &str) -> Error {
     Error::Internal(format!("stored column {index}: {what}"))
 }
 
-/// Column `index` of `row`, as `T`.
-pub(super) fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T> {
-    row.try_get(index)
-        .map_err(|e| Error::Internal(e.to_string()))
-}
-
 /// A BIGINT column read as an unsigned (or narrower) integer; out of range is bad data.
-fn unsigned<T: TryFrom<i64>>(row: &Row, index: usize) -> Result<T> {
+pub(super) fn unsigned<T: TryFrom<i64>>(row: &Row, index: usize) -> Result<T> {
     let value: i64 = column(row, index)?;
     T::try_from(value).map_err(|_| bad_value(index, "integer out of range"))
 }
@@ -63,7 +56,7 @@ fn json_column(row: &Row, index: usize) -> Result<Option<Value>> {
 }
 
 /// A `u64` as BIGINT; beyond `i64::MAX` it cannot be stored.
-fn bigint(value: u64) -> Result<i64> {
+pub(super) fn bigint(value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| Error::Internal(format!("{value} is too large to store")))
 }
 

@@ -7,14 +7,9 @@ use lifeboat_core::{
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::conn::PgConn;
-use super::rows::{self, SESSION_COLUMNS, column};
+use super::conn::{PgConn, column};
+use super::rows::{self, SESSION_COLUMNS, bigint};
 use crate::{Distribution, Error, Gauges, Result, RowId, SessionFilter, Stats};
-
-/// A `u64` as BIGINT; beyond `i64::MAX` it cannot be stored.
-fn bigint(value: u64) -> Result<i64> {
-    i64::try_from(value).map_err(|e| Error::Internal(format!("{value} is too large to store: {e}")))
-}
 
 /// A `count(*)` column.
 fn count_at(row: &Row, index: usize) -> Result<u64> {
