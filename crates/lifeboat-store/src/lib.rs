@@ -416,7 +416,8 @@ pub trait Store: Send + Sync + 'static {
     /// Runs `job` on a consistent snapshot (writes in it fail).
     async fn read(&self, job: ReadJob) -> Result<Box<dyn Any + Send>>;
 
-    /// Changes after every commit; the event feed waits on it for new events.
+    /// Changes when new events may be readable (after a commit, for SQLite); the event feed
+    /// waits on it for new events.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Where this store keeps asset bytes.

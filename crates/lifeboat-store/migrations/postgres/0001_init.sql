@@ -130,11 +130,14 @@ CREATE TABLE schemas (
     PRIMARY KEY (tenant, name, version)
 );
 
--- `seq` comes from the sequence; writers that record events take one transaction-level
--- advisory lock first (`events::record`), so events commit in `seq` order and a reader
--- that has seen `seq` n never later finds a smaller one.
+-- An event is inserted with `seq` NULL, by its write's transaction; a sequencer (any
+-- server, after its commits, one at a time under an advisory lock) gives committed events
+-- their `seq` in `id` order. Readers read `seq > n` only: `seq` is gap-free and increases
+-- in the order events became visible, so a reader that has seen n never later finds a
+-- smaller one, and no write waits for another's commit to record its event.
 CREATE TABLE events (
-    seq BIGSERIAL PRIMARY KEY,
+    id BIGSERIAL PRIMARY KEY,
+    seq BIGINT UNIQUE,
     tenant TEXT COLLATE "C" NOT NULL,
     type TEXT NOT NULL,
     session_id TEXT COLLATE "C",
@@ -142,6 +145,7 @@ CREATE TABLE events (
     data TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
+CREATE INDEX events_unsequenced ON events (id) WHERE seq IS NULL;
 CREATE INDEX events_tenant ON events (tenant, seq);
 
 CREATE TABLE assets (

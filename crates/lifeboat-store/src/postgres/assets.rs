@@ -11,7 +11,6 @@ use crate::{Error, Result};
 const ASSET_COLUMNS: &str =
     "name, storage, location, size, sha256, kind, status, verified_at, created_at, updated_at";
 
-/// Column `index` of `row`; a value of the wrong type is damaged data.
 fn asset_from_row(row: &Row) -> Result<Asset> {
     asset_from_offset(row, 0)
 }

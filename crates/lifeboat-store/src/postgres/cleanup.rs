@@ -16,7 +16,6 @@ const STEP_ROWS: u32 = 16;
 /// Idempotency keys one cleanup step looks at at most.
 const STEP_KEYS: u32 = 4_096;
 
-/// Column `index` of `row`.
 /// A stored BIGINT that must not be negative.
 fn unsigned(value: i64, what: &str) -> Result<u64> {
     u64::try_from(value).map_err(|_| Error::Internal(format!("{what} is negative: {value}")))

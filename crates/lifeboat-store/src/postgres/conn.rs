@@ -3,6 +3,8 @@
 //! connection) and run by blocking on the async client. A job's row modules call these
 //! few methods, as the SQLite modules call `rusqlite`'s.
 
+use std::cell::Cell;
+
 use deadpool_postgres::Transaction;
 use tokio::runtime::Handle;
 use tokio_postgres::Row;
@@ -19,6 +21,8 @@ pub(super) struct PgConn<'a> {
     handle: Handle,
     tx: &'a Transaction<'a>,
     writing: bool,
+    /// Whether the job recorded an event (the store then runs the sequencer after commit).
+    events: Cell<bool>,
 }
 
 impl<'a> PgConn<'a> {
@@ -27,7 +31,18 @@ impl<'a> PgConn<'a> {
             handle,
             tx,
             writing,
+            events: Cell::new(false),
         }
+    }
+
+    /// Notes that this transaction recorded an event.
+    pub(super) fn note_event(&self) {
+        self.events.set(true);
+    }
+
+    /// Whether this transaction recorded an event.
+    pub(super) fn recorded_events(&self) -> bool {
+        self.events.get()
     }
 
     /// Every row `sql` answers.

@@ -11,15 +11,15 @@ use crate::{Error, Event, EventFilter, Result};
 /// The log keeps this many newest events: the replay window of `Last-Event-ID`.
 const EVENTS_KEPT: i64 = 100_000;
 
-/// The log is trimmed when a new event's `seq` is a multiple of this.
-const TRIM_EVERY: i64 = 1000;
+/// The advisory lock a sequencer pass holds, so that passes (on any server) run one at a
+/// time and each pass's numbers follow the last one's.
+const SEQUENCER_LOCK: i64 = 7_305_656_075_935_817_844;
 
-/// The transaction-level advisory lock every writer of events takes first, so that events
-/// commit in `seq` order and a reader that has seen `seq` n never later finds a smaller one.
-const EVENTS_LOCK: i64 = 7_305_656_075_935_817_844;
+/// Events numbered per sequencer pass at most (a pass finds the rest at its next run).
+const SEQUENCE_BATCH: i64 = 10_000;
 
-/// Column `index` of `row`; a value of the wrong type is bad data.
-/// Records an event in the caller's transaction.
+/// Records an event in the caller's transaction, without its `seq`: the sequencer gives it
+/// one after the transaction commits (see the schema).
 pub(super) fn record(
     conn: &PgConn<'_>,
     tenant: &TenantId,
@@ -28,30 +28,43 @@ pub(super) fn record(
     data: &Value,
     now: Timestamp,
 ) -> Result<()> {
-    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
-    let seq: i64 = column(
-        &conn.query_one(
-            "INSERT INTO events (tenant, type, session_id, project_id, data, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-            &[
-                &tenant.as_str(),
-                &kind,
-                &subject.session_id,
-                &subject.project_id,
-                &data.to_string(),
-                &now.0,
-            ],
-        )?,
-        0,
+    conn.execute(
+        "INSERT INTO events (tenant, type, session_id, project_id, data, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &tenant.as_str(),
+            &kind,
+            &subject.session_id,
+            &subject.project_id,
+            &data.to_string(),
+            &now.0,
+        ],
     )?;
-    // Trimmed now and then rather than on every write: the cost is spread over many.
-    if seq % TRIM_EVERY == 0 {
+    conn.note_event();
+    Ok(())
+}
+
+/// One sequencer pass, in its own write transaction: numbers the committed events that have
+/// no `seq` yet, in `id` order, after the newest `seq`, and trims the log to its window when
+/// a pass crosses a thousand. Answers how many it numbered.
+pub(super) fn sequence(conn: &PgConn<'_>) -> Result<u64> {
+    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCER_LOCK])?;
+    let head = newest(conn)?;
+    let numbered = conn.execute(
+        "UPDATE events SET seq = $1 + todo.n \
+         FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events \
+               WHERE seq IS NULL ORDER BY id LIMIT $2) AS todo \
+         WHERE events.id = todo.id",
+        &[&head, &SEQUENCE_BATCH],
+    )?;
+    let now_head = head + i64::try_from(numbered).unwrap_or(i64::MAX);
+    if now_head / 1_000 > head / 1_000 {
         conn.execute(
             "DELETE FROM events WHERE seq <= $1",
-            &[&(seq - EVENTS_KEPT)],
+            &[&(now_head - EVENTS_KEPT)],
         )?;
     }
-    Ok(())
+    Ok(numbered)
 }
 
 /// Events after `after`, oldest first, at most `limit`; of one tenant and filter, or of

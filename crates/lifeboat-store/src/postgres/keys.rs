@@ -8,7 +8,6 @@ use crate::{ApiKey, AuditEntry, Error, ProjectToken, Result, SessionToken};
 
 const KEY_COLUMNS: &str = "id, tenant, secret_sha256, scopes, created_at, revoked_at";
 
-/// Column `index` of `row`; a value of the wrong type is damaged data.
 /// Scopes as stored: comma-separated.
 fn scopes_from(text: &str) -> Vec<String> {
     text.split(',')

@@ -25,6 +25,7 @@ use std::any::Any;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,9 +55,21 @@ const EVENT_POLL: Duration = Duration::from_millis(250);
 /// `search_path`).
 #[derive(Clone)]
 pub struct PgStore {
-    pool: Pool,
+    shared: Arc<Shared>,
     blobs: BlobStore,
-    commits: Arc<watch::Sender<u64>>,
+}
+
+/// What the store's clones and its poller share.
+struct Shared {
+    pool: Pool,
+    /// Bumped when new events may be readable (after a sequencer pass numbered some, or
+    /// the poll saw another server's): the engine's event feed wakes on it.
+    commits: watch::Sender<u64>,
+    /// Sequencer passes asked for (one per write that recorded events, after its commit).
+    passes_asked: AtomicU64,
+    /// The number of passes asked for when the last pass started: one pass serves every
+    /// write committed before it started (writes coalesce into one pass).
+    passes_served: tokio::sync::Mutex<u64>,
 }
 
 impl PgStore {
@@ -106,40 +119,95 @@ impl PgStore {
             ))
         })?;
         let (commits, _) = watch::channel(0);
-        let store = PgStore {
+        let shared = Arc::new(Shared {
             pool,
-            blobs,
-            commits: Arc::new(commits),
-        };
-        tokio::spawn(poll_events(
-            store.pool.clone(),
-            Arc::downgrade(&store.commits),
-        ));
-        Ok(store)
+            commits,
+            passes_asked: AtomicU64::new(0),
+            passes_served: tokio::sync::Mutex::new(0),
+        });
+        tokio::spawn(poll_events(Arc::downgrade(&shared)));
+        Ok(PgStore { shared, blobs })
     }
 }
 
-/// Wakes this store's subscribers when the newest event changed, whoever committed it.
-async fn poll_events(pool: Pool, commits: std::sync::Weak<watch::Sender<u64>>) {
+impl Shared {
+    /// Runs `job` in one transaction on a pooled connection, off the async runtime: a
+    /// write (READ COMMITTED, committed when `job` answers `Ok`) or a read (a REPEATABLE
+    /// READ, read-only snapshot). Answers the job's answer and whether it recorded events.
+    async fn transaction<T, F>(&self, writing: bool, job: F) -> Result<(T, bool)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PgConn<'_>) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let handle = Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut client = handle.block_on(pool.get()).map_err(pool_error)?;
+            let (isolation, read_only) = if writing {
+                (IsolationLevel::ReadCommitted, false)
+            } else {
+                (IsolationLevel::RepeatableRead, true)
+            };
+            let tx = handle
+                .block_on(
+                    client
+                        .build_transaction()
+                        .isolation_level(isolation)
+                        .read_only(read_only)
+                        .start(),
+                )
+                .map_err(translate)?;
+            let conn = PgConn::new(handle.clone(), &tx, writing);
+            let answer = job(&conn)?;
+            let recorded = conn.recorded_events();
+            drop(conn);
+            if writing {
+                handle.block_on(tx.commit()).map_err(commit_error)?;
+            }
+            Ok((answer, recorded))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+    }
+
+    /// Numbers the events committed so far (see `events::sequence`), coalescing: a caller
+    /// waits for a pass that started after it asked, and one pass serves every caller
+    /// waiting when it starts.
+    async fn sequence(&self) -> Result<()> {
+        let asked = self.passes_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut served = self.passes_served.lock().await;
+        if *served >= asked {
+            return Ok(());
+        }
+        *served = self.passes_asked.load(Ordering::SeqCst);
+        let (numbered, _) = self.transaction(true, events::sequence).await?;
+        if numbered > 0 {
+            self.commits.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+}
+
+/// Every `EVENT_POLL`: numbers events a server committed but did not number (it died in
+/// between), and wakes this store's subscribers when the newest event changed, whoever
+/// committed it.
+async fn poll_events(shared: std::sync::Weak<Shared>) {
     let mut newest = None;
     let mut ticks = tokio::time::interval(EVENT_POLL);
     loop {
         ticks.tick().await;
-        let Some(commits) = commits.upgrade() else {
+        let Some(shared) = shared.upgrade() else {
             return;
         };
-        let Ok(client) = pool.get().await else {
+        if let Err(error) = shared.sequence().await {
+            tracing::warn!(%error, "cannot number new events; trying again");
+            continue;
+        }
+        let Ok((seen, _)) = shared.transaction(false, events::newest).await else {
             continue;
         };
-        let Ok(row) = client
-            .query_one("SELECT coalesce(max(seq), 0) FROM events", &[])
-            .await
-        else {
-            continue;
-        };
-        let seen: i64 = row.get(0);
         if newest.is_some_and(|before| before != seen) {
-            commits.send_modify(|n| *n += 1);
+            shared.commits.send_modify(|n| *n += 1);
         }
         newest = Some(seen);
     }
@@ -169,53 +237,28 @@ impl Store for PgStore {
     /// heartbeat) is not answered early here, since the restart grace that makes that safe
     /// on SQLite does not run when PostgreSQL alone restarts.
     async fn write(&self, _ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
-        let pool = self.pool.clone();
-        let handle = Handle::current();
-        let answer = tokio::task::spawn_blocking(move || {
-            let mut client = handle.block_on(pool.get()).map_err(pool_error)?;
-            let tx = handle
-                .block_on(
-                    client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::ReadCommitted)
-                        .start(),
-                )
-                .map_err(translate)?;
-            let conn = PgConn::new(handle.clone(), &tx, true);
-            let outcome = job(&mut PgTx(&conn))?;
-            drop(conn);
-            handle.block_on(tx.commit()).map_err(commit_error)?;
-            Ok::<_, Error>(outcome)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("write task failed: {e}")))??;
-        self.commits.send_modify(|n| *n += 1);
+        let (answer, recorded) = self
+            .shared
+            .transaction(true, move |conn| job(&mut PgTx(conn)))
+            .await?;
+        // Committed: its events get their numbers now, before the answer, so that a reader
+        // told of this write finds them. A failure here changes nothing committed (the poll
+        // numbers them), so the write is still answered as done.
+        if recorded && let Err(error) = self.shared.sequence().await {
+            tracing::warn!(%error, "cannot number new events yet; the poll will");
+        }
         answer
     }
 
     async fn read(&self, job: ReadJob) -> Result<Box<dyn Any + Send>> {
-        let pool = self.pool.clone();
-        let handle = Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let mut client = handle.block_on(pool.get()).map_err(pool_error)?;
-            let tx = handle
-                .block_on(
-                    client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start(),
-                )
-                .map_err(translate)?;
-            let conn = PgConn::new(handle.clone(), &tx, false);
-            job(&mut PgTx(&conn))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
+        self.shared
+            .transaction(false, move |conn| job(&mut PgTx(conn)))
+            .await
+            .map(|(answer, _)| answer)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
-        self.commits.subscribe()
+        self.shared.commits.subscribe()
     }
 
     fn blobs(&self) -> &BlobStore {
@@ -223,7 +266,7 @@ impl Store for PgStore {
     }
 
     async fn ready(&self) -> Result<()> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.shared.pool.get().await.map_err(pool_error)?;
         client
             .query_one("SELECT 1", &[])
             .await

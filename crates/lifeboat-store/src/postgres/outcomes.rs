@@ -5,7 +5,6 @@ use lifeboat_core::{TenantId, Timestamp};
 use super::conn::{PgConn, column};
 use crate::{IdempotencyKey, Result};
 
-/// Column `index` of `row`; a value of the wrong type is bad data.
 /// The outcome stored for `key` after `fresh_after`, with its request's fingerprint.
 ///
 /// In a write, first locks the key until the transaction ends, so that two nodes racing

@@ -15,7 +15,6 @@ use crate::{Error, ProjectInfo, Result, RevisionInfo};
 const PROJECT_COLUMNS: &str = "pk, id, title, schema_name, schema_version, revision, state, \
      size_bytes, created_at, updated_at, deleted_at, chain_deltas, chain_bytes";
 
-/// Column `index` of `row`; a value of the wrong type is bad data.
 fn schema_of(row: &Row, name: usize) -> Result<Option<SchemaRef>> {
     let name_text: Option<String> = column(row, name)?;
     let version_text: Option<String> = column(row, name + 1)?;

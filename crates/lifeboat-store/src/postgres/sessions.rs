@@ -166,7 +166,7 @@ pub(super) fn active(conn: &PgConn<'_>) -> Result<Vec<(TenantId, RowId, Session)
 /// When the newest event was recorded.
 pub(super) fn newest_event_at(conn: &PgConn<'_>) -> Result<Option<Timestamp>> {
     conn.query_opt(
-        "SELECT created_at FROM events ORDER BY seq DESC LIMIT 1",
+        "SELECT created_at FROM events ORDER BY id DESC LIMIT 1",
         &[],
     )?
     .map(|row| column(&row, 0).map(Timestamp))

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use lifeboat_core::{Id, Owner, Sha256, TenantId};
 use serde_json::{Map, Value, json};
-use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::types::{ToSql, Type};
 
-use super::conn::{Params, PgConn};
+use super::conn::{Params, PgConn, column};
 use super::{assets, files, projects, rows};
 use crate::{Error, Result, Selection, TransferCounts};
 
@@ -25,27 +25,23 @@ const LOCAL_COLUMNS: [&str; 6] = [
     "owner_id",
 ];
 
-/// Column `index` of `row`.
-fn get<'r, T: FromSql<'r>>(row: &'r tokio_postgres::Row, index: usize) -> Result<T> {
-    row.try_get(index)
-        .map_err(|e| Error::Internal(e.to_string()))
-}
-
 /// The rows `sql` selects, as JSON objects without [`LOCAL_COLUMNS`].
 fn select(conn: &PgConn<'_>, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
     let found = conn.query(sql, params)?;
     let mut out = Vec::with_capacity(found.len());
     for row in &found {
         let mut object = Row::new();
-        for (index, column) in row.columns().iter().enumerate() {
-            let name = column.name();
+        for (index, described) in row.columns().iter().enumerate() {
+            let name = described.name();
             if LOCAL_COLUMNS.contains(&name) {
                 continue;
             }
-            let value = match *column.type_() {
-                Type::INT8 => get::<Option<i64>>(row, index)?.map_or(Value::Null, Value::from),
-                Type::FLOAT8 => get::<Option<f64>>(row, index)?.map_or(Value::Null, Value::from),
-                Type::TEXT => get::<Option<String>>(row, index)?.map_or(Value::Null, Value::from),
+            let value = match *described.type_() {
+                Type::INT8 => column::<Option<i64>>(row, index)?.map_or(Value::Null, Value::from),
+                Type::FLOAT8 => column::<Option<f64>>(row, index)?.map_or(Value::Null, Value::from),
+                Type::TEXT => {
+                    column::<Option<String>>(row, index)?.map_or(Value::Null, Value::from)
+                }
                 Type::BYTEA => {
                     return Err(Error::Internal(format!("column {name} holds a BLOB")));
                 }
@@ -64,7 +60,7 @@ fn select(conn: &PgConn<'_>, sql: &str, params: &Params<'_>) -> Result<Vec<Row>>
 fn keys(conn: &PgConn<'_>, sql: &str, params: &Params<'_>) -> Result<Vec<(i64, String)>> {
     conn.query(sql, params)?
         .iter()
-        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+        .map(|row| Ok((column(row, 0)?, column(row, 1)?)))
         .collect()
 }
 
@@ -271,14 +267,14 @@ fn columns(conn: &PgConn<'_>, table: &str) -> Result<BTreeMap<String, Column>> {
     )?;
     let mut out = BTreeMap::new();
     for row in &found {
-        let name: String = get(row, 0)?;
-        let oid: u32 = get(row, 1)?;
+        let name: String = column(row, 0)?;
+        let oid: u32 = column(row, 1)?;
         let kind = Type::from_oid(oid)
             .ok_or_else(|| Error::Internal(format!("{table}.{name} has type oid {oid}")))?;
         let column = Column {
             kind,
-            not_null: get(row, 2)?,
-            has_default: get(row, 3)?,
+            not_null: column(row, 2)?,
+            has_default: column(row, 3)?,
         };
         out.insert(name, column);
     }
@@ -413,7 +409,7 @@ fn insert(
     let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(Bind::as_sql).collect();
     if keyed {
         Ok(match conn.query_opt(&sql, &params)? {
-            Some(row) => Inserted::Pk(get(&row, 0)?),
+            Some(row) => Inserted::Pk(column(&row, 0)?),
             None => Inserted::Taken,
         })
     } else if conn.execute(&sql, &params)? == 0 {
@@ -434,7 +430,7 @@ fn schema_body(
         "SELECT body FROM schemas WHERE tenant = $1 AND name = $2 AND version = $3",
         &[&tenant, &name, &version],
     )?
-    .map(|found| get(&found, 0))
+    .map(|found| column(&found, 0))
     .transpose()
 }
 
@@ -638,8 +634,12 @@ fn check_session(conn: &PgConn<'_>, tenant: &TenantId, id: &Id) -> Result<()> {
         &[&pk],
     )?;
     for row in &checkpoints {
-        let (seq, data, sha256, quarantined): (i64, String, String, i64) =
-            (get(row, 0)?, get(row, 1)?, get(row, 2)?, get(row, 3)?);
+        let (seq, data, sha256, quarantined): (i64, String, String, i64) = (
+            column(row, 0)?,
+            column(row, 1)?,
+            column(row, 2)?,
+            column(row, 3)?,
+        );
         if quarantined == 0 && Sha256::of(data.as_bytes()).as_str() != sha256 {
             return Err(invalid(format!(
                 "records: session {id}: checkpoint seq={seq} does not match its SHA-256"
