@@ -425,4 +425,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store can serve reads and writes.
     async fn ready(&self) -> Result<()>;
+
+    /// The right to run cleanup, held until the answer is dropped; `None` while another
+    /// server on the same database holds it (one process owns a SQLite store, so it is
+    /// always granted there).
+    async fn maintenance(&self) -> Result<Option<MaintenanceGuard>>;
+}
+
+/// Held while this process runs cleanup (see [`Store::maintenance`]); dropping it lets
+/// another server take the turn.
+pub struct MaintenanceGuard {
+    _held: Box<dyn Any + Send>,
+}
+
+impl MaintenanceGuard {
+    /// Holds `what` (a lock, a connection) until the guard is dropped.
+    pub fn new(what: impl Any + Send) -> MaintenanceGuard {
+        MaintenanceGuard {
+            _held: Box::new(what),
+        }
+    }
 }

@@ -20,7 +20,20 @@ const FILES_PER_STEP: usize = 512;
 
 impl Lifeboat {
     /// Runs cleanup now (`dry_run`: count only, change nothing) and logs its summary.
+    ///
+    /// One server at a time cleans a store: while another holds the turn, a real run is
+    /// refused as unavailable (retry later) and changes nothing; a dry run needs no turn.
     pub async fn cleanup(&self, dry_run: bool) -> Result<CleanupReport> {
+        let _turn = if dry_run {
+            None
+        } else {
+            Some(self.inner.store.maintenance().await?.ok_or_else(|| {
+                Error::Unavailable(
+                    "another server on this database is running cleanup; try again later"
+                        .to_owned(),
+                )
+            })?)
+        };
         let rules = self.inner.cleanup;
         let now = self.now();
         let mut report = CleanupReport::default();

@@ -29,13 +29,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use crate::blobs::BlobStore;
-use crate::{Ack, Error, ReadJob, Result, Store, WriteJob};
+use crate::{Ack, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
 use conn::{PgConn, translate};
 use tx::PgTx;
 
@@ -47,6 +47,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// A connection idle inside a transaction this long is ended by the database, releasing
 /// its locks (a server cut off from the network mid-write).
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
+/// The advisory lock whose holder runs cleanup ("lifeboat-cleanup", any fixed number).
+const MAINTENANCE_LOCK: i64 = 0x6c62_636c_6561_6e75;
 /// How often a store looks for events other servers committed (their commits do not
 /// wake this one's event feed otherwise).
 const EVENT_POLL: Duration = Duration::from_millis(250);
@@ -272,5 +274,18 @@ impl Store for PgStore {
             .await
             .map(drop)
             .map_err(translate)
+    }
+
+    /// A session-level advisory lock on a connection taken out of the pool: it is released
+    /// when the guard drops the connection, or by the database the moment this server's
+    /// connection dies (a `kill -9` closes its socket), so another server takes the next turn.
+    async fn maintenance(&self) -> Result<Option<MaintenanceGuard>> {
+        let client = self.shared.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&MAINTENANCE_LOCK])
+            .await
+            .map_err(translate)?;
+        let held: bool = conn::column(&row, 0)?;
+        Ok(held.then(|| MaintenanceGuard::new(Object::take(client))))
     }
 }

@@ -25,7 +25,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::blobs::BlobStore;
 use crate::lock::DirLock;
-use crate::{Ack, Error, ReadJob, Result, Store, WriteJob};
+use crate::{Ack, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
 use tx::SqliteTx;
 use writer::Writer;
 
@@ -193,5 +193,10 @@ impl Store for SqliteStore {
                     .map_err(translate)
             })
             .await
+    }
+
+    async fn maintenance(&self) -> Result<Option<MaintenanceGuard>> {
+        // The data directory's lock already makes this process the only one.
+        Ok(Some(MaintenanceGuard::new(())))
     }
 }
