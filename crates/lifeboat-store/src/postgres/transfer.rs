@@ -186,6 +186,15 @@ fn invalid(what: impl Into<String>) -> Error {
     Error::InvalidArchive(what.into())
 }
 
+/// A record that does not read back means a damaged archive (422); a database that cannot
+/// be reached or is full is not the archive's fault, and stays what it is (503, 507).
+fn unreadable(context: &str, error: Error) -> Error {
+    match error {
+        Error::Unavailable(_) | Error::Full(_) => error,
+        other => invalid(format!("{context}: {other}")),
+    }
+}
+
 /// `doc[field]` as an array (absent: empty).
 fn list<'a>(doc: &'a Value, field: &str) -> Result<&'a [Value]> {
     match doc.get(field) {
@@ -599,19 +608,15 @@ fn import_assets(
         count += 1;
     }
     // Every record must read back as the store's own would.
-    assets::all(conn, tenant, owner).map_err(|e| {
-        invalid(format!(
-            "records: assets of {} {}: {e}",
-            owner.kind(),
-            owner.id()
-        ))
-    })?;
+    let context = format!("records: assets of {} {}", owner.kind(), owner.id());
+    assets::all(conn, tenant, owner).map_err(|e| unreadable(&context, e))?;
     Ok(count)
 }
 
 /// The project reads back, and its stored revisions rebuild its current state.
 fn check_project(conn: &PgConn<'_>, tenant: &TenantId, id: &Id) -> Result<()> {
-    let damaged = |e: Error| invalid(format!("records: project {id}: {e}"));
+    let context = format!("records: project {id}");
+    let damaged = |e: Error| unreadable(&context, e);
     let mut stored = projects::load(conn, tenant, id)?
         .ok_or_else(|| invalid(format!("records: project {id} does not read back")))?;
     stored.parse_state().map_err(damaged)?;
@@ -627,8 +632,8 @@ fn check_project(conn: &PgConn<'_>, tenant: &TenantId, id: &Id) -> Result<()> {
 
 /// The session reads back, and every checkpoint not already quarantined matches its hash.
 fn check_session(conn: &PgConn<'_>, tenant: &TenantId, id: &Id) -> Result<()> {
-    let (pk, _) = rows::load_session(conn, tenant, id)
-        .map_err(|e| invalid(format!("records: session {id}: {e}")))?;
+    let context = format!("records: session {id}");
+    let (pk, _) = rows::load_session(conn, tenant, id).map_err(|e| unreadable(&context, e))?;
     let checkpoints = conn.query(
         "SELECT seq, data, sha256, quarantined FROM checkpoints WHERE session_pk = $1",
         &[&pk],
@@ -646,6 +651,6 @@ fn check_session(conn: &PgConn<'_>, tenant: &TenantId, id: &Id) -> Result<()> {
             )));
         }
     }
-    rows::all_checkpoints(conn, pk).map_err(|e| invalid(format!("records: session {id}: {e}")))?;
+    rows::all_checkpoints(conn, pk).map_err(|e| unreadable(&context, e))?;
     Ok(())
 }
