@@ -9,8 +9,10 @@ pub mod blobs;
 mod error;
 pub mod lock;
 pub mod postgres;
+mod records;
 pub mod rows;
 pub mod sqlite;
+mod stored;
 
 use std::any::Any;
 
@@ -425,6 +427,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store can serve reads and writes.
     async fn ready(&self) -> Result<()>;
+
+    /// Whether other processes write the same records (several servers on one database):
+    /// what this process caches of them (API keys) must then be read again now and then.
+    fn shared(&self) -> bool;
 
     /// The right to run cleanup, held until the answer is dropped; `None` while another
     /// server on the same database holds it (one process owns a SQLite store, so it is

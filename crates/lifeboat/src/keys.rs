@@ -56,8 +56,9 @@ fn secret_matches(secret: &str, stored: &str) -> bool {
 }
 
 /// Keys seen so far, by id, with when they were read. A revocation through this process
-/// updates it at once; one through another server on the same database is seen when the
-/// entry is older than `KEY_CACHE_TTL` and read again (a revoked key is final, so it stays).
+/// updates it at once; one through another server on the same database (a shared store)
+/// is seen when the entry is older than `KEY_CACHE_TTL` and read again (a revoked key is
+/// final, so it stays). A store only this process writes never needs the re-read.
 #[derive(Default)]
 pub(crate) struct KeyCache(RwLock<HashMap<String, (ApiKey, Instant)>>);
 
@@ -164,11 +165,13 @@ impl Lifeboat {
 }
 
 impl Lifeboat {
-    /// Key `id` from the cache, unless it is live and was read more than `KEY_CACHE_TTL` ago.
+    /// Key `id` from the cache, unless it is live, the store is shared and it was read more
+    /// than `KEY_CACHE_TTL` ago.
     fn cached_key(&self, id: &str) -> Option<ApiKey> {
         let cache = self.inner.keys.0.read().ok()?;
         let (key, read) = cache.get(id)?;
-        (key.revoked_at.is_some() || read.elapsed() < KEY_CACHE_TTL).then(|| key.clone())
+        let fresh = !self.inner.store.shared() || read.elapsed() < KEY_CACHE_TTL;
+        (key.revoked_at.is_some() || fresh).then(|| key.clone())
     }
 
     /// One key's record by id (revoked ones too).

@@ -276,6 +276,10 @@ impl Store for PgStore {
             .map_err(translate)
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     /// A session-level advisory lock on a connection taken out of the pool: it is released
     /// when the guard drops the connection, or by the database the moment this server's
     /// connection dies (a `kill -9` closes its socket), so another server takes the next turn.

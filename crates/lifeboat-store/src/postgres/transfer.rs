@@ -6,24 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lifeboat_core::{Id, Owner, Sha256, TenantId};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio_postgres::types::{ToSql, Type};
 
 use super::conn::{Params, PgConn, column};
 use super::{assets, files, projects, rows};
+use crate::records::{LOCAL_COLUMNS, Row, id_of, invalid, list, object, text};
 use crate::{Error, Result, Selection, TransferCounts};
-
-type Row = Map<String, Value>;
-
-/// Columns that only mean something inside one store.
-const LOCAL_COLUMNS: [&str; 6] = [
-    "pk",
-    "tenant",
-    "session_pk",
-    "project_pk",
-    "owner_kind",
-    "owner_id",
-];
 
 /// The rows `sql` selects, as JSON objects without [`LOCAL_COLUMNS`].
 fn select(conn: &PgConn<'_>, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
@@ -182,10 +171,6 @@ pub(super) fn export(
     Ok((records, counts))
 }
 
-fn invalid(what: impl Into<String>) -> Error {
-    Error::InvalidArchive(what.into())
-}
-
 /// A record that does not read back means a damaged archive (422); a database that cannot
 /// be reached or is full is not the archive's fault, and stays what it is (503, 507).
 fn unreadable(context: &str, error: Error) -> Error {
@@ -193,31 +178,6 @@ fn unreadable(context: &str, error: Error) -> Error {
         Error::Unavailable(_) | Error::Full(_) => error,
         other => invalid(format!("{context}: {other}")),
     }
-}
-
-/// `doc[field]` as an array (absent: empty).
-fn list<'a>(doc: &'a Value, field: &str) -> Result<&'a [Value]> {
-    match doc.get(field) {
-        None => Ok(&[]),
-        Some(Value::Array(items)) => Ok(items),
-        Some(_) => Err(invalid(format!("records: {field} is not a list"))),
-    }
-}
-
-fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Row> {
-    value
-        .as_object()
-        .ok_or_else(|| invalid(format!("records: {what} is not an object")))
-}
-
-fn text<'a>(row: &'a Row, column: &str, what: &str) -> Result<&'a str> {
-    row.get(column)
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("records: a {what} has no {column}")))
-}
-
-fn id_of(row: &Row, what: &str) -> Result<Id> {
-    Id::parse(text(row, "id", what)?).map_err(|e| invalid(format!("records: {what} id: {e}")))
 }
 
 /// A value bound for one column, typed as the column is (PostgreSQL converts nothing).

@@ -195,6 +195,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    fn shared(&self) -> bool {
+        // The data directory's lock makes this process its only writer.
+        false
+    }
+
     async fn maintenance(&self) -> Result<Option<MaintenanceGuard>> {
         // The data directory's lock already makes this process the only one.
         Ok(Some(MaintenanceGuard::new(())))

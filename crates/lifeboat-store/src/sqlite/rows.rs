@@ -1,15 +1,16 @@
 //! Mapping between domain values and SQLite rows. Only this file knows column order.
 
 use lifeboat_core::{
-    AssetName, Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType, Id, Metrics,
-    PinnedAsset, Progress, Session, Sha256, Status, Storage, TenantId, Timestamp,
+    Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType, Id, Metrics, Progress, Session,
+    Sha256, Status, TenantId, Timestamp,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::translate;
 use crate::Error;
+use crate::stored::{metrics_json, pins_from_json, pins_to_json, prunable_sql};
 
 /// The session columns, in the order [`session_from_row`] reads them (after `pk`).
 pub(super) const SESSION_COLUMNS: &str = "pk, id, project_id, kind, title, status, attempt, \
@@ -226,18 +227,6 @@ pub(super) fn update_session(conn: &Connection, pk: i64, s: &Session) -> Result<
     .map_err(translate)
 }
 
-fn metrics_json(s: &Session) -> Option<String> {
-    s.metrics.as_ref().map(|m| {
-        json!({
-            "memory_bytes": m.memory_bytes,
-            "memory_limit_bytes": m.memory_limit_bytes,
-            "cpu_percent": m.cpu_percent,
-            "gpu_memory_bytes": m.gpu_memory_bytes,
-        })
-        .to_string()
-    })
-}
-
 /// `(pk, Session)` by tenant and id, if stored.
 pub(super) fn find_session(
     conn: &Connection,
@@ -341,49 +330,6 @@ pub(super) fn insert_checkpoint(
     Ok(())
 }
 
-/// A checkpoint's pins as stored: `[{"name", "size", "sha256", "storage", "location"}]`.
-pub(super) fn pins_to_json(pins: &[PinnedAsset]) -> String {
-    let list: Vec<Value> = pins
-        .iter()
-        .map(|pin| {
-            let location = match &pin.storage {
-                Storage::Blob => None,
-                Storage::Appendable(key) | Storage::External(key) => Some(key.as_str()),
-            };
-            json!({
-                "name": pin.name.as_str(),
-                "size": pin.size,
-                "sha256": pin.sha256.as_str(),
-                "storage": pin.storage.kind(),
-                "location": location,
-            })
-        })
-        .collect();
-    Value::Array(list).to_string()
-}
-
-/// Reads pins written by [`pins_to_json`]; `None` if they are not that shape.
-pub(super) fn pins_from_json(text: &str) -> Option<Vec<PinnedAsset>> {
-    let list: Vec<Value> = serde_json::from_str(text).ok()?;
-    list.iter()
-        .map(|pin| {
-            let location = pin["location"].as_str().map(str::to_owned);
-            let storage = match (pin["storage"].as_str()?, location) {
-                ("blob", _) => Storage::Blob,
-                ("appendable", Some(key)) => Storage::Appendable(key),
-                ("external", Some(path)) => Storage::External(path),
-                _ => return None,
-            };
-            Some(PinnedAsset {
-                name: AssetName::parse(pin["name"].as_str()?).ok()?,
-                size: pin["size"].as_u64()?,
-                sha256: Sha256::from_stored(pin["sha256"].as_str()?.to_owned()),
-                storage,
-            })
-        })
-        .collect()
-}
-
 /// Checkpoint `seq` of a session, if stored.
 pub(super) fn checkpoint_at(
     conn: &Connection,
@@ -457,18 +403,6 @@ pub(super) fn quarantine(conn: &Connection, session_pk: i64, seq: u64) -> Result
     .execute(params![session_pk, seq])
     .map_err(translate)?;
     Ok(())
-}
-
-/// "This checkpoint's kind is pruned by retention", as SQL. Written as `<>` tests, not
-/// `IN (…)`: SQLite builds a temporary table for an `IN` list on every run, and that
-/// allocation churn was the largest cost of a checkpoint write (see BENCHMARKS.md).
-fn prunable_sql() -> String {
-    CheckpointKind::ALL
-        .into_iter()
-        .filter(|k| k.is_kept_for_life())
-        .map(|k| format!("kind <> '{}'", k.as_str()))
-        .collect::<Vec<_>>()
-        .join(" AND ")
 }
 
 /// Deletes the prunable checkpoints of a session beyond the newest `retention`, and the

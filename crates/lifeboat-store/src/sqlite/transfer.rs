@@ -8,22 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use lifeboat_core::{Id, Owner, Sha256, TenantId};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, ErrorCode, params, params_from_iter};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{assets, files, projects, rows, translate};
+use crate::records::{LOCAL_COLUMNS, Row, id_of, invalid, list, object, text};
 use crate::{Error, Result, Selection, TransferCounts};
-
-type Row = Map<String, Value>;
-
-/// Columns that only mean something inside one store.
-const LOCAL_COLUMNS: [&str; 6] = [
-    "pk",
-    "tenant",
-    "session_pk",
-    "project_pk",
-    "owner_kind",
-    "owner_id",
-];
 
 /// The rows `sql` selects, as JSON objects without [`LOCAL_COLUMNS`].
 fn select(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>> {
@@ -182,35 +171,6 @@ pub(super) fn export(
     counts.schemas = schemas.len() as u64;
     let records = json!({"schemas": schemas, "projects": project_docs, "sessions": session_docs});
     Ok((records, counts))
-}
-
-fn invalid(what: impl Into<String>) -> Error {
-    Error::InvalidArchive(what.into())
-}
-
-/// `doc[field]` as an array (absent: empty).
-fn list<'a>(doc: &'a Value, field: &str) -> Result<&'a [Value]> {
-    match doc.get(field) {
-        None => Ok(&[]),
-        Some(Value::Array(items)) => Ok(items),
-        Some(_) => Err(invalid(format!("records: {field} is not a list"))),
-    }
-}
-
-fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Row> {
-    value
-        .as_object()
-        .ok_or_else(|| invalid(format!("records: {what} is not an object")))
-}
-
-fn text<'a>(row: &'a Row, column: &str, what: &str) -> Result<&'a str> {
-    row.get(column)
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("records: a {what} has no {column}")))
-}
-
-fn id_of(row: &Row, what: &str) -> Result<Id> {
-    Id::parse(text(row, "id", what)?).map_err(|e| invalid(format!("records: {what} id: {e}")))
 }
 
 /// The column names of each table an import writes, read once per import.
