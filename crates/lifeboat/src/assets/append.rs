@@ -14,10 +14,21 @@ use sha2::Digest;
 use super::{Appended, blocking, io_error, lock_key};
 use crate::Lifeboat;
 
+/// How many times an append starts over when another server changed the asset between
+/// its read and its record (each time it reads the asset again, so a retried chunk that
+/// the other server wrote is then recognized).
+const APPEND_TRIES: usize = 8;
+
 impl Lifeboat {
     /// Appends `chunk` at `offset`. The offset must be the asset's size (offset 0 creates
     /// it), or the chunk must already be there byte for byte (a retry: nothing is
     /// written); anything else is refused with the current size.
+    ///
+    /// Several servers may append to one asset at once: the bytes of an appendable file are
+    /// written only while holding an exclusive lock on that file (`flock`, which the shared
+    /// file system carries between servers), and the record is a compare-and-set on the
+    /// asset's storage and size, so of two appends at one offset exactly one is recorded and
+    /// its bytes are the ones kept.
     pub async fn append_asset(
         &self,
         tenant: &TenantId,
@@ -29,39 +40,75 @@ impl Lifeboat {
     ) -> Result<Appended> {
         self.check_fence(tenant, owner, fence).await?;
         let key = lock_key(tenant, owner, name);
-        let _guard = self.inner.assets.lock_for(key.clone()).lock_owned().await;
-        let current = match self.asset(tenant, owner, name).await {
-            Ok(asset) => Some(asset),
-            Err(Error::NotFound { what: "asset", .. }) => None,
-            Err(other) => return Err(other),
-        };
+        let _guard = self.inner.assets.lock_for(key).lock_owned().await;
+        for _ in 0..APPEND_TRIES {
+            if let Some(appended) = self
+                .try_append(tenant, owner, name, offset, &chunk, fence)
+                .await?
+            {
+                return Ok(appended);
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{name} kept changing through other servers during this append; retry it"
+        )))
+    }
+
+    /// One attempt at an append; `None` when another server changed the asset meanwhile.
+    async fn try_append(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+        offset: u64,
+        chunk: &[u8],
+        fence: Option<u32>,
+    ) -> Result<Option<Appended>> {
+        let blobs = self.inner.store.blobs().clone();
+        let mut current = self.current_asset(tenant, owner, name).await?;
+        // Held until the record is written: no other server writes this file meanwhile.
+        let mut _file_lock = None;
+        if let Some(Storage::Appendable(file_key)) = current.as_ref().map(|a| &a.storage) {
+            let path = blobs.appendable_path(file_key);
+            let locked = blocking(move || {
+                let file = File::open(&path).map_err(|e| io_error("cannot open the asset", e))?;
+                file.lock()
+                    .map_err(|e| io_error("cannot lock the asset", e))?;
+                Ok(file)
+            })
+            .await?;
+            let before = current.map(|a| a.storage);
+            current = self.current_asset(tenant, owner, name).await?;
+            if current.as_ref().map(|a| &a.storage) != before.as_ref() {
+                return Ok(None);
+            }
+            _file_lock = Some(locked);
+        }
         let size = current.as_ref().map_or(0, |a| a.size);
         let end = offset + chunk.len() as u64;
-        let blobs = self.inner.store.blobs().clone();
         if let Some(asset) = &current
             && offset < size
         {
             // A retry of bytes already stored is a no-op; anything else conflicts.
             let path = blobs.path_of(asset);
-            let length = chunk.len();
-            let sent = chunk.clone();
+            let sent = chunk.to_vec();
             let same = end <= size
                 && blocking(move || {
                     let mut file =
                         File::open(&path).map_err(|e| io_error("cannot read the asset", e))?;
                     file.seek(SeekFrom::Start(offset))
                         .map_err(|e| io_error("cannot read the asset", e))?;
-                    let mut stored = vec![0u8; length];
+                    let mut stored = vec![0u8; sent.len()];
                     file.read_exact(&mut stored)
                         .map_err(|e| io_error("cannot read the asset", e))?;
                     Ok(stored == sent)
                 })
                 .await?;
             if same {
-                return Ok(Appended {
+                return Ok(Some(Appended {
                     asset: asset.clone(),
                     wrote: false,
-                });
+                }));
             }
         }
         if offset != size {
@@ -92,7 +139,7 @@ impl Lifeboat {
         let open_dir = blobs.open_dir();
         let hashed = copy_from.clone().unwrap_or_else(|| path.clone());
         let running = self.running_hash(&file_key, &hashed, size).await?;
-        let written = chunk.clone();
+        let written = chunk.to_vec();
         // A file made by this append (at offset 0, or copied from a whole upload) has a new
         // directory entry, which is durable only once the directory is fsynced.
         let new_file = offset == 0 || copy_from.is_some();
@@ -121,7 +168,7 @@ impl Lifeboat {
         })
         .await?;
         let mut hasher = running;
-        hasher.update(&chunk);
+        hasher.update(chunk);
         let sha256 = Sha256::from_stored(hex::encode(hasher.clone().finalize()));
         let now = self.now();
         let asset = Asset {
@@ -135,10 +182,30 @@ impl Lifeboat {
             created_at: current.as_ref().map_or(now, |a| a.created_at),
             updated_at: now,
         };
-        self.record_asset(tenant, owner, asset.clone(), fence)
-            .await?;
+        let before = current.map(|a| (a.storage, a.size));
+        if self
+            .record_asset_if(tenant, owner, asset.clone(), fence, Some(before))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
         self.inner.assets.remember_hash(file_key, end, hasher);
-        Ok(Appended { asset, wrote: true })
+        Ok(Some(Appended { asset, wrote: true }))
+    }
+
+    /// The asset's record, or `None` when it has none.
+    async fn current_asset(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+    ) -> Result<Option<Asset>> {
+        match self.asset(tenant, owner, name).await {
+            Ok(asset) => Ok(Some(asset)),
+            Err(Error::NotFound { what: "asset", .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 
     /// The hash state of the first `size` bytes of an appendable file: from memory, or

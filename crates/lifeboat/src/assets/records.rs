@@ -69,10 +69,35 @@ impl Lifeboat {
         asset: Asset,
         fence: Option<u32>,
     ) -> Result<bool> {
+        self.record_asset_if(tenant, owner, asset, fence, None)
+            .await?
+            .ok_or_else(|| Error::Internal("an unconditional record was refused".into()))
+    }
+
+    /// [`Lifeboat::record_asset`], with a compare-and-set when `before` is given: the
+    /// record is written only while the stored one still has that storage and size
+    /// (`None` in `before`: while there is none). Answers `None`, changing nothing, when
+    /// another write (through another server) changed the asset since it was read.
+    pub(crate) async fn record_asset_if(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        asset: Asset,
+        fence: Option<u32>,
+        before: Option<Option<(Storage, u64)>>,
+    ) -> Result<Option<bool>> {
         let (tenant, owner) = (tenant.clone(), owner.clone());
         self.write(Ack::AfterCommit, move |tx| {
             if let Err(refusal) = check_owner(tx, &tenant, &owner, fence)? {
                 return Ok(Err(refusal));
+            }
+            if let Some(before) = before {
+                let stored = tx
+                    .asset(&tenant, &owner, asset.name.as_str())?
+                    .map(|stored| (stored.storage, stored.size));
+                if stored != before {
+                    return Ok(Ok(None));
+                }
             }
             let created = tx.save_asset(&tenant, &owner, &asset)?;
             if asset.storage == Storage::Blob {
@@ -80,7 +105,7 @@ impl Lifeboat {
                 // whatever a verification found there is gone.
                 tx.heal_blob(asset.sha256.as_str(), asset.updated_at)?;
             }
-            Ok(Ok(created))
+            Ok(Ok(Some(created)))
         })
         .await
     }
