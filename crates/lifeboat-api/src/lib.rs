@@ -4,6 +4,7 @@
 //! shape may only change on purpose. Times are RFC 3339 UTC strings with milliseconds;
 //! durations are `*_ms` integers.
 
+mod cluster;
 mod problem;
 mod tokens;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+pub use cluster::{ClusterBody, ClusterNode, MaintenanceTermBody};
 pub use problem::{Problem, ProblemType};
 pub use tokens::{CreateProjectToken, ProjectTokenCreated, SessionTokenBody};
 

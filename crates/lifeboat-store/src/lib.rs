@@ -432,23 +432,99 @@ pub trait Store: Send + Sync + 'static {
     /// what this process caches of them (API keys) must then be read again now and then.
     fn shared(&self) -> bool;
 
-    /// The right to run cleanup, held until the answer is dropped; `None` while another
-    /// server on the same database holds it (one process owns a SQLite store, so it is
-    /// always granted there).
+    /// The right to run cleanup and other maintenance: `Some` while this server holds the
+    /// maintenance term (on PostgreSQL, a lease row renewed every second and taken over by
+    /// another server within 6 s of its holder's death), `None` while another server
+    /// does. One process owns a SQLite store, so it is always granted there.
     async fn maintenance(&self) -> Result<Option<MaintenanceGuard>>;
+
+    /// The servers on this store as it sees them: one (this process) on SQLite.
+    async fn cluster(&self) -> Result<Cluster>;
+
+    /// Milliseconds to add to this server's clock to read the store's (the database's)
+    /// clock: 0 while they agree within a small tolerance, and always on SQLite.
+    fn clock_offset_ms(&self) -> i64;
 }
 
-/// Held while this process runs cleanup (see [`Store::maintenance`]); dropping it lets
-/// another server take the turn.
+/// Answered by [`Store::maintenance`] to the server whose turn it is to run cleanup.
 pub struct MaintenanceGuard {
-    _held: Box<dyn Any + Send>,
+    held: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl MaintenanceGuard {
-    /// Holds `what` (a lock, a connection) until the guard is dropped.
-    pub fn new(what: impl Any + Send) -> MaintenanceGuard {
+    /// A turn that lasts as long as the guard (one process owns the store).
+    pub fn always() -> MaintenanceGuard {
         MaintenanceGuard {
-            _held: Box::new(what),
+            held: Box::new(|| true),
         }
     }
+
+    /// A turn that lasts while `held` answers true (a lease that may expire).
+    pub fn leased(held: impl Fn() -> bool + Send + Sync + 'static) -> MaintenanceGuard {
+        MaintenanceGuard {
+            held: Box::new(held),
+        }
+    }
+
+    /// Whether the turn is still this server's: maintenance checks before each step and
+    /// stops when it is not.
+    pub fn held(&self) -> bool {
+        (self.held)()
+    }
+}
+
+/// How often each server on a shared store records that it is running (its beat).
+pub const BEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// This machine's wall clock.
+pub(crate) fn wall_clock() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Timestamp(ms)
+}
+
+/// The servers sharing a store (`GET /admin/cluster`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// This server's id.
+    pub node: String,
+    /// The store's clock now (the database's, on PostgreSQL).
+    pub now: Timestamp,
+    /// Servers seen in the last 10 minutes, this one included.
+    pub nodes: Vec<Node>,
+    /// Who holds the maintenance term (`None` on SQLite, where there is no term).
+    pub maintenance: Option<MaintenanceTerm>,
+    /// Events committed but not numbered yet (not yet visible to event streams).
+    pub unsequenced_events: u64,
+    /// How long the oldest of those has waited, in ms.
+    pub oldest_unsequenced_ms: u64,
+}
+
+/// One server, as its beats left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Its id (new at each start).
+    pub id: String,
+    /// Its Lifeboat version.
+    pub version: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Its last beat.
+    pub last_seen: Timestamp,
+    /// Whether it beat recently enough to count as running.
+    pub alive: bool,
+    /// How far its clock was ahead of the store's at its last beat (negative: behind).
+    pub clock_skew_ms: i64,
+}
+
+/// The maintenance lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceTerm {
+    /// The server holding it.
+    pub holder: String,
+    /// The term: one more each time the lease changes hands (or lapses and is taken again).
+    pub term: u64,
+    /// When it lapses unless renewed.
+    pub expires_at: Timestamp,
 }

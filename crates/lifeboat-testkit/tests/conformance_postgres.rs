@@ -28,34 +28,60 @@ async fn open() -> Handles {
 
 lifeboat_testkit::conformance_suite!(open);
 
-/// Cleanup runs on one server at a time: while one store holds the turn, the other is
-/// refused; when the holder's connection goes (dropped, or its process killed), the other
-/// gets it at once.
+/// Maintenance (cleanup) runs on one server at a time, under a lease with terms: while one
+/// store holds the term, the other is refused and sees who holds it; when the holder stops
+/// beating (its process dies), its guard stops answering `held`, and the other takes the
+/// next term within lease + beat (6 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_server_at_a_time_holds_the_cleanup_turn() {
+async fn one_server_at_a_time_holds_the_maintenance_term() {
+    use std::time::{Duration, Instant};
     let handles = open().await;
     let turn = handles
         .first
         .maintenance()
         .await
-        .expect("ask for the turn")
-        .expect("the first store gets it");
+        .expect("ask for the term")
+        .expect("the first store to start holds it");
+    assert!(turn.held());
     assert!(
         handles.second.maintenance().await.expect("ask").is_none(),
-        "the second store is refused while the first holds it"
+        "the second store is refused while the first holds the term"
     );
-    drop(turn);
-    let mut waited = std::time::Duration::ZERO;
-    loop {
-        if handles.second.maintenance().await.expect("ask").is_some() {
-            break;
-        }
+    let seen = handles.second.cluster().await.expect("the cluster view");
+    let first_node = handles.first.cluster().await.expect("view").node;
+    let before = seen.maintenance.expect("a term");
+    assert_eq!(before.holder, first_node);
+    assert_eq!(
+        seen.nodes.iter().filter(|node| node.alive).count(),
+        2,
+        "both servers beat: {:?}",
+        seen.nodes
+    );
+
+    let Handles { first, second, dir } = handles;
+    drop(first);
+    let dropped = Instant::now();
+    assert!(!turn.held(), "a stopped holder no longer acts on its term");
+    while second.maintenance().await.expect("ask").is_none() {
         assert!(
-            waited < std::time::Duration::from_secs(5),
-            "the turn was never released"
+            dropped.elapsed() < Duration::from_secs(10),
+            "the term was never taken over"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        waited += std::time::Duration::from_millis(20);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("cleanup turn taken over {waited:?} after its holder's connection closed");
+    let after = second
+        .cluster()
+        .await
+        .expect("view")
+        .maintenance
+        .expect("a term");
+    println!(
+        "maintenance term {} taken over as term {} {:?} after its holder stopped",
+        before.term,
+        after.term,
+        dropped.elapsed()
+    );
+    assert_eq!(after.holder, second.cluster().await.expect("view").node);
+    assert_eq!(after.term, before.term + 1);
+    drop(dir);
 }

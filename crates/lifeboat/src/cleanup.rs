@@ -24,21 +24,34 @@ impl Lifeboat {
     /// One server at a time cleans a store: while another holds the turn, a real run is
     /// refused as unavailable (retry later) and changes nothing; a dry run needs no turn.
     pub async fn cleanup(&self, dry_run: bool) -> Result<CleanupReport> {
-        let _turn = if dry_run {
+        let turn = if dry_run {
             None
         } else {
             Some(self.inner.store.maintenance().await?.ok_or_else(|| {
                 Error::Unavailable(
-                    "another server on this database is running cleanup; try again later"
+                    "another server on this database holds the maintenance term and runs cleanup; GET /admin/cluster names it"
                         .to_owned(),
                 )
             })?)
+        };
+        // A server that lost its term (cut off from the database past its lease) stops
+        // before its next step: the new holder cleans from then on.
+        let still_held = || {
+            if turn.as_ref().is_none_or(|turn| turn.held()) {
+                Ok(())
+            } else {
+                Err(Error::Unavailable(
+                    "this server lost the maintenance term during cleanup; the new holder goes on"
+                        .to_owned(),
+                ))
+            }
         };
         let rules = self.inner.cleanup;
         let now = self.now();
         let mut report = CleanupReport::default();
         let mut cursor = Some(CleanupCursor::START);
         while let Some(at) = cursor {
+            still_held()?;
             let (step, next) = self.cleanup_step(now, dry_run, at).await?;
             add(&mut report, step);
             cursor = next;
@@ -68,6 +81,7 @@ impl Lifeboat {
             )
         });
         for chunk in old.chunks(FILES_PER_STEP) {
+            still_held()?;
             let candidates: Vec<FileRef> = chunk.iter().filter_map(file_ref).collect();
             let orphans = self.unreferenced(candidates, purged).await?;
             let doomed: Vec<StoredFile> = chunk

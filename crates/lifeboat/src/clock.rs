@@ -9,6 +9,13 @@ use lifeboat_core::Timestamp;
 pub trait Clock: Send + Sync + 'static {
     /// Now, in milliseconds since the Unix epoch.
     fn now(&self) -> Timestamp;
+
+    /// Whether this is the machine's wall clock, which Lifeboat then corrects to the
+    /// store's clock (on PostgreSQL, lease times are the database's: see
+    /// `Store::clock_offset_ms`). A test's clock is used as it is.
+    fn is_wall_clock(&self) -> bool {
+        false
+    }
 }
 
 /// The wall clock.
@@ -21,6 +28,10 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         Timestamp(ms)
+    }
+
+    fn is_wall_clock(&self) -> bool {
+        true
     }
 }
 

@@ -177,7 +177,7 @@ impl Lifeboat {
 
     /// Starts Lifeboat over any [`Store`].
     pub async fn with_store(store: Arc<dyn Store>, config: Config) -> Result<Lifeboat> {
-        let ready_at = config.clock.now();
+        let ready_at = corrected_now(config.clock.as_ref(), store.as_ref());
         let inner = Arc::new(Inner {
             store,
             clock: config.clock,
@@ -196,12 +196,23 @@ impl Lifeboat {
             documents: projects::Documents::default(),
         });
         let lifeboat = Lifeboat { inner };
-        let graced = lifeboat.begin_restart_grace(ready_at).await?;
-        if graced > 0 {
+        // The restart grace makes up for an outage of the whole service. When another
+        // server on the same database is running, only this one restarted: the sessions
+        // were served all along and keep their leases as they are.
+        let others = lifeboat.other_servers_running().await?;
+        if others > 0 {
             tracing::info!(
-                sessions = graced,
-                "restart grace started for active sessions"
+                running = others,
+                "other servers are running on this database: no restart grace"
             );
+        } else {
+            let graced = lifeboat.begin_restart_grace(ready_at).await?;
+            if graced > 0 {
+                tracing::info!(
+                    sessions = graced,
+                    "restart grace started for active sessions"
+                );
+            }
         }
         let newest_event = lifeboat.newest_event().await?;
         let inner = lifeboat.inner;
@@ -213,9 +224,44 @@ impl Lifeboat {
         Ok(Lifeboat { inner })
     }
 
-    /// The current time of this instance's clock.
+    /// The current time of this instance's clock: the wall clock corrected to the store's
+    /// (so every server on one database times leases by the database's clock).
     pub fn now(&self) -> Timestamp {
-        self.inner.clock.now()
+        corrected_now(self.inner.clock.as_ref(), self.inner.store.as_ref())
+    }
+
+    /// How many other servers on this store are running: beating now, which a second
+    /// look after more than a beat interval tells from the row a stopped or killed
+    /// server left behind.
+    async fn other_servers_running(&self) -> Result<usize> {
+        let seen = |cluster: lifeboat_store::Cluster| -> Vec<(String, Timestamp)> {
+            cluster
+                .nodes
+                .into_iter()
+                .filter(|node| node.alive && node.id != cluster.node)
+                .map(|node| (node.id, node.last_seen))
+                .collect()
+        };
+        let first = seen(self.cluster().await?);
+        if first.is_empty() {
+            return Ok(0);
+        }
+        tokio::time::sleep(lifeboat_store::BEAT_INTERVAL + Duration::from_millis(500)).await;
+        let second = seen(self.cluster().await?);
+        Ok(second
+            .iter()
+            .filter(|(id, last)| first.iter().any(|(was, before)| was == id && before < last))
+            .count())
+    }
+
+    /// Whether other servers may share this store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.inner.store.shared()
+    }
+
+    /// The servers on this store, the maintenance term and the events not yet numbered.
+    pub async fn cluster(&self) -> Result<lifeboat_store::Cluster> {
+        self.inner.store.cluster().await
     }
 
     /// When this instance became ready (the start of the restart grace).
@@ -342,6 +388,16 @@ impl Lifeboat {
     }
 }
 
+/// `clock`'s time; the wall clock is corrected to the store's.
+fn corrected_now(clock: &dyn Clock, store: &dyn Store) -> Timestamp {
+    let now = clock.now();
+    if clock.is_wall_clock() {
+        Timestamp(now.0.saturating_add(store.clock_offset_ms()))
+    } else {
+        now
+    }
+}
+
 async fn cleanup_loop(inner: Weak<Inner>, every: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -350,7 +406,19 @@ async fn cleanup_loop(inner: Weak<Inner>, every: Duration) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        if let Err(error) = (Lifeboat { inner }).cleanup(false).await {
+        let lifeboat = Lifeboat { inner };
+        match lifeboat.inner.store.maintenance().await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::debug!("another server holds the maintenance term: no cleanup here");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell who holds the maintenance term");
+                continue;
+            }
+        }
+        if let Err(error) = lifeboat.cleanup(false).await {
             tracing::warn!(%error, "cleanup failed");
         }
     }

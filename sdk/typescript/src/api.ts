@@ -24,6 +24,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/cluster": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The servers on this store, the maintenance term (who runs cleanup) and the events
+         *     not yet sent to streams. Needs the bootstrap admin key: it describes the whole store.
+         */
+        get: operations["cluster"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/export": {
         parameters: {
             query?: never;
@@ -873,6 +893,49 @@ export interface components {
              */
             sessions_purged: number;
         };
+        /** @description The servers sharing this store, as the store sees them now. */
+        ClusterBody: {
+            /**
+             * Format: int64
+             * @description How long the oldest of those has waited, in ms (0 when there is none).
+             */
+            event_lag_ms: number;
+            maintenance?: components["schemas"]["MaintenanceTermBody"] | null;
+            /** @description The id of the server that answered. */
+            node: string;
+            /** @description Servers seen in the last 10 minutes, oldest first, the one that answered included. */
+            nodes: components["schemas"]["ClusterNode"][];
+            /** @description The store's clock now (the database's, on PostgreSQL): leases are timed by it. */
+            now: string;
+            /** @description `sqlite` (one server) or `postgres` (any number). */
+            store: string;
+            /**
+             * Format: int64
+             * @description Events committed but not yet numbered, so not yet sent to event streams.
+             */
+            unsequenced_events: number;
+        };
+        /** @description One server. */
+        ClusterNode: {
+            /** @description Whether it beat in the last 3 seconds. */
+            alive: boolean;
+            /**
+             * Format: int64
+             * @description How far its clock was ahead of the store's at its last beat, in ms (negative:
+             *     behind). A server more than 1,000 ms off answers 503 on `/readyz`.
+             */
+            clock_skew_ms: number;
+            /** @description Its id, new at each start. */
+            id: string;
+            /** @description Its last beat (every second while it runs). */
+            last_seen_at: string;
+            /** @description Whether it holds the maintenance term now. */
+            maintenance: boolean;
+            /** @description When it started. */
+            started_at: string;
+            /** @description Its Lifeboat version. */
+            version: string;
+        };
         /** @description The crash record. */
         CrashBody: {
             /** @description When Lifeboat noticed. */
@@ -1334,6 +1397,18 @@ export interface components {
             }[];
             /** @description Pass as `cursor` to fetch the next page; `null` on the last page. */
             next_cursor?: string | null;
+        };
+        /** @description The maintenance lease. */
+        MaintenanceTermBody: {
+            /** @description When it lapses unless its holder renews it (each second). */
+            expires_at: string;
+            /** @description The server holding it. */
+            holder: string;
+            /**
+             * Format: int64
+             * @description One more each time the lease changes hands or lapses and is taken again.
+             */
+            term: number;
         };
         /** @description Resource use reported by the worker. */
         MetricsBody: {
@@ -1820,6 +1895,122 @@ export interface operations {
                     "application/json": components["schemas"]["CleanupBody"];
                 };
             };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported content type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request is well-formed but invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many writes with this key */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Storage is full */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cluster: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClusterBody"];
+                };
+            };
+            /** @description The request is malformed */
             400: {
                 headers: {
                     [name: string]: unknown;

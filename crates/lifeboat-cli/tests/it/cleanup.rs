@@ -449,3 +449,35 @@ async fn a_crash_during_cleanup_leaves_a_consistent_store() {
         );
     }
 }
+
+/// `GET /admin/cluster` names the server that answered, which holds the maintenance term
+/// (on SQLite there is no term: the one server always runs cleanup), and is refused to a
+/// tenant's admin key (it describes the whole store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_view_names_this_server_and_who_runs_cleanup() {
+    let server = TestServer::start().await;
+    let (status, cluster) = server.get("/admin/cluster").await;
+    assert_eq!(status, 200, "{cluster}");
+    let node = cluster["node"].clone();
+    let nodes = cluster["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{cluster}");
+    assert_eq!(nodes[0]["id"], node);
+    assert_eq!(nodes[0]["alive"], json!(true));
+    assert_eq!(nodes[0]["maintenance"], json!(true), "{cluster}");
+    match cluster["store"].as_str() {
+        Some("sqlite") => assert_eq!(cluster["maintenance"], Value::Null),
+        Some("postgres") => assert_eq!(cluster["maintenance"]["holder"], node),
+        other => panic!("store {other:?}"),
+    }
+    let (_, made) = server
+        .post("/keys", json!({"tenant": "acme", "scopes": ["admin"]}))
+        .await;
+    let refused = server
+        .http
+        .get(server.url("/admin/cluster"))
+        .bearer_auth(made["key"].as_str().expect("a key"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(refused.status(), 403);
+}

@@ -20,7 +20,7 @@ use crate::harness::{Binary, TOKEN, all_checkpoints};
 const WRITERS: usize = 8;
 
 /// Whether a tool this test needs is missing: fail under CI, skip elsewhere.
-fn unavailable(what: &str) -> bool {
+pub(crate) fn unavailable(what: &str) -> bool {
     if std::env::var("LIFEBOAT_FAULT_TESTS").as_deref() == Ok("require") {
         panic!("{what} is required (LIFEBOAT_FAULT_TESTS=require)");
     }

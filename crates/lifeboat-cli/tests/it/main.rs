@@ -23,6 +23,7 @@ mod promises;
 mod recovery;
 mod surface;
 mod tenancy;
+mod three_nodes;
 mod tokens;
 mod transfer;
 mod upgrade;

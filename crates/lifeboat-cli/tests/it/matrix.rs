@@ -119,9 +119,8 @@ fn expected(caller: Caller, request: &Request) -> &'static [u16] {
         Caller::OtherTenantAdmin if is_admin(&request.template) => {
             match (request.method.as_str(), request.template.as_str()) {
                 // Keys for another tenant, and whole-store work, need the bootstrap key.
-                ("POST", "/api/v1/keys" | "/api/v1/admin/cleanup" | "/api/v1/admin/verify") => {
-                    &[403]
-                }
+                ("POST", "/api/v1/keys" | "/api/v1/admin/cleanup" | "/api/v1/admin/verify")
+                | ("GET", "/api/v1/admin/cluster") => &[403],
                 ("DELETE", _) => &[404],
                 ("POST", "/api/v1/admin/import") => &[422],
                 _ => &[200],

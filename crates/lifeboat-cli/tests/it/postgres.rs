@@ -288,3 +288,193 @@ async fn appends_raced_through_two_nodes_have_one_winner() {
     a.stop();
     b.stop();
 }
+
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    let response = http
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("a GET");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON")
+}
+
+/// What a rolling restart and a whole outage each do to leases, and the maintenance term
+/// changing hands, through real processes on one database:
+/// - `/admin/cluster` on either node shows both, alive, and one term;
+/// - SIGKILL of the node holding the term: the other takes the next term within 6 s;
+/// - a node restarted while another runs gives no restart grace (a session's lease is
+///   unchanged, and a silent session still expires on time);
+/// - a node started when none runs gives the grace (the lease is extended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restarts_keep_leases_and_the_maintenance_term_moves() {
+    let url = lifeboat_testkit::postgres::fresh_schema().await.url;
+    let shared = tempfile::tempdir().expect("dir");
+    let flags = ["--database-url", url.as_str()];
+    let a = Binary::start_with(shared.path(), &flags);
+    let b = Binary::start_with(shared.path(), &flags);
+    let http = reqwest::Client::new();
+    for (id, timeout) in [("silent", 4_000), ("long", 120_000)] {
+        let created = http
+            .post(format!("{}/api/v1/sessions", a.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({"id": id, "kind": "render", "heartbeat_timeout_ms": timeout}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(created.status(), 201);
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let cluster = get_json(&http, format!("{}/api/v1/admin/cluster", b.base)).await;
+    assert_eq!(cluster["store"], "postgres");
+    let alive: Vec<&Value> = cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|node| node["alive"] == json!(true))
+        .collect();
+    assert_eq!(alive.len(), 2, "{cluster}");
+    let term = cluster["maintenance"]["term"].as_u64().expect("a term");
+    let holder = cluster["maintenance"]["holder"].clone();
+    let a_node = get_json(&http, format!("{}/api/v1/admin/cluster", a.base)).await["node"].clone();
+    assert_eq!(holder, a_node, "the first node to start holds the term");
+    let lease_before = |body: &Value| body["lease_expires_at"].clone();
+    let silent_before = get_json(&http, format!("{}/api/v1/sessions/silent", b.base)).await;
+
+    // The holder dies and is restarted at once while B runs: no grace. The next term goes
+    // to a running node within 6 s.
+    a.kill_9();
+    let killed = Instant::now();
+    let a2 = Binary::start_with(shared.path(), &flags);
+    let silent_after = get_json(&http, format!("{}/api/v1/sessions/silent", a2.base)).await;
+    assert_eq!(
+        lease_before(&silent_after),
+        lease_before(&silent_before),
+        "a node restarted while another runs gives no grace"
+    );
+    let silent_due = killed + Duration::from_secs(4 + 2);
+    loop {
+        let silent = get_json(&http, format!("{}/api/v1/sessions/silent", b.base)).await;
+        if silent["status"] == "incomplete" {
+            break;
+        }
+        assert!(
+            Instant::now() < silent_due,
+            "the silent session never expired: {silent}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let taken = loop {
+        let now = get_json(&http, format!("{}/api/v1/admin/cluster", b.base)).await;
+        if now["maintenance"]["holder"] != holder {
+            break now;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "{now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "rolling restart: term {term} → {} after the holder's SIGKILL, {:?}",
+        taken["maintenance"]["term"],
+        killed.elapsed()
+    );
+    assert_eq!(taken["maintenance"]["term"], json!(term + 1));
+
+    // The whole service goes down; the first node back gives the outage grace.
+    let long_before = get_json(&http, format!("{}/api/v1/sessions/long", b.base)).await;
+    a2.kill_9();
+    b.kill_9();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let c = Binary::start_with(shared.path(), &flags);
+    let long_after = get_json(&http, format!("{}/api/v1/sessions/long", c.base)).await;
+    assert_eq!(long_after["status"], "active");
+    assert!(
+        long_after["lease_expires_at"].as_str() > long_before["lease_expires_at"].as_str(),
+        "after an outage the first node back extends leases: {long_before} → {long_after}"
+    );
+    c.stop();
+}
+
+/// A node whose clock runs 3 s fast (libfaketime) times leases by the database's clock
+/// anyway, shows its skew in `/admin/cluster`, and is not ready (`/readyz` 503) until its
+/// clock is fixed; a node with a good clock stays ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_skewed_clock_times_leases_by_the_database_and_is_not_ready() {
+    if std::process::Command::new("faketime")
+        .arg("--help")
+        .output()
+        .is_err()
+        && crate::faults::unavailable("faketime (Debian: faketime)")
+    {
+        return;
+    }
+    let url = lifeboat_testkit::postgres::fresh_schema().await.url;
+    let shared = tempfile::tempdir().expect("dir");
+    let flags = ["--database-url", url.as_str()];
+    let good = Binary::start_with(shared.path(), &flags);
+    let fast = Binary::start_under(
+        &[
+            "env",
+            "FAKETIME_DONT_FAKE_MONOTONIC=1",
+            "faketime",
+            "-f",
+            "+3s",
+        ],
+        shared.path(),
+        &flags,
+    );
+    let http = reqwest::Client::new();
+    let mut leases = Vec::new();
+    for (node, id) in [(&good, "via-good"), (&fast, "via-fast")] {
+        let created: Value = http
+            .post(format!("{}/api/v1/sessions", node.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({"id": id, "kind": "render", "heartbeat_timeout_ms": 60_000}))
+            .send()
+            .await
+            .expect("create")
+            .json()
+            .await
+            .expect("JSON");
+        let lease = time::OffsetDateTime::parse(
+            created["lease_expires_at"].as_str().expect("a lease"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339");
+        leases.push(lease);
+    }
+    let apart = (leases[1] - leases[0]).whole_milliseconds();
+    println!(
+        "skewed clock: leases set through a node 3 s fast and a good one are {apart} ms apart"
+    );
+    assert!(
+        apart.abs() < 1_000,
+        "the fast node's lease was set by its own clock ({apart} ms later)"
+    );
+    let ready = |base: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .expect("readyz")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(ready(good.base.clone()).await, 200);
+    assert_eq!(ready(fast.base.clone()).await, 503);
+    let cluster = get_json(&http, format!("{}/api/v1/admin/cluster", good.base)).await;
+    let skews: Vec<i64> = cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|node| node["clock_skew_ms"].as_i64())
+        .collect();
+    assert!(
+        skews.iter().any(|skew| (2_500..3_500).contains(skew)),
+        "{cluster}"
+    );
+    good.stop();
+    fast.stop();
+}

@@ -161,6 +161,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .routes(routes!(ops::stats))
         .routes(routes!(ops::sweep))
         .routes(routes!(ops::cleanup))
+        .routes(routes!(ops::cluster))
         .routes(routes!(ops::verify_store))
         .split_for_parts();
     let mut openapi = openapi;

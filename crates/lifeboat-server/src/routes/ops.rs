@@ -6,12 +6,13 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use lifeboat::TenantId;
 use lifeboat_api::{
-    CleanupBody, DamagedCheckpoint, Problem, ProblemType, StatsBody, StoreVerifyBody, SweepBody,
+    CleanupBody, ClusterBody, ClusterNode, DamagedCheckpoint, MaintenanceTermBody, Problem,
+    ProblemType, StatsBody, StoreVerifyBody, SweepBody,
 };
 use serde_json::json;
 
 use crate::AppState;
-use crate::convert::stats_body;
+use crate::convert::{rfc3339, stats_body};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 
@@ -31,6 +32,58 @@ pub(crate) async fn stats(
 pub(crate) async fn sweep(State(state): State<AppState>) -> Result<Json<SweepBody>, ApiError> {
     let timed_out = state.lifeboat.sweep().await?;
     Ok(Json(SweepBody { timed_out }))
+}
+
+/// The servers on this store, the maintenance term (who runs cleanup) and the events
+/// not yet sent to streams. Needs the bootstrap admin key: it describes the whole store.
+#[utoipa::path(get, path = "/api/v1/admin/cluster", tag = "operations",
+    responses((status = 200, body = ClusterBody), (status = 403, body = Problem),
+        (status = 503, body = Problem)))]
+pub(crate) async fn cluster(
+    State(state): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
+) -> Result<Json<ClusterBody>, ApiError> {
+    if !caller.bootstrap {
+        return Err(ApiError::new(
+            ProblemType::FORBIDDEN,
+            "the cluster view describes the whole store (every tenant) and needs the bootstrap admin key",
+        ));
+    }
+    let cluster = state.lifeboat.cluster().await?;
+    let holder = cluster.maintenance.as_ref().map(|term| term.holder.clone());
+    Ok(Json(ClusterBody {
+        store: if state.lifeboat.is_shared() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+        .to_owned(),
+        node: cluster.node.clone(),
+        now: rfc3339(cluster.now),
+        nodes: cluster
+            .nodes
+            .into_iter()
+            .map(|node| ClusterNode {
+                maintenance: match &holder {
+                    Some(holder) => *holder == node.id,
+                    None => node.id == cluster.node,
+                },
+                id: node.id,
+                version: node.version,
+                started_at: rfc3339(node.started_at),
+                last_seen_at: rfc3339(node.last_seen),
+                alive: node.alive,
+                clock_skew_ms: node.clock_skew_ms,
+            })
+            .collect(),
+        maintenance: cluster.maintenance.map(|term| MaintenanceTermBody {
+            holder: term.holder,
+            term: term.term,
+            expires_at: rfc3339(term.expires_at),
+        }),
+        unsequenced_events: cluster.unsequenced_events,
+        event_lag_ms: cluster.oldest_unsequenced_ms,
+    }))
 }
 
 /// `?dry_run=` of a cleanup.

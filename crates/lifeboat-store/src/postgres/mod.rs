@@ -9,6 +9,7 @@
 
 mod assets;
 mod cleanup;
+mod cluster;
 mod conn;
 mod events;
 mod files;
@@ -29,13 +30,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use crate::blobs::BlobStore;
-use crate::{Ack, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
+use crate::{Ack, Cluster, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
 use conn::{PgConn, translate};
 use tx::PgTx;
 
@@ -47,8 +48,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// A connection idle inside a transaction this long is ended by the database, releasing
 /// its locks (a server cut off from the network mid-write).
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
-/// The advisory lock whose holder runs cleanup ("lifeboat-cleanup", any fixed number).
-const MAINTENANCE_LOCK: i64 = 0x6c62_636c_6561_6e75;
+/// A server whose clock is further than this from the database's is not ready
+/// (`/readyz`): fix its time synchronization.
+const SKEW_LIMIT_MS: i64 = 1_000;
 /// How often a store looks for events other servers committed (their commits do not
 /// wake this one's event feed otherwise).
 const EVENT_POLL: Duration = Duration::from_millis(250);
@@ -72,6 +74,8 @@ struct Shared {
     /// The number of passes asked for when the last pass started: one pass serves every
     /// write committed before it started (writes coalesce into one pass).
     passes_served: tokio::sync::Mutex<u64>,
+    /// This server among the others on the database (`cluster.rs`).
+    membership: cluster::Membership,
 }
 
 impl PgStore {
@@ -126,8 +130,11 @@ impl PgStore {
             commits,
             passes_asked: AtomicU64::new(0),
             passes_served: tokio::sync::Mutex::new(0),
+            membership: cluster::Membership::new(),
         });
+        shared.beat().await?;
         tokio::spawn(poll_events(Arc::downgrade(&shared)));
+        tokio::spawn(cluster::beat_loop(Arc::downgrade(&shared)));
         Ok(PgStore { shared, blobs })
     }
 }
@@ -269,27 +276,39 @@ impl Store for PgStore {
 
     async fn ready(&self) -> Result<()> {
         let client = self.shared.pool.get().await.map_err(pool_error)?;
-        client
-            .query_one("SELECT 1", &[])
-            .await
-            .map(drop)
-            .map_err(translate)
+        client.query_one("SELECT 1", &[]).await.map_err(translate)?;
+        let skew = self.shared.membership.skew_ms.load(Ordering::Relaxed);
+        if skew.abs() > SKEW_LIMIT_MS {
+            return Err(Error::Unavailable(format!(
+                "this server's clock is {skew} ms off the database's (more than {SKEW_LIMIT_MS} ms): fix its time synchronization"
+            )));
+        }
+        Ok(())
     }
 
     fn shared(&self) -> bool {
         true
     }
 
-    /// A session-level advisory lock on a connection taken out of the pool: it is released
-    /// when the guard drops the connection, or by the database the moment this server's
-    /// connection dies (a `kill -9` closes its socket), so another server takes the next turn.
+    /// Granted while this server holds the maintenance term (`cluster.rs`); the guard
+    /// answers `held` only while that same term is still this server's.
     async fn maintenance(&self) -> Result<Option<MaintenanceGuard>> {
-        let client = self.shared.pool.get().await.map_err(pool_error)?;
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&MAINTENANCE_LOCK])
-            .await
-            .map_err(translate)?;
-        let held: bool = conn::column(&row, 0)?;
-        Ok(held.then(|| MaintenanceGuard::new(Object::take(client))))
+        let Some(term) = self.shared.membership.term() else {
+            return Ok(None);
+        };
+        let shared = Arc::downgrade(&self.shared);
+        Ok(Some(MaintenanceGuard::leased(move || {
+            shared
+                .upgrade()
+                .is_some_and(|shared| shared.membership.term() == Some(term))
+        })))
+    }
+
+    async fn cluster(&self) -> Result<Cluster> {
+        self.shared.cluster().await
+    }
+
+    fn clock_offset_ms(&self) -> i64 {
+        self.shared.membership.offset_ms.load(Ordering::Relaxed)
     }
 }

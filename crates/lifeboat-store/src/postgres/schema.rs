@@ -8,7 +8,10 @@ use super::conn::translate;
 use crate::Error;
 
 /// Migrations in order; a migration's version is its index + 1. Never edit a released one.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_cluster.sql"),
+];
 
 /// The advisory lock key that serializes migrations (any fixed number: "lifeboat").
 const MIGRATION_LOCK: i64 = 0x6c69_6665_626f_6174;

@@ -25,7 +25,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::blobs::BlobStore;
 use crate::lock::DirLock;
-use crate::{Ack, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
+use crate::{Ack, Cluster, Error, MaintenanceGuard, Node, ReadJob, Result, Store, WriteJob};
 use tx::SqliteTx;
 use writer::Writer;
 
@@ -56,6 +56,8 @@ pub(crate) fn translate(error: rusqlite::Error) -> Error {
 /// A Lifeboat store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// This process, as `cluster` names it.
+    node: Arc<Node>,
     blobs: BlobStore,
     writer: Writer,
     readers: Arc<Readers>,
@@ -139,7 +141,16 @@ impl SqliteStore {
                 data_dir.display()
             ))
         })?;
+        let now = crate::wall_clock();
         Ok(SqliteStore {
+            node: Arc::new(Node {
+                id: uuid::Uuid::now_v7().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                started_at: now,
+                last_seen: now,
+                alive: true,
+                clock_skew_ms: 0,
+            }),
             blobs,
             writer: Writer::spawn(conn, path.clone(), lock)?,
             readers: Arc::new(Readers {
@@ -202,6 +213,25 @@ impl Store for SqliteStore {
 
     async fn maintenance(&self) -> Result<Option<MaintenanceGuard>> {
         // The data directory's lock already makes this process the only one.
-        Ok(Some(MaintenanceGuard::new(())))
+        Ok(Some(MaintenanceGuard::always()))
+    }
+
+    async fn cluster(&self) -> Result<Cluster> {
+        let now = crate::wall_clock();
+        Ok(Cluster {
+            node: self.node.id.clone(),
+            now,
+            nodes: vec![Node {
+                last_seen: now,
+                ..Node::clone(&self.node)
+            }],
+            maintenance: None,
+            unsequenced_events: 0,
+            oldest_unsequenced_ms: 0,
+        })
+    }
+
+    fn clock_offset_ms(&self) -> i64 {
+        0
     }
 }

@@ -1,0 +1,427 @@
+//! Three `lifeboat serve` processes on one PostgreSQL schema and one shared data directory,
+//! as three nodes behind a load balancer, under load from checkpoint writers, recorders
+//! appending chunks and event subscribers; the node holding the maintenance term is
+//! SIGKILLed while silent sessions should expire. Every client keeps a ledger of what was
+//! acknowledged (2xx) and the test checks it against what the survivors serve.
+//!
+//! The "load balancer" is the clients': each request goes to the next node in turn, and a
+//! request that gets no answer (the node is dead) is sent again, with the same
+//! Idempotency-Key or at the same offset, to the next node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::harness::{Binary, TOKEN, all_checkpoints};
+
+const WRITERS: usize = 6;
+const RECORDERS: usize = 2;
+const SILENT: usize = 3;
+/// The silent sessions' lease.
+const SILENT_LEASE_MS: u64 = 2_000;
+
+/// The nodes' addresses, and which of them are known dead.
+#[derive(Clone)]
+struct Balancer {
+    bases: Arc<Vec<String>>,
+    dead: Arc<Mutex<BTreeSet<usize>>>,
+    /// Requests sent again to another node after one gave no answer.
+    resent: Arc<AtomicUsize>,
+}
+
+impl Balancer {
+    /// Sends `build(base)` to node `turn` (mod 3), or the next live one when a node gives no
+    /// answer; 503 is retried after a pause. Panics after 20 s without an answer.
+    async fn send(
+        &self,
+        turn: usize,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> reqwest::Response {
+        let started = Instant::now();
+        let mut at = turn;
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no node answered"
+            );
+            let index = at % self.bases.len();
+            at += 1;
+            if self.dead.lock().expect("lock").contains(&index) {
+                continue;
+            }
+            match build(&self.bases[index]).send().await {
+                Ok(response) if response.status() == 503 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(response) => return response,
+                Err(_) => {
+                    self.resent.fetch_add(1, Ordering::Relaxed);
+                    self.dead.lock().expect("lock").insert(index);
+                }
+            }
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+/// Writes checkpoints until `stop`; answers (seq → (n, SHA-256)) of every 201.
+async fn writer(lb: Balancer, w: usize, stop: Arc<AtomicBool>) -> BTreeMap<u64, (u64, String)> {
+    let http = client();
+    let mut acked = BTreeMap::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let data = json!({"writer": w, "n": n}).to_string();
+        let body = format!("{{\"attempt\":1,\"kind\":\"item\",\"data\":{data}}}");
+        let key = format!("w{w}-{n}");
+        let response = lb
+            .send(w + n as usize, |base| {
+                http.post(format!("{base}/api/v1/sessions/w{w}/checkpoints"))
+                    .bearer_auth(TOKEN)
+                    .header("idempotency-key", &key)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+            })
+            .await;
+        assert!(
+            response.status() == 201 || response.status() == 200,
+            "{response:?}"
+        );
+        let answer: Value = response.json().await.expect("JSON");
+        let sha = answer["sha256"].as_str().expect("sha256").to_owned();
+        assert_eq!(sha, hex::encode(sha2::Sha256::digest(data.as_bytes())));
+        let seq = answer["seq"].as_u64().expect("seq");
+        assert!(
+            acked.insert(seq, (n, sha)).is_none(),
+            "seq {seq} answered twice"
+        );
+        n += 1;
+        assert!(n < 1_000, "more checkpoints than the session keeps");
+    }
+    acked
+}
+
+/// Appends 16 KiB chunks until `stop`; answers the bytes acknowledged, in order.
+async fn recorder(lb: Balancer, r: usize, stop: Arc<AtomicBool>) -> Vec<u8> {
+    let http = client();
+    let mut acked: Vec<u8> = Vec::new();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let chunk: Vec<u8> = (0..16 * 1024).map(|i| (i * 7 + n * 13 + r) as u8).collect();
+        let offset = acked.len();
+        let response = lb
+            .send(r + n, |base| {
+                http.post(format!(
+                    "{base}/api/v1/sessions/rec{r}/assets/take.pcm?offset={offset}"
+                ))
+                .bearer_auth(TOKEN)
+                .body(chunk.clone())
+            })
+            .await;
+        assert_eq!(response.status(), 200, "{response:?}");
+        let answer: Value = response.json().await.expect("JSON");
+        acked.extend_from_slice(&chunk);
+        assert_eq!(answer["size"], json!(acked.len()));
+        n += 1;
+    }
+    acked
+}
+
+/// Follows `/events` on one node from the start until `stop`; answers the events' ids
+/// and the (session, seq) of every `checkpoint.created`.
+async fn subscriber(base: String, stop: Arc<AtomicBool>) -> (Vec<i64>, BTreeSet<(String, u64)>) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let (mut ids, mut created, mut buffer) = (Vec::new(), BTreeSet::new(), String::new());
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(next) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await else {
+            continue;
+        };
+        let chunk = next.expect("the stream stays open").expect("a chunk");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut kind, mut data) = (None, "", Value::Null);
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = v.trim();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).expect("JSON data");
+                }
+            }
+            if let Some(id) = id {
+                ids.push(id);
+                if kind == "checkpoint.created" {
+                    created.insert((
+                        data["data"]["session_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        data["data"]["seq"].as_u64().unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+    }
+    (ids, created)
+}
+
+async fn cluster(http: &reqwest::Client, base: &str) -> Value {
+    http.get(format!("{base}/api/v1/admin/cluster"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("cluster")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> u16 {
+    http.post(url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_lose_nothing_when_the_maintenance_holder_is_killed() {
+    let url = lifeboat_testkit::postgres::fresh_schema().await.url;
+    let shared = tempfile::tempdir().expect("dir");
+    let flags = ["--database-url", url.as_str()];
+    let mut nodes: Vec<Option<Binary>> = (0..3)
+        .map(|_| Some(Binary::start_with(shared.path(), &flags)))
+        .collect();
+    let bases: Vec<String> = nodes.iter().flatten().map(|n| n.base.clone()).collect();
+    let http = client();
+    let lb = Balancer {
+        bases: Arc::new(bases.clone()),
+        dead: Arc::default(),
+        resent: Arc::default(),
+    };
+    let before = cluster(&http, &bases[1]).await;
+    let holder = before["maintenance"]["holder"].clone();
+    let term = before["maintenance"]["term"].as_u64().expect("a term");
+    let holder_index = {
+        let mut found = None;
+        for (i, base) in bases.iter().enumerate() {
+            if cluster(&http, base).await["node"] == holder {
+                found = Some(i);
+            }
+        }
+        found.expect("one of the three holds the term")
+    };
+    let sessions = (0..WRITERS)
+        .map(|w| format!("w{w}"))
+        .chain((0..RECORDERS).map(|r| format!("rec{r}")));
+    for id in sessions {
+        let created = post(
+            &http,
+            format!("{}/api/v1/sessions", bases[0]),
+            json!({"id": id, "kind": "load", "heartbeat_timeout_ms": 3_600_000, "checkpoint_retention": 1000}),
+        )
+        .await;
+        assert_eq!(created, 201);
+    }
+
+    let stop_writes = Arc::new(AtomicBool::new(false));
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    // Subscribers on the two nodes that survive.
+    let subscribers: Vec<_> = bases
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != holder_index)
+        .map(|(_, base)| tokio::spawn(subscriber(base.clone(), Arc::clone(&stop_reading))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(writer(lb.clone(), w, Arc::clone(&stop_writes))))
+        .collect();
+    let recorders: Vec<_> = (0..RECORDERS)
+        .map(|r| tokio::spawn(recorder(lb.clone(), r, Arc::clone(&stop_writes))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    // Silent sessions: one heartbeat each, then nothing; then the holder dies.
+    let mut silent_since = Vec::new();
+    for s in 0..SILENT {
+        let id = format!("silent{s}");
+        let created = post(
+            &http,
+            format!("{}/api/v1/sessions", bases[s % 3]),
+            json!({"id": id, "kind": "quiet", "heartbeat_timeout_ms": SILENT_LEASE_MS}),
+        )
+        .await;
+        assert_eq!(created, 201);
+        let beat = post(
+            &http,
+            format!("{}/api/v1/sessions/{id}/heartbeat", bases[(s + 1) % 3]),
+            json!({"attempt": 1}),
+        )
+        .await;
+        assert_eq!(beat, 200);
+        silent_since.push((id, Instant::now()));
+    }
+    nodes[holder_index].take().expect("the holder").kill_9();
+    let killed = Instant::now();
+    let survivor = &bases[(holder_index + 1) % 3];
+
+    // The silent sessions are found incomplete through the survivors within lease + 2 s.
+    let mut expired_after = Vec::new();
+    for (id, since) in &silent_since {
+        loop {
+            let session: Value = http
+                .get(format!("{survivor}/api/v1/sessions/{id}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("read")
+                .json()
+                .await
+                .expect("JSON");
+            if session["status"] == "incomplete" {
+                expired_after.push(since.elapsed());
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_millis(SILENT_LEASE_MS + 2_000),
+                "{id} is still {} {:?} after its last heartbeat",
+                session["status"],
+                since.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // A new term, on a survivor, within 6 s of the kill.
+    let taken = loop {
+        let now = cluster(&http, survivor).await;
+        if now["maintenance"]["holder"] != holder {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(8), "{now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let after = cluster(&http, survivor).await;
+    assert_eq!(after["maintenance"]["term"], json!(term + 1));
+    let alive = after["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["alive"] == json!(true))
+        .count();
+    assert_eq!(alive, 2, "{after}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_writes.store(true, Ordering::Relaxed);
+    let mut ledgers = Vec::new();
+    for w in writers {
+        ledgers.push(w.await.expect("writer"));
+    }
+    let mut recordings = Vec::new();
+    for r in recorders {
+        recordings.push(r.await.expect("recorder"));
+    }
+    // Every event written is numbered and streamed within the poll interval.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop_reading.store(true, Ordering::Relaxed);
+
+    // Every acknowledged checkpoint, with its SHA-256, and nothing twice.
+    let (mut acknowledged, mut lost, mut duplicates) = (0, Vec::new(), 0);
+    for (w, acked) in ledgers.iter().enumerate() {
+        let stored = all_checkpoints(survivor, &format!("w{w}")).await;
+        let mut ns = BTreeSet::new();
+        for c in &stored {
+            if !ns.insert(c["data"]["n"].as_u64().expect("n")) {
+                duplicates += 1;
+            }
+        }
+        let by_seq: BTreeMap<u64, String> = stored
+            .iter()
+            .map(|c| {
+                (
+                    c["seq"].as_u64().expect("seq"),
+                    c["sha256"].as_str().expect("sha").to_owned(),
+                )
+            })
+            .collect();
+        for (seq, (_, sha)) in acked {
+            acknowledged += 1;
+            if by_seq.get(seq) != Some(sha) {
+                lost.push((w, *seq));
+            }
+        }
+    }
+    // Each recording is exactly its acknowledged chunks.
+    let mut recorded_bytes = 0;
+    for (r, acked) in recordings.iter().enumerate() {
+        let read = http
+            .get(format!("{survivor}/api/v1/sessions/rec{r}/assets/take.pcm"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("read");
+        let bytes = read.bytes().await.expect("bytes");
+        assert!(
+            bytes[..] == acked[..],
+            "recording {r} differs from its acknowledged chunks"
+        );
+        recorded_bytes += acked.len();
+    }
+    // Each subscriber saw every event, in order, without a gap, including every
+    // acknowledged checkpoint.
+    for subscriber in subscribers {
+        let (ids, created) = subscriber.await.expect("subscriber");
+        assert!(!ids.is_empty());
+        assert!(
+            ids.windows(2).all(|w| w[1] == w[0] + 1),
+            "a subscriber's event ids have a gap or go back"
+        );
+        for (w, acked) in ledgers.iter().enumerate() {
+            for seq in acked.keys() {
+                assert!(
+                    created.contains(&(format!("w{w}"), *seq)),
+                    "a subscriber missed checkpoint {seq} of w{w}"
+                );
+            }
+        }
+    }
+    println!(
+        "three nodes: {acknowledged} checkpoints and {recorded_bytes} recorded bytes acknowledged ({} requests sent again after the kill), {} lost, {duplicates} duplicates; silent sessions incomplete after {expired_after:?} (lease {SILENT_LEASE_MS} ms); term {term} → {} after {taken:?}",
+        lb.resent.load(Ordering::Relaxed),
+        lost.len(),
+        term + 1
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged checkpoints lost, the first: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+    assert_eq!(duplicates, 0);
+    assert!(acknowledged > WRITERS, "the writers wrote");
+    for node in nodes.into_iter().flatten() {
+        node.stop();
+    }
+}
