@@ -132,11 +132,27 @@ pub(crate) async fn run_as(
     clients: usize,
     window: Duration,
 ) -> anyhow::Result<LoadResult> {
+    run_spread(&[base.to_owned()], token, op, clients, window).await
+}
+
+/// [`run_as`] with the clients spread over several servers (client `i` talks to
+/// `bases[i % n]`), as a load balancer would spread them.
+pub(crate) async fn run_spread(
+    bases: &[String],
+    token: &str,
+    op: Op,
+    clients: usize,
+    window: Duration,
+) -> anyhow::Result<LoadResult> {
     let authorization = format!("Bearer {token}");
-    let authority = base
-        .strip_prefix("http://")
-        .context("the server URL is not http://")?
-        .to_owned();
+    let authorities = bases
+        .iter()
+        .map(|base| {
+            base.strip_prefix("http://")
+                .map(str::to_owned)
+                .context("the server URL is not http://")
+        })
+        .collect::<anyhow::Result<Vec<String>>>()?;
     let data = "x".repeat(1000);
     let started = Instant::now();
     let deadline = started + window;
@@ -164,7 +180,7 @@ pub(crate) async fn run_as(
                 ),
             };
             let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-            let authority = authority.clone();
+            let authority = authorities[client % authorities.len()].clone();
             let authorization = authorization.clone();
             tokio::spawn(async move {
                 let stream = tokio::net::TcpStream::connect(&authority).await?;

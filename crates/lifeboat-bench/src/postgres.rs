@@ -2,12 +2,17 @@
 //! fresh schema of the local server, against `pgbench` inserting one ~1 KiB row with its
 //! SHA-256 per transaction into the same server, at the same client counts, in the same run.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lifeboat_testkit::Binary;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use lifeboat_testkit::{Binary, TOKEN};
 
 use crate::load::{self, Op};
 
@@ -92,9 +97,11 @@ pub(crate) fn section(
         "| clients | pgbench insert1k tps | Lifeboat checkpoints/s | ratio | Lifeboat p50 ms | p99 ms |"
     );
     println!("|---|---|---|---|---|---|");
+    let mut one_node = 0.0;
     for clients in CLIENTS {
         let baseline = pgbench(&database.schema, &script, clients, window)?;
         let result = runtime.block_on(load::run(&server.base, Op::Checkpoint, clients, window))?;
+        one_node = result.ops_per_second;
         println!(
             "| {clients} | {baseline:.0} | {:.0} | {:.2}× | {:.2} | {:.2} |",
             result.ops_per_second,
@@ -103,6 +110,141 @@ pub(crate) fn section(
             result.p99_ms
         );
     }
+    // Two more servers on the same schema and asset directory: the same 64 clients spread
+    // over three, while a probe measures how long an event written through one takes to
+    // reach a stream on another.
+    let others: Vec<Binary> = (0..2)
+        .map(|_| {
+            Binary::start_with(
+                &root.join("postgres-node"),
+                &["--database-url", &database.url, "--streams-per-key", "1000"],
+            )
+        })
+        .collect();
+    let bases: Vec<String> = std::iter::once(server.base.clone())
+        .chain(others.iter().map(|node| node.base.clone()))
+        .collect();
+    let (three, lag) = runtime.block_on(async {
+        let probe = tokio::spawn(lag_probe(bases[0].clone(), bases[1].clone(), window));
+        let load = load::run_spread(&bases, TOKEN, Op::Checkpoint, 64, window).await;
+        (load, probe.await)
+    });
+    let three = three?;
+    let lag = lag.context("the lag probe")??;
+    println!("\n## Three servers on one PostgreSQL database (64 clients spread over them)");
+    println!("| servers | checkpoints/s | ratio to one server | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    println!("| 1 | {one_node:.0} | 1.00× | | |");
+    println!(
+        "| 3 | {:.0} | {:.2}× | {:.2} | {:.2} |",
+        three.ops_per_second,
+        three.ops_per_second / one_node,
+        three.p50_ms,
+        three.p99_ms
+    );
+    println!(
+        "cross-server event lag under that load (a checkpoint acknowledged by server 1 until its event arrives on a stream of server 2), {} probes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lag.len(),
+        lag.value_at_quantile(0.50) as f64 / 1000.0,
+        lag.value_at_quantile(0.99) as f64 / 1000.0,
+        lag.max() as f64 / 1000.0
+    );
+    drop(others);
     drop(server);
     Ok(())
+}
+
+/// Every 20 ms for `window`, a checkpoint through `writer`; a stream on `reader` follows
+/// them. Answers, per checkpoint, the time from its acknowledgement to its event's arrival
+/// (0 when the event came first), in µs.
+async fn lag_probe(
+    writer: String,
+    reader: String,
+    window: Duration,
+) -> anyhow::Result<Histogram<u64>> {
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{writer}/api/v1/sessions"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"id": "lag-probe", "kind": "bench", "heartbeat_timeout_ms": 3_600_000}))
+        .send()
+        .await?;
+    if created.status() != 201 {
+        bail!("creating the probe's session: {}", created.status());
+    }
+    let arrivals: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = {
+        let (arrivals, stop, http) = (Arc::clone(&arrivals), Arc::clone(&stop), http.clone());
+        tokio::spawn(async move {
+            let response = http
+                .get(format!("{reader}/api/v1/events?session_id=lag-probe"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await?;
+            let mut stream = response.bytes_stream();
+            let mut buffer = String::new();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(chunk)) =
+                    tokio::time::timeout(Duration::from_millis(100), stream.next()).await
+                else {
+                    continue;
+                };
+                let now = Instant::now();
+                buffer.push_str(&String::from_utf8_lossy(&chunk?));
+                while let Some(end) = buffer.find("\n\n") {
+                    let frame: String = buffer.drain(..end + 2).collect();
+                    let created = frame.lines().any(|line| {
+                        line.strip_prefix("event:").map(str::trim) == Some("checkpoint.created")
+                    });
+                    let seq = frame
+                        .lines()
+                        .find_map(|line| line.strip_prefix("data:"))
+                        .and_then(|data| {
+                            serde_json::from_str::<serde_json::Value>(data.trim()).ok()
+                        })
+                        .filter(|_| created)
+                        .and_then(|event| event["data"]["seq"].as_u64());
+                    if let Some(seq) = seq {
+                        arrivals
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("lock"))?
+                            .insert(seq, now);
+                    }
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut acknowledged = HashMap::new();
+    let deadline = Instant::now() + window;
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    while Instant::now() < deadline {
+        ticks.tick().await;
+        let response = http
+            .post(format!("{writer}/api/v1/sessions/lag-probe/checkpoints"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"attempt": 1, "kind": "item", "data": {}}))
+            .send()
+            .await?;
+        let at = Instant::now();
+        let answer: serde_json::Value = response.json().await?;
+        if let Some(seq) = answer["seq"].as_u64() {
+            acknowledged.insert(seq, at);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    follower.await??;
+    let arrivals = arrivals.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    let mut lags = Histogram::<u64>::new(3)?;
+    for (seq, at) in &acknowledged {
+        let arrived = arrivals
+            .get(seq)
+            .with_context(|| format!("the event of checkpoint {seq} never arrived"))?;
+        let lag = arrived.saturating_duration_since(*at);
+        lags.record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX))?;
+    }
+    Ok(lags)
 }

@@ -441,6 +441,12 @@ pub trait Store: Send + Sync + 'static {
     /// The servers on this store as it sees them: one (this process) on SQLite.
     async fn cluster(&self) -> Result<Cluster>;
 
+    /// How many times this server has found its database unreachable (a connection lost,
+    /// a beat that failed): when it changes, the engine gives the restart grace before it
+    /// decides anything about leases, since workers could not heartbeat meanwhile. Always
+    /// 0 on SQLite, which is part of this process.
+    fn outages(&self) -> u64;
+
     /// Milliseconds to add to this server's clock to read the store's (the database's)
     /// clock: 0 while they agree within a small tolerance, and always on SQLite.
     fn clock_offset_ms(&self) -> i64;

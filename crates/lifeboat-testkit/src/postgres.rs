@@ -106,3 +106,144 @@ pub async fn execute_behind(
             .expect("run the statement"),
     )
 }
+
+/// A PostgreSQL server of a test's own (`initdb` into a temporary directory, on a free
+/// port), which the test may stop the hard way (`pg_ctl -m immediate`: no checkpoint, as
+/// in a crash) and start again. Run as the `postgres` user when the test runs as root
+/// (PostgreSQL refuses root). `None` when PostgreSQL's programs are not installed.
+pub struct Throwaway {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub url: String,
+}
+
+impl Throwaway {
+    /// Makes and starts one.
+    pub fn start() -> Option<Throwaway> {
+        let bindir = std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|out| out.status.success())?;
+        let bin = std::path::PathBuf::from(String::from_utf8_lossy(&bindir.stdout).trim());
+        if !bin.join("initdb").exists() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let throwaway = Throwaway {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+            bin,
+            port,
+        };
+        if is_root() {
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(throwaway.dir.path())
+                .status()
+                .expect("chown");
+            assert!(chown.success());
+        }
+        throwaway.run(
+            "initdb",
+            &[
+                "-D",
+                &throwaway.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        throwaway.pg_ctl_start();
+        Some(throwaway)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let exe = self.bin.join(program);
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        let out = command
+            .args(args)
+            .output()
+            .expect("run a PostgreSQL program");
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server as a crash would (`pg_ctl -m immediate`), then starts it again
+    /// (crash recovery replays its WAL), after `down` of downtime.
+    pub fn restart_immediate(&self, down: std::time::Duration) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+        std::thread::sleep(down);
+        self.pg_ctl_start();
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let exe = self.bin.join("pg_ctl");
+        let data = self.data();
+        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+        let _ = if is_root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&exe).args(args).output()
+        };
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}

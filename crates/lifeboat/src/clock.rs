@@ -3,7 +3,10 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use lifeboat_core::Timestamp;
+use lifeboat_store::Store;
 
 /// Tells the current time.
 pub trait Clock: Send + Sync + 'static {
@@ -59,5 +62,33 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// The clock Lifeboat times everything by: the wall clock corrected to the store's (on
+/// PostgreSQL, the database's: see `Store::clock_offset_ms`), or a test's clock as it is.
+pub(crate) struct StoreClock {
+    base: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+}
+
+impl StoreClock {
+    pub(crate) fn new(base: Arc<dyn Clock>, store: Arc<dyn Store>) -> StoreClock {
+        StoreClock { base, store }
+    }
+}
+
+impl Clock for StoreClock {
+    fn now(&self) -> Timestamp {
+        let now = self.base.now();
+        if self.base.is_wall_clock() {
+            Timestamp(now.0.saturating_add(self.store.clock_offset_ms()))
+        } else {
+            now
+        }
+    }
+
+    fn is_wall_clock(&self) -> bool {
+        self.base.is_wall_clock()
     }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use lifeboat_core::{Id, Session, Status, TenantId, Timestamp};
@@ -97,9 +98,34 @@ fn spared_by(session: &Session, arrived: Option<&Timestamp>) -> bool {
 }
 
 impl Lifeboat {
+    /// After the store lost its database (PostgreSQL restarted, the network failed), the
+    /// restart grace, once, before anything decides about leases: workers could not
+    /// heartbeat while it was gone, so a lease that ran out meanwhile is not a crash yet.
+    /// Session writes, sweeps and the reads that persist expiries call this first; until
+    /// the grace is written (the database is back), they fail as the store does.
+    pub(crate) async fn after_outage(&self) -> Result<()> {
+        let graced = &self.inner.outages_graced;
+        let outages = self.inner.store.outages();
+        if graced.load(Ordering::SeqCst) == outages {
+            return Ok(());
+        }
+        let _one_at_a_time = self.inner.outage_grace.lock().await;
+        if graced.load(Ordering::SeqCst) == outages {
+            return Ok(());
+        }
+        let count = self.begin_restart_grace(self.now()).await?;
+        graced.store(outages, Ordering::SeqCst);
+        tracing::warn!(
+            sessions = count,
+            "the database was unreachable: restart grace given to active sessions"
+        );
+        Ok(())
+    }
+
     /// A time `now` at which every lease that has passed is persisted as expired: what
     /// reads of several sessions (lists, `/stats`, `/recovery`) observe at.
     pub(crate) async fn settled_now(&self) -> Result<Timestamp> {
+        self.after_outage().await?;
         let started = tokio::time::Instant::now();
         loop {
             let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
@@ -116,6 +142,7 @@ impl Lifeboat {
 
     /// One session as observed now, with an expiry it shows persisted first.
     pub(crate) async fn settled_session(&self, tenant: &TenantId, id: &Id) -> Result<Session> {
+        self.after_outage().await?;
         let started = tokio::time::Instant::now();
         loop {
             let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());

@@ -150,6 +150,10 @@ struct Inner {
     projects: ProjectRules,
     schemas: schemas::SchemaCache,
     documents: projects::Documents,
+    /// The store's outage count when the last grace for one was given (see
+    /// `expiry::after_outage`), and the lock held while one is given.
+    outages_graced: std::sync::atomic::AtomicU64,
+    outage_grace: tokio::sync::Mutex<()>,
 }
 
 /// An open Lifeboat. Cheap to clone; the sweeper stops when the last clone is dropped.
@@ -177,10 +181,13 @@ impl Lifeboat {
 
     /// Starts Lifeboat over any [`Store`].
     pub async fn with_store(store: Arc<dyn Store>, config: Config) -> Result<Lifeboat> {
-        let ready_at = corrected_now(config.clock.as_ref(), store.as_ref());
+        let clock: Arc<dyn Clock> =
+            Arc::new(clock::StoreClock::new(config.clock, Arc::clone(&store)));
+        let ready_at = clock.now();
+        let outages = store.outages();
         let inner = Arc::new(Inner {
             store,
-            clock: config.clock,
+            clock,
             ready_at,
             assets: assets::AssetState::new(
                 config.asset_roots,
@@ -194,6 +201,8 @@ impl Lifeboat {
             projects: config.projects,
             schemas: schemas::SchemaCache::default(),
             documents: projects::Documents::default(),
+            outages_graced: std::sync::atomic::AtomicU64::new(outages),
+            outage_grace: tokio::sync::Mutex::default(),
         });
         let lifeboat = Lifeboat { inner };
         // The restart grace makes up for an outage of the whole service. When another
@@ -227,7 +236,7 @@ impl Lifeboat {
     /// The current time of this instance's clock: the wall clock corrected to the store's
     /// (so every server on one database times leases by the database's clock).
     pub fn now(&self) -> Timestamp {
-        corrected_now(self.inner.clock.as_ref(), self.inner.store.as_ref())
+        self.inner.clock.now()
     }
 
     /// How many other servers on this store are running: beating now, which a second
@@ -373,6 +382,7 @@ impl Lifeboat {
 
     /// Persists expired leases now; answers how many sessions timed out.
     pub async fn sweep(&self) -> Result<u64> {
+        self.after_outage().await?;
         let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
         self.sweep_at(now, spared).await
     }
@@ -385,16 +395,6 @@ impl Lifeboat {
     /// Changes after every commit: wait on it, then read new events.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.store.subscribe()
-    }
-}
-
-/// `clock`'s time; the wall clock is corrected to the store's.
-fn corrected_now(clock: &dyn Clock, store: &dyn Store) -> Timestamp {
-    let now = clock.now();
-    if clock.is_wall_clock() {
-        Timestamp(now.0.saturating_add(store.clock_offset_ms()))
-    } else {
-        now
     }
 }
 

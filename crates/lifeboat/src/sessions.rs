@@ -85,6 +85,7 @@ impl Lifeboat {
         mut op: SessionOp,
         key: Option<IdempotencyKey>,
     ) -> Result<Outcome<Applied>> {
+        self.after_outage().await?;
         if let SessionOp::Recover { files, .. } = &mut op {
             let facts = self.recovery_facts(tenant, id).await?;
             *files = self.check_files(facts.versions()).await;

@@ -137,24 +137,51 @@ async fn recorder(lb: Balancer, r: usize, stop: Arc<AtomicBool>) -> Vec<u8> {
     acked
 }
 
-/// Follows `/events` on one node from the start until `stop`; answers the events' ids
-/// and the (session, seq) of every `checkpoint.created`.
-async fn subscriber(base: String, stop: Arc<AtomicBool>) -> (Vec<i64>, BTreeSet<(String, u64)>) {
-    let response = reqwest::Client::new()
-        .get(format!("{base}/api/v1/events"))
-        .bearer_auth(TOKEN)
-        .header("last-event-id", "0")
-        .send()
-        .await
-        .expect("subscribe");
-    assert_eq!(response.status(), 200);
+/// What a subscriber saw: event ids in order, the (session, seq) of every
+/// `checkpoint.created`, and how many times its stream ended and it reconnected.
+#[derive(Default)]
+struct Seen {
+    ids: Vec<i64>,
+    created: BTreeSet<(String, u64)>,
+    reconnects: usize,
+}
+
+/// Follows `/events` on one node from the start until `stop`, reconnecting with
+/// `Last-Event-ID` when the stream ends (as an SSE client does).
+async fn subscriber(base: String, stop: Arc<AtomicBool>) -> Seen {
+    let mut seen = Seen::default();
+    while !stop.load(Ordering::Relaxed) {
+        let last = seen.ids.last().copied().unwrap_or(0);
+        let response = reqwest::Client::new()
+            .get(format!("{base}/api/v1/events"))
+            .bearer_auth(TOKEN)
+            .header("last-event-id", last.to_string())
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status() == 200 => {
+                follow(response, &stop, &mut seen).await;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+        if !stop.load(Ordering::Relaxed) {
+            seen.reconnects += 1;
+        }
+    }
+    seen
+}
+
+/// Reads one stream until it ends or `stop`.
+async fn follow(response: reqwest::Response, stop: &AtomicBool, seen: &mut Seen) {
     let mut stream = response.bytes_stream();
-    let (mut ids, mut created, mut buffer) = (Vec::new(), BTreeSet::new(), String::new());
+    let mut buffer = String::new();
     while !stop.load(Ordering::Relaxed) {
         let Ok(next) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await else {
             continue;
         };
-        let chunk = next.expect("the stream stays open").expect("a chunk");
+        let Some(Ok(chunk)) = next else {
+            return;
+        };
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
@@ -169,9 +196,9 @@ async fn subscriber(base: String, stop: Arc<AtomicBool>) -> (Vec<i64>, BTreeSet<
                 }
             }
             if let Some(id) = id {
-                ids.push(id);
+                seen.ids.push(id);
                 if kind == "checkpoint.created" {
-                    created.insert((
+                    seen.created.insert((
                         data["data"]["session_id"]
                             .as_str()
                             .unwrap_or_default()
@@ -182,7 +209,6 @@ async fn subscriber(base: String, stop: Arc<AtomicBool>) -> (Vec<i64>, BTreeSet<
             }
         }
     }
-    (ids, created)
 }
 
 async fn cluster(http: &reqwest::Client, base: &str) -> Value {
@@ -205,6 +231,168 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> u16 {
         .expect("POST")
         .status()
         .as_u16()
+}
+
+/// Heartbeats a session every `SILENT_LEASE_MS / 4` until `stop`; answers the statuses
+/// other than 200 it got (a 409 is a false crash: the session was declared dead while its
+/// worker was beating).
+async fn heartbeater(lb: Balancer, id: String, stop: Arc<AtomicBool>) -> Vec<u16> {
+    let http = client();
+    let mut refused = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let response = lb
+            .send(n, |base| {
+                http.post(format!("{base}/api/v1/sessions/{id}/heartbeat"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"attempt": 1}))
+            })
+            .await;
+        if response.status() != 200 {
+            refused.push(response.status().as_u16());
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(SILENT_LEASE_MS / 4)).await;
+    }
+    refused
+}
+
+/// Checkpoint writers, recorders and subscribers running against the nodes.
+struct Load {
+    stop_writes: Arc<AtomicBool>,
+    stop_reading: Arc<AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<BTreeMap<u64, (u64, String)>>>,
+    recorders: Vec<tokio::task::JoinHandle<Vec<u8>>>,
+    subscribers: Vec<tokio::task::JoinHandle<Seen>>,
+}
+
+impl Load {
+    /// Creates the writers' and recorders' sessions, starts subscribers on `watched`, then
+    /// the writers and recorders.
+    async fn start(lb: &Balancer, watched: Vec<String>) -> Load {
+        let http = client();
+        let sessions = (0..WRITERS)
+            .map(|w| format!("w{w}"))
+            .chain((0..RECORDERS).map(|r| format!("rec{r}")));
+        for id in sessions {
+            let created = post(
+                &http,
+                format!("{}/api/v1/sessions", lb.bases[0]),
+                json!({"id": id, "kind": "load", "heartbeat_timeout_ms": 3_600_000, "checkpoint_retention": 1000}),
+            )
+            .await;
+            assert_eq!(created, 201);
+        }
+        let stop_writes = Arc::new(AtomicBool::new(false));
+        let stop_reading = Arc::new(AtomicBool::new(false));
+        let subscribers = watched
+            .into_iter()
+            .map(|base| tokio::spawn(subscriber(base, Arc::clone(&stop_reading))))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let writers = (0..WRITERS)
+            .map(|w| tokio::spawn(writer(lb.clone(), w, Arc::clone(&stop_writes))))
+            .collect();
+        let recorders = (0..RECORDERS)
+            .map(|r| tokio::spawn(recorder(lb.clone(), r, Arc::clone(&stop_writes))))
+            .collect();
+        Load {
+            stop_writes,
+            stop_reading,
+            writers,
+            recorders,
+            subscribers,
+        }
+    }
+
+    /// Stops the load and checks every ledger against what `survivor` serves: every
+    /// acknowledged checkpoint with its SHA-256 and none twice, each recording exactly its
+    /// acknowledged chunks, each subscriber every event in order without a gap. Answers a
+    /// summary line.
+    async fn finish(self, survivor: &str) -> String {
+        self.stop_writes.store(true, Ordering::Relaxed);
+        let mut ledgers = Vec::new();
+        for w in self.writers {
+            ledgers.push(w.await.expect("writer"));
+        }
+        let mut recordings = Vec::new();
+        for r in self.recorders {
+            recordings.push(r.await.expect("recorder"));
+        }
+        // Every event written is numbered and streamed within the poll interval.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        self.stop_reading.store(true, Ordering::Relaxed);
+
+        let (mut acknowledged, mut lost, mut duplicates) = (0, Vec::new(), 0);
+        for (w, acked) in ledgers.iter().enumerate() {
+            let stored = all_checkpoints(survivor, &format!("w{w}")).await;
+            let mut ns = BTreeSet::new();
+            for c in &stored {
+                if !ns.insert(c["data"]["n"].as_u64().expect("n")) {
+                    duplicates += 1;
+                }
+            }
+            let by_seq: BTreeMap<u64, String> = stored
+                .iter()
+                .map(|c| {
+                    (
+                        c["seq"].as_u64().expect("seq"),
+                        c["sha256"].as_str().expect("sha").to_owned(),
+                    )
+                })
+                .collect();
+            for (seq, (_, sha)) in acked {
+                acknowledged += 1;
+                if by_seq.get(seq) != Some(sha) {
+                    lost.push((w, *seq));
+                }
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "acknowledged checkpoints lost, the first: {:?}",
+            &lost[..lost.len().min(10)]
+        );
+        assert_eq!(duplicates, 0, "a checkpoint stored twice");
+        assert!(acknowledged > WRITERS, "the writers wrote");
+        let http = client();
+        let mut recorded_bytes = 0;
+        for (r, acked) in recordings.iter().enumerate() {
+            let read = http
+                .get(format!("{survivor}/api/v1/sessions/rec{r}/assets/take.pcm"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("read");
+            let bytes = read.bytes().await.expect("bytes");
+            assert!(
+                bytes[..] == acked[..],
+                "recording {r} differs from its acknowledged chunks"
+            );
+            recorded_bytes += acked.len();
+        }
+        let mut reconnects = 0;
+        for subscriber in self.subscribers {
+            let seen = subscriber.await.expect("subscriber");
+            reconnects += seen.reconnects;
+            assert!(!seen.ids.is_empty());
+            assert!(
+                seen.ids.windows(2).all(|w| w[1] == w[0] + 1),
+                "a subscriber's event ids have a gap or go back"
+            );
+            for (w, acked) in ledgers.iter().enumerate() {
+                for seq in acked.keys() {
+                    assert!(
+                        seen.created.contains(&(format!("w{w}"), *seq)),
+                        "a subscriber missed checkpoint {seq} of w{w}"
+                    );
+                }
+            }
+        }
+        format!(
+            "{acknowledged} checkpoints and {recorded_bytes} recorded bytes acknowledged, 0 lost, 0 duplicates; subscribers missed nothing ({reconnects} reconnections)"
+        )
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,35 +422,14 @@ async fn three_nodes_lose_nothing_when_the_maintenance_holder_is_killed() {
         }
         found.expect("one of the three holds the term")
     };
-    let sessions = (0..WRITERS)
-        .map(|w| format!("w{w}"))
-        .chain((0..RECORDERS).map(|r| format!("rec{r}")));
-    for id in sessions {
-        let created = post(
-            &http,
-            format!("{}/api/v1/sessions", bases[0]),
-            json!({"id": id, "kind": "load", "heartbeat_timeout_ms": 3_600_000, "checkpoint_retention": 1000}),
-        )
-        .await;
-        assert_eq!(created, 201);
-    }
-
-    let stop_writes = Arc::new(AtomicBool::new(false));
-    let stop_reading = Arc::new(AtomicBool::new(false));
     // Subscribers on the two nodes that survive.
-    let subscribers: Vec<_> = bases
+    let watched = bases
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != holder_index)
-        .map(|(_, base)| tokio::spawn(subscriber(base.clone(), Arc::clone(&stop_reading))))
+        .map(|(_, base)| base.clone())
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| tokio::spawn(writer(lb.clone(), w, Arc::clone(&stop_writes))))
-        .collect();
-    let recorders: Vec<_> = (0..RECORDERS)
-        .map(|r| tokio::spawn(recorder(lb.clone(), r, Arc::clone(&stop_writes))))
-        .collect();
+    let load = Load::start(&lb, watched).await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     // Silent sessions: one heartbeat each, then nothing; then the holder dies.
@@ -335,93 +502,98 @@ async fn three_nodes_lose_nothing_when_the_maintenance_holder_is_killed() {
     assert_eq!(alive, 2, "{after}");
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop_writes.store(true, Ordering::Relaxed);
-    let mut ledgers = Vec::new();
-    for w in writers {
-        ledgers.push(w.await.expect("writer"));
-    }
-    let mut recordings = Vec::new();
-    for r in recorders {
-        recordings.push(r.await.expect("recorder"));
-    }
-    // Every event written is numbered and streamed within the poll interval.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    stop_reading.store(true, Ordering::Relaxed);
-
-    // Every acknowledged checkpoint, with its SHA-256, and nothing twice.
-    let (mut acknowledged, mut lost, mut duplicates) = (0, Vec::new(), 0);
-    for (w, acked) in ledgers.iter().enumerate() {
-        let stored = all_checkpoints(survivor, &format!("w{w}")).await;
-        let mut ns = BTreeSet::new();
-        for c in &stored {
-            if !ns.insert(c["data"]["n"].as_u64().expect("n")) {
-                duplicates += 1;
-            }
-        }
-        let by_seq: BTreeMap<u64, String> = stored
-            .iter()
-            .map(|c| {
-                (
-                    c["seq"].as_u64().expect("seq"),
-                    c["sha256"].as_str().expect("sha").to_owned(),
-                )
-            })
-            .collect();
-        for (seq, (_, sha)) in acked {
-            acknowledged += 1;
-            if by_seq.get(seq) != Some(sha) {
-                lost.push((w, *seq));
-            }
-        }
-    }
-    // Each recording is exactly its acknowledged chunks.
-    let mut recorded_bytes = 0;
-    for (r, acked) in recordings.iter().enumerate() {
-        let read = http
-            .get(format!("{survivor}/api/v1/sessions/rec{r}/assets/take.pcm"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("read");
-        let bytes = read.bytes().await.expect("bytes");
-        assert!(
-            bytes[..] == acked[..],
-            "recording {r} differs from its acknowledged chunks"
-        );
-        recorded_bytes += acked.len();
-    }
-    // Each subscriber saw every event, in order, without a gap, including every
-    // acknowledged checkpoint.
-    for subscriber in subscribers {
-        let (ids, created) = subscriber.await.expect("subscriber");
-        assert!(!ids.is_empty());
-        assert!(
-            ids.windows(2).all(|w| w[1] == w[0] + 1),
-            "a subscriber's event ids have a gap or go back"
-        );
-        for (w, acked) in ledgers.iter().enumerate() {
-            for seq in acked.keys() {
-                assert!(
-                    created.contains(&(format!("w{w}"), *seq)),
-                    "a subscriber missed checkpoint {seq} of w{w}"
-                );
-            }
-        }
-    }
+    let summary = load.finish(survivor).await;
     println!(
-        "three nodes: {acknowledged} checkpoints and {recorded_bytes} recorded bytes acknowledged ({} requests sent again after the kill), {} lost, {duplicates} duplicates; silent sessions incomplete after {expired_after:?} (lease {SILENT_LEASE_MS} ms); term {term} → {} after {taken:?}",
+        "three nodes, holder killed: {summary}; {} requests sent again to another node after the kill; silent sessions incomplete after {expired_after:?} (lease {SILENT_LEASE_MS} ms); term {term} → {} after {taken:?}",
         lb.resent.load(Ordering::Relaxed),
-        lost.len(),
         term + 1
     );
-    assert!(
-        lost.is_empty(),
-        "acknowledged checkpoints lost, the first: {:?}",
-        &lost[..lost.len().min(10)]
-    );
-    assert_eq!(duplicates, 0);
-    assert!(acknowledged > WRITERS, "the writers wrote");
     for node in nodes.into_iter().flatten() {
         node.stop();
     }
+}
+
+/// The same load on three nodes while their PostgreSQL (a throwaway server of the test's
+/// own) is stopped as in a crash (`pg_ctl -m immediate`) for longer than a lease and
+/// started again: every acknowledged write is there, the subscribers missed nothing, and
+/// sessions whose workers kept beating through the outage are not declared crashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_lose_nothing_when_postgres_restarts_under_load() {
+    let Some(database) = lifeboat_testkit::postgres::Throwaway::start() else {
+        if crate::faults::unavailable("PostgreSQL's programs (initdb, pg_ctl)") {
+            return;
+        }
+        unreachable!("unavailable panics when the programs are required");
+    };
+    let shared = tempfile::tempdir().expect("dir");
+    let flags = ["--database-url", database.url.as_str()];
+    let nodes: Vec<Binary> = (0..3)
+        .map(|_| Binary::start_with(shared.path(), &flags))
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let http = client();
+    let lb = Balancer {
+        bases: Arc::new(bases.clone()),
+        dead: Arc::default(),
+        resent: Arc::default(),
+    };
+    let stop_beats = Arc::new(AtomicBool::new(false));
+    let mut heartbeaters = Vec::new();
+    for s in 0..SILENT {
+        let id = format!("beating{s}");
+        let created = post(
+            &http,
+            format!("{}/api/v1/sessions", bases[s % 3]),
+            json!({"id": id, "kind": "busy", "heartbeat_timeout_ms": SILENT_LEASE_MS}),
+        )
+        .await;
+        assert_eq!(created, 201);
+        heartbeaters.push(tokio::spawn(heartbeater(
+            lb.clone(),
+            id,
+            Arc::clone(&stop_beats),
+        )));
+    }
+    let load = Load::start(&lb, bases[1..].to_vec()).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    let down = Duration::from_millis(SILENT_LEASE_MS + 1_000);
+    let restarted = Instant::now();
+    let database = Arc::new(database);
+    let restarting = Arc::clone(&database);
+    tokio::task::spawn_blocking(move || restarting.restart_immediate(down))
+        .await
+        .expect("restart");
+    println!("PostgreSQL down and back in {:?}", restarted.elapsed());
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+
+    let summary = load.finish(&bases[0]).await;
+    stop_beats.store(true, Ordering::Relaxed);
+    let mut false_crashes = Vec::new();
+    for beats in heartbeaters {
+        false_crashes.extend(beats.await.expect("heartbeater"));
+    }
+    for s in 0..SILENT {
+        let session: Value = http
+            .get(format!("{}/api/v1/sessions/beating{s}", bases[0]))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("read")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(session["status"], "active", "a false crash: {session}");
+    }
+    println!(
+        "three nodes, PostgreSQL restarted (pg_ctl -m immediate, {down:?} down): {summary}; heartbeats refused: {false_crashes:?}"
+    );
+    assert!(
+        false_crashes.is_empty(),
+        "heartbeats refused: {false_crashes:?}"
+    );
+    for node in nodes {
+        node.stop();
+    }
+    drop(database);
 }

@@ -203,6 +203,7 @@ pub(super) async fn beat_loop(shared: std::sync::Weak<Shared>) {
             return;
         };
         if let Err(error) = shared.beat().await {
+            shared.outages.fetch_add(1, Ordering::SeqCst);
             tracing::warn!(%error, "cannot record this server's beat; trying again");
         }
     }

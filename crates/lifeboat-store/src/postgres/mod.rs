@@ -76,6 +76,8 @@ struct Shared {
     passes_served: tokio::sync::Mutex<u64>,
     /// This server among the others on the database (`cluster.rs`).
     membership: cluster::Membership,
+    /// Times a connection could not be had or was found closed (see `Store::outages`).
+    outages: AtomicU64,
 }
 
 impl PgStore {
@@ -131,6 +133,7 @@ impl PgStore {
             passes_asked: AtomicU64::new(0),
             passes_served: tokio::sync::Mutex::new(0),
             membership: cluster::Membership::new(),
+            outages: AtomicU64::new(0),
         });
         shared.beat().await?;
         tokio::spawn(poll_events(Arc::downgrade(&shared)));
@@ -150,33 +153,45 @@ impl Shared {
     {
         let pool = self.pool.clone();
         let handle = Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let mut client = handle.block_on(pool.get()).map_err(pool_error)?;
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut client = match handle.block_on(pool.get()) {
+                Ok(client) => client,
+                Err(error) => return Err((pool_error(error), true)),
+            };
             let (isolation, read_only) = if writing {
                 (IsolationLevel::ReadCommitted, false)
             } else {
                 (IsolationLevel::RepeatableRead, true)
             };
-            let tx = handle
-                .block_on(
-                    client
-                        .build_transaction()
-                        .isolation_level(isolation)
-                        .read_only(read_only)
-                        .start(),
-                )
-                .map_err(translate)?;
-            let conn = PgConn::new(handle.clone(), &tx, writing);
-            let answer = job(&conn)?;
-            let recorded = conn.recorded_events();
-            drop(conn);
-            if writing {
-                handle.block_on(tx.commit()).map_err(commit_error)?;
-            }
-            Ok((answer, recorded))
+            let run = |client: &mut deadpool_postgres::Client| {
+                let tx = handle
+                    .block_on(
+                        client
+                            .build_transaction()
+                            .isolation_level(isolation)
+                            .read_only(read_only)
+                            .start(),
+                    )
+                    .map_err(translate)?;
+                let conn = PgConn::new(handle.clone(), &tx, writing);
+                let answer = job(&conn)?;
+                let recorded = conn.recorded_events();
+                drop(conn);
+                if writing {
+                    handle.block_on(tx.commit()).map_err(commit_error)?;
+                }
+                Ok((answer, recorded))
+            };
+            run(&mut client).map_err(|error| (error, client.is_closed()))
         })
         .await
-        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?;
+        answer.map_err(|(error, lost)| {
+            if lost {
+                self.outages.fetch_add(1, Ordering::SeqCst);
+            }
+            error
+        })
     }
 
     /// Numbers the events committed so far (see `events::sequence`), coalescing: a caller
@@ -306,6 +321,10 @@ impl Store for PgStore {
 
     async fn cluster(&self) -> Result<Cluster> {
         self.shared.cluster().await
+    }
+
+    fn outages(&self) -> u64 {
+        self.shared.outages.load(Ordering::SeqCst)
     }
 
     fn clock_offset_ms(&self) -> i64 {

@@ -231,6 +231,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn outages(&self) -> u64 {
+        0
+    }
+
     fn clock_offset_ms(&self) -> i64 {
         0
     }
