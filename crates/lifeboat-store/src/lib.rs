@@ -448,7 +448,8 @@ pub trait Store: Send + Sync + 'static {
     fn outages(&self) -> u64;
 
     /// Milliseconds to add to this server's clock to read the store's (the database's)
-    /// clock: 0 while they agree within a small tolerance, and always on SQLite.
+    /// clock, as last measured; changed only when a measurement differs from it by more
+    /// than a small tolerance (noise). Always 0 on SQLite.
     fn clock_offset_ms(&self) -> i64;
 }
 

@@ -61,7 +61,14 @@ async fn one_server_at_a_time_holds_the_maintenance_term() {
     let Handles { first, second, dir } = handles;
     drop(first);
     let dropped = Instant::now();
-    assert!(!turn.held(), "a stopped holder no longer acts on its term");
+    // Its beat or event poll may hold the store a moment longer.
+    while turn.held() {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(2),
+            "a stopped holder still acts on its term"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     while second.maintenance().await.expect("ask").is_none() {
         assert!(
             dropped.elapsed() < Duration::from_secs(10),

@@ -239,15 +239,18 @@ impl Lifeboat {
         self.inner.clock.now()
     }
 
-    /// How many other servers on this store are running: beating now, which a second
-    /// look after more than a beat interval tells from the row a stopped or killed
-    /// server left behind.
+    /// How many other servers on this store were running before this one started:
+    /// beating now (which a second look two beat intervals later tells from the row a
+    /// stopped or killed server left behind), and started earlier (of servers that start
+    /// together after an outage, the first gives the grace).
     async fn other_servers_running(&self) -> Result<usize> {
         let seen = |cluster: lifeboat_store::Cluster| -> Vec<(String, Timestamp)> {
+            let me = cluster.nodes.iter().find(|node| node.id == cluster.node);
+            let started = me.map_or(Timestamp(i64::MAX), |me| me.started_at);
             cluster
                 .nodes
                 .into_iter()
-                .filter(|node| node.alive && node.id != cluster.node)
+                .filter(|node| node.alive && node.id != cluster.node && node.started_at < started)
                 .map(|node| (node.id, node.last_seen))
                 .collect()
         };
@@ -255,7 +258,7 @@ impl Lifeboat {
         if first.is_empty() {
             return Ok(0);
         }
-        tokio::time::sleep(lifeboat_store::BEAT_INTERVAL + Duration::from_millis(500)).await;
+        tokio::time::sleep(2 * lifeboat_store::BEAT_INTERVAL).await;
         let second = seen(self.cluster().await?);
         Ok(second
             .iter()

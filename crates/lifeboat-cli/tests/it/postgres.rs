@@ -285,6 +285,55 @@ async fn appends_raced_through_two_nodes_have_one_winner() {
         described["items"][0]["sha256"],
         json!(hex::encode(sha2::Sha256::digest(&acknowledged)))
     );
+
+    // A project's new asset: no row exists to lock, and still one first append wins.
+    let made = http
+        .put(format!("{}/api/v1/projects/doc", a.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"state": {}}))
+        .send()
+        .await
+        .expect("create a project");
+    assert_eq!(made.status(), 201);
+    for round in 0..12u8 {
+        let url =
+            |base: &str| format!("{base}/api/v1/projects/doc/assets/new-{round}.bin?offset=0");
+        let (ra, rb) = tokio::join!(
+            http.post(url(&a.base))
+                .bearer_auth(TOKEN)
+                .body(vec![round; 4096])
+                .send(),
+            http.post(url(&b.base))
+                .bearer_auth(TOKEN)
+                .body(vec![!round; 4096])
+                .send()
+        );
+        let statuses = (
+            ra.expect("via A").status().as_u16(),
+            rb.expect("via B").status().as_u16(),
+        );
+        let winner = match statuses {
+            (200, 409) => round,
+            (409, 200) => !round,
+            other => panic!("project round {round}: one winner expected, got {other:?}"),
+        };
+        let stored = http
+            .get(format!(
+                "{}/api/v1/projects/doc/assets/new-{round}.bin",
+                b.base
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("read")
+            .bytes()
+            .await
+            .expect("bytes");
+        assert!(
+            stored[..] == vec![winner; 4096][..],
+            "project round {round}: the winner's bytes"
+        );
+    }
     a.stop();
     b.stop();
 }
@@ -400,25 +449,35 @@ async fn rolling_restarts_keep_leases_and_the_maintenance_term_moves() {
 /// clock is fixed; a node with a good clock stays ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_skewed_clock_times_leases_by_the_database_and_is_not_ready() {
-    if std::process::Command::new("faketime")
-        .arg("--help")
-        .output()
-        .is_err()
-        && crate::faults::unavailable("faketime (Debian: faketime)")
-    {
-        return;
-    }
+    // libfaketime preloaded into the server itself (`env` execs it, so the test's handle
+    // is the server's process; the `faketime` wrapper forks, which would leave it running).
+    let library = ["/usr/lib", "/usr/lib64"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("faketime/libfaketime.so.1"))
+        .chain([std::path::PathBuf::from(
+            "/usr/lib/faketime/libfaketime.so.1",
+        )])
+        .find(|path| path.exists());
+    let Some(library) = library else {
+        if crate::faults::unavailable("libfaketime (Debian: faketime)") {
+            return;
+        }
+        unreachable!("unavailable panics when the library is required");
+    };
     let url = lifeboat_testkit::postgres::fresh_schema().await.url;
     let shared = tempfile::tempdir().expect("dir");
     let flags = ["--database-url", url.as_str()];
     let good = Binary::start_with(shared.path(), &flags);
+    let preload = format!("LD_PRELOAD={}", library.display());
     let fast = Binary::start_under(
         &[
             "env",
+            &preload,
+            "FAKETIME=+3s",
             "FAKETIME_DONT_FAKE_MONOTONIC=1",
-            "faketime",
-            "-f",
-            "+3s",
         ],
         shared.path(),
         &flags,

@@ -50,7 +50,12 @@ pub(crate) async fn cluster(
         ));
     }
     let cluster = state.lifeboat.cluster().await?;
-    let holder = cluster.maintenance.as_ref().map(|term| term.holder.clone());
+    // A lapsed lease has no holder until the next beat takes it.
+    let holder = cluster
+        .maintenance
+        .as_ref()
+        .filter(|term| term.expires_at > cluster.now)
+        .map(|term| term.holder.clone());
     Ok(Json(ClusterBody {
         store: if state.lifeboat.is_shared() {
             "postgres"
@@ -64,9 +69,9 @@ pub(crate) async fn cluster(
             .nodes
             .into_iter()
             .map(|node| ClusterNode {
-                maintenance: match &holder {
-                    Some(holder) => *holder == node.id,
-                    None => node.id == cluster.node,
+                maintenance: match (&holder, cluster.maintenance.is_some()) {
+                    (Some(holder), _) => *holder == node.id,
+                    (None, shared) => !shared && node.id == cluster.node,
                 },
                 id: node.id,
                 version: node.version,

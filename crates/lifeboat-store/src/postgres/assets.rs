@@ -149,7 +149,6 @@ pub(super) fn save(
     owner: &Owner,
     asset: &Asset,
 ) -> Result<bool> {
-    let existed = find(conn, tenant, owner, asset.name.as_str())?.is_some();
     let (storage, location) = match &asset.storage {
         Storage::Blob => ("blob", None),
         Storage::Appendable(key) => ("appendable", Some(key.as_str())),
@@ -157,14 +156,17 @@ pub(super) fn save(
     };
     let size = i64::try_from(asset.size)
         .map_err(|e| Error::Internal(format!("asset {}: size: {e}", asset.name)))?;
-    conn.execute(
+    // Whether this inserted the row (`xmax` is 0 for a row this statement inserted) or
+    // replaced one, even one another server inserted after this transaction looked.
+    let row = conn.query_one(
         "INSERT INTO assets (tenant, owner_kind, owner_id, name, storage, location, size, sha256, \
          kind, status, verified_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (tenant, owner_kind, owner_id, name) DO UPDATE SET storage = excluded.storage, \
          location = excluded.location, size = excluded.size, sha256 = excluded.sha256, \
          kind = excluded.kind, status = excluded.status, verified_at = excluded.verified_at, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at \
+         RETURNING (xmax = 0)",
         &[
             &tenant.as_str(),
             &owner.kind(),
@@ -181,7 +183,7 @@ pub(super) fn save(
             &asset.updated_at.0,
         ],
     )?;
-    Ok(!existed)
+    column(&row, 0)
 }
 
 /// Removes an asset record; answers whether there was one.

@@ -71,10 +71,14 @@ impl Shared {
     pub(super) async fn beat(&self) -> Result<()> {
         let me = &self.membership;
         let client = self.pool.get().await.map_err(pool_error)?;
+        let read_clock = client
+            .prepare_cached(&format!("SELECT {DB_NOW}"))
+            .await
+            .map_err(translate)?;
         let sent = local_ms();
         let database: i64 = column(
             &client
-                .query_one(&format!("SELECT {DB_NOW}"), &[])
+                .query_one(&read_clock, &[])
                 .await
                 .map_err(translate)?,
             0,
@@ -121,7 +125,18 @@ impl Shared {
             }
             None => None,
         };
+        let holding = term.is_some();
         *me.term.lock().unwrap_or_else(|e| e.into_inner()) = term;
+        if holding {
+            // The holder forgets servers not seen for a day.
+            client
+                .execute(
+                    &format!("DELETE FROM lifeboat_nodes WHERE last_seen < {DB_NOW} - 86400000"),
+                    &[],
+                )
+                .await
+                .map_err(translate)?;
+        }
         Ok(())
     }
 
@@ -202,7 +217,14 @@ pub(super) async fn beat_loop(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if let Err(error) = shared.beat().await {
+        // A beat that fails, or hangs past the time a server counts as running, means the
+        // database could not be reached: an outage.
+        let beat = tokio::time::timeout(ALIVE, shared.beat()).await;
+        if let Err(error) = beat.unwrap_or_else(|_| {
+            Err(crate::Error::Unavailable(
+                "the database did not answer the beat".to_owned(),
+            ))
+        }) {
             shared.outages.fetch_add(1, Ordering::SeqCst);
             tracing::warn!(%error, "cannot record this server's beat; trying again");
         }

@@ -96,6 +96,15 @@ impl PgStore {
             IDLE_IN_TRANSACTION.as_millis()
         );
         config.options(options.trim());
+        // A connection whose peer vanished (a network cut, a host gone) is found dead within
+        // about 11 s instead of the system's two hours, so its write fails and is counted
+        // as an outage.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .connect_timeout(LOCK_WAIT);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -156,7 +165,14 @@ impl Shared {
         let answer = tokio::task::spawn_blocking(move || {
             let mut client = match handle.block_on(pool.get()) {
                 Ok(client) => client,
-                Err(error) => return Err((pool_error(error), true)),
+                // Every connection busy is not an outage; no connection to be had is.
+                Err(error) => {
+                    let busy = matches!(
+                        error,
+                        deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)
+                    );
+                    return Err((pool_error(error), !busy));
+                }
             };
             let (isolation, read_only) = if writing {
                 (IsolationLevel::ReadCommitted, false)
@@ -258,8 +274,9 @@ fn commit_error(error: tokio_postgres::Error) -> Error {
 #[async_trait]
 impl Store for PgStore {
     /// Every write is answered after its durable commit: `Ack::EarlyIf` (a lease-only
-    /// heartbeat) is not answered early here, since the restart grace that makes that safe
-    /// on SQLite does not run when PostgreSQL alone restarts.
+    /// heartbeat) is not answered early here. (The grace after an outage would now cover a
+    /// lost lease-only heartbeat, which would allow `synchronous_commit = off` for those;
+    /// not done.)
     async fn write(&self, _ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
         let (answer, recorded) = self
             .shared

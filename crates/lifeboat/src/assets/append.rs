@@ -71,7 +71,12 @@ impl Lifeboat {
         if let Some(Storage::Appendable(file_key)) = current.as_ref().map(|a| &a.storage) {
             let path = blobs.appendable_path(file_key);
             let locked = blocking(move || {
-                let file = File::open(&path).map_err(|e| io_error("cannot open the asset", e))?;
+                // Opened for writing: an exclusive lock on NFS needs it (flock(2)).
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io_error("cannot open the asset", e))?;
                 file.lock()
                     .map_err(|e| io_error("cannot lock the asset", e))?;
                 Ok(file)

@@ -87,27 +87,43 @@ impl Lifeboat {
         before: Option<Option<(Storage, u64)>>,
     ) -> Result<Option<bool>> {
         let (tenant, owner) = (tenant.clone(), owner.clone());
-        self.write(Ack::AfterCommit, move |tx| {
-            if let Err(refusal) = check_owner(tx, &tenant, &owner, fence)? {
-                return Ok(Err(refusal));
-            }
-            if let Some(before) = before {
-                let stored = tx
-                    .asset(&tenant, &owner, asset.name.as_str())?
-                    .map(|stored| (stored.storage, stored.size));
-                if stored != before {
-                    return Ok(Ok(None));
+        let recorded = self
+            .write(Ack::AfterCommit, move |tx| {
+                if let Err(refusal) = check_owner(tx, &tenant, &owner, fence)? {
+                    return Ok(Err(refusal));
                 }
-            }
-            let created = tx.save_asset(&tenant, &owner, &asset)?;
-            if asset.storage == Storage::Blob {
-                // These bytes were just written to the blob's path (see `BlobStore::keep`):
-                // whatever a verification found there is gone.
-                tx.heal_blob(asset.sha256.as_str(), asset.updated_at)?;
-            }
-            Ok(Ok(Some(created)))
-        })
-        .await
+                if let Some(before) = &before {
+                    let stored = tx
+                        .asset(&tenant, &owner, asset.name.as_str())?
+                        .map(|stored| (stored.storage, stored.size));
+                    if stored != *before {
+                        return Ok(Ok(None));
+                    }
+                }
+                let created = tx.save_asset(&tenant, &owner, &asset)?;
+                if before == Some(None) && !created {
+                    // No row to lock was read: another server inserted this asset after the
+                    // read above. Roll back, so that its record stays.
+                    return Err(Error::AlreadyExists {
+                        what: "asset record",
+                        id: asset.name.to_string(),
+                    });
+                }
+                if asset.storage == Storage::Blob {
+                    // These bytes were just written to the blob's path (see `BlobStore::keep`):
+                    // whatever a verification found there is gone.
+                    tx.heal_blob(asset.sha256.as_str(), asset.updated_at)?;
+                }
+                Ok(Ok(Some(created)))
+            })
+            .await;
+        match recorded {
+            Err(Error::AlreadyExists {
+                what: "asset record",
+                ..
+            }) => Ok(None),
+            other => other,
+        }
     }
 
     /// Removes an asset's record if `fence` still names the session's current attempt;
