@@ -456,6 +456,7 @@ pub trait Store: Send + Sync + 'static {
 /// Answered by [`Store::maintenance`] to the server whose turn it is to run cleanup.
 pub struct MaintenanceGuard {
     held: Box<dyn Fn() -> bool + Send + Sync>,
+    term: Option<(String, u64)>,
 }
 
 impl MaintenanceGuard {
@@ -463,14 +464,27 @@ impl MaintenanceGuard {
     pub fn always() -> MaintenanceGuard {
         MaintenanceGuard {
             held: Box::new(|| true),
+            term: None,
         }
     }
 
-    /// A turn that lasts while `held` answers true (a lease that may expire).
-    pub fn leased(held: impl Fn() -> bool + Send + Sync + 'static) -> MaintenanceGuard {
+    /// A turn that lasts while `held` answers true: `term` of a lease `holder` holds,
+    /// which may expire.
+    pub fn leased(
+        holder: String,
+        term: u64,
+        held: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> MaintenanceGuard {
         MaintenanceGuard {
             held: Box::new(held),
+            term: Some((holder, term)),
         }
+    }
+
+    /// The lease's holder and term, which a maintenance transaction checks and keeps with
+    /// `MaintenanceRows::hold_term` (`None` on a store one process owns).
+    pub fn term(&self) -> Option<(String, u64)> {
+        self.term.clone()
     }
 
     /// Whether the turn is still this server's: maintenance checks before each step and

@@ -90,5 +90,30 @@ async fn one_server_at_a_time_holds_the_maintenance_term() {
     );
     assert_eq!(after.holder, second.cluster().await.expect("view").node);
     assert_eq!(after.term, before.term + 1);
+
+    // Inside a transaction, only the current term holds: a cleanup step of the old holder
+    // would delete nothing.
+    let old_term = turn.term().expect("a leased term");
+    let new_term = second
+        .maintenance()
+        .await
+        .expect("ask")
+        .expect("held")
+        .term()
+        .expect("a leased term");
+    assert_eq!(old_term, (before.holder.clone(), before.term));
+    for ((holder, term), holds) in [(old_term, false), (new_term, true)] {
+        let answer = second
+            .write(
+                lifeboat_store::Ack::AfterCommit,
+                Box::new(move |tx| {
+                    let held = tx.hold_term(&holder, term)?;
+                    Ok(Ok(Box::new(held) as Box<dyn std::any::Any + Send>))
+                }),
+            )
+            .await
+            .expect("a transaction");
+        assert_eq!(*answer.downcast::<bool>().expect("a bool"), holds);
+    }
     drop(dir);
 }

@@ -50,9 +50,10 @@ impl Lifeboat {
         let now = self.now();
         let mut report = CleanupReport::default();
         let mut cursor = Some(CleanupCursor::START);
+        let term = turn.as_ref().and_then(|turn| turn.term());
         while let Some(at) = cursor {
             still_held()?;
-            let (step, next) = self.cleanup_step(now, dry_run, at).await?;
+            let (step, next) = self.cleanup_step(now, dry_run, at, term.clone()).await?;
             add(&mut report, step);
             cursor = next;
         }
@@ -145,9 +146,20 @@ impl Lifeboat {
         now: Timestamp,
         dry_run: bool,
         cursor: CleanupCursor,
+        term: Option<(String, u64)>,
     ) -> Result<(CleanupReport, Option<CleanupCursor>)> {
         let (rules, retention) = (self.inner.cleanup, self.inner.projects.retention);
         self.write(Ack::AfterCommit, move |tx| {
+            // The term is checked, and kept, inside the step's own transaction: a server
+            // that lost it deletes nothing, and the next holder's term waits for this step.
+            if let Some((holder, term)) = &term
+                && !tx.hold_term(holder, *term)?
+            {
+                return Err(Error::Unavailable(
+                    "this server lost the maintenance term during cleanup; the new holder goes on"
+                        .to_owned(),
+                ));
+            }
             let step = tx.purge_step(rules, retention, now, cursor)?;
             if dry_run {
                 return Err(Error::DryRun(Box::new(step)));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use lifeboat_core::Timestamp;
 
-use super::conn::{column, translate};
+use super::conn::{PgConn, column, translate};
 use super::{Shared, pool_error};
 use crate::{Cluster, MaintenanceTerm, Node, Result};
 
@@ -205,6 +205,22 @@ impl Shared {
             oldest_unsequenced_ms: oldest.map_or(0, |at| (now - at).max(0) as u64),
         })
     }
+}
+
+/// Whether `holder` still holds `term`, unexpired by the database's clock; the row stays
+/// locked `FOR SHARE` until the transaction ends, so the next term waits for it.
+pub(super) fn hold_term(conn: &PgConn<'_>, holder: &str, term: u64) -> Result<bool> {
+    let term = i64::try_from(term).map_err(|e| crate::Error::Internal(format!("term: {e}")))?;
+    Ok(conn
+        .query_opt(
+            &format!(
+                "SELECT 1 FROM lifeboat_maintenance
+                 WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > {DB_NOW}
+                 FOR SHARE"
+            ),
+            &[&holder, &term],
+        )?
+        .is_some())
 }
 
 /// Every `BEAT`, while the store is open.

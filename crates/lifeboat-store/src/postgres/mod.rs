@@ -328,8 +328,9 @@ impl Store for PgStore {
         let Some(term) = self.shared.membership.term() else {
             return Ok(None);
         };
+        let holder = self.shared.membership.node.clone();
         let shared = Arc::downgrade(&self.shared);
-        Ok(Some(MaintenanceGuard::leased(move || {
+        Ok(Some(MaintenanceGuard::leased(holder, term, move || {
             shared
                 .upgrade()
                 .is_some_and(|shared| shared.membership.term() == Some(term))

@@ -402,6 +402,10 @@ impl MaintenanceRows for PgTx<'_> {
         cleanup::records_step(self.0, rules, retention, now, cursor)
     }
 
+    fn hold_term(&mut self, holder: &str, term: u64) -> Result<bool> {
+        super::cluster::hold_term(self.0, holder, term)
+    }
+
     fn check(&mut self) -> Result<StoreCheck> {
         cleanup::check(self.0)
     }

@@ -20,6 +20,11 @@ pub trait MaintenanceRows {
         now: Timestamp,
         cursor: CleanupCursor,
     ) -> Result<(CleanupReport, Option<CleanupCursor>)>;
+    /// Whether `term` of the maintenance lease is still held by `holder` and unexpired,
+    /// and if so, keeps it so until this transaction ends (on PostgreSQL the lease row is
+    /// locked `FOR SHARE`, so no other server takes the next term meanwhile). A store one
+    /// process owns has no lease: always true.
+    fn hold_term(&mut self, holder: &str, term: u64) -> Result<bool>;
     /// The backend's own integrity check, every checkpoint's hash, per-session counters and
     /// the rows derived from others (pins, counters).
     fn check(&mut self) -> Result<StoreCheck>;

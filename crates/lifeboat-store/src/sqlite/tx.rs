@@ -404,6 +404,10 @@ impl MaintenanceRows for SqliteTx<'_> {
         cleanup::records_step(self.0, rules, retention, now, cursor)
     }
 
+    fn hold_term(&mut self, _holder: &str, _term: u64) -> Result<bool> {
+        Ok(true)
+    }
+
     fn check(&mut self) -> Result<StoreCheck> {
         cleanup::check(self.0)
     }
