@@ -47,6 +47,9 @@ pub(super) fn record(
 /// One sequencer pass, in its own write transaction: numbers the committed events that have
 /// no `seq` yet, in `id` order, after the newest `seq`, and trims the log to its window when
 /// a pass crosses a thousand. Answers how many it numbered.
+/// The notification channel of this schema's event passes, as SQL.
+pub(super) const CHANNEL: &str = "'lifeboat_' || md5(current_schema())";
+
 pub(super) fn sequence(conn: &PgConn<'_>) -> Result<u64> {
     conn.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCER_LOCK])?;
     let head = newest(conn)?;
@@ -57,6 +60,11 @@ pub(super) fn sequence(conn: &PgConn<'_>) -> Result<u64> {
          WHERE events.id = todo.id",
         &[&head, &SEQUENCE_BATCH],
     )?;
+    if numbered > 0 {
+        // Wakes the other servers' feeds at this commit (see `listen`): one notification
+        // per pass, never one per write.
+        conn.execute(&format!("SELECT pg_notify({CHANNEL}, '')"), &[])?;
+    }
     let now_head = head + i64::try_from(numbered).unwrap_or(i64::MAX);
     if now_head / 1_000 > head / 1_000 {
         conn.execute(

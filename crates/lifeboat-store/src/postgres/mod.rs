@@ -105,6 +105,7 @@ impl PgStore {
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3)
             .connect_timeout(LOCK_WAIT);
+        let listener = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -147,6 +148,7 @@ impl PgStore {
         shared.beat().await?;
         tokio::spawn(poll_events(Arc::downgrade(&shared)));
         tokio::spawn(cluster::beat_loop(Arc::downgrade(&shared)));
+        tokio::spawn(listen(listener, Arc::downgrade(&shared)));
         Ok(PgStore { shared, blobs })
     }
 }
@@ -250,6 +252,66 @@ async fn poll_events(shared: std::sync::Weak<Shared>) {
             shared.commits.send_modify(|n| *n += 1);
         }
         newest = Some(seen);
+    }
+}
+
+/// Wakes this store's event feed as soon as another server's sequencer numbered events
+/// (`LISTEN` on a connection of its own: a notification only wakes; the poll above stays
+/// the fallback when the connection is down), reconnecting after a second when it drops.
+async fn listen(config: tokio_postgres::Config, shared: std::sync::Weak<Shared>) {
+    loop {
+        if shared.strong_count() == 0 {
+            return;
+        }
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let feed = shared.clone();
+            let mut driver = tokio::spawn(async move {
+                while let Some(Ok(message)) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    if let tokio_postgres::AsyncMessage::Notification(_) = message {
+                        let Some(shared) = feed.upgrade() else {
+                            return;
+                        };
+                        shared.commits.send_modify(|n| *n += 1);
+                    }
+                }
+            });
+            let listening = async {
+                let channel: String = conn::column(
+                    &client
+                        .query_one(&format!("SELECT {}", events::CHANNEL), &[])
+                        .await
+                        .map_err(translate)?,
+                    0,
+                )?;
+                client
+                    .batch_execute(&format!("LISTEN \"{channel}\""))
+                    .await
+                    .map_err(translate)
+            };
+            match listening.await {
+                // Until the connection drops, or the store is closed (then the connection
+                // goes with the driver).
+                Ok(()) => loop {
+                    tokio::select! {
+                        _ = &mut driver => break,
+                        () = tokio::time::sleep(EVENT_POLL) => {
+                            if shared.strong_count() == 0 {
+                                driver.abort();
+                                return;
+                            }
+                        }
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for other servers' events");
+                    driver.abort();
+                }
+            }
+            drop(client);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
