@@ -171,3 +171,106 @@ pub async fn an_import_is_all_or_nothing(handles: Handles) {
         assert_eq!(checkpoints.items.len(), 1, "no checkpoint was added twice");
     }
 }
+
+/// Appends raced at one offset through two engines, round after round (and the first
+/// append of a project's new asset): one is recorded, the other refused with
+/// `offset-mismatch`, and the bytes read back are the recorded ones.
+pub async fn appends_at_one_offset_have_one_winner(handles: Handles) {
+    use std::io::{Read, Seek, SeekFrom};
+    let (a, b, _) = engines(&handles).await;
+    let s = session(&a, "recording", 60_000).await;
+    let project = lifeboat::Id::parse("doc").expect("an id");
+    let create = lifeboat::ProjectEdit::Change(lifeboat::Change::Replace {
+        state: serde_json::json!({}),
+        title: None,
+        schema: None,
+    });
+    a.save_project(
+        &tenant(),
+        &project,
+        create,
+        lifeboat::Preconditions::default(),
+        None,
+    )
+    .await
+    .expect("a project");
+    let name = lifeboat::AssetName::parse("take.pcm").expect("name");
+    let mut kept = Vec::new();
+    for round in 0..16u8 {
+        let (owner, name) = if round % 4 == 3 {
+            let fresh = lifeboat::AssetName::parse(&format!("new-{round}.bin")).expect("name");
+            (Owner::Project(project.clone()), fresh)
+        } else {
+            (Owner::Session(s.clone()), name.clone())
+        };
+        let offset = if matches!(owner, Owner::Project(_)) {
+            0
+        } else {
+            kept.len() as u64
+        };
+        let t = tenant();
+        let (x, y) = tokio::join!(
+            a.append_asset(&t, &owner, &name, offset, vec![round; 1024], None),
+            b.append_asset(&t, &owner, &name, offset, vec![!round; 1024], None)
+        );
+        let refused = |result: &Result<lifeboat::Appended, Error>| {
+            matches!(
+                result,
+                Err(Error::Domain(lifeboat::DomainError::OffsetMismatch { .. }))
+            )
+        };
+        let winner = match (&x, &y) {
+            (Ok(_), other) if refused(other) => round,
+            (other, Ok(_)) if refused(other) => !round,
+            _ => panic!("round {round}: one winner expected, got {x:?} and {y:?}"),
+        };
+        let (_, mut open) = b
+            .open_asset(&tenant(), &owner, &name)
+            .await
+            .expect("open the asset");
+        let mut stored = Vec::new();
+        open.file
+            .seek(SeekFrom::Start(open.start))
+            .and_then(|_| (&open.file).take(open.size).read_to_end(&mut stored))
+            .expect("read the asset");
+        if matches!(owner, Owner::Project(_)) {
+            assert_eq!(stored, vec![winner; 1024], "round {round}");
+        } else {
+            kept.extend(vec![winner; 1024]);
+            assert_eq!(stored, kept, "round {round}");
+        }
+    }
+}
+
+/// A key revoked through one engine is refused by the other within a second, on a store
+/// that several servers share (a store one process owns has one engine).
+pub async fn a_key_revoked_through_one_engine_is_refused_by_the_other(handles: Handles) {
+    if !handles.first.shared() {
+        return;
+    }
+    let (a, b, _) = engines(&handles).await;
+    let (key, token) = a
+        .create_key("conformance", &["read".to_owned()])
+        .await
+        .expect("a key");
+    assert!(
+        b.authenticate(&token)
+            .await
+            .expect("authenticate")
+            .is_some()
+    );
+    a.revoke_key(&key.id, None).await.expect("revoke");
+    let revoked = std::time::Instant::now();
+    while b
+        .authenticate(&token)
+        .await
+        .expect("authenticate")
+        .is_some()
+    {
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(1),
+            "the other engine still accepts the revoked key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
