@@ -110,6 +110,21 @@ pub(crate) fn section(
             result.p99_ms
         );
     }
+    // Heartbeats: a lease-only one commits without waiting for the WAL flush (SPEC §6; the
+    // outage grace covers its loss), one that moves progress waits for it.
+    for op in [Op::LeaseHeartbeat, Op::ProgressHeartbeat] {
+        let result = runtime.block_on(load::run(&server.base, op, 64, window))?;
+        let what = match op {
+            Op::LeaseHeartbeat => {
+                "lease-only heartbeats (committed without waiting for the WAL flush)"
+            }
+            _ => "progress-changing heartbeats (durable)",
+        };
+        println!(
+            "{what}, 64 clients: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+            result.ops_per_second, result.p50_ms, result.p99_ms
+        );
+    }
     // Two more servers on the same schema and asset directory: the same 64 clients spread
     // over three, while a probe measures how long an event written through one takes to
     // reach a stream on another.

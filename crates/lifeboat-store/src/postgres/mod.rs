@@ -335,14 +335,25 @@ fn commit_error(error: tokio_postgres::Error) -> Error {
 
 #[async_trait]
 impl Store for PgStore {
-    /// Every write is answered after its durable commit: `Ack::EarlyIf` (a lease-only
-    /// heartbeat) is not answered early here. (The grace after an outage would now cover a
-    /// lost lease-only heartbeat, which would allow `synchronous_commit = off` for those;
-    /// not done.)
-    async fn write(&self, _ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+    /// Every write is answered after its commit. The commit is durable (waits for the WAL
+    /// flush) except for a lease-only heartbeat — a job under `Ack::EarlyIf` that allowed
+    /// the early answer — which commits with `synchronous_commit = off`, as SPEC §6 allows:
+    /// if PostgreSQL crashes before the flush, the lease extension is lost, and the grace
+    /// every server gives after an outage (`Store::outages`) makes up for it.
+    async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+        let early = match ack {
+            Ack::EarlyIf(early) => Some(early),
+            Ack::AfterCommit => None,
+        };
         let (answer, recorded) = self
             .shared
-            .transaction(true, move |conn| job(&mut PgTx(conn)))
+            .transaction(true, move |conn| {
+                let answer = job(&mut PgTx(conn))?;
+                if answer.is_ok() && early.is_some_and(|early| early.take().is_some()) {
+                    conn.execute("SET LOCAL synchronous_commit = off", &[])?;
+                }
+                Ok(answer)
+            })
             .await?;
         // Committed: its events get their numbers now, before the answer, so that a reader
         // told of this write finds them. A failure here changes nothing committed (the poll
