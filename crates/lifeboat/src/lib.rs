@@ -71,9 +71,10 @@ pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
 use lifeboat_store::postgres::PgStore;
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
-    ApiKey, AuditEntry, CleanupReport, CleanupRules, Distribution, Error, Event, EventFilter,
-    Gauges, IDEMPOTENCY_KEY_TTL_MS, IdempotencyKey, Page, PageRequest, ProjectInfo, ProjectToken,
-    Result, RevisionInfo, Selection, SessionFilter, SessionToken, Stats, Store, TransferCounts,
+    ApiKey, AuditEntry, CleanupReport, CleanupRules, Cluster, Distribution, Error, Event,
+    EventFilter, Gauges, IDEMPOTENCY_KEY_TTL_MS, IdempotencyKey, Page, PageRequest, ProjectInfo,
+    ProjectToken, Result, RevisionInfo, Selection, SessionFilter, SessionToken, Stats, Store,
+    TransferCounts,
 };
 pub use ops::{
     Applied, Outcome, ProjectEdit, Recovery, SaveOutcome, SchemaPut, SessionOp, Verification,
@@ -272,7 +273,7 @@ impl Lifeboat {
     }
 
     /// The servers on this store, the maintenance term and the events not yet numbered.
-    pub async fn cluster(&self) -> Result<lifeboat_store::Cluster> {
+    pub async fn cluster(&self) -> Result<Cluster> {
         self.inner.store.cluster().await
     }
 

@@ -141,6 +141,19 @@ async fn probes_need_no_token() {
         "{metrics}"
     );
     assert!(metrics.contains("lifeboat_database_bytes "), "{metrics}");
+    // One server, which runs cleanup (on either store).
+    assert!(
+        metrics.contains("lifeboat_cluster_nodes_alive 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lifeboat_maintenance_holder 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lifeboat_event_lag_milliseconds "),
+        "{metrics}"
+    );
 }
 
 fn lifeboat(server: &TestServer, token: &str, args: &[&str]) -> (i32, String) {

@@ -225,6 +225,37 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// The cluster's gauges, as this server sees them (see `GET /admin/cluster`).
+fn cluster_metrics(cluster: &lifeboat::Cluster) -> String {
+    let alive = cluster.nodes.iter().filter(|node| node.alive).count();
+    let holding = match &cluster.maintenance {
+        Some(term) => term.holder == cluster.node && term.expires_at > cluster.now,
+        None => true,
+    };
+    let skew = cluster
+        .nodes
+        .iter()
+        .find(|node| node.id == cluster.node)
+        .map_or(0, |node| node.clock_skew_ms);
+    let mut text = format!(
+        "# HELP lifeboat_cluster_nodes_alive Servers on this store that beat in the last 3 s.\n# TYPE lifeboat_cluster_nodes_alive gauge\nlifeboat_cluster_nodes_alive {alive}\n\
+         # HELP lifeboat_maintenance_holder 1 while this server holds the maintenance term (runs cleanup).\n# TYPE lifeboat_maintenance_holder gauge\nlifeboat_maintenance_holder {}\n\
+         # HELP lifeboat_clock_skew_milliseconds This server's clock minus the store's, at its last beat.\n# TYPE lifeboat_clock_skew_milliseconds gauge\nlifeboat_clock_skew_milliseconds {skew}\n\
+         # HELP lifeboat_events_unsequenced Events committed and not yet numbered for streams.\n# TYPE lifeboat_events_unsequenced gauge\nlifeboat_events_unsequenced {}\n\
+         # HELP lifeboat_event_lag_milliseconds How long the oldest of those has waited.\n# TYPE lifeboat_event_lag_milliseconds gauge\nlifeboat_event_lag_milliseconds {}\n",
+        u8::from(holding),
+        cluster.unsequenced_events,
+        cluster.oldest_unsequenced_ms
+    );
+    if let Some(term) = &cluster.maintenance {
+        text.push_str(&format!(
+            "# HELP lifeboat_maintenance_term The maintenance lease's current term.\n# TYPE lifeboat_maintenance_term gauge\nlifeboat_maintenance_term {}\n",
+            term.term
+        ));
+    }
+    text
+}
+
 /// Prometheus text exposition.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut body = state
@@ -251,6 +282,10 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             ));
         }
         Err(error) => tracing::warn!(%error, "metrics: cannot read the gauges"),
+    }
+    match state.lifeboat.cluster().await {
+        Ok(cluster) => body.push_str(&cluster_metrics(&cluster)),
+        Err(error) => tracing::warn!(%error, "metrics: cannot read the cluster"),
     }
     body.push_str(&format!(
         "# HELP lifeboat_build_info Build information.\n# TYPE lifeboat_build_info gauge\nlifeboat_build_info{{version=\"{}\"}} 1\n",
