@@ -444,10 +444,12 @@ function pidsWith(needle) {
   return pids;
 }
 
+/** Whether `pid` still runs: a zombie (killed, not yet reaped by its parent) does not. */
 function alive(pid) {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
   } catch {
     return false;
   }
