@@ -497,8 +497,8 @@ impl MaintenanceGuard {
 /// How often each server on a shared store records that it is running (its beat).
 pub const BEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// This machine's wall clock.
-pub(crate) fn wall_clock() -> Timestamp {
+/// This machine's wall clock (the engine's `SystemClock` reads it too).
+pub fn wall_clock() -> Timestamp {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -520,6 +520,17 @@ pub struct Cluster {
     pub unsequenced_events: u64,
     /// How long the oldest of those has waited, in ms.
     pub oldest_unsequenced_ms: u64,
+}
+
+impl Cluster {
+    /// The server whose maintenance term has not lapsed: the one running cleanup (this
+    /// one on a store with no lease), or `None` until the next beat takes a lapsed term.
+    pub fn maintenance_holder(&self) -> Option<&str> {
+        match &self.maintenance {
+            Some(term) => (term.expires_at > self.now).then_some(term.holder.as_str()),
+            None => Some(self.node.as_str()),
+        }
+    }
 }
 
 /// One server, as its beats left it.

@@ -40,10 +40,7 @@ impl Lifeboat {
             if turn.as_ref().is_none_or(|turn| turn.held()) {
                 Ok(())
             } else {
-                Err(Error::Unavailable(
-                    "this server lost the maintenance term during cleanup; the new holder goes on"
-                        .to_owned(),
-                ))
+                Err(lost_term())
             }
         };
         let rules = self.inner.cleanup;
@@ -155,10 +152,7 @@ impl Lifeboat {
             if let Some((holder, term)) = &term
                 && !tx.hold_term(holder, *term)?
             {
-                return Err(Error::Unavailable(
-                    "this server lost the maintenance term during cleanup; the new holder goes on"
-                        .to_owned(),
-                ));
+                return Err(lost_term());
             }
             let step = tx.purge_step(rules, retention, now, cursor)?;
             if dry_run {
@@ -268,4 +262,11 @@ fn age(file: &StoredFile) -> Option<(u64, i64)> {
     let meta = std::fs::metadata(file.path()).ok()?;
     let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
     Some((meta.len(), i64::try_from(modified.as_millis()).ok()?))
+}
+
+/// Why a cleanup stopped: this server no longer holds the maintenance term.
+fn lost_term() -> Error {
+    Error::Unavailable(
+        "this server lost the maintenance term during cleanup; the new holder goes on".to_owned(),
+    )
 }

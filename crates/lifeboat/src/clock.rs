@@ -1,7 +1,6 @@
 //! The source of `now`. The core takes time as a parameter; this is where it comes from.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
@@ -27,10 +26,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Timestamp(ms)
+        lifeboat_store::wall_clock()
     }
 
     fn is_wall_clock(&self) -> bool {

@@ -50,12 +50,7 @@ pub(crate) async fn cluster(
         ));
     }
     let cluster = state.lifeboat.cluster().await?;
-    // A lapsed lease has no holder until the next beat takes it.
-    let holder = cluster
-        .maintenance
-        .as_ref()
-        .filter(|term| term.expires_at > cluster.now)
-        .map(|term| term.holder.clone());
+    let holder = cluster.maintenance_holder().map(str::to_owned);
     Ok(Json(ClusterBody {
         store: if state.lifeboat.is_shared() {
             "postgres"
@@ -69,10 +64,7 @@ pub(crate) async fn cluster(
             .nodes
             .into_iter()
             .map(|node| ClusterNode {
-                maintenance: match (&holder, cluster.maintenance.is_some()) {
-                    (Some(holder), _) => *holder == node.id,
-                    (None, shared) => !shared && node.id == cluster.node,
-                },
+                maintenance: holder.as_deref() == Some(node.id.as_str()),
                 id: node.id,
                 version: node.version,
                 started_at: rfc3339(node.started_at),
@@ -228,10 +220,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// The cluster's gauges, as this server sees them (see `GET /admin/cluster`).
 fn cluster_metrics(cluster: &lifeboat::Cluster) -> String {
     let alive = cluster.nodes.iter().filter(|node| node.alive).count();
-    let holding = match &cluster.maintenance {
-        Some(term) => term.holder == cluster.node && term.expires_at > cluster.now,
-        None => true,
-    };
+    let holding = cluster.maintenance_holder() == Some(cluster.node.as_str());
     let skew = cluster
         .nodes
         .iter()
