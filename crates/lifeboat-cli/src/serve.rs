@@ -39,7 +39,9 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     asset_roots: Vec<PathBuf>,
-    /// Where asset bytes are stored: `file://…` (default: inside the data dir).
+    /// Where uploaded and appended asset bytes are stored: `s3://bucket/prefix`, an
+    /// S3-compatible bucket every server shares (endpoint and credentials from AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION); default: files inside the data dir.
     #[arg(long, env = "LIFEBOAT_BLOB_STORE")]
     blob_store: Option<String>,
     /// An origin browsers may call the API from, e.g. `https://app.example.com`
@@ -122,11 +124,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         }
     }
     if let Some(blob) = &args.blob_store
+        && !blob.starts_with("s3://")
         && !blob.starts_with("file://")
     {
         return Err(Failure::new(
             Failure::CONFIG,
-            anyhow::anyhow!("--blob-store {blob:?} is not supported yet: use file://"),
+            anyhow::anyhow!(
+                "--blob-store {blob:?} is not supported: use s3://bucket/prefix, or leave it out for files inside --data-dir"
+            ),
         ));
     }
     if !args.asset_roots.is_empty() {
@@ -146,6 +151,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
 
     let mut config = Config::new(&args.data_dir);
     config.database_url = args.database_url.clone();
+    config.blob_store = args
+        .blob_store
+        .clone()
+        .filter(|blob| blob.starts_with("s3://"));
     config.projects = ProjectRules {
         max_state_bytes: args.max_state_bytes,
         max_depth: args.max_state_depth,

@@ -8,6 +8,7 @@
 pub mod blobs;
 mod error;
 pub mod lock;
+pub mod objects;
 pub mod postgres;
 mod records;
 pub mod rows;

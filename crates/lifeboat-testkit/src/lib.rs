@@ -7,6 +7,7 @@
 mod binary;
 pub mod conformance;
 pub mod postgres;
+pub mod s3;
 mod server;
 
 pub use binary::{Binary, all_checkpoints, files_under, lifeboat_binary};

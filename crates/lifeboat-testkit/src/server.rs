@@ -69,6 +69,12 @@ impl TestServer {
         if config.database_url.is_none() {
             config.database_url = crate::postgres::database_for(dir.path()).await;
         }
+        if config.blob_store.is_none()
+            && let Some((url, options)) = crate::s3::blob_store_for(dir.path())
+        {
+            config.blob_store = Some(url);
+            config.blob_store_options = options;
+        }
         let lifeboat = Lifeboat::open(config).await.expect("open lifeboat");
         let state = AppState::new(lifeboat, AdminToken::new(TOKEN.to_owned()), None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -11,6 +11,7 @@ use std::time::UNIX_EPOCH;
 
 use lifeboat_core::Timestamp;
 use lifeboat_store::blobs::StoredFile;
+use lifeboat_store::objects::Objects;
 use lifeboat_store::{Ack, CleanupCursor, CleanupReport, Error, FileRef, Result};
 
 use crate::Lifeboat;
@@ -92,6 +93,13 @@ impl Lifeboat {
             report.orphan_files_deleted += deleted;
             report.bytes_freed += bytes;
         }
+        if let Some(objects) = self.inner.assets.objects.clone() {
+            let (deleted, bytes) = self
+                .cleanup_bucket(&objects, cutoff, dry_run, purged, &still_held)
+                .await?;
+            report.orphan_files_deleted += deleted;
+            report.bytes_freed += bytes;
+        }
         if !dry_run {
             for (kind, count) in [
                 ("orphan_file", report.orphan_files_deleted),
@@ -165,6 +173,59 @@ impl Lifeboat {
             Error::DryRun(step) => Ok(*step),
             other => Err(other),
         })
+    }
+
+    /// The files half of cleanup in the bucket: files (all their chunk objects) that no
+    /// record names and whose newest object is older than `cutoff`, then multipart uploads
+    /// started before `cutoff` and never finished (a server died mid-upload), aborted.
+    /// Answers how many files and uploads went, and the files' bytes.
+    async fn cleanup_bucket(
+        &self,
+        objects: &Objects,
+        cutoff: i64,
+        dry_run: bool,
+        purged: Option<(i64, i64)>,
+        still_held: &impl Fn() -> Result<()>,
+    ) -> Result<(u64, u64)> {
+        let unavailable =
+            |e: std::io::Error| Error::Unavailable(format!("cannot clean the bucket: {e}"));
+        let old: Vec<_> = objects
+            .files()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|file| file.newest_ms <= cutoff)
+            .collect();
+        let (mut deleted, mut bytes) = (0, 0);
+        for chunk in old.chunks(FILES_PER_STEP) {
+            still_held()?;
+            let candidates = chunk
+                .iter()
+                .map(|file| FileRef::Appendable(file.key.clone()))
+                .collect();
+            let orphans = self.unreferenced(candidates, purged).await?;
+            for file in chunk {
+                if !orphans.contains(&FileRef::Appendable(file.key.clone())) {
+                    continue;
+                }
+                if !dry_run {
+                    objects.delete_file(&file.key).await.map_err(unavailable)?;
+                }
+                deleted += 1;
+                bytes += file.bytes;
+            }
+        }
+        for pending in objects.pending_uploads().await.map_err(unavailable)? {
+            if pending.started_ms > cutoff {
+                continue;
+            }
+            still_held()?;
+            if !dry_run {
+                objects.abort_pending(&pending).await.map_err(unavailable)?;
+            }
+            deleted += 1;
+        }
+        Ok((deleted, bytes))
     }
 
     /// Of `candidates`, the files no record names, asked on a read snapshot. With

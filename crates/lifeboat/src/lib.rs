@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-pub use assets::{Appended, OpenAsset, StoreVerification};
+pub use assets::{Appended, OpenAsset, StoreVerification, Upload};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{FeedBatch, FeedEvent, FellBehind, Subscription};
 pub use failpoint::FAILPOINT_VAR;
@@ -68,6 +68,7 @@ pub use lifeboat_core::{
 };
 pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
+use lifeboat_store::objects::Objects;
 use lifeboat_store::postgres::PgStore;
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
@@ -102,6 +103,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…`: the store is this PostgreSQL database instead of SQLite.
     pub database_url: Option<String>,
+    /// `s3://bucket/prefix`: uploaded and appended asset bytes go to this S3-compatible
+    /// bucket (endpoint and credentials from the `AWS_*` environment) instead of files
+    /// under `data_dir`.
+    pub blob_store: Option<String>,
+    /// Settings of the bucket over the environment's (`aws_endpoint`,
+    /// `aws_access_key_id`, …, as `object_store` names them).
+    pub blob_store_options: Vec<(String, String)>,
     /// How often the sweeper runs.
     pub sweep_interval: Duration,
     /// The source of `now`; tests inject a [`ManualClock`].
@@ -127,6 +135,8 @@ impl Config {
         Config {
             data_dir: data_dir.as_ref().to_path_buf(),
             database_url: None,
+            blob_store: None,
+            blob_store_options: Vec::new(),
             sweep_interval: SWEEP_INTERVAL_DEFAULT,
             clock: Arc::new(SystemClock),
             projects: ProjectRules::default(),
@@ -186,12 +196,24 @@ impl Lifeboat {
             Arc::new(clock::StoreClock::new(config.clock, Arc::clone(&store)));
         let ready_at = clock.now();
         let outages = store.outages();
+        let objects = match &config.blob_store {
+            None => None,
+            Some(url) => {
+                let objects =
+                    Objects::open(url, &config.blob_store_options).map_err(Error::Unavailable)?;
+                objects.check().await.map_err(|e| {
+                    Error::Unavailable(format!("--blob-store {url}: cannot list the bucket: {e}"))
+                })?;
+                Some(objects)
+            }
+        };
         let inner = Arc::new(Inner {
             store,
             clock,
             ready_at,
             assets: assets::AssetState::new(
                 config.asset_roots,
+                objects,
                 config.max_asset_bytes,
                 config.upload_idle_timeout,
             ),

@@ -5,7 +5,6 @@
 //! touches the disk.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 
 use axum::Json;
 use axum::body::Body;
@@ -17,7 +16,6 @@ use http_body_util::BodyExt;
 use lifeboat::{Asset, AssetName, OpenAsset, Owner, Sha256, Storage, TenantId};
 use lifeboat_api::{AssetBody, List, Problem, ProblemType, RegisterAsset};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::sessions::PageQuery;
 use crate::AppState;
@@ -377,15 +375,12 @@ async fn bytes_response(
             return Ok(response);
         }
     };
-    let mut file = tokio::fs::File::from_std(open.file);
-    file.seek(SeekFrom::Start(open.start + start))
-        .await
-        .map_err(|e| {
-            ApiError::from(lifeboat::Error::Unavailable(format!(
-                "cannot read {name}: {e}"
-            )))
-        })?;
-    let stream = tokio_util::io::ReaderStream::new(file.take(length));
+    let sha256 = open.sha256.clone();
+    let stream = open.stream(start..start + length).await.map_err(|e| {
+        ApiError::from(lifeboat::Error::Unavailable(format!(
+            "cannot read {name}: {e}"
+        )))
+    })?;
     let mut response = (status, Body::from_stream(stream)).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -396,7 +391,7 @@ async fn bytes_response(
     if let Ok(value) = HeaderValue::from_str(&length.to_string()) {
         headers.insert(header::CONTENT_LENGTH, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", open.sha256.as_str())) {
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", sha256.as_str())) {
         headers.insert(header::ETAG, value);
     }
     if status == StatusCode::PARTIAL_CONTENT

@@ -176,7 +176,6 @@ pub async fn an_import_is_all_or_nothing(handles: Handles) {
 /// append of a project's new asset): one is recorded, the other refused with
 /// `offset-mismatch`, and the bytes read back are the recorded ones.
 pub async fn appends_at_one_offset_have_one_winner(handles: Handles) {
-    use std::io::{Read, Seek, SeekFrom};
     let (a, b, _) = engines(&handles).await;
     let s = session(&a, "recording", 60_000).await;
     let project = lifeboat::Id::parse("doc").expect("an id");
@@ -224,15 +223,11 @@ pub async fn appends_at_one_offset_have_one_winner(handles: Handles) {
             (other, Ok(_)) if refused(other) => !round,
             _ => panic!("round {round}: one winner expected, got {x:?} and {y:?}"),
         };
-        let (_, mut open) = b
+        let (_, open) = b
             .open_asset(&tenant(), &owner, &name)
             .await
             .expect("open the asset");
-        let mut stored = Vec::new();
-        open.file
-            .seek(SeekFrom::Start(open.start))
-            .and_then(|_| (&open.file).take(open.size).read_to_end(&mut stored))
-            .expect("read the asset");
+        let stored = open.read_all().await.expect("read the asset");
         if matches!(owner, Owner::Project(_)) {
             assert_eq!(stored, vec![winner; 1024], "round {round}");
         } else {

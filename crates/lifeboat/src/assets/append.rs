@@ -11,6 +11,9 @@ use lifeboat_core::{
 use lifeboat_store::{Error, Result};
 use sha2::Digest;
 
+use futures_util::StreamExt;
+use lifeboat_store::objects::{Objects, Uploaded};
+
 use super::{Appended, blocking, io_error, lock_key};
 use crate::Lifeboat;
 
@@ -64,6 +67,11 @@ impl Lifeboat {
         chunk: &[u8],
         fence: Option<u32>,
     ) -> Result<Option<Appended>> {
+        if let Some(objects) = self.inner.assets.objects.clone() {
+            return self
+                .try_append_object(&objects, tenant, owner, name, offset, chunk, fence)
+                .await;
+        }
         let blobs = self.inner.store.blobs().clone();
         let mut current = self.current_asset(tenant, owner, name).await?;
         // Held until the record is written: no other server writes this file meanwhile.
@@ -199,6 +207,161 @@ impl Lifeboat {
         Ok(Some(Appended { asset, wrote: true }))
     }
 
+    /// One attempt at an append when the bytes are in a bucket: the chunk becomes an object
+    /// of its own, named by its offset and the hashes before and after it (see
+    /// `lifeboat_store::objects`), so a racing server's chunk at the same offset is another
+    /// object and the record's compare-and-set alone decides which one counts. No lock
+    /// spans servers. `None` when another server changed the asset meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_append_object(
+        &self,
+        objects: &Objects,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+        offset: u64,
+        chunk: &[u8],
+        fence: Option<u32>,
+    ) -> Result<Option<Appended>> {
+        let current = self.current_asset(tenant, owner, name).await?;
+        let size = current.as_ref().map_or(0, |a| a.size);
+        let end = offset + chunk.len() as u64;
+        if let Some(asset) = &current
+            && offset < size
+        {
+            // A retry of bytes already stored is a no-op; anything else conflicts.
+            let same = end <= size && self.read_range(asset, offset..end).await? == chunk;
+            if same {
+                return Ok(Some(Appended {
+                    asset: asset.clone(),
+                    wrote: false,
+                }));
+            }
+        }
+        if offset != size {
+            return Err(DomainError::OffsetMismatch {
+                offset,
+                current_size: size,
+            }
+            .into());
+        }
+        if end > self.inner.assets.max_bytes {
+            return Err(Error::TooLarge(format!(
+                "the asset would be {end} bytes, over the limit of {}",
+                self.inner.assets.max_bytes
+            )));
+        }
+        // Appends extend the asset's own file; a file of another kind (an external one)
+        // is first copied into a new one, whose hash state the copy leaves.
+        let (file_key, mut hasher) = match &current {
+            None => (uuid::Uuid::now_v7().to_string(), sha2::Sha256::new()),
+            Some(asset) => match &asset.storage {
+                Storage::Appendable(key) => {
+                    let hasher = match self.inner.assets.take_hash(key, size) {
+                        Some(hasher) => hasher,
+                        None => self.object_hasher(objects, asset).await?,
+                    };
+                    (key.clone(), hasher)
+                }
+                _ => {
+                    let copied = self.copy_into_bucket(objects, asset).await?;
+                    (copied.key, copied.hasher)
+                }
+            },
+        };
+        let before = Sha256::from_stored(hex::encode(hasher.clone().finalize()));
+        hasher.update(chunk);
+        let sha256 = Sha256::from_stored(hex::encode(hasher.clone().finalize()));
+        objects
+            .put_chunk(&file_key, offset, &before, &sha256, chunk.to_vec())
+            .await
+            .map_err(|e| io_error("cannot write the asset", e))?;
+        let now = self.now();
+        let asset = Asset {
+            name: name.clone(),
+            storage: Storage::Appendable(file_key.clone()),
+            size: end,
+            sha256,
+            kind: current.as_ref().and_then(|a| a.kind.clone()),
+            status: AssetStatus::Ok,
+            verified_at: now,
+            created_at: current.as_ref().map_or(now, |a| a.created_at),
+            updated_at: now,
+        };
+        let before = current.map(|a| (a.storage, a.size));
+        if self
+            .record_asset_if(tenant, owner, asset.clone(), fence, Some(before))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.inner.assets.remember_hash(file_key, end, hasher);
+        Ok(Some(Appended { asset, wrote: true }))
+    }
+
+    /// Bytes `range` of an asset's current version.
+    async fn read_range(&self, asset: &Asset, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        let open = self.open_stored(asset).await?;
+        let mut pieces = open
+            .stream(range)
+            .await
+            .map_err(|e| io_error("cannot read the asset", e))?;
+        let mut read = Vec::new();
+        while let Some(piece) = pieces.next().await {
+            read.extend_from_slice(&piece.map_err(|e| io_error("cannot read the asset", e))?);
+        }
+        Ok(read)
+    }
+
+    /// The hash state of an asset's file in the bucket, rebuilt by reading it (after a
+    /// restart, or when another server appended last).
+    async fn object_hasher(&self, objects: &Objects, asset: &Asset) -> Result<sha2::Sha256> {
+        let Storage::Appendable(key) = &asset.storage else {
+            return Err(Error::Internal("not a file in the bucket".into()));
+        };
+        let chain = objects
+            .chain(key, asset.size, Some(&asset.sha256))
+            .await
+            .map_err(|e| io_error("cannot read the asset", e))?
+            .ok_or_else(|| super::missing_bytes(&asset.name))?;
+        let (hasher, read) = chain
+            .hasher()
+            .await
+            .map_err(|e| io_error("cannot read the asset", e))?;
+        if read != asset.size {
+            return Err(super::missing_bytes(&asset.name));
+        }
+        Ok(hasher)
+    }
+
+    /// Copies an asset's bytes (an external file's) into a new file in the bucket.
+    async fn copy_into_bucket(&self, objects: &Objects, asset: &Asset) -> Result<Uploaded> {
+        let open = self.open_stored(asset).await?;
+        let mut pieces = open
+            .stream(0..asset.size)
+            .await
+            .map_err(|e| io_error("cannot read the asset", e))?;
+        let mut upload = objects.upload();
+        while let Some(piece) = pieces.next().await {
+            let piece = piece.map_err(|e| io_error("cannot read the asset", e))?;
+            upload
+                .write(&piece, u64::MAX)
+                .await
+                .map_err(|e| io_error("cannot copy the asset", e))?;
+        }
+        upload
+            .finish(Some(&asset.sha256))
+            .await
+            .map_err(|e| io_error("cannot copy the asset", e))?
+            .map_err(|_| {
+                Error::from(DomainError::AssetChanged {
+                    name: asset.name.to_string(),
+                    why: "its bytes changed while they were copied".to_owned(),
+                })
+            })
+    }
+
     /// The asset's record, or `None` when it has none.
     async fn current_asset(
         &self,
@@ -216,16 +379,7 @@ impl Lifeboat {
     /// The hash state of the first `size` bytes of an appendable file: from memory, or
     /// rebuilt by reading them (after a restart, or after an append that did not commit).
     async fn running_hash(&self, key: &str, path: &Path, size: u64) -> Result<sha2::Sha256> {
-        let cached = self
-            .inner
-            .assets
-            .hashers
-            .lock()
-            .ok()
-            .and_then(|mut hashers| hashers.remove(key))
-            .filter(|(at, _)| *at == size)
-            .map(|(_, hasher)| hasher);
-        if let Some(hasher) = cached {
+        if let Some(hasher) = self.inner.assets.take_hash(key, size) {
             return Ok(hasher);
         }
         if size == 0 {

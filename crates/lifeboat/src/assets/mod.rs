@@ -14,11 +14,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
 use lifeboat_core::{
     Asset, AssetName, AssetStatus, Error as DomainError, FileVersion, Id, Owner, PinnedAsset,
     Sha256, Storage, TenantId,
 };
 use lifeboat_store::blobs::BlobWriter;
+use lifeboat_store::objects::{Chain, ObjectUpload, Objects};
 use lifeboat_store::{Error, Result};
 use sha2::Digest;
 
@@ -43,6 +46,9 @@ const RUNNING_HASHES_MAX: usize = 4_096;
 /// put in place (cleanup leaves those alone).
 pub(crate) struct AssetState {
     roots: Roots,
+    /// The bucket that holds uploaded and appended bytes, when one is configured
+    /// (`--blob-store`); else they are files under the data directory.
+    pub(crate) objects: Option<Objects>,
     max_bytes: u64,
     idle_timeout: Duration,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -54,9 +60,15 @@ pub(crate) struct AssetState {
 }
 
 impl AssetState {
-    pub(crate) fn new(roots: Vec<PathBuf>, max_bytes: u64, idle_timeout: Duration) -> AssetState {
+    pub(crate) fn new(
+        roots: Vec<PathBuf>,
+        objects: Option<Objects>,
+        max_bytes: u64,
+        idle_timeout: Duration,
+    ) -> AssetState {
         AssetState {
             roots: Roots::new(roots),
+            objects,
             max_bytes,
             idle_timeout,
             locks: Mutex::default(),
@@ -82,6 +94,15 @@ impl AssetState {
             hashers.remove(&evicted);
         }
         hashers.insert(key, (size, hasher));
+    }
+
+    /// The hash state of the first `size` bytes of file `key`, if it is kept.
+    fn take_hash(&self, key: &str, size: u64) -> Option<sha2::Sha256> {
+        let mut hashers = self.hashers.lock().unwrap_or_else(|e| e.into_inner());
+        hashers
+            .remove(key)
+            .filter(|(at, _)| *at == size)
+            .map(|(_, hasher)| hasher)
     }
 
     /// Runs `delete` unless an upload is placing the blob `sha256` now (see `placing`).
@@ -121,14 +142,84 @@ pub struct Appended {
 /// An asset's bytes, opened for reading and checked.
 #[derive(Debug)]
 pub struct OpenAsset {
-    /// The open file.
-    pub file: File,
-    /// Where the asset's bytes start in it.
-    pub start: u64,
+    source: Source,
     /// How many bytes are the asset's.
     pub size: u64,
     /// Their SHA-256.
     pub sha256: Sha256,
+}
+
+/// Where an opened asset's bytes are read from.
+#[derive(Debug)]
+enum Source {
+    /// A file on this host (the asset's bytes are its first `size`).
+    File(File),
+    /// The chunks of a file in the bucket.
+    Chain(Chain),
+}
+
+impl OpenAsset {
+    /// Streams the asset's bytes `range` (within `0..size`).
+    pub async fn stream(
+        self,
+        range: std::ops::Range<u64>,
+    ) -> std::io::Result<BoxStream<'static, std::io::Result<Bytes>>> {
+        match self.source {
+            Source::File(file) => {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let mut file = tokio::fs::File::from_std(file);
+                file.seek(std::io::SeekFrom::Start(range.start)).await?;
+                let length = range.end.saturating_sub(range.start);
+                Ok(tokio_util::io::ReaderStream::new(file.take(length)).boxed())
+            }
+            Source::Chain(chain) => Ok(chain.stream(range)),
+        }
+    }
+
+    /// Reads the asset's bytes whole into memory.
+    pub async fn read_all(self) -> std::io::Result<Vec<u8>> {
+        let size = self.size;
+        let mut pieces = self.stream(0..size).await?;
+        let mut out = Vec::new();
+        while let Some(piece) = pieces.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
+    }
+}
+
+/// An upload in progress: into a file under the data directory, or into the bucket.
+pub enum Upload {
+    /// A file under `<data-dir>/blobs/tmp`.
+    Disk(BlobWriter),
+    /// A (multipart) upload into the bucket.
+    Bucket(ObjectUpload),
+}
+
+impl Upload {
+    /// Appends a piece of the upload; `Err` with `ErrorKind::FileTooLarge` past `limit`.
+    pub async fn write(&mut self, chunk: &[u8], limit: u64) -> std::io::Result<()> {
+        match self {
+            Upload::Disk(writer) => writer.write(chunk, limit).await,
+            Upload::Bucket(upload) => upload.write(chunk, limit).await,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        match self {
+            Upload::Disk(writer) => writer.size(),
+            Upload::Bucket(upload) => upload.size(),
+        }
+    }
+
+    /// Abandons the upload; nothing of it is kept.
+    pub async fn abort(self) {
+        match self {
+            Upload::Disk(writer) => writer.abort().await,
+            Upload::Bucket(upload) => upload.abort().await,
+        }
+    }
 }
 
 fn io_error(context: &str, e: std::io::Error) -> Error {
@@ -213,6 +304,18 @@ impl Lifeboat {
         }
     }
 
+    /// Opens the bytes an asset record names (an external file checked as on every read).
+    async fn open_stored(&self, asset: &Asset) -> Result<OpenAsset> {
+        match self
+            .open_version(&asset.storage, &asset.sha256, asset.size, &asset.name)
+            .await
+        {
+            Ok(open) => Ok(open),
+            Err(OpenError::Changed(changed)) => Err(changed.into_error(&asset.name)),
+            Err(OpenError::Other(error)) => Err(error),
+        }
+    }
+
     async fn open_version(
         &self,
         storage: &Storage,
@@ -221,8 +324,7 @@ impl Lifeboat {
         name: &AssetName,
     ) -> Result<OpenAsset, OpenError> {
         let open = |file: File| OpenAsset {
-            file,
-            start: 0,
+            source: Source::File(file),
             size,
             sha256: sha256.clone(),
         };
@@ -235,6 +337,19 @@ impl Lifeboat {
                 Err(error) => Err(OpenError::Other(error)),
             };
         }
+        if let (Some(objects), Storage::Appendable(key)) = (&self.inner.assets.objects, storage) {
+            let chain = objects
+                .chain(key, size, Some(sha256))
+                .await
+                .map_err(|e| OpenError::Other(io_error("cannot read the bucket", e)))?;
+            return chain
+                .map(|chain| OpenAsset {
+                    source: Source::Chain(chain),
+                    size,
+                    sha256: sha256.clone(),
+                })
+                .ok_or_else(|| OpenError::Other(missing_bytes(name)));
+        }
         let path = self
             .inner
             .store
@@ -246,12 +361,8 @@ impl Lifeboat {
             file.metadata()
                 .is_ok_and(|m| m.is_file() && (m.len() == size || appendable && m.len() >= size))
         });
-        file.map(open).ok_or_else(|| {
-            OpenError::Other(Error::NotFound {
-                what: "asset bytes",
-                id: format!("{name} (POST …/verify records it as missing)"),
-            })
-        })
+        file.map(open)
+            .ok_or_else(|| OpenError::Other(missing_bytes(name)))
     }
 
     /// Starts an upload for `owner` (404, or 409 for a stale `fence`, before any byte is
@@ -261,13 +372,17 @@ impl Lifeboat {
         tenant: &TenantId,
         owner: &Owner,
         fence: Option<u32>,
-    ) -> Result<BlobWriter> {
+    ) -> Result<Upload> {
         self.check_fence(tenant, owner, fence).await?;
+        if let Some(objects) = &self.inner.assets.objects {
+            return Ok(Upload::Bucket(objects.upload()));
+        }
         self.inner
             .store
             .blobs()
             .writer()
             .await
+            .map(Upload::Disk)
             .map_err(|e| io_error("cannot start the upload", e))
     }
 
@@ -279,10 +394,18 @@ impl Lifeboat {
         tenant: &TenantId,
         owner: &Owner,
         name: &AssetName,
-        upload: BlobWriter,
+        upload: Upload,
         expected: Option<Sha256>,
         fence: Option<u32>,
     ) -> Result<(Asset, bool)> {
+        let upload = match upload {
+            Upload::Disk(writer) => writer,
+            Upload::Bucket(upload) => {
+                return self
+                    .put_object(tenant, owner, name, upload, expected, fence)
+                    .await;
+            }
+        };
         let hashed = upload
             .finish(expected.as_ref())
             .await
@@ -307,6 +430,60 @@ impl Lifeboat {
             .await;
         self.inner.assets.done_placing(&sha256);
         recorded
+    }
+
+    /// Finishes an upload into the bucket and records it: a new file of its own, which
+    /// appends may extend (its hash state is kept for them).
+    async fn put_object(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+        upload: ObjectUpload,
+        expected: Option<Sha256>,
+        fence: Option<u32>,
+    ) -> Result<(Asset, bool)> {
+        let uploaded = upload
+            .finish(expected.as_ref())
+            .await
+            .map_err(|e| io_error("cannot store the upload", e))?
+            .map_err(|actual| DomainError::HashMismatch {
+                sent: expected
+                    .as_ref()
+                    .map(|e| e.as_str().to_owned())
+                    .unwrap_or_default(),
+                actual: actual.as_str().to_owned(),
+            })?;
+        let _guard = self
+            .inner
+            .assets
+            .lock_for(lock_key(tenant, owner, name))
+            .lock_owned()
+            .await;
+        let now = self.now();
+        let created_at = match self.asset(tenant, owner, name).await {
+            Ok(previous) => previous.created_at,
+            Err(Error::NotFound { .. }) => now,
+            Err(other) => return Err(other),
+        };
+        let asset = Asset {
+            name: name.clone(),
+            storage: Storage::Appendable(uploaded.key.clone()),
+            size: uploaded.size,
+            sha256: uploaded.sha256,
+            kind: None,
+            status: AssetStatus::Ok,
+            verified_at: now,
+            created_at,
+            updated_at: now,
+        };
+        let created = self
+            .record_asset(tenant, owner, asset.clone(), fence)
+            .await?;
+        self.inner
+            .assets
+            .remember_hash(uploaded.key, uploaded.size, uploaded.hasher);
+        Ok((asset, created))
     }
 
     async fn place_and_record(
@@ -433,8 +610,17 @@ impl Lifeboat {
         if let Storage::Appendable(key) = &removed.storage
             && !still_named
         {
-            let path = self.inner.store.blobs().appendable_path(key);
-            let _ = tokio::fs::remove_file(path).await;
+            match &self.inner.assets.objects {
+                Some(objects) => {
+                    if let Err(error) = objects.delete_file(key).await {
+                        tracing::warn!(%error, key, "cannot delete a file's objects; cleanup will");
+                    }
+                }
+                None => {
+                    let path = self.inner.store.blobs().appendable_path(key);
+                    let _ = tokio::fs::remove_file(path).await;
+                }
+            }
         }
         Ok(())
     }
@@ -458,6 +644,13 @@ impl Changed {
             why,
         }
         .into()
+    }
+}
+
+fn missing_bytes(name: &AssetName) -> Error {
+    Error::NotFound {
+        what: "asset bytes",
+        id: format!("{name} (POST …/verify records it as missing)"),
     }
 }
 

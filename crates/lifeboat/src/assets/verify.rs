@@ -10,6 +10,7 @@ use std::time::Duration;
 use lifeboat_core::{AssetStatus, FileVersion, Id, Owner, Sha256, TenantId};
 use lifeboat_store::Result;
 use lifeboat_store::blobs::hash_file;
+use lifeboat_store::objects::Objects;
 
 use super::{blocking, hash_reader};
 use crate::external::Changed;
@@ -23,6 +24,9 @@ impl Lifeboat {
     /// Looks at the files of `versions` (existence, type, size) off the async runtime,
     /// for at most [`FILE_CHECK_TIMEOUT`]: those not reached in time count as absent.
     pub(crate) async fn check_files(&self, versions: Vec<FileVersion>) -> FileChecks {
+        if let Some(objects) = self.inner.assets.objects.clone() {
+            return self.check_objects(objects, versions).await;
+        }
         let blobs = self.inner.store.blobs().clone();
         let roots = self.inner.assets.roots.clone();
         let checks = Arc::new(Mutex::new(FileChecks::default()));
@@ -50,9 +54,69 @@ impl Lifeboat {
         checks.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// [`Lifeboat::check_files`] when the bytes are in a bucket: each file's chunks are
+    /// listed (external files are looked at on this host), within the same time bound.
+    async fn check_objects(&self, objects: Objects, versions: Vec<FileVersion>) -> FileChecks {
+        let roots = self.inner.assets.roots.clone();
+        let mut checks = FileChecks::default();
+        let deadline = tokio::time::Instant::now() + FILE_CHECK_TIMEOUT;
+        for version in versions {
+            let present = match version.storage {
+                "appendable" => tokio::time::timeout_at(
+                    deadline,
+                    objects.chain(&version.key, version.size, None),
+                )
+                .await
+                .is_ok_and(|chain| chain.is_ok_and(|chain| chain.is_some())),
+                "external" => {
+                    let (roots, path, size) = (roots.clone(), version.key.clone(), version.size);
+                    tokio::time::timeout_at(
+                        deadline,
+                        tokio::task::spawn_blocking(move || roots.present(&path, size)),
+                    )
+                    .await
+                    .is_ok_and(|found| found.unwrap_or(false))
+                }
+                _ => {
+                    let blobs = self.inner.store.blobs().clone();
+                    let local = version.clone();
+                    tokio::time::timeout_at(
+                        deadline,
+                        tokio::task::spawn_blocking(move || blobs.present(&local)),
+                    )
+                    .await
+                    .is_ok_and(|found| found.unwrap_or(false))
+                }
+            };
+            checks.insert(version, present);
+        }
+        checks
+    }
+
     /// Re-reads one version of stored or external bytes whole: its status, and how many
     /// bytes were read.
     async fn rehash(&self, version: FileVersion, sha256: Sha256) -> Result<(AssetStatus, u64)> {
+        if let (Some(objects), "appendable") = (&self.inner.assets.objects, version.storage) {
+            let chain = match objects
+                .chain(&version.key, version.size, Some(&sha256))
+                .await
+            {
+                Ok(Some(chain)) => chain,
+                Ok(None) => return Ok((AssetStatus::Missing, 0)),
+                Err(e) => return Err(super::io_error("cannot read the bucket", e)),
+            };
+            return Ok(match chain.hasher().await {
+                Err(_) => (AssetStatus::Missing, 0),
+                Ok((hasher, read)) => {
+                    let hash = Sha256::from_stored(hex::encode(sha2::Digest::finalize(hasher)));
+                    if hash == sha256 && read == version.size {
+                        (AssetStatus::Ok, read)
+                    } else {
+                        (AssetStatus::Corrupt, read)
+                    }
+                }
+            });
+        }
         let blobs = self.inner.store.blobs().clone();
         let roots = self.inner.assets.roots.clone();
         blocking(move || {

@@ -1,0 +1,600 @@
+//! Asset bytes in an S3-compatible bucket (`--blob-store s3://bucket/prefix`), shared by
+//! every server. Endpoint and credentials come from the environment (`AWS_ENDPOINT_URL`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, …).
+//!
+//! Every stored file has a key of its own (a UUID v7), so no two uploads or appends ever
+//! write the same object, and cleanup deleting an old file can never meet a new upload of
+//! the same bytes. A file is a chain of immutable chunk objects under `<prefix>/files/<key>/`:
+//!
+//! - `0000000000000000.upload`: a whole upload, streamed as a multipart upload;
+//! - `<start>.<before>.<after>`: an appended chunk, `start` its offset (16 hex digits),
+//!   `before` the SHA-256 of the file's first `start` bytes and `after` of the bytes through
+//!   the chunk's end.
+//!
+//! The asset record holds the file's size and SHA-256 (as a checkpoint's pin does for the
+//! version it pins), and that pair names the chain: the chunk ending at that size with that
+//! hash, then the one ending at its start with its `before` hash, back to offset 0. Two
+//! servers racing an append at one offset write two different chunks; the record's
+//! compare-and-set picks the one that counts, and the other is never read.
+//!
+//! A multipart upload in progress is tracked by a marker object
+//! `<prefix>/multipart/<key>` holding its upload id; cleanup aborts the uploads whose
+//! marker is older than the orphan age (a server that died mid-upload leaves one).
+
+use std::collections::HashMap;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use lifeboat_core::Sha256;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use sha2::Digest;
+use tokio::task::JoinHandle;
+
+/// Bytes buffered per part of a multipart upload (S3's smallest part is 5 MiB).
+const PART_BYTES: usize = 8 << 20;
+/// Parts of one upload in flight at once: together with the part being filled, an upload
+/// holds at most `(PARTS_IN_FLIGHT + 1) * PART_BYTES` in memory.
+const PARTS_IN_FLIGHT: usize = 4;
+/// The name of a whole upload's (only) chunk.
+const UPLOAD_CHUNK: &str = "0000000000000000.upload";
+
+/// An S3-compatible bucket and the prefix under which Lifeboat keeps its objects.
+#[derive(Debug, Clone)]
+pub struct Objects {
+    store: Arc<AmazonS3>,
+    prefix: Path,
+    url: String,
+}
+
+/// What a stored file's objects add up to, for cleanup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObjectFile {
+    /// The file's key.
+    pub key: String,
+    /// Bytes in all its objects.
+    pub bytes: u64,
+    /// When its newest object was written (ms since the epoch).
+    pub newest_ms: i64,
+}
+
+/// A multipart upload that was started and never finished or aborted.
+#[derive(Debug, Clone)]
+pub struct PendingUpload {
+    key: String,
+    /// When it was started (ms since the epoch).
+    pub started_ms: i64,
+}
+
+/// One version of a file, located: its chunks in order, and its size.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    store: Arc<AmazonS3>,
+    pieces: Vec<(Path, u64, u64)>,
+    size: u64,
+}
+
+fn other(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        e => io::Error::other(e),
+    }
+}
+
+/// The SHA-256 of no bytes: the `before` of a file's first appended chunk.
+pub fn empty_sha256() -> Sha256 {
+    Sha256::from_stored(hex::encode(sha2::Sha256::new().finalize()))
+}
+
+impl Objects {
+    /// Opens `s3://bucket[/prefix]`, with the endpoint, region and credentials from the
+    /// environment, overridden by `options` (`object_store`'s names: `aws_endpoint`,
+    /// `aws_access_key_id`, …; how an embedding program configures it without the
+    /// environment). Plain HTTP is allowed when the endpoint says `http://` (a local
+    /// S3-compatible server). Nothing is asked of the bucket yet: see [`Objects::check`].
+    pub fn open(url: &str, options: &[(String, String)]) -> Result<Objects, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("--blob-store {url}: only s3://bucket/prefix is supported"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("--blob-store {url}: the bucket name is missing"));
+        }
+        let mut endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok());
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (key, value) in options {
+            let key: AmazonS3ConfigKey = key
+                .parse()
+                .map_err(|e| format!("--blob-store option {key}: {e}"))?;
+            if key == AmazonS3ConfigKey::Endpoint {
+                endpoint = Some(value.clone());
+            }
+            builder = builder.with_config(key, value);
+        }
+        if endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            builder = builder.with_allow_http(true);
+        }
+        if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+            builder = builder.with_region("us-east-1");
+        }
+        let store = builder
+            .build()
+            .map_err(|e| format!("--blob-store {url}: {e}"))?;
+        Ok(Objects {
+            store: Arc::new(store),
+            prefix: Path::from(prefix.trim_matches('/')),
+            url: url.to_owned(),
+        })
+    }
+
+    /// The `s3://…` this was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Lists one object: answers whether the bucket is reachable with these credentials.
+    pub async fn check(&self) -> io::Result<()> {
+        let mut listing = self.store.list(Some(&self.prefix));
+        match listing.next().await {
+            Some(Err(e)) => Err(other(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn dir(&self, key: &str) -> Path {
+        self.prefix.clone().join("files").join(key)
+    }
+
+    fn marker(&self, key: &str) -> Path {
+        self.prefix.clone().join("multipart").join(key)
+    }
+
+    /// Starts a whole upload into a new file.
+    pub fn upload(&self) -> ObjectUpload {
+        let key = uuid::Uuid::now_v7().to_string();
+        ObjectUpload {
+            objects: self.clone(),
+            path: self.dir(&key).join(UPLOAD_CHUNK),
+            key,
+            hasher: sha2::Sha256::new(),
+            size: 0,
+            buffer: BytesMut::new(),
+            multipart: None,
+            parts: Vec::new(),
+        }
+    }
+
+    /// Writes the chunk of file `key` that starts at `start`, after bytes hashing to
+    /// `before`, and brings the file's hash to `after`. Durable when this returns.
+    pub async fn put_chunk(
+        &self,
+        key: &str,
+        start: u64,
+        before: &Sha256,
+        after: &Sha256,
+        bytes: Vec<u8>,
+    ) -> io::Result<()> {
+        let name = format!("{start:016x}.{}.{}", before.as_str(), after.as_str());
+        self.store
+            .put(&self.dir(key).join(name), PutPayload::from(bytes))
+            .await
+            .map(drop)
+            .map_err(other)
+    }
+
+    /// The version of file `key` of `size` bytes hashing to `sha256` (any complete chain
+    /// of that size with `None`): its chunks, or `None` when they are not all there.
+    pub async fn chain(
+        &self,
+        key: &str,
+        size: u64,
+        sha256: Option<&Sha256>,
+    ) -> io::Result<Option<Chain>> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.dir(key)))
+            .try_collect()
+            .await
+            .map_err(other)?;
+        // end → chunks ending there: (start, before, after, path, len)
+        let mut by_end: HashMap<u64, Vec<Link>> = HashMap::new();
+        for meta in listed {
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let Some(link) = Link::parse(name, meta.size, meta.location.clone()) else {
+                continue;
+            };
+            by_end.entry(link.start + link.len).or_default().push(link);
+        }
+        let mut pieces = Vec::new();
+        let (mut end, mut hash) = (size, sha256.map(|s| s.as_str().to_owned()));
+        loop {
+            let Some(link) = by_end.get(&end).and_then(|links| {
+                links.iter().find(|link| match (&hash, &link.after) {
+                    (Some(wanted), Some(after)) => wanted == after,
+                    // A whole upload's chunk carries no hash in its name; it is the only
+                    // chunk at offset 0 of its file.
+                    _ => link.after.is_none() || hash.is_none(),
+                })
+            }) else {
+                return Ok(None);
+            };
+            pieces.push((link.path.clone(), link.start, link.len));
+            if link.start == 0 {
+                break;
+            }
+            end = link.start;
+            hash = sha256.and(link.before.clone());
+        }
+        pieces.reverse();
+        Ok(Some(Chain {
+            store: Arc::clone(&self.store),
+            pieces,
+            size,
+        }))
+    }
+
+    /// Deletes every object of file `key`.
+    pub async fn delete_file(&self, key: &str) -> io::Result<()> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.dir(key)))
+            .try_collect()
+            .await
+            .map_err(other)?;
+        for meta in listed {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(other(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stored file, with its bytes and the time of its newest object.
+    pub async fn files(&self) -> io::Result<Vec<StoredObjectFile>> {
+        let base = self.prefix.clone().join("files");
+        let mut listing = self.store.list(Some(&base));
+        let mut files: HashMap<String, StoredObjectFile> = HashMap::new();
+        let depth = base.parts().count();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(other)?;
+            let Some(key) = meta.location.parts().nth(depth) else {
+                continue;
+            };
+            let key = key.as_ref().to_owned();
+            let modified = meta.last_modified.timestamp_millis();
+            let file = files.entry(key.clone()).or_insert(StoredObjectFile {
+                key,
+                bytes: 0,
+                newest_ms: modified,
+            });
+            file.bytes += meta.size;
+            file.newest_ms = file.newest_ms.max(modified);
+        }
+        Ok(files.into_values().collect())
+    }
+
+    /// Multipart uploads started and neither finished nor aborted (their markers).
+    pub async fn pending_uploads(&self) -> io::Result<Vec<PendingUpload>> {
+        let base = self.prefix.clone().join("multipart");
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&base))
+            .try_collect()
+            .await
+            .map_err(other)?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                Some(PendingUpload {
+                    key: meta.location.filename()?.to_owned(),
+                    started_ms: meta.last_modified.timestamp_millis(),
+                })
+            })
+            .collect())
+    }
+
+    /// Aborts an abandoned multipart upload and forgets its marker.
+    pub async fn abort_pending(&self, pending: &PendingUpload) -> io::Result<()> {
+        let marker = self.marker(&pending.key);
+        let id = match self.store.get(&marker).await {
+            Ok(found) => found.bytes().await.map_err(other)?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(other(e)),
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        let path = self.dir(&pending.key).join(UPLOAD_CHUNK);
+        match self.store.abort_multipart(&path, &id).await {
+            // Finished after all, or aborted already: only the marker is left.
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, key = pending.key, "cannot abort an abandoned upload")
+            }
+        }
+        match self.store.delete(&marker).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(other(e)),
+        }
+    }
+}
+
+/// A chunk object, parsed from its name.
+struct Link {
+    start: u64,
+    len: u64,
+    before: Option<String>,
+    after: Option<String>,
+    path: Path,
+}
+
+impl Link {
+    fn parse(name: &str, len: u64, path: Path) -> Option<Link> {
+        if name == UPLOAD_CHUNK {
+            return Some(Link {
+                start: 0,
+                len,
+                before: None,
+                after: None,
+                path,
+            });
+        }
+        let mut parts = name.split('.');
+        let start = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let before = parts.next()?.to_owned();
+        let after = parts.next()?.to_owned();
+        Some(Link {
+            start,
+            len,
+            before: Some(before),
+            after: Some(after),
+            path,
+        })
+    }
+}
+
+impl Chain {
+    /// The version's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Streams bytes `range` of the version, chunk by chunk, each read with a ranged GET.
+    pub fn stream(&self, range: Range<u64>) -> BoxStream<'static, io::Result<Bytes>> {
+        let store = Arc::clone(&self.store);
+        let reads: Vec<(Path, Range<u64>)> = self
+            .pieces
+            .iter()
+            .filter_map(|(path, start, len)| {
+                let (from, to) = (range.start.max(*start), range.end.min(start + len));
+                (from < to).then(|| (path.clone(), from - start..to - start))
+            })
+            .collect();
+        stream::iter(reads)
+            .then(move |(path, range)| {
+                let store = Arc::clone(&store);
+                async move {
+                    let options = GetOptions {
+                        range: Some(GetRange::Bounded(range)),
+                        ..GetOptions::default()
+                    };
+                    store
+                        .get_opts(&path, options)
+                        .await
+                        .map(|found| found.into_stream().map_err(other))
+                        .map_err(other)
+                }
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Reads bytes `range` into memory (a small range: an append's retry check).
+    pub async fn read(&self, range: Range<u64>) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut pieces = self.stream(range);
+        while let Some(piece) = pieces.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
+    }
+
+    /// The hash state of the version's bytes, read whole.
+    pub async fn hasher(&self) -> io::Result<(sha2::Sha256, u64)> {
+        let mut hasher = sha2::Sha256::new();
+        let mut read = 0u64;
+        let mut pieces = self.stream(0..self.size);
+        while let Some(piece) = pieces.next().await {
+            let piece = piece?;
+            read += piece.len() as u64;
+            hasher.update(&piece);
+        }
+        Ok((hasher, read))
+    }
+}
+
+/// A whole upload streaming into a new file: parts of [`PART_BYTES`] go up while the next
+/// one fills, hashed as they pass.
+pub struct ObjectUpload {
+    objects: Objects,
+    key: String,
+    path: Path,
+    hasher: sha2::Sha256,
+    size: u64,
+    buffer: BytesMut,
+    multipart: Option<String>,
+    parts: Vec<JoinHandle<object_store::Result<PartId>>>,
+}
+
+/// A finished whole upload.
+#[derive(Debug)]
+pub struct Uploaded {
+    /// The new file's key.
+    pub key: String,
+    /// Its SHA-256.
+    pub sha256: Sha256,
+    /// Its hash state (for the appends that may follow).
+    pub hasher: sha2::Sha256,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl ObjectUpload {
+    /// Appends a piece of the upload; `Err` with `ErrorKind::FileTooLarge` past `limit`.
+    pub async fn write(&mut self, chunk: &[u8], limit: u64) -> io::Result<()> {
+        self.size += chunk.len() as u64;
+        if self.size > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the upload is larger than {limit} bytes"),
+            ));
+        }
+        self.hasher.update(chunk);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let room = PART_BYTES - self.buffer.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve(PART_BYTES);
+            }
+            self.buffer.extend_from_slice(now);
+            rest = later;
+            if self.buffer.len() == PART_BYTES {
+                self.send_part().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn send_part(&mut self) -> io::Result<()> {
+        let id = match &self.multipart {
+            Some(id) => id.clone(),
+            None => {
+                let id = self
+                    .objects
+                    .store
+                    .create_multipart(&self.path)
+                    .await
+                    .map_err(other)?;
+                // The marker is written before any part: a crash from here on leaves
+                // something cleanup can find and abort.
+                self.objects
+                    .store
+                    .put(
+                        &self.objects.marker(&self.key),
+                        PutPayload::from(id.clone()),
+                    )
+                    .await
+                    .map_err(other)?;
+                self.multipart = Some(id.clone());
+                id
+            }
+        };
+        if self.parts.len() >= PARTS_IN_FLIGHT {
+            let waiting = self.parts.len() - PARTS_IN_FLIGHT;
+            if let Some(part) = self.parts.get_mut(waiting)
+                && !part.is_finished()
+            {
+                (&mut *part)
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(other)?;
+            }
+        }
+        let data = self.buffer.split().freeze();
+        let (store, path, index) = (
+            Arc::clone(&self.objects.store),
+            self.path.clone(),
+            self.parts.len(),
+        );
+        self.parts.push(tokio::spawn(async move {
+            store
+                .put_part(&path, &id, index, PutPayload::from(data))
+                .await
+        }));
+        Ok(())
+    }
+
+    /// Finishes the upload. `expected` is the client's `X-Content-SHA256`; on a mismatch
+    /// nothing is kept and the actual hash is returned as the error.
+    pub async fn finish(
+        mut self,
+        expected: Option<&Sha256>,
+    ) -> io::Result<Result<Uploaded, Sha256>> {
+        let sha256 = Sha256::from_stored(hex::encode(self.hasher.clone().finalize()));
+        if expected.is_some_and(|e| *e != sha256) {
+            self.abort().await;
+            return Ok(Err(sha256));
+        }
+        let finished = match self.multipart.clone() {
+            None => {
+                let data = self.buffer.split().freeze();
+                self.objects
+                    .store
+                    .put(&self.path, PutPayload::from(data))
+                    .await
+                    .map(drop)
+                    .map_err(other)
+            }
+            Some(id) => self.complete(&id).await,
+        };
+        if let Err(e) = finished {
+            self.abort().await;
+            return Err(e);
+        }
+        Ok(Ok(Uploaded {
+            key: self.key,
+            sha256,
+            hasher: self.hasher,
+            size: self.size,
+        }))
+    }
+
+    async fn complete(&mut self, id: &String) -> io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.send_part().await?;
+        }
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for part in self.parts.drain(..) {
+            parts.push(part.await.map_err(io::Error::other)?.map_err(other)?);
+        }
+        let store = &self.objects.store;
+        store
+            .complete_multipart(&self.path, id, parts)
+            .await
+            .map_err(other)?;
+        match store.delete(&self.objects.marker(&self.key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// Abandons the upload: its parts are aborted and nothing is kept.
+    pub async fn abort(mut self) {
+        for part in self.parts.drain(..) {
+            part.abort();
+        }
+        let store = &self.objects.store;
+        if let Some(id) = &self.multipart {
+            let _ = store.abort_multipart(&self.path, id).await;
+            let _ = store.delete(&self.objects.marker(&self.key)).await;
+        }
+        let _ = store.delete(&self.path).await;
+    }
+}
