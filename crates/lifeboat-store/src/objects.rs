@@ -220,17 +220,29 @@ impl Objects {
         let mut pieces = Vec::new();
         let (mut end, mut hash) = (size, sha256.map(|s| s.as_str().to_owned()));
         loop {
-            let Some(link) = by_end.get(&end).and_then(|links| {
+            let ending_here = by_end.get(&end).and_then(|links| {
                 links.iter().find(|link| match (&hash, &link.after) {
                     (Some(wanted), Some(after)) => wanted == after,
                     // A whole upload's chunk carries no hash in its name; it is the only
                     // chunk at offset 0 of its file.
                     _ => link.after.is_none() || hash.is_none(),
                 })
+            });
+            // A version that ends inside a whole upload is a prefix of it (a file imported
+            // whole, which a checkpoint pinned at an earlier size).
+            let Some(link) = ending_here.or_else(|| {
+                by_end
+                    .values()
+                    .flatten()
+                    .find(|link| link.after.is_none() && link.len >= end)
             }) else {
                 return Ok(None);
             };
-            pieces.push((link.path.clone(), link.start, link.len));
+            pieces.push((
+                link.path.clone(),
+                link.start,
+                link.len.min(end - link.start),
+            ));
             if link.start == 0 {
                 break;
             }

@@ -51,6 +51,13 @@ impl Binary {
         Binary::start_exe(&lifeboat_binary(), data_dir, flags)
     }
 
+    /// Starts the binary with extra `serve` flags and environment variables.
+    pub fn start_with_env(data_dir: &Path, flags: &[&str], env: &[(&str, String)]) -> Binary {
+        let mut command = Command::new(lifeboat_binary());
+        command.envs(env.iter().map(|(name, value)| (name, value)));
+        Binary::spawn(command, data_dir, flags)
+    }
+
     /// Starts another `lifeboat` binary (an older build, say) with extra `serve` flags.
     pub fn start_exe(exe: &Path, data_dir: &Path, flags: &[&str]) -> Binary {
         Binary::spawn(Command::new(exe), data_dir, flags)

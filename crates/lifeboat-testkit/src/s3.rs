@@ -114,6 +114,124 @@ impl Moto {
     }
 }
 
+/// Whether test servers keep asset bytes in moto (`LIFEBOAT_TEST_BLOBS=s3`): tests that
+/// look at the files of the data directory do not apply then.
+pub fn in_use() -> bool {
+    std::env::var("LIFEBOAT_TEST_BLOBS").ok().as_deref() == Some("s3")
+}
+
+/// An object in the bucket, as listed.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its key.
+    pub key: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// A request to moto as the test user: moto checks no signature, but answers an
+/// anonymous request for an object 403.
+fn as_test_user(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request.header("authorization", "AWS test:unsigned")
+}
+
+impl Moto {
+    fn object_url(&self, key: &str) -> String {
+        format!("{}/{BUCKET}/{key}", self.endpoint)
+    }
+
+    /// Every object under `prefix` (moto answers unsigned requests).
+    pub async fn list(&self, prefix: &str) -> Vec<Listed> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query
+                .append_pair("list-type", "2")
+                .append_pair("prefix", prefix);
+            if let Some(token) = &token {
+                query.append_pair("continuation-token", token);
+            }
+            let xml = as_test_user(reqwest::Client::new().get(format!(
+                "{}/{BUCKET}?{}",
+                self.endpoint,
+                query.finish()
+            )))
+            .send()
+            .await
+            .expect("list the bucket")
+            .text()
+            .await
+            .expect("listing");
+            for contents in xml.split("<Contents>").skip(1) {
+                found.push(Listed {
+                    key: between(contents, "<Key>", "</Key>").to_owned(),
+                    size: between(contents, "<Size>", "</Size>").parse().unwrap_or(0),
+                });
+            }
+            match xml.contains("<IsTruncated>true</IsTruncated>") {
+                true => {
+                    token = Some(
+                        between(&xml, "<NextContinuationToken>", "</NextContinuationToken>")
+                            .to_owned(),
+                    )
+                }
+                false => return found,
+            }
+        }
+    }
+
+    /// The bytes of object `key`.
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        as_test_user(reqwest::Client::new().get(self.object_url(key)))
+            .send()
+            .await
+            .expect("get an object")
+            .bytes()
+            .await
+            .expect("object bytes")
+            .to_vec()
+    }
+
+    /// Replaces object `key` (damage behind the servers' backs).
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) {
+        let status = as_test_user(reqwest::Client::new().put(self.object_url(key)))
+            .body(bytes)
+            .send()
+            .await
+            .expect("put an object")
+            .status();
+        assert!(status.is_success(), "put {key}: {status}");
+    }
+
+    /// Deletes object `key`.
+    pub async fn delete(&self, key: &str) {
+        as_test_user(reqwest::Client::new().delete(self.object_url(key)))
+            .send()
+            .await
+            .expect("delete an object");
+    }
+
+    /// How many multipart uploads are started and neither finished nor aborted.
+    pub async fn multipart_uploads(&self) -> usize {
+        let xml =
+            as_test_user(reqwest::Client::new().get(format!("{}/{BUCKET}?uploads", self.endpoint)))
+                .send()
+                .await
+                .expect("list multipart uploads")
+                .text()
+                .await
+                .expect("listing");
+        xml.matches("<Upload>").count()
+    }
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+    text.split_once(open)
+        .and_then(|(_, rest)| rest.split_once(close))
+        .map_or("", |(inside, _)| inside)
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         // The watchdog sees its parent's moto go: kill the shell and moto with it.

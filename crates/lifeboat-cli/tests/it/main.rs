@@ -3,6 +3,7 @@
 
 mod assets;
 mod bounds;
+mod bucket;
 mod cleanup;
 mod crash;
 mod dashboard;

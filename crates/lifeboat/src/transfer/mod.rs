@@ -15,12 +15,13 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use lifeboat_core::{Sha256, TenantId};
+use lifeboat_store::objects::Chain;
 use lifeboat_store::{Ack, Error, Result, Selection, TransferCounts};
 use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::Lifeboat;
-use unpack::{place, unpack};
+use unpack::{place, place_in_bucket, unpack};
 
 mod unpack;
 
@@ -48,7 +49,50 @@ pub struct Export {
 struct ExportedBlob {
     sha256: Sha256,
     size: u64,
-    path: PathBuf,
+    source: Source,
+}
+
+/// Where an exported asset's bytes are read from.
+enum Source {
+    /// A file on this host.
+    File(PathBuf),
+    /// A file in the bucket, read from the blocking writer through the runtime.
+    Bucket(Chain, tokio::runtime::Handle),
+}
+
+impl Source {
+    fn open(&self, size: u64) -> io::Result<Box<dyn Read + '_>> {
+        match self {
+            Source::File(path) => Ok(Box::new(std::fs::File::open(path)?.take(size))),
+            Source::Bucket(chain, runtime) => Ok(Box::new(BucketReader {
+                pieces: chain.stream(0..size),
+                runtime,
+                piece: bytes::Bytes::new(),
+            })),
+        }
+    }
+}
+
+/// A blocking reader over a file in the bucket.
+struct BucketReader<'a> {
+    pieces: futures_util::stream::BoxStream<'static, io::Result<bytes::Bytes>>,
+    runtime: &'a tokio::runtime::Handle,
+    piece: bytes::Bytes,
+}
+
+impl Read for BucketReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use futures_util::StreamExt;
+        while self.piece.is_empty() {
+            match self.runtime.block_on(self.pieces.next()) {
+                None => return Ok(0),
+                Some(piece) => self.piece = piece?,
+            }
+        }
+        let n = buf.len().min(self.piece.len());
+        buf[..n].copy_from_slice(&self.piece.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Every asset row of an exported (or imported) document, mutable.
@@ -191,28 +235,73 @@ impl Lifeboat {
         for row in asset_rows(&mut records) {
             let text = |column: &str| row.get(column).and_then(Value::as_str).unwrap_or("");
             let sha256 = Sha256::from_stored(text("sha256").to_owned());
-            let path = match (text("storage"), text("location")) {
-                ("appendable", key) => store.appendable_path(key),
-                ("external", path) => PathBuf::from(path),
-                _ => store.blob_path(&sha256),
-            };
             let size = row.get("size").and_then(Value::as_u64).unwrap_or(0);
-            blobs
-                .entry(sha256.clone())
-                .or_insert(ExportedBlob { sha256, size, path });
+            if blobs.contains_key(&sha256) {
+                continue;
+            }
+            let source = match (
+                text("storage"),
+                text("location"),
+                &self.inner.assets.objects,
+            ) {
+                ("appendable", key, Some(objects)) => {
+                    let chain = objects
+                        .chain(key, size, Some(&sha256))
+                        .await
+                        .map_err(|e| Error::Unavailable(format!("cannot read the bucket: {e}")))?
+                        .ok_or_else(|| {
+                            Error::Unavailable(format!(
+                                "the bytes of asset {} are missing (run `lifeboat verify`); nothing was exported",
+                                text("name")
+                            ))
+                        })?;
+                    Source::Bucket(chain, tokio::runtime::Handle::current())
+                }
+                ("appendable", key, None) => Source::File(store.appendable_path(key)),
+                ("external", path, _) => Source::File(PathBuf::from(path)),
+                _ => Source::File(store.blob_path(&sha256)),
+            };
+            blobs.insert(
+                sha256.clone(),
+                ExportedBlob {
+                    sha256,
+                    size,
+                    source,
+                },
+            );
         }
         // Whole uploads a checkpoint pins that no asset names any more travel too, so the
         // checkpoint means the same bytes after an import.
+        // So do the versions of files in a bucket that a checkpoint pins when no exported
+        // asset holds those bytes (a replaced upload there is a file of its own).
         for pin in pins(&mut records) {
             let text = |column: &str| pin.get(column).and_then(Value::as_str).unwrap_or("");
-            if text("storage") != "blob" {
+            let sha256 = Sha256::from_stored(text("sha256").to_owned());
+            let size = pin.get("size").and_then(Value::as_u64).unwrap_or(0);
+            if blobs.contains_key(&sha256) {
                 continue;
             }
-            let sha256 = Sha256::from_stored(text("sha256").to_owned());
-            let path = store.blob_path(&sha256);
-            let size = pin.get("size").and_then(Value::as_u64).unwrap_or(0);
-            if !blobs.contains_key(&sha256) && path.is_file() {
-                blobs.insert(sha256.clone(), ExportedBlob { sha256, size, path });
+            let source = match (text("storage"), &self.inner.assets.objects) {
+                ("blob", _) => {
+                    let path = store.blob_path(&sha256);
+                    path.is_file().then_some(Source::File(path))
+                }
+                ("appendable", Some(objects)) => objects
+                    .chain(text("location"), size, Some(&sha256))
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("cannot read the bucket: {e}")))?
+                    .map(|chain| Source::Bucket(chain, tokio::runtime::Handle::current())),
+                _ => None,
+            };
+            if let Some(source) = source {
+                blobs.insert(
+                    sha256.clone(),
+                    ExportedBlob {
+                        sha256,
+                        size,
+                        source,
+                    },
+                );
             }
         }
         store_pins(&mut records);
@@ -275,12 +364,16 @@ impl Lifeboat {
         })
         .await
         .map_err(|e| Error::Internal(format!("import task failed: {e}")))??;
-        let (records, appendables) = tokio::task::spawn_blocking({
-            let store = store.clone();
-            move || place(&store, unpacked)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("import task failed: {e}")))??;
+        let objects = self.inner.assets.objects.clone();
+        let (records, appendables) = match &objects {
+            Some(objects) => place_in_bucket(objects, unpacked).await?,
+            None => tokio::task::spawn_blocking({
+                let store = store.clone();
+                move || place(&store, unpacked)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("import task failed: {e}")))??,
+        };
         let into = tenant.clone();
         let imported = self
             .write(Ack::AfterCommit, move |tx| {
@@ -291,7 +384,14 @@ impl Lifeboat {
             // Nothing names these files; content-addressed blobs stay for cleanup, since
             // other records may share them.
             for key in appendables {
-                let _ = std::fs::remove_file(store.appendable_path(&key));
+                match &objects {
+                    Some(objects) => {
+                        let _ = objects.delete_file(&key).await;
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(store.appendable_path(&key));
+                    }
+                }
             }
         }
         imported
@@ -335,7 +435,7 @@ impl Export {
             self.records.as_slice(),
         )?;
         for blob in &self.blobs {
-            let file = std::fs::File::open(&blob.path).map_err(|e| {
+            let file = blob.source.open(blob.size).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!(
@@ -344,7 +444,7 @@ impl Export {
                     ),
                 )
             })?;
-            let mut reader = Hashing::new(file.take(blob.size));
+            let mut reader = Hashing::new(file);
             let path = format!("{BLOBS}{}", blob.sha256.as_str());
             tar.append_data(&mut header(blob.size), &path, &mut reader)?;
             let (sha256, size) = reader.finish();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use lifeboat_core::Sha256;
 use lifeboat_store::blobs::BlobStore;
+use lifeboat_store::objects::Objects;
 use lifeboat_store::{Error, Result};
 use serde_json::Value;
 
@@ -299,4 +300,107 @@ pub(super) fn place(store: &BlobStore, unpacked: Unpacked) -> Result<(Value, Vec
         }
     }
     Ok((records, appendables))
+}
+
+/// [`place`] when asset bytes go to a bucket: every asset gets a new file of its own there
+/// (whatever its kind was: content addressing is for local disks), and pins follow their
+/// bytes to it; bytes only a pin names get a file too. Answers the records to commit and
+/// the keys of the files made.
+pub(super) async fn place_in_bucket(
+    objects: &Objects,
+    unpacked: Unpacked,
+) -> Result<(Value, Vec<String>)> {
+    let Unpacked { mut records, temps } = unpacked;
+    let mut made = Vec::new();
+    // Old (storage, location, sha256) → the new file; and sha256 → a file holding them.
+    let mut moved: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    let mut by_hash: BTreeMap<Sha256, String> = BTreeMap::new();
+    let text = |row: &serde_json::Map<String, Value>, column: &str| {
+        row.get(column)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for row in asset_rows(&mut records) {
+        let name = text(row, "name");
+        let sha256 = Sha256::parse("sha256", &text(row, "sha256"))
+            .map_err(|_| damaged(format!("asset {name} has no valid sha256")))?;
+        let Some((temp, stored)) = temps.0.get(&sha256) else {
+            return Err(damaged(format!("the bytes of asset {name} are missing")));
+        };
+        if row.get("size").and_then(Value::as_u64) != Some(*stored) {
+            return Err(damaged(format!(
+                "asset {name}: its size does not match its bytes"
+            )));
+        }
+        let key = upload_file(objects, temp, &sha256).await?;
+        made.push(key.clone());
+        let old = (
+            text(row, "storage"),
+            text(row, "location"),
+            sha256.as_str().to_owned(),
+        );
+        moved.insert(old, key.clone());
+        by_hash.entry(sha256).or_insert_with(|| key.clone());
+        row.insert("storage".to_owned(), Value::String("appendable".to_owned()));
+        row.insert("location".to_owned(), Value::String(key));
+    }
+    for pin in pins(&mut records) {
+        let (storage, location) = (text(pin, "storage"), text(pin, "location"));
+        let Ok(sha256) = Sha256::parse("sha256", &text(pin, "sha256")) else {
+            continue;
+        };
+        // An appendable file's prefix follows the file, whatever its hash now.
+        let followed = moved
+            .iter()
+            .find(|((s, l, h), _)| {
+                *s == storage
+                    && *l == location
+                    && (storage == "appendable" || *h == sha256.as_str())
+            })
+            .map(|(_, key)| key.clone());
+        let key = match (followed, by_hash.get(&sha256), temps.0.get(&sha256)) {
+            (Some(key), _, _) => key,
+            (None, Some(key), _) => key.clone(),
+            (None, None, Some((temp, _))) => {
+                let key = upload_file(objects, temp, &sha256).await?;
+                made.push(key.clone());
+                by_hash.insert(sha256.clone(), key.clone());
+                key
+            }
+            (None, None, None) => continue,
+        };
+        pin.insert("storage".to_owned(), Value::String("appendable".to_owned()));
+        pin.insert("location".to_owned(), Value::String(key));
+    }
+    store_pins(&mut records);
+    Ok((records, made))
+}
+
+/// Uploads a checked file from `tmp/` as a new file in the bucket.
+async fn upload_file(objects: &Objects, temp: &Path, sha256: &Sha256) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let failed =
+        |e: io::Error| Error::Unavailable(format!("cannot place a file in the bucket: {e}"));
+    let mut file = tokio::fs::File::open(temp).await.map_err(failed)?;
+    let mut upload = objects.upload();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).await.map_err(failed)?;
+        if read == 0 {
+            break;
+        }
+        upload
+            .write(&buffer[..read], u64::MAX)
+            .await
+            .map_err(failed)?;
+    }
+    match upload.finish(Some(sha256)).await.map_err(failed)? {
+        Ok(uploaded) => Ok(uploaded.key),
+        Err(actual) => Err(damaged(format!(
+            "a file changed while it was placed ({} became {})",
+            sha256.as_str(),
+            actual.as_str()
+        ))),
+    }
 }
