@@ -52,6 +52,16 @@ impl TestServer {
         TestServer::serve(dir, config).await
     }
 
+    /// Starts a server over a fresh data dir whose asset bytes are files in it, whatever
+    /// `LIFEBOAT_TEST_BLOBS` says: for tests of what happens to those files.
+    pub async fn start_on_disk(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = Config::new(dir.path());
+        config.sweep_interval = Duration::from_millis(100);
+        configure(&mut config);
+        TestServer::serve_with(dir, config, false).await
+    }
+
     /// Starts a server with project limits and retention of its own.
     pub async fn start_with(
         dir: Arc<TempDir>,
@@ -65,11 +75,16 @@ impl TestServer {
         TestServer::serve(dir, config).await
     }
 
-    async fn serve(dir: Arc<TempDir>, mut config: Config) -> TestServer {
+    async fn serve(dir: Arc<TempDir>, config: Config) -> TestServer {
+        TestServer::serve_with(dir, config, true).await
+    }
+
+    async fn serve_with(dir: Arc<TempDir>, mut config: Config, bucket: bool) -> TestServer {
         if config.database_url.is_none() {
             config.database_url = crate::postgres::database_for(dir.path()).await;
         }
-        if config.blob_store.is_none()
+        if bucket
+            && config.blob_store.is_none()
             && let Some((url, options)) = crate::s3::blob_store_for(dir.path())
         {
             config.blob_store = Some(url);

@@ -461,7 +461,7 @@ async fn external_files_must_resolve_inside_an_asset_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_skips_a_checkpoint_whose_asset_is_gone() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_on_disk(|_| {}).await;
     server
         .session(json!({"id": "job", "kind": "render", "heartbeat_timeout_ms": 60000}))
         .await;

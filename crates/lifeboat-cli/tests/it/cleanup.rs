@@ -201,7 +201,7 @@ async fn cleanup_removes_exactly_what_is_eligible() {
 /// quarantined by `--repair` (nothing deleted), and skipped by recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_and_repair_quarantines() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_on_disk(|_| {}).await;
     server.session(json!({"id": "v", "kind": "k"})).await;
     for n in 0..3 {
         server

@@ -236,7 +236,7 @@ async fn bulk_is_refused_to_a_read_key_and_from_another_site() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_file_gone_behind_the_servers_back() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_on_disk(|_| {}).await;
     seed(&server).await;
     let hash = sha256_hex(b"frame");
     let blob = server

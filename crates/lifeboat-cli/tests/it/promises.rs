@@ -186,7 +186,7 @@ async fn a_stale_worker_cannot_touch_the_recovered_attempts_files() {
 /// good bytes are uploaded again, and `DELETE` of the asset disqualifies it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_pins_the_bytes_it_names() {
-    let server = TestServer::start_configured(|config| {
+    let server = TestServer::start_on_disk(|config| {
         config.cleanup.orphan_age_ms = 0;
     })
     .await;
@@ -545,7 +545,7 @@ async fn an_expiry_a_read_has_shown_survives_a_restart() {
 /// amiss); a stage checkpoint, kept for life, keeps its pinned blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_a_checkpoint_unpins_its_bytes() {
-    let server = TestServer::start_configured(|config| {
+    let server = TestServer::start_on_disk(|config| {
         config.cleanup.orphan_age_ms = 0;
     })
     .await;

@@ -238,14 +238,21 @@ async fn export_then_import_gives_identical_work() {
 /// Moving up: work exported from a SQLite server (PostgreSQL too under
 /// `LIFEBOAT_TEST_STORE=postgres`) and imported into a PostgreSQL one reads the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn work_moves_from_sqlite_to_postgres_unchanged() {
-    let source = TestServer::start().await;
+async fn work_moves_from_sqlite_and_files_to_postgres_and_a_bucket_unchanged() {
+    let source = TestServer::start_on_disk(|_| {}).await;
     fill(&source).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let archive = dir.path().join("work.tar");
     export(&source, &archive, &[]);
     let url = lifeboat_testkit::postgres::fresh_schema().await.url;
-    let target = TestServer::start_configured(move |config| config.database_url = Some(url)).await;
+    let moto = lifeboat_testkit::s3::Moto::shared();
+    let (bucket, options) = (moto.fresh_url(), moto.options());
+    let target = TestServer::start_configured(move |config| {
+        config.database_url = Some(url);
+        config.blob_store = Some(bucket);
+        config.blob_store_options = options;
+    })
+    .await;
     let output = import(&target, &archive);
     assert!(
         output.status.success(),
