@@ -1,5 +1,6 @@
-//! Three `lifeboat serve` processes on one PostgreSQL schema and one shared data directory,
-//! as three nodes behind a load balancer, under load from checkpoint writers, recorders
+//! Three `lifeboat serve` processes on one PostgreSQL schema, each with a data directory of
+//! its own and all with their asset bytes in one bucket of moto's S3-compatible server, as
+//! three nodes behind a load balancer, under load from checkpoint writers, recorders
 //! appending chunks and event subscribers; the node holding the maintenance term is
 //! SIGKILLed while silent sessions should expire. Every client keeps a ledger of what was
 //! acknowledged (2xx) and the test checks it against what the survivors serve.
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::Digest;
+
+use lifeboat_testkit::s3::Moto;
 
 use crate::harness::{Binary, TOKEN, all_checkpoints};
 
@@ -395,13 +398,28 @@ impl Load {
     }
 }
 
+/// Three nodes on `database`, each over a data directory of its own (kept in `dirs`), with
+/// their asset bytes under one fresh prefix in `moto`.
+fn start_nodes(database: &str, moto: &Moto, dirs: &mut Vec<tempfile::TempDir>) -> Vec<Binary> {
+    let bucket = moto.fresh_url();
+    let flags = ["--database-url", database, "--blob-store", bucket.as_str()];
+    (0..3)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("dir");
+            let node = Binary::start_with_env(dir.path(), &flags, &moto.env());
+            dirs.push(dir);
+            node
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_lose_nothing_when_the_maintenance_holder_is_killed() {
     let url = lifeboat_testkit::postgres::fresh_schema().await.url;
-    let shared = tempfile::tempdir().expect("dir");
-    let flags = ["--database-url", url.as_str()];
-    let mut nodes: Vec<Option<Binary>> = (0..3)
-        .map(|_| Some(Binary::start_with(shared.path(), &flags)))
+    let mut dirs = Vec::new();
+    let mut nodes: Vec<Option<Binary>> = start_nodes(&url, Moto::shared(), &mut dirs)
+        .into_iter()
+        .map(Some)
         .collect();
     let bases: Vec<String> = nodes.iter().flatten().map(|n| n.base.clone()).collect();
     let http = client();
@@ -525,11 +543,8 @@ async fn three_nodes_lose_nothing_when_postgres_restarts_under_load() {
         }
         unreachable!("unavailable panics when the programs are required");
     };
-    let shared = tempfile::tempdir().expect("dir");
-    let flags = ["--database-url", database.url.as_str()];
-    let nodes: Vec<Binary> = (0..3)
-        .map(|_| Binary::start_with(shared.path(), &flags))
-        .collect();
+    let mut dirs = Vec::new();
+    let nodes = start_nodes(&database.url, Moto::shared(), &mut dirs);
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let http = client();
     let lb = Balancer {
