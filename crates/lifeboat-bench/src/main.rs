@@ -25,6 +25,7 @@
 //!
 //! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
 
+mod bucket;
 mod busy;
 mod fixture;
 mod history;
@@ -77,6 +78,9 @@ struct Args {
     /// Run only durable checkpoints on PostgreSQL against pgbench (the local server).
     #[arg(long)]
     only_postgres: bool,
+    /// Run only the upload into an S3-compatible bucket (moto) against `aws s3 cp`.
+    #[arg(long)]
+    only_s3: bool,
     /// Run only the write loads (checkpoints, heartbeats, saves, with event streams).
     #[arg(long)]
     only_writes: bool,
@@ -108,6 +112,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.only_postgres {
         return postgres::section(&runtime, root.path(), window);
+    }
+    if args.only_s3 {
+        return bucket::section(&runtime, root.path(), args.upload_bytes, window);
     }
     if args.only_busy {
         return busy_section(&runtime, root.path());

@@ -39,7 +39,7 @@ fn plain_write(path: &Path, bytes: u64) -> anyhow::Result<f64> {
 }
 
 /// The high-water mark of a process's resident memory, from /proc.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -174,7 +174,7 @@ pub(crate) async fn put_asset(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if let Err(e) = upload.write(&data, limit).await {
+        if let Err(e) = upload.write(data, limit).await {
             upload.abort().await;
             return Err(if e.kind() == std::io::ErrorKind::FileTooLarge {
                 too_large(limit)

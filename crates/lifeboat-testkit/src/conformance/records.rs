@@ -16,7 +16,7 @@ pub async fn asset_records(handles: Handles) {
     for name in ["c.bin", "a.bin", "b.bin", "a.bin"] {
         let mut upload = a.upload(&tenant(), &owner, Some(1)).await.expect("upload");
         upload
-            .write(name.as_bytes(), u64::MAX)
+            .write(name.as_bytes().to_vec().into(), u64::MAX)
             .await
             .expect("write bytes");
         let name = lifeboat::AssetName::parse(name).expect("name");

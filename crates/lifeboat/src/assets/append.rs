@@ -346,7 +346,7 @@ impl Lifeboat {
         while let Some(piece) = pieces.next().await {
             let piece = piece.map_err(|e| io_error("cannot read the asset", e))?;
             upload
-                .write(&piece, u64::MAX)
+                .write(piece, u64::MAX)
                 .await
                 .map_err(|e| io_error("cannot copy the asset", e))?;
         }

@@ -198,9 +198,9 @@ pub enum Upload {
 
 impl Upload {
     /// Appends a piece of the upload; `Err` with `ErrorKind::FileTooLarge` past `limit`.
-    pub async fn write(&mut self, chunk: &[u8], limit: u64) -> std::io::Result<()> {
+    pub async fn write(&mut self, chunk: Bytes, limit: u64) -> std::io::Result<()> {
         match self {
-            Upload::Disk(writer) => writer.write(chunk, limit).await,
+            Upload::Disk(writer) => writer.write(&chunk, limit).await,
             Upload::Bucket(upload) => upload.write(chunk, limit).await,
         }
     }

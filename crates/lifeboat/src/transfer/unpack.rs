@@ -384,14 +384,14 @@ async fn upload_file(objects: &Objects, temp: &Path, sha256: &Sha256) -> Result<
         |e: io::Error| Error::Unavailable(format!("cannot place a file in the bucket: {e}"));
     let mut file = tokio::fs::File::open(temp).await.map_err(failed)?;
     let mut upload = objects.upload();
-    let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let read = file.read(&mut buffer).await.map_err(failed)?;
+        let mut buffer = bytes::BytesMut::with_capacity(1 << 20);
+        let read = file.read_buf(&mut buffer).await.map_err(failed)?;
         if read == 0 {
             break;
         }
         upload
-            .write(&buffer[..read], u64::MAX)
+            .write(buffer.freeze(), u64::MAX)
             .await
             .map_err(failed)?;
     }
