@@ -41,6 +41,8 @@ const PART_BYTES: usize = 5 << 20;
 /// Parts of one upload in flight at once: together with the part being filled, an upload
 /// holds at most `(PARTS_IN_FLIGHT + 1) * PART_BYTES` in memory.
 const PARTS_IN_FLIGHT: usize = 3;
+/// The largest file a whole upload can make: S3 takes at most 10,000 parts.
+pub const UPLOAD_BYTES_MAX: u64 = 10_000 * PART_BYTES as u64;
 /// The name of a whole upload's (only) chunk.
 const UPLOAD_CHUNK: &str = "0000000000000000.upload";
 
@@ -109,6 +111,14 @@ impl Objects {
             .iter()
             .find_map(|name| std::env::var(name).ok());
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // The payload is not hashed for the signature (TLS protects it in transit, and the
+        // upload is hashed once, here, for its record): one SHA-256 pass per byte, not two.
+        if std::env::var("AWS_UNSIGNED_PAYLOAD").is_err() {
+            builder = builder.with_unsigned_payload(true);
+        }
+        if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+            builder = builder.with_region("us-east-1");
+        }
         for (key, value) in options {
             let key: AmazonS3ConfigKey = key
                 .parse()
@@ -123,14 +133,6 @@ impl Objects {
             .is_some_and(|e| e.starts_with("http://"))
         {
             builder = builder.with_allow_http(true);
-        }
-        // The payload is not hashed for the signature (TLS protects it in transit, and the
-        // upload is hashed once, here, for its record): one SHA-256 pass per byte, not two.
-        if std::env::var("AWS_UNSIGNED_PAYLOAD").is_err() {
-            builder = builder.with_unsigned_payload(true);
-        }
-        if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
-            builder = builder.with_region("us-east-1");
         }
         let store = builder
             .build()
@@ -226,12 +228,17 @@ impl Objects {
         let (mut end, mut hash) = (size, sha256.map(|s| s.as_str().to_owned()));
         loop {
             let ending_here = by_end.get(&end).and_then(|links| {
-                links.iter().find(|link| match (&hash, &link.after) {
-                    (Some(wanted), Some(after)) => wanted == after,
+                // A chunk of no bytes past offset 0 would lead back to itself.
+                let usable = || links.iter().filter(|link| link.len > 0 || link.start == 0);
+                usable()
+                    .find(|link| match (&hash, &link.after) {
+                        (Some(wanted), Some(after)) => wanted == after,
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                    })
                     // A whole upload's chunk carries no hash in its name; it is the only
-                    // chunk at offset 0 of its file.
-                    _ => link.after.is_none() || hash.is_none(),
-                })
+                    // chunk at offset 0 of its file, so it is taken when no hashed one is.
+                    .or_else(|| usable().find(|link| link.after.is_none()))
             });
             // A version that ends inside a whole upload is a prefix of it (a file imported
             // whole, which a checkpoint pinned at an earlier size).
@@ -527,8 +534,10 @@ impl ObjectUpload {
                     .create_multipart(&self.path)
                     .await
                     .map_err(other)?;
-                // The marker is written before any part: a crash from here on leaves
-                // something cleanup can find and abort.
+                // Known before the marker is written, so that a failed marker still gets the
+                // upload aborted; the marker is written before any part: a crash from here
+                // on leaves something cleanup can find and abort.
+                self.multipart = Some(id.clone());
                 self.objects
                     .store
                     .put(
@@ -537,7 +546,6 @@ impl ObjectUpload {
                     )
                     .await
                     .map_err(other)?;
-                self.multipart = Some(id.clone());
                 id
             }
         };
@@ -596,10 +604,11 @@ impl ObjectUpload {
             self.abort().await;
             return Err(e);
         }
+        self.multipart = None;
         Ok(Ok(Uploaded {
-            key: self.key,
+            key: std::mem::take(&mut self.key),
             sha256,
-            hasher: self.hasher,
+            hasher: self.hasher.clone(),
             size: self.size,
         }))
     }
@@ -625,16 +634,44 @@ impl ObjectUpload {
 
     /// Abandons the upload: its parts are aborted and nothing is kept.
     pub async fn abort(mut self) {
+        self.stop_parts();
+        let store = &self.objects.store;
+        if let Some(id) = self.multipart.take() {
+            let _ = store.abort_multipart(&self.path, &id).await;
+            let _ = store.delete(&self.objects.marker(&self.key)).await;
+        }
+        let _ = store.delete(&self.path).await;
+    }
+
+    fn stop_parts(&mut self) {
         for part in self.parts.drain(..) {
             if let Part::Sending(sending) = part {
                 sending.abort();
             }
         }
-        let store = &self.objects.store;
-        if let Some(id) = &self.multipart {
-            let _ = store.abort_multipart(&self.path, id).await;
-            let _ = store.delete(&self.objects.marker(&self.key)).await;
-        }
-        let _ = store.delete(&self.path).await;
+    }
+}
+
+impl Drop for ObjectUpload {
+    /// An upload dropped unfinished (its request cancelled, an error on the way) is
+    /// aborted in the background; if that fails too, its marker leads cleanup to it.
+    fn drop(&mut self) {
+        self.stop_parts();
+        let Some(id) = self.multipart.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, path, marker) = (
+            Arc::clone(&self.objects.store),
+            self.path.clone(),
+            self.objects.marker(&self.key),
+        );
+        runtime.spawn(async move {
+            if store.abort_multipart(&path, &id).await.is_ok() {
+                let _ = store.delete(&marker).await;
+            }
+        });
     }
 }

@@ -68,7 +68,7 @@ pub use lifeboat_core::{
 };
 pub use lifeboat_core::{DEPTH_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT};
 pub use lifeboat_store::blobs::{Blob, BlobStore, BlobWriter};
-use lifeboat_store::objects::Objects;
+use lifeboat_store::objects::{Objects, UPLOAD_BYTES_MAX};
 use lifeboat_store::postgres::PgStore;
 use lifeboat_store::sqlite::SqliteStore;
 pub use lifeboat_store::{
@@ -201,6 +201,12 @@ impl Lifeboat {
             Some(url) => {
                 let objects =
                     Objects::open(url, &config.blob_store_options).map_err(Error::Unavailable)?;
+                if config.max_asset_bytes > UPLOAD_BYTES_MAX {
+                    return Err(Error::Unavailable(format!(
+                        "--max-asset-bytes {} is more than an upload into the bucket can hold ({UPLOAD_BYTES_MAX} bytes: 10,000 parts)",
+                        config.max_asset_bytes
+                    )));
+                }
                 objects.check().await.map_err(|e| {
                     Error::Unavailable(format!("--blob-store {url}: cannot list the bucket: {e}"))
                 })?;

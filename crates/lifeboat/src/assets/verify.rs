@@ -106,7 +106,10 @@ impl Lifeboat {
                 Err(e) => return Err(super::io_error("cannot read the bucket", e)),
             };
             return Ok(match chain.hasher().await {
-                Err(_) => (AssetStatus::Missing, 0),
+                // Gone between the listing and the read; any other failure says nothing
+                // about the bytes, so nothing is recorded.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (AssetStatus::Missing, 0),
+                Err(e) => return Err(super::io_error("cannot read the bucket", e)),
                 Ok((hasher, read)) => {
                     let hash = Sha256::from_stored(hex::encode(sha2::Digest::finalize(hasher)));
                     if hash == sha256 && read == version.size {

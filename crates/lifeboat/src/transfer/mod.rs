@@ -414,6 +414,8 @@ impl Export {
 
     /// Writes the archive (blocking). Asset bytes are hashed as they are copied: if one no
     /// longer matches its record, this fails and what was written must be discarded.
+    /// With asset bytes in a bucket it reads them through the runtime the export was made
+    /// in, so call it off that runtime's async threads (`spawn_blocking`), or it panics.
     pub fn write_to<W: Write>(&self, out: W) -> io::Result<W> {
         let mut tar = tar::Builder::new(out);
         let header = |size: u64| {
