@@ -12,6 +12,7 @@ mod error;
 mod id;
 mod project;
 mod recovery;
+mod running;
 mod session;
 mod time;
 
@@ -25,6 +26,7 @@ pub use project::{
     save as save_project, schema_violation,
 };
 pub use recovery::{Assessment, AssetCounts, Offer, RecoveryOption, ResumePoint, assess};
+pub use running::RunningSha256;
 pub use session::{
     Crash, CrashType, Metrics, NewSession, Progress, Session, SessionLimits, Status,
     crash_type_for_error,

@@ -28,12 +28,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use lifeboat_core::Sha256;
+use lifeboat_core::{RunningSha256, Sha256};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, PutPayloadMut};
-use sha2::Digest;
 use tokio::task::JoinHandle;
 
 /// Bytes buffered per part of a multipart upload (S3's smallest part is 5 MiB).
@@ -79,6 +78,8 @@ pub struct Chain {
     store: Arc<AmazonS3>,
     pieces: Vec<(Path, u64, u64)>,
     size: u64,
+    /// The hash state at the version's end, when its last chunk carries it.
+    resume: Option<RunningSha256>,
 }
 
 fn other(e: object_store::Error) -> io::Error {
@@ -86,11 +87,6 @@ fn other(e: object_store::Error) -> io::Error {
         object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
         e => io::Error::other(e),
     }
-}
-
-/// The SHA-256 of no bytes: the `before` of a file's first appended chunk.
-pub fn empty_sha256() -> Sha256 {
-    Sha256::from_stored(hex::encode(sha2::Sha256::new().finalize()))
 }
 
 impl Objects {
@@ -173,7 +169,7 @@ impl Objects {
             objects: self.clone(),
             path: self.dir(&key).join(UPLOAD_CHUNK),
             key,
-            hasher: sha2::Sha256::new(),
+            hasher: RunningSha256::new(),
             size: 0,
             buffer: PutPayloadMut::new(),
             multipart: None,
@@ -182,16 +178,23 @@ impl Objects {
     }
 
     /// Writes the chunk of file `key` that starts at `start`, after bytes hashing to
-    /// `before`, and brings the file's hash to `after`. Durable when this returns.
+    /// `before`, and brings the file's hash state to `after` (whose state goes into the
+    /// name, so that any server can append next without reading the file). Durable when
+    /// this returns.
     pub async fn put_chunk(
         &self,
         key: &str,
         start: u64,
         before: &Sha256,
-        after: &Sha256,
+        after: &RunningSha256,
         bytes: Vec<u8>,
     ) -> io::Result<()> {
-        let name = format!("{start:016x}.{}.{}", before.as_str(), after.as_str());
+        let name = format!(
+            "{start:016x}.{}.{}.{}",
+            before.as_str(),
+            after.finish().as_str(),
+            after.state()
+        );
         self.store
             .put(&self.dir(key).join(name), PutPayload::from(bytes))
             .await
@@ -225,6 +228,7 @@ impl Objects {
             by_end.entry(link.start + link.len).or_default().push(link);
         }
         let mut pieces = Vec::new();
+        let mut resume = None;
         let (mut end, mut hash) = (size, sha256.map(|s| s.as_str().to_owned()));
         loop {
             let ending_here = by_end.get(&end).and_then(|links| {
@@ -250,6 +254,13 @@ impl Objects {
             }) else {
                 return Ok(None);
             };
+            if pieces.is_empty() && link.start + link.len == size {
+                resume = link
+                    .state
+                    .as_deref()
+                    .and_then(|state| RunningSha256::resume(state, size))
+                    .filter(|state| link.after.as_deref() == Some(state.finish().as_str()));
+            }
             pieces.push((
                 link.path.clone(),
                 link.start,
@@ -266,6 +277,7 @@ impl Objects {
             store: Arc::clone(&self.store),
             pieces,
             size,
+            resume,
         }))
     }
 
@@ -360,6 +372,7 @@ struct Link {
     len: u64,
     before: Option<String>,
     after: Option<String>,
+    state: Option<String>,
     path: Path,
 }
 
@@ -371,6 +384,7 @@ impl Link {
                 len,
                 before: None,
                 after: None,
+                state: None,
                 path,
             });
         }
@@ -378,11 +392,13 @@ impl Link {
         let start = u64::from_str_radix(parts.next()?, 16).ok()?;
         let before = parts.next()?.to_owned();
         let after = parts.next()?.to_owned();
+        let state = parts.next().map(str::to_owned);
         Some(Link {
             start,
             len,
             before: Some(before),
             after: Some(after),
+            state,
             path,
         })
     }
@@ -434,9 +450,15 @@ impl Chain {
         Ok(out)
     }
 
+    /// The hash state at the version's end as its last chunk's name gives it (`None` for a
+    /// whole upload: [`Chain::hasher`] reads it).
+    pub fn resumable(&self) -> Option<RunningSha256> {
+        self.resume.clone()
+    }
+
     /// The hash state of the version's bytes, read whole.
-    pub async fn hasher(&self) -> io::Result<(sha2::Sha256, u64)> {
-        let mut hasher = sha2::Sha256::new();
+    pub async fn hasher(&self) -> io::Result<(RunningSha256, u64)> {
+        let mut hasher = RunningSha256::new();
         let mut read = 0u64;
         let mut pieces = self.stream(0..self.size);
         while let Some(piece) = pieces.next().await {
@@ -454,7 +476,7 @@ pub struct ObjectUpload {
     objects: Objects,
     key: String,
     path: Path,
-    hasher: sha2::Sha256,
+    hasher: RunningSha256,
     size: u64,
     buffer: PutPayloadMut,
     multipart: Option<String>,
@@ -489,7 +511,7 @@ pub struct Uploaded {
     /// Its SHA-256.
     pub sha256: Sha256,
     /// Its hash state (for the appends that may follow).
-    pub hasher: sha2::Sha256,
+    pub hasher: RunningSha256,
     /// Bytes.
     pub size: u64,
 }
@@ -583,7 +605,7 @@ impl ObjectUpload {
         mut self,
         expected: Option<&Sha256>,
     ) -> io::Result<Result<Uploaded, Sha256>> {
-        let sha256 = Sha256::from_stored(hex::encode(self.hasher.clone().finalize()));
+        let sha256 = self.hasher.finish();
         if expected.is_some_and(|e| *e != sha256) {
             self.abort().await;
             return Ok(Err(sha256));

@@ -389,3 +389,45 @@ async fn cleanup_deletes_unnamed_files_and_aborts_uploads_a_killed_server_left()
         .await;
     assert_eq!(pinned, v1);
 }
+
+/// A server that did not make the last append to a file continues it from the hash state
+/// the file's last chunk carries, without reading the file: the record's SHA-256 after its
+/// append is that of the bytes as sent, even though an earlier chunk was changed in the
+/// bucket meanwhile (a server that re-read the file would hash the changed bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_server_continues_a_file_from_its_last_chunk_without_reading_it() {
+    let moto = Moto::shared();
+    let url = moto.fresh_url();
+    let database = lifeboat_testkit::postgres::fresh_schema().await.url;
+    let a = in_bucket(moto, &url, Some(database.clone())).await;
+    let b = in_bucket(moto, &url, Some(database)).await;
+    a.session(json!({"id": "s", "kind": "record"})).await;
+    let chunks: Vec<Vec<u8>> = (0..3).map(|i| bytes(40 + i, 70_000)).collect();
+    for (i, chunk) in chunks.iter().enumerate().take(2) {
+        let reply = a
+            .send_bytes(
+                "POST",
+                &format!("/sessions/s/assets/take.raw?offset={}", i * 70_000),
+                &[],
+                chunk.clone(),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+    }
+    let first = object_holding(moto, &url, &chunks[0]).await;
+    moto.put(&first, bytes(99, 70_000)).await;
+
+    let reply = b
+        .send_bytes(
+            "POST",
+            "/sessions/s/assets/take.raw?offset=140000",
+            &[],
+            chunks[2].clone(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["sha256"], json!(sha256_hex(&chunks.concat())));
+    // Verify reads the file and finds the changed chunk.
+    let (_, verified) = b.post("/sessions/s/verify", json!({})).await;
+    assert_eq!(verified["assets"]["corrupt"], json!(1), "{verified}");
+}

@@ -6,10 +6,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use lifeboat_core::{
-    Asset, AssetName, AssetStatus, Error as DomainError, Owner, Sha256, Storage, TenantId,
+    Asset, AssetName, AssetStatus, Error as DomainError, Owner, RunningSha256, Storage, TenantId,
 };
 use lifeboat_store::{Error, Result};
-use sha2::Digest;
 
 use futures_util::StreamExt;
 use lifeboat_store::objects::{Objects, Uploaded};
@@ -182,7 +181,7 @@ impl Lifeboat {
         .await?;
         let mut hasher = running;
         hasher.update(chunk);
-        let sha256 = Sha256::from_stored(hex::encode(hasher.clone().finalize()));
+        let sha256 = hasher.finish();
         let now = self.now();
         let asset = Asset {
             name: name.clone(),
@@ -254,7 +253,7 @@ impl Lifeboat {
         // Appends extend the asset's own file; a file of another kind (an external one)
         // is first copied into a new one, whose hash state the copy leaves.
         let (file_key, mut hasher) = match &current {
-            None => (uuid::Uuid::now_v7().to_string(), sha2::Sha256::new()),
+            None => (uuid::Uuid::now_v7().to_string(), RunningSha256::new()),
             Some(asset) => match &asset.storage {
                 Storage::Appendable(key) => {
                     let hasher = match self.inner.assets.take_hash(key, size) {
@@ -269,11 +268,11 @@ impl Lifeboat {
                 }
             },
         };
-        let before = Sha256::from_stored(hex::encode(hasher.clone().finalize()));
+        let before = hasher.finish();
         hasher.update(chunk);
-        let sha256 = Sha256::from_stored(hex::encode(hasher.clone().finalize()));
+        let sha256 = hasher.finish();
         objects
-            .put_chunk(&file_key, offset, &before, &sha256, chunk.to_vec())
+            .put_chunk(&file_key, offset, &before, &hasher, chunk.to_vec())
             .await
             .map_err(|e| io_error("cannot write the asset", e))?;
         let now = self.now();
@@ -314,9 +313,10 @@ impl Lifeboat {
         Ok(read)
     }
 
-    /// The hash state of an asset's file in the bucket, rebuilt by reading it (after a
-    /// restart, or when another server appended last).
-    async fn object_hasher(&self, objects: &Objects, asset: &Asset) -> Result<sha2::Sha256> {
+    /// The hash state of an asset's file in the bucket when this server does not have it
+    /// (after a restart, or when another server appended last): from the name of the
+    /// file's last chunk, or, for a whole upload, by reading the file.
+    async fn object_hasher(&self, objects: &Objects, asset: &Asset) -> Result<RunningSha256> {
         let Storage::Appendable(key) = &asset.storage else {
             return Err(Error::Internal("not a file in the bucket".into()));
         };
@@ -325,6 +325,9 @@ impl Lifeboat {
             .await
             .map_err(|e| io_error("cannot read the asset", e))?
             .ok_or_else(|| super::missing_bytes(&asset.name))?;
+        if let Some(resumed) = chain.resumable() {
+            return Ok(resumed);
+        }
         let (hasher, read) = chain
             .hasher()
             .await
@@ -378,22 +381,29 @@ impl Lifeboat {
 
     /// The hash state of the first `size` bytes of an appendable file: from memory, or
     /// rebuilt by reading them (after a restart, or after an append that did not commit).
-    async fn running_hash(&self, key: &str, path: &Path, size: u64) -> Result<sha2::Sha256> {
+    async fn running_hash(&self, key: &str, path: &Path, size: u64) -> Result<RunningSha256> {
         if let Some(hasher) = self.inner.assets.take_hash(key, size) {
             return Ok(hasher);
         }
         if size == 0 {
-            return Ok(sha2::Sha256::new());
+            return Ok(RunningSha256::new());
         }
         let path = path.to_path_buf();
         blocking(move || {
             let mut file = File::open(&path)
                 .map_err(|e| io_error("cannot read the asset", e))?
                 .take(size);
-            let mut hasher = sha2::Sha256::new();
-            std::io::copy(&mut file, &mut hasher)
-                .map_err(|e| io_error("cannot read the asset", e))?;
-            Ok(hasher)
+            let mut hasher = RunningSha256::new();
+            let mut buffer = vec![0u8; 1 << 16];
+            loop {
+                let read = file
+                    .read(&mut buffer)
+                    .map_err(|e| io_error("cannot read the asset", e))?;
+                if read == 0 {
+                    return Ok(hasher);
+                }
+                hasher.update(&buffer[..read]);
+            }
         })
         .await
     }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use lifeboat_core::{
     Asset, AssetName, AssetStatus, Error as DomainError, FileVersion, Id, Owner, PinnedAsset,
-    Sha256, Storage, TenantId,
+    RunningSha256, Sha256, Storage, TenantId,
 };
 use lifeboat_store::blobs::BlobWriter;
 use lifeboat_store::objects::{Chain, ObjectUpload, Objects};
@@ -52,7 +52,7 @@ pub(crate) struct AssetState {
     max_bytes: u64,
     idle_timeout: Duration,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    hashers: Mutex<HashMap<String, (u64, sha2::Sha256)>>,
+    hashers: Mutex<HashMap<String, (u64, RunningSha256)>>,
     /// SHA-256 of blobs between "bytes renamed into place" and "record committed", with a
     /// count of uploads doing so. Cleanup deletes a blob only while holding this lock and
     /// only if it is not here, so it never deletes bytes an upload is about to record.
@@ -86,7 +86,7 @@ impl AssetState {
         Arc::clone(locks.entry(key).or_default())
     }
 
-    fn remember_hash(&self, key: String, size: u64, hasher: sha2::Sha256) {
+    fn remember_hash(&self, key: String, size: u64, hasher: RunningSha256) {
         let mut hashers = self.hashers.lock().unwrap_or_else(|e| e.into_inner());
         if hashers.len() >= RUNNING_HASHES_MAX
             && let Some(evicted) = hashers.keys().next().cloned()
@@ -97,7 +97,7 @@ impl AssetState {
     }
 
     /// The hash state of the first `size` bytes of file `key`, if it is kept.
-    fn take_hash(&self, key: &str, size: u64) -> Option<sha2::Sha256> {
+    fn take_hash(&self, key: &str, size: u64) -> Option<RunningSha256> {
         let mut hashers = self.hashers.lock().unwrap_or_else(|e| e.into_inner());
         hashers
             .remove(key)

@@ -111,7 +111,7 @@ impl Lifeboat {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => (AssetStatus::Missing, 0),
                 Err(e) => return Err(super::io_error("cannot read the bucket", e)),
                 Ok((hasher, read)) => {
-                    let hash = Sha256::from_stored(hex::encode(sha2::Digest::finalize(hasher)));
+                    let hash = hasher.finish();
                     if hash == sha256 && read == version.size {
                         (AssetStatus::Ok, read)
                     } else {
