@@ -210,13 +210,18 @@ impl Objects {
         size: u64,
         sha256: Option<&Sha256>,
     ) -> io::Result<Option<Chain>> {
+        Ok(self.listing(key).await?.chain(size, sha256))
+    }
+
+    /// The objects of file `key`, listed once, to find any number of its versions in.
+    pub async fn listing(&self, key: &str) -> io::Result<Listing> {
         let listed: Vec<_> = self
             .store
             .list(Some(&self.dir(key)))
             .try_collect()
             .await
             .map_err(other)?;
-        // end → chunks ending there: (start, before, after, path, len)
+        // end → the chunks ending there
         let mut by_end: HashMap<u64, Vec<Link>> = HashMap::new();
         for meta in listed {
             let Some(name) = meta.location.filename() else {
@@ -227,58 +232,10 @@ impl Objects {
             };
             by_end.entry(link.start + link.len).or_default().push(link);
         }
-        let mut pieces = Vec::new();
-        let mut resume = None;
-        let (mut end, mut hash) = (size, sha256.map(|s| s.as_str().to_owned()));
-        loop {
-            let ending_here = by_end.get(&end).and_then(|links| {
-                // A chunk of no bytes past offset 0 would lead back to itself.
-                let usable = || links.iter().filter(|link| link.len > 0 || link.start == 0);
-                usable()
-                    .find(|link| match (&hash, &link.after) {
-                        (Some(wanted), Some(after)) => wanted == after,
-                        (None, _) => true,
-                        (Some(_), None) => false,
-                    })
-                    // A whole upload's chunk carries no hash in its name; it is the only
-                    // chunk at offset 0 of its file, so it is taken when no hashed one is.
-                    .or_else(|| usable().find(|link| link.after.is_none()))
-            });
-            // A version that ends inside a whole upload is a prefix of it (a file imported
-            // whole, which a checkpoint pinned at an earlier size).
-            let Some(link) = ending_here.or_else(|| {
-                by_end
-                    .values()
-                    .flatten()
-                    .find(|link| link.after.is_none() && link.len >= end)
-            }) else {
-                return Ok(None);
-            };
-            if pieces.is_empty() && link.start + link.len == size {
-                resume = link
-                    .state
-                    .as_deref()
-                    .and_then(|state| RunningSha256::resume(state, size))
-                    .filter(|state| link.after.as_deref() == Some(state.finish().as_str()));
-            }
-            pieces.push((
-                link.path.clone(),
-                link.start,
-                link.len.min(end - link.start),
-            ));
-            if link.start == 0 {
-                break;
-            }
-            end = link.start;
-            hash = sha256.and(link.before.clone());
-        }
-        pieces.reverse();
-        Ok(Some(Chain {
+        Ok(Listing {
             store: Arc::clone(&self.store),
-            pieces,
-            size,
-            resume,
-        }))
+            by_end,
+        })
     }
 
     /// Deletes every object of file `key`.
@@ -366,7 +323,74 @@ impl Objects {
     }
 }
 
+/// A file's objects, as listed.
+#[derive(Debug)]
+pub struct Listing {
+    store: Arc<AmazonS3>,
+    by_end: HashMap<u64, Vec<Link>>,
+}
+
+impl Listing {
+    /// The version of `size` bytes hashing to `sha256` (any complete chain of that size
+    /// with `None`): its chunks, or `None` when they are not all there.
+    pub fn chain(&self, size: u64, sha256: Option<&Sha256>) -> Option<Chain> {
+        let mut pieces = Vec::new();
+        let mut resume = None;
+        let (mut end, mut hash) = (size, sha256.map(|s| s.as_str().to_owned()));
+        loop {
+            let ending_here = self.by_end.get(&end).and_then(|links| {
+                // A chunk of no bytes past offset 0 would lead back to itself.
+                let usable = || links.iter().filter(|link| link.len > 0 || link.start == 0);
+                usable()
+                    .find(|link| match (&hash, &link.after) {
+                        (Some(wanted), Some(after)) => wanted == after,
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                    })
+                    // A whole upload's chunk carries no hash in its name; it is the only
+                    // chunk at offset 0 of its file, so it is taken when no hashed one is.
+                    .or_else(|| usable().find(|link| link.after.is_none()))
+            });
+            // A version that ends inside a whole upload is a prefix of it (a file imported
+            // whole, which a checkpoint pinned at an earlier size).
+            let Some(link) = ending_here.or_else(|| {
+                self.by_end
+                    .values()
+                    .flatten()
+                    .find(|link| link.after.is_none() && link.len >= end)
+            }) else {
+                return None;
+            };
+            if pieces.is_empty() && link.start + link.len == size {
+                resume = link
+                    .state
+                    .as_deref()
+                    .and_then(|state| RunningSha256::resume(state, size))
+                    .filter(|state| link.after.as_deref() == Some(state.finish().as_str()));
+            }
+            pieces.push((
+                link.path.clone(),
+                link.start,
+                link.len.min(end - link.start),
+            ));
+            if link.start == 0 {
+                break;
+            }
+            end = link.start;
+            hash = sha256.and(link.before.clone());
+        }
+        pieces.reverse();
+        Some(Chain {
+            store: Arc::clone(&self.store),
+            pieces,
+            size,
+            resume,
+        })
+    }
+}
+
 /// A chunk object, parsed from its name.
+#[derive(Debug)]
 struct Link {
     start: u64,
     len: u64,

@@ -98,6 +98,15 @@ async fn kill_9_rounds(dir: &std::path::Path, flags: &[&str], store: &str) {
                 ))
             })
             .collect();
+        // The kill lands at a random moment once writes flow (a loaded machine can take
+        // a while to answer the first one).
+        let before = acked.lock().expect("lock").len();
+        let started = std::time::Instant::now();
+        while acked.lock().expect("lock").len() == before
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let kill_after = Duration::from_millis(rng.random_range(150..900));
         tokio::time::sleep(kill_after).await;
         server.kill_9();

@@ -54,41 +54,64 @@ impl Lifeboat {
         checks.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// [`Lifeboat::check_files`] when the bytes are in a bucket: each file's chunks are
-    /// listed (external files are looked at on this host), within the same time bound.
+    /// [`Lifeboat::check_files`] when the bytes are in a bucket: each file's objects are
+    /// listed once, eight files at a time, and every version asked about is looked for in
+    /// its listing (external files and older whole uploads are looked at on this host),
+    /// within the same time bound.
     async fn check_objects(&self, objects: Objects, versions: Vec<FileVersion>) -> FileChecks {
-        let roots = self.inner.assets.roots.clone();
+        use futures_util::StreamExt;
         let mut checks = FileChecks::default();
         let deadline = tokio::time::Instant::now() + FILE_CHECK_TIMEOUT;
-        for version in versions {
-            let present = match version.storage {
-                "appendable" => tokio::time::timeout_at(
-                    deadline,
-                    objects.chain(&version.key, version.size, None),
-                )
-                .await
-                .is_ok_and(|chain| chain.is_ok_and(|chain| chain.is_some())),
-                "external" => {
-                    let (roots, path, size) = (roots.clone(), version.key.clone(), version.size);
-                    tokio::time::timeout_at(
-                        deadline,
-                        tokio::task::spawn_blocking(move || roots.present(&path, size)),
-                    )
-                    .await
-                    .is_ok_and(|found| found.unwrap_or(false))
+        let (in_bucket, on_host): (Vec<FileVersion>, Vec<FileVersion>) = versions
+            .into_iter()
+            .partition(|version| version.storage == "appendable");
+        let mut by_key: HashMap<String, Vec<FileVersion>> = HashMap::new();
+        for version in in_bucket {
+            by_key.entry(version.key.clone()).or_default().push(version);
+        }
+        let listings = futures_util::stream::iter(by_key)
+            .map(|(key, versions)| {
+                let objects = objects.clone();
+                async move { (objects.listing(&key).await, versions) }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>();
+        let listed = tokio::time::timeout_at(deadline, listings).await;
+        if listed.is_err() {
+            tracing::warn!(
+                timeout_ms = FILE_CHECK_TIMEOUT.as_millis() as u64,
+                "listing the bucket did not finish in time; those files count as absent"
+            );
+        }
+        for (listing, versions) in listed.unwrap_or_default() {
+            for version in versions {
+                let present = listing
+                    .as_ref()
+                    .is_ok_and(|listing| listing.chain(version.size, None).is_some());
+                checks.insert(version, present);
+            }
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !on_host.is_empty() && !remaining.is_zero() {
+            let blobs = self.inner.store.blobs().clone();
+            let roots = self.inner.assets.roots.clone();
+            let look = tokio::task::spawn_blocking(move || {
+                on_host
+                    .into_iter()
+                    .map(|version| {
+                        let present = match version.storage {
+                            "external" => roots.present(&version.key, version.size),
+                            _ => blobs.present(&version),
+                        };
+                        (version, present)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            if let Ok(Ok(found)) = tokio::time::timeout(remaining, look).await {
+                for (version, present) in found {
+                    checks.insert(version, present);
                 }
-                _ => {
-                    let blobs = self.inner.store.blobs().clone();
-                    let local = version.clone();
-                    tokio::time::timeout_at(
-                        deadline,
-                        tokio::task::spawn_blocking(move || blobs.present(&local)),
-                    )
-                    .await
-                    .is_ok_and(|found| found.unwrap_or(false))
-                }
-            };
-            checks.insert(version, present);
+            }
         }
         checks
     }
