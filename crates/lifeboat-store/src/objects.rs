@@ -353,14 +353,12 @@ impl Listing {
             });
             // A version that ends inside a whole upload is a prefix of it (a file imported
             // whole, which a checkpoint pinned at an earlier size).
-            let Some(link) = ending_here.or_else(|| {
+            let link = ending_here.or_else(|| {
                 self.by_end
                     .values()
                     .flatten()
                     .find(|link| link.after.is_none() && link.len >= end)
-            }) else {
-                return None;
-            };
+            })?;
             if pieces.is_empty() && link.start + link.len == size {
                 resume = link
                     .state
