@@ -63,15 +63,13 @@ impl RunningSha256 {
             if self.tail.len() < BLOCK {
                 return;
             }
-            sha2::compress256(&mut self.words, &[*GenericArray::from_slice(&self.tail)]);
+            compress(&mut self.words, &self.tail);
             self.tail.clear();
         }
         let whole = data.len() / BLOCK * BLOCK;
-        let blocks: Vec<GenericArray<u8, _>> = data[..whole]
-            .chunks_exact(BLOCK)
-            .map(|block| *GenericArray::from_slice(block))
-            .collect();
-        sha2::compress256(&mut self.words, &blocks);
+        for block in data[..whole].chunks_exact(BLOCK) {
+            compress(&mut self.words, block);
+        }
         self.tail.extend_from_slice(&data[whole..]);
     }
 
@@ -84,11 +82,9 @@ impl RunningSha256 {
             last.push(0);
         }
         last.extend_from_slice(&(self.len * 8).to_be_bytes());
-        let blocks: Vec<GenericArray<u8, _>> = last
-            .chunks_exact(BLOCK)
-            .map(|block| *GenericArray::from_slice(block))
-            .collect();
-        sha2::compress256(&mut words, &blocks);
+        for block in last.chunks_exact(BLOCK) {
+            compress(&mut words, block);
+        }
         let digest: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
         Sha256::from_stored(hex::encode(digest))
     }
@@ -119,6 +115,11 @@ impl RunningSha256 {
         resumed.tail.extend_from_slice(&bytes[32..]);
         Some(resumed)
     }
+}
+
+/// One 64-byte block into the state, read where it lies (no copy).
+fn compress(words: &mut [u32; 8], block: &[u8]) {
+    sha2::compress256(words, std::slice::from_ref(GenericArray::from_slice(block)));
 }
 
 #[cfg(test)]
