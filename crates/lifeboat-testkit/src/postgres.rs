@@ -115,6 +115,8 @@ pub struct Throwaway {
     dir: tempfile::TempDir,
     bin: std::path::PathBuf,
     port: u16,
+    /// More `-c name=value` settings for the server.
+    settings: String,
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
     pub url: String,
 }
@@ -122,6 +124,91 @@ pub struct Throwaway {
 impl Throwaway {
     /// Makes and starts one.
     pub fn start() -> Option<Throwaway> {
+        Throwaway::start_with(|_| Some(String::new()))
+    }
+
+    /// Makes and starts one that also accepts TLS (`ssl=on`), with a server certificate
+    /// for `127.0.0.1` signed by a CA made for it; answers the CA's certificate (PEM)
+    /// too. `None` when PostgreSQL's programs or `openssl` are missing.
+    pub fn start_with_tls() -> Option<(Throwaway, std::path::PathBuf)> {
+        let mut ca = None;
+        let throwaway = Throwaway::start_with(|dir| {
+            let openssl = |args: &[&str]| {
+                std::process::Command::new("openssl")
+                    .args(args)
+                    .current_dir(dir)
+                    .output()
+                    .ok()
+                    .filter(|out| out.status.success())
+            };
+            std::fs::write(
+                dir.join("server.ext"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .ok()?;
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=lifeboat-test-ca",
+            ])?;
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])?;
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "1",
+                "-extfile",
+                "server.ext",
+            ])?;
+            let key = dir.join("server.key");
+            std::process::Command::new("chmod")
+                .arg("600")
+                .arg(&key)
+                .status()
+                .ok()?;
+            ca = Some(dir.join("ca.crt"));
+            Some(format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                dir.join("server.crt").display(),
+                key.display()
+            ))
+        })?;
+        Some((throwaway, ca?))
+    }
+
+    /// Makes and starts one; `prepare` may write files into its directory first and
+    /// answers more settings (`None`: give up).
+    fn start_with(prepare: impl FnOnce(&std::path::Path) -> Option<String>) -> Option<Throwaway> {
         let bindir = std::process::Command::new("pg_config")
             .arg("--bindir")
             .output()
@@ -132,6 +219,7 @@ impl Throwaway {
             return None;
         }
         let dir = tempfile::tempdir().expect("a temp dir");
+        let settings = prepare(dir.path())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -141,6 +229,7 @@ impl Throwaway {
             dir,
             bin,
             port,
+            settings,
         };
         if is_root() {
             let chown = std::process::Command::new("chown")
@@ -197,9 +286,10 @@ impl Throwaway {
 
     fn pg_ctl_start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let log = self.dir.path().join("log").display().to_string();
         self.run(

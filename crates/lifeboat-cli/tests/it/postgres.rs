@@ -607,3 +607,72 @@ async fn create(server: &TestServer, path: &str, v: u32) -> crate::harness::Repl
         )
         .await
 }
+
+/// With `?sslmode=require` a server talks to PostgreSQL over TLS and checks its
+/// certificate: without the CA that signed it, the server refuses to start and says why;
+/// with it (`PGSSLROOTCERT`), it serves, and PostgreSQL sees its connections encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_reaches_postgres_over_tls_when_the_url_asks() {
+    let Some((database, ca)) = lifeboat_testkit::postgres::Throwaway::start_with_tls() else {
+        if crate::faults::unavailable("PostgreSQL's programs (initdb, pg_ctl) and openssl") {
+            return;
+        }
+        unreachable!("unavailable panics when the programs are required");
+    };
+    let url = format!("{}?sslmode=require", database.url);
+    let dir = tempfile::tempdir().expect("dir");
+
+    let refused = std::process::Command::new(lifeboat_testkit::lifeboat_binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("LIFEBOAT_ADMIN_TOKEN", TOKEN)
+        .env_remove("PGSSLROOTCERT")
+        .output()
+        .expect("run lifeboat");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "started without trusting the certificate"
+    );
+    assert!(said.contains("certificate"), "{said}");
+
+    let ca = ca.display().to_string();
+    let node = Binary::start_with_env(
+        dir.path(),
+        &["--database-url", &url],
+        &[("PGSSLROOTCERT", ca)],
+    );
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/api/v1/sessions", node.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"id": "tls", "kind": "render"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect without TLS");
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl");
+    let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert!(encrypted >= 1, "no connection over TLS");
+    assert_eq!(plain, 0, "a connection without TLS");
+    println!("over TLS: {encrypted} connections encrypted, {plain} plain");
+}

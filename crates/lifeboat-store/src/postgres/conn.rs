@@ -102,8 +102,12 @@ pub(super) fn column<'r, T: FromSql<'r>>(row: &'r Row, index: usize) -> Result<T
 /// Translates a PostgreSQL error into a storage error kind. The one place that knows codes.
 pub(super) fn translate(error: tokio_postgres::Error) -> Error {
     let Some(code) = error.code() else {
-        // No answer from the server: the connection is gone.
-        return Error::Unavailable(format!("the database cannot be reached: {error}"));
+        // No answer from the server: the connection is gone, or was never made (the
+        // cause, a refused certificate say, is in the error's source).
+        let cause = std::error::Error::source(&error)
+            .map(|source| format!(": {source}"))
+            .unwrap_or_default();
+        return Error::Unavailable(format!("the database cannot be reached: {error}{cause}"));
     };
     let class = &code.code()[..2];
     // Two servers that insert the same new row at once (a session id, a project) meet on

@@ -34,6 +34,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::blobs::BlobStore;
 use crate::{Ack, Cluster, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
@@ -106,13 +107,14 @@ impl PgStore {
             .keepalives_retries(3)
             .connect_timeout(LOCK_WAIT);
         let listener = config.clone();
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = tls_for(&config)?;
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls.clone() {
+            Some(tls) => Manager::from_config(config, tls, recycling),
+            None => Manager::from_config(config, NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -148,7 +150,7 @@ impl PgStore {
         shared.beat().await?;
         tokio::spawn(poll_events(Arc::downgrade(&shared)));
         tokio::spawn(cluster::beat_loop(Arc::downgrade(&shared)));
-        tokio::spawn(listen(listener, Arc::downgrade(&shared)));
+        tokio::spawn(listen(listener, tls, Arc::downgrade(&shared)));
         Ok(PgStore { shared, blobs })
     }
 }
@@ -255,28 +257,81 @@ async fn poll_events(shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// Reads the listening connection's messages: each notification wakes the feed.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    feed: std::sync::Weak<Shared>,
+) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(_) = message {
+                let Some(shared) = feed.upgrade() else {
+                    return;
+                };
+                shared.commits.send_modify(|n| *n += 1);
+            }
+        }
+    })
+}
+
+/// TLS for the connections when the URL asks for it (`sslmode=require`): the server's
+/// certificate is checked against the system's roots and the PEM file `PGSSLROOTCERT`
+/// names (libpq's variable), and its name against the URL's host. Any other `sslmode`
+/// connects without TLS.
+fn tls_for(config: &tokio_postgres::Config) -> Result<Option<MakeRustlsConnect>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system certificate rustls cannot use is skipped, as libpq's OpenSSL would.
+        let _ = roots.add(cert);
+    }
+    if let Ok(path) = std::env::var("PGSSLROOTCERT") {
+        let bad =
+            |e: &dyn std::fmt::Display| Error::Unavailable(format!("PGSSLROOTCERT {path}: {e}"));
+        for cert in CertificateDer::pem_file_iter(&path).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(MakeRustlsConnect::new(tls)))
+}
+
 /// Wakes this store's event feed as soon as another server's sequencer numbered events
 /// (`LISTEN` on a connection of its own: a notification only wakes; the poll above stays
 /// the fallback when the connection is down), reconnecting after a second when it drops.
-async fn listen(config: tokio_postgres::Config, shared: std::sync::Weak<Shared>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+    shared: std::sync::Weak<Shared>,
+) {
     loop {
         if shared.strong_count() == 0 {
             return;
         }
-        if let Ok((client, mut connection)) = config.connect(NoTls).await {
-            let feed = shared.clone();
-            let mut driver = tokio::spawn(async move {
-                while let Some(Ok(message)) =
-                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                {
-                    if let tokio_postgres::AsyncMessage::Notification(_) = message {
-                        let Some(shared) = feed.upgrade() else {
-                            return;
-                        };
-                        shared.commits.send_modify(|n| *n += 1);
-                    }
-                }
-            });
+        let connected = match &tls {
+            Some(tls) => config
+                .connect(tls.clone())
+                .await
+                .map(|(client, connection)| (client, drive(connection, shared.clone()))),
+            None => config
+                .connect(NoTls)
+                .await
+                .map(|(client, connection)| (client, drive(connection, shared.clone()))),
+        };
+        if let Ok((client, mut driver)) = connected {
             let listening = async {
                 let channel: String = conn::column(
                     &client
