@@ -50,7 +50,6 @@ const UPLOAD_CHUNK: &str = "0000000000000000.upload";
 pub struct Objects {
     store: Arc<AmazonS3>,
     prefix: Path,
-    url: String,
 }
 
 /// What a stored file's objects add up to, for cleanup.
@@ -136,13 +135,7 @@ impl Objects {
         Ok(Objects {
             store: Arc::new(store),
             prefix: Path::from(prefix.trim_matches('/')),
-            url: url.to_owned(),
         })
-    }
-
-    /// The `s3://…` this was opened with.
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     /// Lists one object: answers whether the bucket is reachable with these credentials.
@@ -427,11 +420,6 @@ impl Link {
 }
 
 impl Chain {
-    /// The version's size.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Streams bytes `range` of the version, chunk by chunk, each read with a ranged GET.
     pub fn stream(&self, range: Range<u64>) -> BoxStream<'static, io::Result<Bytes>> {
         let store = Arc::clone(&self.store);
@@ -460,16 +448,6 @@ impl Chain {
             })
             .try_flatten()
             .boxed()
-    }
-
-    /// Reads bytes `range` into memory (a small range: an append's retry check).
-    pub async fn read(&self, range: Range<u64>) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut pieces = self.stream(range);
-        while let Some(piece) = pieces.next().await {
-            out.extend_from_slice(&piece?);
-        }
-        Ok(out)
     }
 
     /// The hash state at the version's end as its last chunk's name gives it (`None` for a
