@@ -147,6 +147,15 @@ impl Objects {
         }
     }
 
+    /// Every object under `prefix`.
+    async fn list(&self, prefix: &Path) -> io::Result<Vec<object_store::ObjectMeta>> {
+        self.store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(other)
+    }
+
     fn dir(&self, key: &str) -> Path {
         self.prefix.clone().join("files").join(key)
     }
@@ -208,12 +217,7 @@ impl Objects {
 
     /// The objects of file `key`, listed once, to find any number of its versions in.
     pub async fn listing(&self, key: &str) -> io::Result<Listing> {
-        let listed: Vec<_> = self
-            .store
-            .list(Some(&self.dir(key)))
-            .try_collect()
-            .await
-            .map_err(other)?;
+        let listed = self.list(&self.dir(key)).await?;
         // end → the chunks ending there
         let mut by_end: HashMap<u64, Vec<Link>> = HashMap::new();
         for meta in listed {
@@ -233,12 +237,7 @@ impl Objects {
 
     /// Deletes every object of file `key`.
     pub async fn delete_file(&self, key: &str) -> io::Result<()> {
-        let listed: Vec<_> = self
-            .store
-            .list(Some(&self.dir(key)))
-            .try_collect()
-            .await
-            .map_err(other)?;
+        let listed = self.list(&self.dir(key)).await?;
         for meta in listed {
             match self.store.delete(&meta.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -275,12 +274,7 @@ impl Objects {
     /// Multipart uploads started and neither finished nor aborted (their markers).
     pub async fn pending_uploads(&self) -> io::Result<Vec<PendingUpload>> {
         let base = self.prefix.clone().join("multipart");
-        let listed: Vec<_> = self
-            .store
-            .list(Some(&base))
-            .try_collect()
-            .await
-            .map_err(other)?;
+        let listed = self.list(&base).await?;
         Ok(listed
             .into_iter()
             .filter_map(|meta| {

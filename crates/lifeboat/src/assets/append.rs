@@ -181,13 +181,32 @@ impl Lifeboat {
         .await?;
         let mut hasher = running;
         hasher.update(chunk);
-        let sha256 = hasher.finish();
+        self.record_append(tenant, owner, name, current, file_key, end, hasher, fence)
+            .await
+    }
+
+    /// Records an append whose bytes are durable: the asset, now the first `end` bytes of
+    /// file `file_key`, hashing as `hasher` says, as a compare-and-set on what `current`
+    /// was (`None` when another server changed it meanwhile); the hash state is kept for
+    /// the next append.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_append(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+        current: Option<Asset>,
+        file_key: String,
+        end: u64,
+        hasher: RunningSha256,
+        fence: Option<u32>,
+    ) -> Result<Option<Appended>> {
         let now = self.now();
         let asset = Asset {
             name: name.clone(),
             storage: Storage::Appendable(file_key.clone()),
             size: end,
-            sha256,
+            sha256: hasher.finish(),
             kind: current.as_ref().and_then(|a| a.kind.clone()),
             status: AssetStatus::Ok,
             verified_at: now,
@@ -270,33 +289,12 @@ impl Lifeboat {
         };
         let before = hasher.finish();
         hasher.update(chunk);
-        let sha256 = hasher.finish();
         objects
             .put_chunk(&file_key, offset, &before, &hasher, chunk.to_vec())
             .await
             .map_err(|e| io_error("cannot write the asset", e))?;
-        let now = self.now();
-        let asset = Asset {
-            name: name.clone(),
-            storage: Storage::Appendable(file_key.clone()),
-            size: end,
-            sha256,
-            kind: current.as_ref().and_then(|a| a.kind.clone()),
-            status: AssetStatus::Ok,
-            verified_at: now,
-            created_at: current.as_ref().map_or(now, |a| a.created_at),
-            updated_at: now,
-        };
-        let before = current.map(|a| (a.storage, a.size));
-        if self
-            .record_asset_if(tenant, owner, asset.clone(), fence, Some(before))
-            .await?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        self.inner.assets.remember_hash(file_key, end, hasher);
-        Ok(Some(Appended { asset, wrote: true }))
+        self.record_append(tenant, owner, name, current, file_key, end, hasher, fence)
+            .await
     }
 
     /// Bytes `range` of an asset's current version.

@@ -410,13 +410,7 @@ impl Lifeboat {
             .finish(expected.as_ref())
             .await
             .map_err(|e| io_error("cannot store the upload", e))?
-            .map_err(|actual| DomainError::HashMismatch {
-                sent: expected
-                    .as_ref()
-                    .map(|e| e.as_str().to_owned())
-                    .unwrap_or_default(),
-                actual: actual.as_str().to_owned(),
-            })?;
+            .map_err(|actual| hash_mismatch(expected.as_ref(), &actual))?;
         let sha256 = hashed.sha256.as_str().to_owned();
         let _guard = self
             .inner
@@ -447,13 +441,7 @@ impl Lifeboat {
             .finish(expected.as_ref())
             .await
             .map_err(|e| io_error("cannot store the upload", e))?
-            .map_err(|actual| DomainError::HashMismatch {
-                sent: expected
-                    .as_ref()
-                    .map(|e| e.as_str().to_owned())
-                    .unwrap_or_default(),
-                actual: actual.as_str().to_owned(),
-            })?;
+            .map_err(|actual| hash_mismatch(expected.as_ref(), &actual))?;
         let _guard = self
             .inner
             .assets
@@ -644,6 +632,14 @@ impl Changed {
             why,
         }
         .into()
+    }
+}
+
+/// An upload whose bytes do not hash to the client's `X-Content-SHA256`.
+fn hash_mismatch(expected: Option<&Sha256>, actual: &Sha256) -> DomainError {
+    DomainError::HashMismatch {
+        sent: expected.map(|e| e.as_str().to_owned()).unwrap_or_default(),
+        actual: actual.as_str().to_owned(),
     }
 }
 
