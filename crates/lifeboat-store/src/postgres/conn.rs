@@ -1,35 +1,320 @@
-//! One transaction on a pooled PostgreSQL connection, seen from a store job: jobs are
-//! synchronous (they run on a blocking thread), so each statement is prepared (cached per
-//! connection) and run by blocking on the async client. A job's row modules call these
-//! few methods, as the SQLite modules call `rusqlite`'s.
+//! One transaction seen from a store job: jobs are synchronous (they run on a blocking
+//! thread or a writer's own thread), so each statement is prepared (cached per connection)
+//! and run by blocking on the async client. A job's row modules call these few methods, as
+//! the SQLite modules call `rusqlite`'s.
+//!
+//! On a writer's connection, a statement whose answer the job does not need
+//! ([`PgConn::write`]) is not sent at once: it goes out with the next statement that is
+//! waited for, in order, in one round trip (pipelined), and the first error among them
+//! is that statement's error. A job thus waits for the database about twice, not once
+//! per statement.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
+use bytes::{BufMut, BytesMut};
 use deadpool_postgres::Transaction;
-use tokio::runtime::Handle;
-use tokio_postgres::Row;
+use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::{Error, Result};
 
 /// A statement's parameters.
 pub(super) type Params<'p> = [&'p (dyn ToSql + Sync)];
 
+/// Where a transaction's statements go.
+pub(super) trait Link {
+    /// Every row `sql` answers.
+    fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>>;
+    /// Runs `sql`; answers how many rows it changed.
+    fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64>;
+    /// Runs `sql`, perhaps later: its error may come with a later statement's answer.
+    fn write(&self, sql: &str, params: &Params<'_>) -> Result<()> {
+        self.execute(sql, params).map(drop)
+    }
+}
+
+/// A pooled connection's transaction, its connection driven by the server's runtime.
+pub(super) struct Pooled<'a> {
+    pub(super) handle: Handle,
+    pub(super) tx: &'a Transaction<'a>,
+}
+
+impl Link for Pooled<'_> {
+    fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.handle
+            .block_on(async {
+                let statement = self.tx.prepare_cached(sql).await?;
+                self.tx.query(&statement, params).await
+            })
+            .map_err(translate)
+    }
+
+    fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        self.handle
+            .block_on(async {
+                let statement = self.tx.prepare_cached(sql).await?;
+                self.tx.execute(&statement, params).await
+            })
+            .map_err(translate)
+    }
+}
+
+/// A connection a writer thread owns and drives itself on a runtime of its own, so that
+/// a statement's round trip wakes no other thread.
+pub(super) struct Owned {
+    pub(super) runtime: Runtime,
+    pub(super) client: Client,
+    statements: RefCell<HashMap<String, Statement>>,
+    /// Statements not sent yet, in order.
+    deferred: RefCell<Vec<Deferred>>,
+    /// Times statements were sent.
+    sends: Cell<u64>,
+    /// The first error of a held-back statement (see [`Owned::held_back_failure`]).
+    failed: Cell<Option<Error>>,
+}
+
+/// A statement held back until the next one that is waited for.
+enum Deferred {
+    /// Statements without parameters (`SAVEPOINT …`).
+    Simple(&'static str),
+    /// A prepared statement and its parameters, already encoded.
+    Prepared(Statement, Vec<Encoded>),
+}
+
+/// One parameter in PostgreSQL's binary form, encoded when its statement was deferred
+/// (the values it came from are the job's, gone by the time it is sent).
+#[derive(Debug)]
+struct Encoded(Option<BytesMut>);
+
+impl ToSql for Encoded {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            Some(bytes) => {
+                out.put_slice(bytes);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    /// Checked when it was encoded, against the statement's own parameter types.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// An answer still to come: rows, a count, or nothing.
+type Answer<'f> = Pin<Box<dyn Future<Output = std::result::Result<Reply, tokio_postgres::Error>> + 'f>>;
+
+enum Reply {
+    Rows(Vec<Row>),
+    Count(u64),
+    Done,
+}
+
+impl Owned {
+    pub(super) fn new(runtime: Runtime, client: Client) -> Owned {
+        Owned {
+            runtime,
+            client,
+            statements: RefCell::new(HashMap::new()),
+            deferred: RefCell::new(Vec::new()),
+            sends: Cell::new(0),
+            failed: Cell::new(None),
+        }
+    }
+
+    fn prepared(&self, sql: &str) -> Result<Statement> {
+        if let Some(statement) = self.statements.borrow().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .runtime
+            .block_on(self.client.prepare(sql))
+            .map_err(translate)?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Holds back `sql`, a statement without parameters or answer, until the next one
+    /// waited for.
+    pub(super) fn defer(&self, sql: &'static str) {
+        self.deferred.borrow_mut().push(Deferred::Simple(sql));
+    }
+
+    /// How many times statements were sent so far.
+    pub(super) fn sends(&self) -> u64 {
+        self.sends.get()
+    }
+
+    /// How many statements are held back.
+    pub(super) fn held_back(&self) -> usize {
+        self.deferred.borrow().len()
+    }
+
+    /// Forgets the statements held back after the first `mark`.
+    pub(super) fn forget_from(&self, mark: usize) {
+        self.deferred.borrow_mut().truncate(mark);
+    }
+
+    /// The error of a statement that was held back and then failed, if one did since the
+    /// last call: the transaction is lost, whichever job it belonged to.
+    pub(super) fn held_back_failure(&self) -> Option<Error> {
+        self.failed.take()
+    }
+
+    /// Runs `sql`, statements without parameters or answers (`COMMIT`, `RELEASE …`), after
+    /// what was held back, in one round trip. Answers the first error of what was held back,
+    /// and `sql`'s own outcome.
+    pub(super) fn batch(
+        &self,
+        sql: &str,
+    ) -> (Option<Error>, std::result::Result<(), tokio_postgres::Error>) {
+        let (earlier, last) = self.send(Box::pin(async move {
+            self.client.batch_execute(sql).await.map(|()| Reply::Done)
+        }));
+        (earlier, last.map(drop))
+    }
+
+    /// Sends what was held back and then `last`, and waits for every answer: answers the
+    /// first error among those held back, and `last`'s answer.
+    fn send<'f>(
+        &'f self,
+        last: Answer<'f>,
+    ) -> (Option<Error>, std::result::Result<Reply, tokio_postgres::Error>) {
+        self.sends.set(self.sends.get() + 1);
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        let mut answers: Vec<Answer<'_>> = deferred
+            .iter()
+            .map(|statement| -> Answer<'_> {
+                match statement {
+                    Deferred::Simple(sql) => Box::pin(async move {
+                        self.client.batch_execute(sql).await.map(|()| Reply::Done)
+                    }),
+                    Deferred::Prepared(statement, params) => Box::pin(async move {
+                        let params: Vec<&(dyn ToSql + Sync)> =
+                            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                        self.client.execute(statement, &params).await.map(Reply::Count)
+                    }),
+                }
+            })
+            .collect();
+        answers.push(last);
+        let mut replies: Vec<Option<std::result::Result<Reply, tokio_postgres::Error>>> =
+            answers.iter().map(|_| None).collect();
+        // Polled in order, so that the requests go out in order; then until all answered.
+        self.runtime.block_on(std::future::poll_fn(|cx| {
+            let mut waiting = false;
+            for (answer, reply) in answers.iter_mut().zip(replies.iter_mut()) {
+                if reply.is_none() {
+                    match answer.as_mut().poll(cx) {
+                        Poll::Ready(done) => *reply = Some(done),
+                        Poll::Pending => waiting = true,
+                    }
+                }
+            }
+            if waiting { Poll::Pending } else { Poll::Ready(()) }
+        }));
+        drop(answers);
+        let mut replies = replies.into_iter().flatten();
+        let last = replies.next_back();
+        let earlier = replies.find_map(std::result::Result::err);
+        let last = last.unwrap_or_else(|| Ok(Reply::Done));
+        let earlier = earlier.map(translate);
+        if let Some(error) = &earlier {
+            let failed = self.failed.take();
+            self.failed.set(failed.or_else(|| Some(error.clone())));
+        }
+        (earlier, last)
+    }
+
+    /// [`Owned::send`] for a statement waited for: the first error wins.
+    fn send_for(&self, last: Answer<'_>) -> Result<Reply> {
+        match self.send(last) {
+            (Some(error), _) => Err(error),
+            (None, Err(error)) => Err(translate(error)),
+            (None, Ok(reply)) => Ok(reply),
+        }
+    }
+}
+
+impl Link for Owned {
+    fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        let statement = self.prepared(sql)?;
+        match self.send_for(Box::pin(async move {
+            self.client.query(&statement, params).await.map(Reply::Rows)
+        }))? {
+            Reply::Rows(rows) => Ok(rows),
+            _ => Err(Error::Internal("a query answered no rows".to_owned())),
+        }
+    }
+
+    fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        let statement = self.prepared(sql)?;
+        match self.send_for(Box::pin(async move {
+            self.client.execute(&statement, params).await.map(Reply::Count)
+        }))? {
+            Reply::Count(count) => Ok(count),
+            _ => Err(Error::Internal("a statement answered no count".to_owned())),
+        }
+    }
+
+    fn write(&self, sql: &str, params: &Params<'_>) -> Result<()> {
+        let statement = self.prepared(sql)?;
+        let types = statement.params();
+        if types.len() != params.len() {
+            return Err(Error::Internal(format!(
+                "a statement of {} parameters was given {}",
+                types.len(),
+                params.len()
+            )));
+        }
+        let encoded = params
+            .iter()
+            .zip(types)
+            .enumerate()
+            .map(|(n, (param, ty))| {
+                let mut bytes = BytesMut::new();
+                match param.to_sql_checked(ty, &mut bytes) {
+                    Ok(IsNull::Yes) => Ok(Encoded(None)),
+                    Ok(IsNull::No) => Ok(Encoded(Some(bytes))),
+                    Err(e) => Err(Error::Internal(format!("parameter {n}: {e}"))),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.deferred
+            .borrow_mut()
+            .push(Deferred::Prepared(statement, encoded));
+        Ok(())
+    }
+}
+
 /// The transaction a job runs in.
 pub(super) struct PgConn<'a> {
-    handle: Handle,
-    tx: &'a Transaction<'a>,
+    link: &'a dyn Link,
     writing: bool,
     /// Whether the job recorded an event (the store then runs the sequencer after commit).
     events: Cell<bool>,
 }
 
 impl<'a> PgConn<'a> {
-    pub(super) fn new(handle: Handle, tx: &'a Transaction<'a>, writing: bool) -> PgConn<'a> {
+    pub(super) fn new(link: &'a dyn Link, writing: bool) -> PgConn<'a> {
         PgConn {
-            handle,
-            tx,
+            link,
             writing,
             events: Cell::new(false),
         }
@@ -47,42 +332,36 @@ impl<'a> PgConn<'a> {
 
     /// Every row `sql` answers.
     pub(super) fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
-        self.handle
-            .block_on(async {
-                let statement = self.tx.prepare_cached(sql).await?;
-                self.tx.query(&statement, params).await
-            })
-            .map_err(translate)
+        self.link.query(sql, params)
     }
 
     /// The one row `sql` answers, if any (more than one is an error).
     pub(super) fn query_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
-        self.handle
-            .block_on(async {
-                let statement = self.tx.prepare_cached(sql).await?;
-                self.tx.query_opt(&statement, params).await
-            })
-            .map_err(translate)
+        let mut rows = self.query(sql, params)?;
+        match rows.len() {
+            0 | 1 => Ok(rows.pop()),
+            n => Err(Error::Internal(format!(
+                "a statement that answers one row at most answered {n}"
+            ))),
+        }
     }
 
     /// The one row `sql` answers (none is an error).
     pub(super) fn query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row> {
-        self.handle
-            .block_on(async {
-                let statement = self.tx.prepare_cached(sql).await?;
-                self.tx.query_one(&statement, params).await
-            })
-            .map_err(translate)
+        self.query_opt(sql, params)?.ok_or_else(|| {
+            Error::Internal("a statement that answers one row answered none".to_owned())
+        })
     }
 
     /// Runs `sql`; answers how many rows it changed.
     pub(super) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
-        self.handle
-            .block_on(async {
-                let statement = self.tx.prepare_cached(sql).await?;
-                self.tx.execute(&statement, params).await
-            })
-            .map_err(translate)
+        self.link.execute(sql, params)
+    }
+
+    /// Runs `sql`, a change whose count the job does not need: on a writer's connection it
+    /// goes out with the next statement waited for, and its error, if any, comes then.
+    pub(super) fn write(&self, sql: &str, params: &Params<'_>) -> Result<()> {
+        self.link.write(sql, params)
     }
 
     /// ` FOR UPDATE` in a write transaction, so that a row a job reads and then writes is

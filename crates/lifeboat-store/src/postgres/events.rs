@@ -4,7 +4,7 @@
 use lifeboat_core::{TenantId, Timestamp};
 use serde_json::Value;
 
-use super::conn::{PgConn, column};
+use super::conn::{PgConn, column, translate};
 use crate::rows::Subject;
 use crate::{Error, Event, EventFilter, Result};
 
@@ -28,7 +28,7 @@ pub(super) fn record(
     data: &Value,
     now: Timestamp,
 ) -> Result<()> {
-    conn.execute(
+    conn.write(
         "INSERT INTO events (tenant, type, session_id, project_id, data, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
@@ -44,35 +44,55 @@ pub(super) fn record(
     Ok(())
 }
 
-/// One sequencer pass, in its own write transaction: numbers the committed events that have
-/// no `seq` yet, in `id` order, after the newest `seq`, and trims the log to its window when
-/// a pass crosses a thousand. Answers how many it numbered.
 /// The notification channel of this schema's event passes, as SQL.
 pub(super) const CHANNEL: &str = "'lifeboat_' || md5(current_schema())";
 
-pub(super) fn sequence(conn: &PgConn<'_>) -> Result<u64> {
-    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCER_LOCK])?;
-    let head = newest(conn)?;
-    let numbered = conn.execute(
-        "UPDATE events SET seq = $1 + todo.n \
-         FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events \
-               WHERE seq IS NULL ORDER BY id LIMIT $2) AS todo \
-         WHERE events.id = todo.id",
-        &[&head, &SEQUENCE_BATCH],
-    )?;
-    if numbered > 0 {
-        // Wakes the other servers' feeds at this commit (see `listen`): one notification
-        // per pass, never one per write.
-        conn.execute(&format!("SELECT pg_notify({CHANNEL}, '')"), &[])?;
-    }
-    let now_head = head + i64::try_from(numbered).unwrap_or(i64::MAX);
+/// One sequencer pass, in one round trip and its own transaction: numbers the committed
+/// events that have no `seq` yet, in `id` order, after the newest `seq`, wakes the other
+/// servers when it numbered any, and trims the log to its window when a pass crosses a
+/// thousand. Answers how many it numbered.
+///
+/// The statements go as one simple query, which PostgreSQL runs as one transaction
+/// (rolled back whole on an error). The lock is taken by a statement of its own, so that
+/// the numbering statement's snapshot, taken after it, sees the last pass's numbers.
+pub(super) async fn sequence(client: &tokio_postgres::Client) -> Result<u64> {
+    let messages = client
+        .simple_query(&format!(
+            "SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
+             WITH head AS (SELECT coalesce(max(seq), 0) AS h FROM events), \
+             todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events \
+                      WHERE seq IS NULL ORDER BY id LIMIT {SEQUENCE_BATCH}), \
+             numbered AS (UPDATE events SET seq = head.h + todo.n FROM todo, head \
+                          WHERE events.id = todo.id RETURNING events.seq) \
+             SELECT count(*), (SELECT h FROM head), \
+                    CASE WHEN count(*) > 0 THEN pg_notify({CHANNEL}, '') END \
+             FROM numbered"
+        ))
+        .await
+        .map_err(translate)?;
+    let counts = messages.iter().rev().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some((row.get(0), row.get(1))),
+        _ => None,
+    });
+    let number = |text: Option<&str>| -> Result<i64> {
+        text.and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Internal("a sequencer pass answered no count".to_owned()))
+    };
+    let (numbered, head) = match counts {
+        Some((numbered, head)) => (number(numbered)?, number(head)?),
+        None => return Err(Error::Internal("a sequencer pass answered nothing".to_owned())),
+    };
+    let now_head = head + numbered;
     if now_head / 1_000 > head / 1_000 {
-        conn.execute(
-            "DELETE FROM events WHERE seq <= $1",
-            &[&(now_head - EVENTS_KEPT)],
-        )?;
+        client
+            .execute(
+                "DELETE FROM events WHERE seq <= $1",
+                &[&(now_head - EVENTS_KEPT)],
+            )
+            .await
+            .map_err(translate)?;
     }
-    Ok(numbered)
+    Ok(u64::try_from(numbered).unwrap_or(0))
 }
 
 /// Events after `after`, oldest first, at most `limit`; of one tenant and filter, or of

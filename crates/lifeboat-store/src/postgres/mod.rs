@@ -1,8 +1,10 @@
-//! The PostgreSQL backend: a pool of connections (`deadpool-postgres`), one database
-//! transaction per store job, and the asset bytes in a local blob directory.
+//! The PostgreSQL backend: writes in group commits on a few writer threads with
+//! connections of their own (`writer.rs`), reads and the store's own work on a pool of
+//! connections (`deadpool-postgres`), and the asset bytes in a local blob directory or a
+//! bucket.
 //!
-//! Jobs are synchronous scripts over [`crate::rows`]; each runs on a blocking thread and
-//! blocks on the async client statement by statement. Writes run at READ COMMITTED, and
+//! Jobs are synchronous scripts over [`crate::rows`]; each blocks on the async client
+//! statement by statement. Writes run at READ COMMITTED, and
 //! the rows a write job reads in order to change them are locked (`FOR UPDATE`, see
 //! [`PgConn::for_update`]), so that two servers on one database never both act on the
 //! same old row. Reads run on a REPEATABLE READ, read-only snapshot.
@@ -21,6 +23,7 @@ mod schema;
 mod sessions;
 mod transfer;
 mod tx;
+mod writer;
 
 use std::any::Any;
 use std::path::Path;
@@ -38,7 +41,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::blobs::BlobStore;
 use crate::{Ack, Cluster, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
-use conn::{PgConn, translate};
+use conn::{PgConn, Pooled, translate};
 use tx::PgTx;
 
 /// Connections in the pool.
@@ -79,6 +82,8 @@ struct Shared {
     membership: cluster::Membership,
     /// Times a connection could not be had or was found closed (see `Store::outages`).
     outages: AtomicU64,
+    /// The writer threads' queue (set once they started, right after this).
+    writers: std::sync::OnceLock<writer::Writers>,
 }
 
 impl PgStore {
@@ -108,6 +113,10 @@ impl PgStore {
             .connect_timeout(LOCK_WAIT);
         let listener = config.clone();
         let tls = tls_for(&config)?;
+        let connect = writer::Connect {
+            config: config.clone(),
+            tls: tls.clone(),
+        };
         let recycling = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -146,7 +155,11 @@ impl PgStore {
             passes_served: tokio::sync::Mutex::new(0),
             membership: cluster::Membership::new(),
             outages: AtomicU64::new(0),
+            writers: std::sync::OnceLock::new(),
         });
+        let _ = shared
+            .writers
+            .set(writer::Writers::spawn(&connect, Arc::downgrade(&shared))?);
         shared.beat().await?;
         tokio::spawn(poll_events(Arc::downgrade(&shared)));
         tokio::spawn(cluster::beat_loop(Arc::downgrade(&shared)));
@@ -193,10 +206,15 @@ impl Shared {
                             .start(),
                     )
                     .map_err(translate)?;
-                let conn = PgConn::new(handle.clone(), &tx, writing);
+                let link = Pooled {
+                    handle: handle.clone(),
+                    tx: &tx,
+                };
+                let conn = PgConn::new(&link, writing);
                 let answer = job(&conn)?;
                 let recorded = conn.recorded_events();
                 drop(conn);
+                drop(link);
                 if writing {
                     handle.block_on(tx.commit()).map_err(commit_error)?;
                 }
@@ -224,7 +242,8 @@ impl Shared {
             return Ok(());
         }
         *served = self.passes_asked.load(Ordering::SeqCst);
-        let (numbered, _) = self.transaction(true, events::sequence).await?;
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let numbered = events::sequence(&client).await?;
         if numbered > 0 {
             self.commits.send_modify(|n| *n += 1);
         }
@@ -378,7 +397,7 @@ fn pool_error(error: deadpool_postgres::PoolError) -> Error {
 }
 
 /// A commit whose answer did not arrive may or may not have happened.
-fn commit_error(error: tokio_postgres::Error) -> Error {
+pub(super) fn commit_error(error: tokio_postgres::Error) -> Error {
     if error.code().is_some() {
         translate(error)
     } else {
@@ -390,24 +409,28 @@ fn commit_error(error: tokio_postgres::Error) -> Error {
 
 #[async_trait]
 impl Store for PgStore {
-    /// Every write is answered after its commit. The commit is durable (waits for the WAL
-    /// flush) except for a lease-only heartbeat — a job under `Ack::EarlyIf` that allowed
-    /// the early answer — which commits with `synchronous_commit = off`, as SPEC §6 allows:
-    /// if PostgreSQL crashes before the flush, the lease extension is lost, and the grace
-    /// every server gives after an outage (`Store::outages`) makes up for it.
+    /// Every write is answered after its batch's commit (`writer.rs`). The commit is
+    /// durable (waits for the WAL flush) except for a batch of nothing but lease-only
+    /// heartbeats — jobs under `Ack::EarlyIf` that allowed the early answer — which commits
+    /// with `synchronous_commit = off`, as SPEC §6 allows: if PostgreSQL crashes before the
+    /// flush, the lease extensions are lost, and the grace every server gives after an
+    /// outage (`Store::outages`) makes up for it.
     async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
         let early = match ack {
             Ack::EarlyIf(early) => Some(early),
             Ack::AfterCommit => None,
         };
-        let (answer, recorded) = self
+        let writers = self
             .shared
-            .transaction(true, move |conn| {
-                let answer = job(&mut PgTx(conn))?;
-                if answer.is_ok() && early.is_some_and(|early| early.take().is_some()) {
-                    conn.execute("SET LOCAL synchronous_commit = off", &[])?;
-                }
-                Ok(answer)
+            .writers
+            .get()
+            .ok_or_else(|| Error::Internal("the writers did not start".to_owned()))?;
+        let (answer, recorded) = writers
+            .write(move |conn| {
+                let answer = job(&mut PgTx(conn));
+                let relaxed = answer.is_ok()
+                    && early.is_some_and(|early| early.take().is_some());
+                (answer, relaxed)
             })
             .await?;
         // Committed: its events get their numbers now, before the answer, so that a reader

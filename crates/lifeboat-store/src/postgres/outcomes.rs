@@ -39,7 +39,7 @@ pub(super) fn store(
     outcome: &[u8],
     now: Timestamp,
 ) -> Result<()> {
-    conn.execute(
+    conn.write(
         "INSERT INTO outcomes (tenant, route, key, fingerprint, outcome, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (tenant, key, route) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \

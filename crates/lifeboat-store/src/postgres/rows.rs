@@ -198,7 +198,7 @@ pub(super) fn insert_session(conn: &PgConn<'_>, tenant: &TenantId, s: &Session) 
 pub(super) fn update_session(conn: &PgConn<'_>, pk: i64, s: &Session) -> Result<()> {
     let crash = s.crash.as_ref();
     let latest = s.latest_checkpoint.as_ref();
-    conn.execute(
+    conn.write(
         "UPDATE sessions SET status = $2, attempt = $3, updated_at = $4, \
          last_heartbeat_at = $5, lease_expires_at = $6, lease_ran_out_while_down = $7, \
          progress_percent = $8, progress_stage = $9, progress_completed_units = $10, \
@@ -306,7 +306,7 @@ pub(super) fn checkpoint_from_row(row: &Row) -> Result<Checkpoint> {
 pub(super) fn insert_checkpoint(conn: &PgConn<'_>, session_pk: i64, c: &Checkpoint) -> Result<()> {
     let assets = pins_to_json(&c.assets);
     let seq = bigint(c.seq)?;
-    conn.execute(
+    conn.write(
         "INSERT INTO checkpoints (session_pk, seq, attempt, kind, stage, position, \
          completed_units, total_units, data, sha256, assets, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -327,7 +327,7 @@ pub(super) fn insert_checkpoint(conn: &PgConn<'_>, session_pk: i64, c: &Checkpoi
     )?;
     for pin in &c.assets {
         let version = pin.version();
-        conn.execute(
+        conn.write(
             "INSERT INTO pinned_files (session_pk, seq, storage, key) \
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             &[&session_pk, &seq, &version.storage, &version.key],
@@ -420,38 +420,19 @@ pub(super) fn quarantine(conn: &PgConn<'_>, session_pk: i64, seq: u64) -> Result
 
 /// Deletes the prunable checkpoints of a session beyond the newest `retention`, and the
 /// pins of those that had any.
-///
-/// Reads the prunable `seq`s (at most `retention + 1`, since every write prunes), sorts
-/// them here and deletes from the first one beyond retention.
 pub(super) fn prune_checkpoints(conn: &PgConn<'_>, pk: i64, retention: u32) -> Result<()> {
     let prunable = prunable_sql();
-    // Each prunable seq, and whether it pins assets (its pins go with it).
-    let mut seqs: Vec<(i64, bool)> = conn
-        .query(
-            &format!(
-                "SELECT seq, assets <> '[]' FROM checkpoints WHERE session_pk = $1 AND {prunable}"
-            ),
-            &[&pk],
-        )?
-        .iter()
-        .map(|row| Ok((column(row, 0)?, column(row, 1)?)))
-        .collect::<Result<_>>()?;
-    let keep = retention as usize;
-    if seqs.len() <= keep {
-        return Ok(());
-    }
-    seqs.sort_unstable();
-    let pruned = &seqs[..seqs.len() - keep];
-    let (newest_pruned, _) = pruned[pruned.len() - 1];
-    conn.execute(
-        &format!("DELETE FROM checkpoints WHERE session_pk = $1 AND {prunable} AND seq <= $2"),
-        &[&pk, &newest_pruned],
-    )?;
-    for (seq, _) in pruned.iter().filter(|(_, pins)| *pins) {
-        conn.execute(
-            "DELETE FROM pinned_files WHERE session_pk = $1 AND seq = $2",
-            &[&pk, seq],
-        )?;
-    }
-    Ok(())
+    // One statement: the prunable checkpoints older than the newest `retention` go, and the
+    // pins of those that pinned assets with them.
+    conn.write(
+        &format!(
+            "WITH doomed AS (DELETE FROM checkpoints WHERE session_pk = $1 AND {prunable} \
+             AND seq <= (SELECT seq FROM checkpoints WHERE session_pk = $1 AND {prunable} \
+                         ORDER BY seq DESC OFFSET $2 LIMIT 1) \
+             RETURNING seq, assets <> '[]' AS pins) \
+             DELETE FROM pinned_files WHERE session_pk = $1 \
+             AND seq IN (SELECT seq FROM doomed WHERE pins)"
+        ),
+        &[&pk, &i64::from(retention)],
+    )
 }

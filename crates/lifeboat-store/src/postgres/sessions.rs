@@ -89,7 +89,7 @@ pub(super) fn extend_lease(
     lease: Option<Timestamp>,
     updated_at: Timestamp,
 ) -> Result<()> {
-    conn.execute(
+    conn.write(
         "UPDATE sessions SET last_heartbeat_at = greatest(coalesce(last_heartbeat_at, 0), $1), \
          lease_expires_at = greatest(lease_expires_at, $2), lease_ran_out_while_down = 0, \
          updated_at = greatest(updated_at, $3) \

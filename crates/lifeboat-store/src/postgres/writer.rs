@@ -1,0 +1,268 @@
+//! Group commit for writes: a few writer threads, each owning one connection that it
+//! drives on a runtime of its own (so a statement's round trip wakes no other thread),
+//! take the writes queued at the time, up to [`BATCH_MAX`], and run them in one
+//! transaction, each inside its own savepoint: a write that fails rolls back alone while
+//! the rest of its batch commits. Every write of a batch is answered after the one
+//! `COMMIT` (durable unless every write of the batch was a lease-only heartbeat, see
+//! `PgStore::write`). Writes of different batches meet on row locks as writes of
+//! different servers do.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::Shared;
+use super::conn::{Owned, PgConn, translate};
+use crate::{Error, Result};
+
+/// Writer threads (and their connections).
+const WRITERS: usize = 4;
+/// Most writes in one transaction: each savepoint that writes takes a subtransaction id,
+/// and past 64 of them in one transaction PostgreSQL's snapshots overflow to disk.
+const BATCH_MAX: usize = 48;
+/// Writes queued beyond this make callers wait: backpressure instead of unbounded memory.
+const QUEUE_CAPACITY: usize = 4_096;
+
+/// What a write did, known once it ran: whether to keep its changes, whether it may
+/// commit without waiting for the WAL flush, and how to answer it once the batch's fate
+/// is known (with whether the batch recorded events).
+pub(super) struct Finished {
+    pub(super) keep: bool,
+    pub(super) relaxed: bool,
+    pub(super) reply: Box<dyn FnOnce(Result<bool>) + Send>,
+}
+
+/// A queued write: runs on a writer thread inside the batch's transaction, or, given the
+/// reason it cannot run, answers that at once.
+pub(super) type Job = Box<dyn FnOnce(std::result::Result<&PgConn<'_>, Error>) -> Option<Finished> + Send>;
+
+/// How a writer thread connects.
+#[derive(Clone)]
+pub(super) struct Connect {
+    pub(super) config: tokio_postgres::Config,
+    pub(super) tls: Option<MakeRustlsConnect>,
+}
+
+/// The queue of writes the writer threads serve.
+pub(super) struct Writers {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Writers {
+    /// Starts the writer threads. They stop when the store's last handle is dropped.
+    pub(super) fn spawn(connect: &Connect, shared: Weak<Shared>) -> Result<Writers> {
+        let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let jobs = Arc::new(Mutex::new(jobs));
+        for n in 0..WRITERS {
+            let (connect, jobs, shared) = (connect.clone(), Arc::clone(&jobs), shared.clone());
+            thread::Builder::new()
+                .name(format!("lifeboat-pg-writer-{n}"))
+                .spawn(move || run(&connect, &jobs, &shared))
+                .map_err(|e| Error::Internal(format!("cannot start a writer thread: {e}")))?;
+        }
+        Ok(Writers { queue })
+    }
+
+    /// Runs `work` in the next batch; answers its answer once the batch committed, with
+    /// whether the batch recorded events.
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<(T, bool)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PgConn<'_>) -> (Result<T>, bool) + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<(T, bool)>>();
+        let job: Job = Box::new(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(error) => {
+                    let _ = tx.send(Err(error));
+                    return None;
+                }
+            };
+            let (answer, relaxed) = work(conn);
+            let keep = answer.is_ok();
+            Some(Finished {
+                keep,
+                relaxed: keep && relaxed,
+                reply: Box::new(move |commit| {
+                    let _ = tx.send(commit.and_then(|events| answer.map(|a| (a, events))));
+                }),
+            })
+        });
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| Error::Unavailable("the writers have stopped".to_owned()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the writer stopped before answering".to_owned()))?
+    }
+}
+
+/// One writer thread: takes what is queued, runs it as one batch, again.
+fn run(connect: &Connect, jobs: &Mutex<mpsc::Receiver<Job>>, shared: &Weak<Shared>) {
+    let mut link: Option<Owned> = None;
+    let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+    loop {
+        {
+            let Ok(mut jobs) = jobs.lock() else {
+                return;
+            };
+            let Some(first) = jobs.blocking_recv() else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < BATCH_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        let size = batch.len();
+        let started = std::time::Instant::now();
+        let lost = match begin(connect, &mut link) {
+            Ok(owned) => commit_batch(owned, batch.drain(..)),
+            Err(error) => {
+                for job in batch.drain(..) {
+                    job(Err(error.clone()));
+                }
+                true
+            }
+        };
+        metrics::histogram!("lifeboat_commit_batch_size").record(size as f64);
+        metrics::histogram!("lifeboat_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if lost {
+            link = None;
+            if let Some(shared) = shared.upgrade() {
+                shared.outages.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// The writer's connection inside a new transaction, connected first if it has none or
+/// its connection was found closed. A connection that fails at `BEGIN` (the database
+/// restarted while it was idle) is replaced once: nothing ran on it yet.
+fn begin<'l>(connect: &Connect, link: &'l mut Option<Owned>) -> Result<&'l Owned> {
+    for attempt in 0..2 {
+        if let Some(owned) = link.as_ref() {
+            // Lets the connection task notice a closed socket before the batch uses it.
+            owned.runtime.block_on(tokio::task::yield_now());
+        }
+        if link.as_ref().is_none_or(|owned| owned.client.is_closed()) {
+            *link = Some(open(connect)?);
+        }
+        let Some(owned) = link.as_ref() else {
+            break;
+        };
+        owned.forget_from(0);
+        let _ = owned.held_back_failure();
+        match owned.batch("BEGIN ISOLATION LEVEL READ COMMITTED").1 {
+            Ok(()) => break,
+            Err(error) if attempt == 0 && error.code().is_none() => *link = None,
+            Err(error) => return Err(translate(error)),
+        }
+    }
+    link.as_ref()
+        .ok_or_else(|| Error::Unavailable("no database connection".to_owned()))
+}
+
+/// A new connection, driven by a runtime of the calling thread's own.
+fn open(connect: &Connect) -> Result<Owned> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start a writer's runtime: {e}")))?;
+    let client = runtime.block_on(async {
+        let client = match &connect.tls {
+            Some(tls) => {
+                let (client, connection) = connect.config.connect(tls.clone()).await?;
+                tokio::spawn(connection);
+                client
+            }
+            None => {
+                let (client, connection) = connect.config.connect(NoTls).await?;
+                tokio::spawn(connection);
+                client
+            }
+        };
+        Ok::<_, tokio_postgres::Error>(client)
+    });
+    Ok(Owned::new(runtime, client.map_err(translate)?))
+}
+
+/// Runs `jobs` in the open transaction, commits, and answers each.
+///
+/// Each job starts with a savepoint, sent with its first statement; a job that fails rolls
+/// back to it alone. Savepoints are not released: a job's changes that the job did not
+/// wait for go out with the next job's first statement (or the `COMMIT`), so a job costs
+/// one round trip per statement it waits for and no more. Such a change failing (it should
+/// not: its rows are locked) is found with a later statement, and fails the whole batch.
+/// Answers whether the connection was lost.
+fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
+    let conn = PgConn::new(owned, true);
+    let mut pending = Vec::with_capacity(BATCH_MAX);
+    let mut broken: Option<Error> = None;
+    for job in jobs {
+        if let Some(error) = &broken {
+            job(Err(error.clone()));
+            continue;
+        }
+        let mark = owned.held_back();
+        owned.defer("SAVEPOINT job");
+        let sends = owned.sends();
+        let Some(finished) = job(Ok(&conn)) else {
+            continue;
+        };
+        if let Some(error) = owned.held_back_failure() {
+            // A change held back failed: the transaction is lost.
+            broken = Some(error);
+        } else if !finished.keep {
+            if owned.sends() == sends {
+                // Nothing of it reached the database: what it held back is all there is.
+                owned.forget_from(mark);
+            } else {
+                // What is still held back is its own.
+                owned.forget_from(0);
+                if let (_, Err(error)) = owned.batch("ROLLBACK TO job") {
+                    broken = Some(translate(error));
+                }
+            }
+        }
+        pending.push(finished);
+    }
+    let relaxed = pending.iter().all(|f| f.relaxed);
+    let commit = match broken {
+        Some(error) => {
+            owned.forget_from(0);
+            let _ = owned.batch("ROLLBACK");
+            Err(error)
+        }
+        None => {
+            let sql = if relaxed {
+                "SET LOCAL synchronous_commit = off; COMMIT"
+            } else {
+                "COMMIT"
+            };
+            // A `COMMIT` after a failed change rolls back without an error of its own.
+            match owned.batch(sql) {
+                (Some(error), _) => Err(error),
+                (None, done) => done.map_err(super::commit_error),
+            }
+        }
+    };
+    let written = pending.iter().filter(|f| f.keep).count();
+    if commit.is_ok() {
+        metrics::counter!("lifeboat_writes_total").increment(written as u64);
+    }
+    let events = conn.recorded_events();
+    for finished in pending {
+        (finished.reply)(commit.clone().map(|()| events));
+    }
+    owned.client.is_closed()
+}
