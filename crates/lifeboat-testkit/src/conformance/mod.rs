@@ -132,7 +132,8 @@ pub use records::{
 };
 pub use writes::{
     a_failed_write_leaves_nothing, a_recovered_session_fences_the_old_attempt,
-    events_come_in_commit_order, idempotent_outcomes_across_handles, pruning_happens_in_the_write,
+    events_come_in_commit_order, failed_writes_among_many_at_once_spoil_nothing,
+    idempotent_outcomes_across_handles, pruning_happens_in_the_write,
     retried_session_writes_answer_the_first_outcome, revisions_are_gap_free_across_handles,
     seq_is_gap_free_across_handles,
 };
@@ -148,6 +149,7 @@ macro_rules! conformance_suite {
             a_recovered_session_fences_the_old_attempt,
             pruning_happens_in_the_write,
             a_failed_write_leaves_nothing,
+            failed_writes_among_many_at_once_spoil_nothing,
             events_come_in_commit_order,
             idempotent_outcomes_across_handles,
             retried_session_writes_answer_the_first_outcome,

@@ -212,6 +212,74 @@ pub async fn a_failed_write_leaves_nothing(handles: Handles) {
     assert_eq!(a.newest_event().await.expect("newest event"), newest);
 }
 
+/// Many writes at once, so that a store that commits them in groups runs them together:
+/// each that fails — after writing, or on a statement the database refused — leaves
+/// nothing, and each that succeeds is all there, with its event.
+pub async fn failed_writes_among_many_at_once_spoil_nothing(handles: Handles) {
+    let (a, _, _) = engines(&handles).await;
+    let newest = a.newest_event().await.expect("newest event");
+    session(&a, "taken", 60_000).await;
+    let store = Arc::clone(&handles.first);
+    let mut writes = Vec::new();
+    for n in 0..60 {
+        let store = Arc::clone(&store);
+        writes.push(tokio::spawn(async move {
+            let name = match n % 3 {
+                0 => format!("kept-{n}"),
+                1 => format!("failed-{n}"),
+                // Already there: the database refuses the insert.
+                _ => "taken".to_owned(),
+            };
+            let job: WriteJob = Box::new(move |tx: &mut dyn Tx| {
+                let session = lifeboat::Session::create(
+                    id(&name),
+                    NewSession {
+                        kind: "k".to_owned(),
+                        ..NewSession::default()
+                    },
+                    T0,
+                )?;
+                tx.record_event(
+                    &tenant(),
+                    "session.status",
+                    Subject::default(),
+                    &json!({ "n": n }),
+                    T0,
+                )?;
+                tx.insert_session(&tenant(), &session)?;
+                if n % 3 == 1 {
+                    return Err(Error::Internal("the job fails after writing".to_owned()));
+                }
+                Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
+            });
+            (n, store.write(Ack::AfterCommit, job).await.is_ok())
+        }));
+    }
+    for write in writes {
+        let (n, ok) = write.await.expect("the write ran");
+        assert_eq!(ok, n % 3 == 0, "write {n} answered ok = {ok}");
+    }
+    for n in 0..60 {
+        let read = a.session(&tenant(), &id(&format!("kept-{n}"))).await;
+        assert_eq!(read.is_ok(), n % 3 == 0, "session kept-{n}: {read:?}");
+        let read = a.session(&tenant(), &id(&format!("failed-{n}"))).await;
+        assert!(
+            matches!(read, Err(Error::NotFound { .. })),
+            "session failed-{n} is not there: {read:?}"
+        );
+    }
+    let events = a
+        .events(&tenant(), newest, &EventFilter::default(), 1_000)
+        .await
+        .expect("events");
+    let mut numbered: Vec<u64> = events
+        .iter()
+        .filter_map(|event| event.data["n"].as_u64())
+        .collect();
+    numbered.sort_unstable();
+    assert_eq!(numbered, (0..60).step_by(3).collect::<Vec<u64>>());
+}
+
 /// Events come in commit order with increasing positions, across both engines; a filter
 /// by session sees only that session's; paging by `after` misses none.
 pub async fn events_come_in_commit_order(handles: Handles) {
