@@ -6,8 +6,8 @@
 //! On a writer's connection, a statement whose answer the job does not need
 //! ([`PgConn::write`]) is not sent at once: it goes out with the next statement that is
 //! waited for, in order, in one round trip (pipelined), and the first error among them
-//! is that statement's error. A job thus waits for the database about twice, not once
-//! per statement.
+//! is that statement's error. A job thus waits for the database once per statement whose
+//! answer it needs (a checkpoint: once, for its session's row), not once per statement.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -115,10 +115,13 @@ impl ToSql for Encoded {
     to_sql_checked!();
 }
 
-/// An answer still to come: rows, a count, or nothing.
-type Answer<'f> = Pin<Box<dyn Future<Output = std::result::Result<Reply, tokio_postgres::Error>> + 'f>>;
+/// A statement's answer, still to come.
+type Answer<'f> =
+    Pin<Box<dyn Future<Output = std::result::Result<Reply, tokio_postgres::Error>> + 'f>>;
 
+/// What a statement answered.
 enum Reply {
+    Prepared(Statement),
     Rows(Vec<Row>),
     Count(u64),
     Done,
@@ -136,14 +139,22 @@ impl Owned {
         }
     }
 
+    /// `sql` prepared on this connection: from the cache, or prepared after what was
+    /// held back (so that the job's savepoint is in place should the preparing fail).
     fn prepared(&self, sql: &str) -> Result<Statement> {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self
-            .runtime
-            .block_on(self.client.prepare(sql))
-            .map_err(translate)?;
+        let statement = match self.send_for(Box::pin(async move {
+            self.client.prepare(sql).await.map(Reply::Prepared)
+        }))? {
+            Reply::Prepared(statement) => statement,
+            _ => {
+                return Err(Error::Internal(
+                    "preparing answered no statement".to_owned(),
+                ));
+            }
+        };
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), statement.clone());
@@ -183,7 +194,10 @@ impl Owned {
     pub(super) fn batch(
         &self,
         sql: &str,
-    ) -> (Option<Error>, std::result::Result<(), tokio_postgres::Error>) {
+    ) -> (
+        Option<Error>,
+        std::result::Result<(), tokio_postgres::Error>,
+    ) {
         let (earlier, last) = self.send(Box::pin(async move {
             self.client.batch_execute(sql).await.map(|()| Reply::Done)
         }));
@@ -195,7 +209,10 @@ impl Owned {
     fn send<'f>(
         &'f self,
         last: Answer<'f>,
-    ) -> (Option<Error>, std::result::Result<Reply, tokio_postgres::Error>) {
+    ) -> (
+        Option<Error>,
+        std::result::Result<Reply, tokio_postgres::Error>,
+    ) {
         self.sends.set(self.sends.get() + 1);
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         let mut answers: Vec<Answer<'_>> = deferred
@@ -208,7 +225,10 @@ impl Owned {
                     Deferred::Prepared(statement, params) => Box::pin(async move {
                         let params: Vec<&(dyn ToSql + Sync)> =
                             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                        self.client.execute(statement, &params).await.map(Reply::Count)
+                        self.client
+                            .execute(statement, &params)
+                            .await
+                            .map(Reply::Count)
                     }),
                 }
             })
@@ -227,7 +247,11 @@ impl Owned {
                     }
                 }
             }
-            if waiting { Poll::Pending } else { Poll::Ready(()) }
+            if waiting {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
         }));
         drop(answers);
         let mut replies = replies.into_iter().flatten();
@@ -266,7 +290,10 @@ impl Link for Owned {
     fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
         let statement = self.prepared(sql)?;
         match self.send_for(Box::pin(async move {
-            self.client.execute(&statement, params).await.map(Reply::Count)
+            self.client
+                .execute(&statement, params)
+                .await
+                .map(Reply::Count)
         }))? {
             Reply::Count(count) => Ok(count),
             _ => Err(Error::Internal("a statement answered no count".to_owned())),

@@ -80,7 +80,11 @@ pub(super) async fn sequence(client: &tokio_postgres::Client) -> Result<u64> {
     };
     let (numbered, head) = match counts {
         Some((numbered, head)) => (number(numbered)?, number(head)?),
-        None => return Err(Error::Internal("a sequencer pass answered nothing".to_owned())),
+        None => {
+            return Err(Error::Internal(
+                "a sequencer pass answered nothing".to_owned(),
+            ));
+        }
     };
     let now_head = head + numbered;
     if now_head / 1_000 > head / 1_000 {

@@ -206,15 +206,15 @@ impl Shared {
                             .start(),
                     )
                     .map_err(translate)?;
-                let link = Pooled {
-                    handle: handle.clone(),
-                    tx: &tx,
+                let (answer, recorded) = {
+                    let link = Pooled {
+                        handle: handle.clone(),
+                        tx: &tx,
+                    };
+                    let conn = PgConn::new(&link, writing);
+                    let answer = job(&conn)?;
+                    (answer, conn.recorded_events())
                 };
-                let conn = PgConn::new(&link, writing);
-                let answer = job(&conn)?;
-                let recorded = conn.recorded_events();
-                drop(conn);
-                drop(link);
                 if writing {
                     handle.block_on(tx.commit()).map_err(commit_error)?;
                 }
@@ -428,8 +428,7 @@ impl Store for PgStore {
         let (answer, recorded) = writers
             .write(move |conn| {
                 let answer = job(&mut PgTx(conn));
-                let relaxed = answer.is_ok()
-                    && early.is_some_and(|early| early.take().is_some());
+                let relaxed = answer.is_ok() && early.is_some_and(|early| early.take().is_some());
                 (answer, relaxed)
             })
             .await?;

@@ -22,7 +22,8 @@ use crate::{Error, Result};
 /// Writer threads (and their connections).
 const WRITERS: usize = 4;
 /// Most writes in one transaction: each savepoint that writes takes a subtransaction id,
-/// and past 64 of them in one transaction PostgreSQL's snapshots overflow to disk.
+/// and past 64 of them in one transaction (`PGPROC_MAX_CACHED_SUBXIDS`) every snapshot
+/// taken meanwhile, on any connection, is marked overflowed and checks `pg_subtrans`.
 const BATCH_MAX: usize = 48;
 /// Writes queued beyond this make callers wait: backpressure instead of unbounded memory.
 const QUEUE_CAPACITY: usize = 4_096;
@@ -30,15 +31,15 @@ const QUEUE_CAPACITY: usize = 4_096;
 /// What a write did, known once it ran: whether to keep its changes, whether it may
 /// commit without waiting for the WAL flush, and how to answer it once the batch's fate
 /// is known (with whether the batch recorded events).
-pub(super) struct Finished {
-    pub(super) keep: bool,
-    pub(super) relaxed: bool,
-    pub(super) reply: Box<dyn FnOnce(Result<bool>) + Send>,
+struct Finished {
+    keep: bool,
+    relaxed: bool,
+    reply: Box<dyn FnOnce(Result<bool>) + Send>,
 }
 
 /// A queued write: runs on a writer thread inside the batch's transaction, or, given the
 /// reason it cannot run, answers that at once.
-pub(super) type Job = Box<dyn FnOnce(std::result::Result<&PgConn<'_>, Error>) -> Option<Finished> + Send>;
+type Job = Box<dyn FnOnce(std::result::Result<&PgConn<'_>, Error>) -> Option<Finished> + Send>;
 
 /// How a writer thread connects.
 #[derive(Clone)]
