@@ -66,18 +66,24 @@ impl From<Error> for ApiError {
             Error::AlreadyExists { .. } => ProblemType::ALREADY_EXISTS,
             Error::BadCursor => ProblemType::MALFORMED_REQUEST,
             Error::InvalidArchive(_) => ProblemType::INVALID_ARCHIVE,
-            Error::Unavailable(_) => ProblemType::STORAGE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::OutcomeUnknown(_) => ProblemType::STORAGE_UNAVAILABLE,
             Error::Full(_) => ProblemType::STORAGE_FULL,
             Error::Poisoned | Error::Locked { .. } => ProblemType::STORAGE_UNAVAILABLE,
             Error::DryRun(_) | Error::Internal(_) => ProblemType::INTERNAL,
         };
         if kind.status >= 500 {
             tracing::error!(%error, "request failed");
-            let detail = match kind.status {
-                503 => {
+            let detail = match (&error, kind.status) {
+                (Error::OutcomeUnknown(_), _) => {
+                    "the connection to the database was lost during the commit, so whether this write happened is unknown; retry with the same Idempotency-Key"
+                }
+                (Error::Unavailable(_), _) => {
+                    "storage is unavailable for the moment; nothing was written; retry"
+                }
+                (_, 503) => {
                     "storage is unavailable; nothing was written; retry after the server restarts"
                 }
-                507 => "storage is full; nothing was written",
+                (_, 507) => "storage is full; nothing was written",
                 _ => "an internal error occurred; it has been logged",
             };
             return ApiError::new(kind, detail);

@@ -43,6 +43,12 @@ pub enum Error {
     /// cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The connection to the database was lost while a `COMMIT` was under way: the write
+    /// may or may not have happened. Retrying with the same `Idempotency-Key` settles it.
+    #[error(
+        "the database connection was lost during COMMIT, so the outcome is unknown; retry with the same Idempotency-Key: {0}"
+    )]
+    OutcomeUnknown(String),
     /// Another process owns the data directory (SPEC §6): nothing was opened or changed.
     #[error(
         "the data directory {dir} is in use by another lifeboat process{}; stop it first, or use another --data-dir",

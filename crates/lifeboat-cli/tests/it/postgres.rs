@@ -186,6 +186,53 @@ async fn postgres_limits_are_client_errors_not_failures() {
     let (status, _) = server.get("/sessions/nul").await;
     assert_eq!(status, 404, "nothing was stored");
 
+    // The same in writes whose changes go out with later statements (a heartbeat's stage,
+    // a failure's error), raced with other sessions' checkpoints that may share their
+    // commit: only the writes with the NUL are refused.
+    for n in 0..6 {
+        server
+            .session(json!({"id": format!("s{n}"), "kind": "render"}))
+            .await;
+    }
+    let server = std::sync::Arc::new(server);
+    let mut writes = Vec::new();
+    for n in 0..6 {
+        for round in 0..4 {
+            let server = std::sync::Arc::clone(&server);
+            writes.push(tokio::spawn(async move {
+                let (path, body, nul) = match (n, round) {
+                    (0, 0) => (
+                        "heartbeat",
+                        json!({"attempt": 1, "progress": {"stage": "a\u{0}b"}}),
+                        true,
+                    ),
+                    (1, 0) => ("fail", json!({"attempt": 1, "error": "a\u{0}b"}), true),
+                    _ => (
+                        "checkpoints",
+                        json!({"attempt": 1, "kind": "item", "data": {"round": round}}),
+                        false,
+                    ),
+                };
+                let (status, body) = server.post(&format!("/sessions/s{n}/{path}"), body).await;
+                (nul, status, body)
+            }));
+        }
+    }
+    for write in writes {
+        let (nul, status, body) = write.await.expect("the write ran");
+        if nul {
+            assert_eq!(status, 422, "{body}");
+        } else {
+            assert_eq!(status, 201, "an innocent checkpoint: {body}");
+        }
+    }
+    let (status, body) = server.get("/sessions/s1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["status"], "active",
+        "the refused failure changed nothing: {body}"
+    );
+
     let (status, body) = server
         .post(
             "/sessions",

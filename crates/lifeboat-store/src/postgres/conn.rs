@@ -318,6 +318,8 @@ impl Link for Owned {
                 let mut bytes = BytesMut::new();
                 match param.to_sql_checked(ty, &mut bytes) {
                     Ok(IsNull::Yes) => Ok(Encoded(None)),
+                    // Refused here, by the job that sent it, not later with another's.
+                    Ok(IsNull::No) if is_text(ty) && bytes.contains(&0) => Err(nul_in_text()),
                     Ok(IsNull::No) => Ok(Encoded(Some(bytes))),
                     Err(e) => Err(Error::Internal(format!("parameter {n}: {e}"))),
                 }
@@ -416,6 +418,11 @@ pub(super) fn translate(error: tokio_postgres::Error) -> Error {
         return Error::Unavailable(format!("the database cannot be reached: {error}{cause}"));
     };
     let class = &code.code()[..2];
+    // "db error" alone says nothing: the server's own message and code do.
+    let error = match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), code.code()),
+        None => error.to_string(),
+    };
     // Two servers that insert the same new row at once (a session id, a project) meet on
     // its unique key: the loser changed nothing, and its retry finds the winner's row.
     if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::LOCK_NOT_AVAILABLE {
@@ -423,23 +430,40 @@ pub(super) fn translate(error: tokio_postgres::Error) -> Error {
             "a concurrent write got in the way; nothing was changed, retry: {error}"
         ))
     } else if *code == SqlState::DISK_FULL {
-        Error::Full(error.to_string())
+        Error::Full(error)
     } else if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
         || *code == SqlState::UNTRANSLATABLE_CHARACTER
     {
-        // PostgreSQL's text cannot hold U+0000, which JSON and titles may carry.
-        Error::Domain(lifeboat_core::Error::Invalid {
-            field: "body",
-            message: "text with the NUL character (U+0000) cannot be stored in this server's PostgreSQL database".to_owned(),
-        })
+        nul_in_text()
     } else if matches!(class, "08" | "40" | "53" | "57")
         || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         || *code == SqlState::ADMIN_SHUTDOWN
     {
         // Connection lost, serialization failure or deadlock, out of resources, the
         // server shutting down, a replica after a failover: nothing was changed, retry.
-        Error::Unavailable(error.to_string())
+        Error::Unavailable(error)
     } else {
-        Error::Internal(error.to_string())
+        Error::Internal(error)
     }
+}
+
+/// PostgreSQL's text cannot hold U+0000, which JSON and titles may carry.
+fn nul_in_text() -> Error {
+    Error::Domain(lifeboat_core::Error::Invalid {
+        field: "body",
+        message: "text with the NUL character (U+0000) cannot be stored in this server's PostgreSQL database".to_owned(),
+    })
+}
+
+/// Whether values of `ty` travel as text, which PostgreSQL refuses when it holds U+0000.
+fn is_text(ty: &Type) -> bool {
+    [
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::BPCHAR,
+        Type::NAME,
+        Type::JSON,
+        Type::JSONB,
+    ]
+    .contains(ty)
 }

@@ -52,13 +52,14 @@ pub(super) const CHANNEL: &str = "'lifeboat_' || md5(current_schema())";
 /// servers when it numbered any, and trims the log to its window when a pass crosses a
 /// thousand. Answers how many it numbered.
 ///
-/// The statements go as one simple query, which PostgreSQL runs as one transaction
-/// (rolled back whole on an error). The lock is taken by a statement of its own, so that
-/// the numbering statement's snapshot, taken after it, sees the last pass's numbers.
+/// The statements go as one simple query, in one READ COMMITTED transaction. The lock is
+/// taken by a statement of its own, so that the numbering statement's snapshot, taken
+/// after it, sees the last pass's numbers.
 pub(super) async fn sequence(client: &tokio_postgres::Client) -> Result<u64> {
-    let messages = client
+    let pass = client
         .simple_query(&format!(
-            "SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
+            "BEGIN ISOLATION LEVEL READ COMMITTED; \
+             SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
              WITH head AS (SELECT coalesce(max(seq), 0) AS h FROM events), \
              todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events \
                       WHERE seq IS NULL ORDER BY id LIMIT {SEQUENCE_BATCH}), \
@@ -66,10 +67,19 @@ pub(super) async fn sequence(client: &tokio_postgres::Client) -> Result<u64> {
                           WHERE events.id = todo.id RETURNING events.seq) \
              SELECT count(*), (SELECT h FROM head), \
                     CASE WHEN count(*) > 0 THEN pg_notify({CHANNEL}, '') END \
-             FROM numbered"
+             FROM numbered; \
+             COMMIT"
         ))
-        .await
-        .map_err(translate)?;
+        .await;
+    let messages = match pass {
+        Ok(messages) => messages,
+        Err(error) => {
+            // The statements after the failed one did not run: end the transaction before
+            // the connection goes back to the pool (a broken one is not reused anyway).
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(translate(error));
+        }
+    };
     let counts = messages.iter().rev().find_map(|message| match message {
         tokio_postgres::SimpleQueryMessage::Row(row) => Some((row.get(0), row.get(1))),
         _ => None,

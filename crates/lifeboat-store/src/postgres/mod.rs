@@ -1,5 +1,5 @@
-//! The PostgreSQL backend: writes in group commits on a few writer threads with
-//! connections of their own (`writer.rs`), reads and the store's own work on a pool of
+//! The PostgreSQL backend: writes in group commits on a writer thread with a connection
+//! of its own (`writer.rs`), reads and the store's own work on a pool of
 //! connections (`deadpool-postgres`), and the asset bytes in a local blob directory or a
 //! bucket.
 //!
@@ -82,7 +82,7 @@ struct Shared {
     membership: cluster::Membership,
     /// Times a connection could not be had or was found closed (see `Store::outages`).
     outages: AtomicU64,
-    /// The writer threads' queue (set once they started, right after this).
+    /// The writer thread's queue (set once it started, right after this).
     writers: std::sync::OnceLock<writer::Writers>,
 }
 
@@ -401,9 +401,7 @@ pub(super) fn commit_error(error: tokio_postgres::Error) -> Error {
     if error.code().is_some() {
         translate(error)
     } else {
-        Error::Unavailable(format!(
-            "the database connection was lost during COMMIT, so the outcome is unknown; retry with the same Idempotency-Key: {error}"
-        ))
+        Error::OutcomeUnknown(error.to_string())
     }
 }
 

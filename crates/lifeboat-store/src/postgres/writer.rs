@@ -1,14 +1,18 @@
-//! Group commit for writes: a few writer threads, each owning one connection that it
-//! drives on a runtime of its own (so a statement's round trip wakes no other thread),
-//! take the writes queued at the time, up to [`BATCH_MAX`], and run them in one
-//! transaction, each inside its own savepoint: a write that fails rolls back alone while
-//! the rest of its batch commits. Every write of a batch is answered after the one
-//! `COMMIT` (durable unless every write of the batch was a lease-only heartbeat, see
-//! `PgStore::write`). Writes of different batches meet on row locks as writes of
-//! different servers do.
+//! Group commit for writes: one writer thread, owning one connection that it drives on a
+//! runtime of its own (so a statement's round trip wakes no other thread), takes the
+//! writes queued at the time, up to [`BATCH_MAX`], and runs them in one transaction, each
+//! from its own savepoint: a write that fails rolls back alone while the rest of its batch
+//! commits. Every write of a batch is answered after the one `COMMIT` (durable unless every
+//! write of the batch was a lease-only heartbeat, see `PgStore::write`).
+//!
+//! One writer, not several: a batch holds the row locks of all its writes until its
+//! `COMMIT`, so two batches of one server running at once could each hold a session the
+//! other wants next (a heartbeat and a checkpoint of one session in flight together are
+//! enough) and deadlock; measured, several writers were no faster (`BENCHMARKS.md`).
+//! Batches of different servers still meet on row locks (see `docs/deployment.md`).
 
+use std::sync::Weak;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
@@ -19,8 +23,6 @@ use super::Shared;
 use super::conn::{Owned, PgConn, translate};
 use crate::{Error, Result};
 
-/// Writer threads (and their connections).
-const WRITERS: usize = 4;
 /// Most writes in one transaction: each savepoint that writes takes a subtransaction id,
 /// and past 64 of them in one transaction (`PGPROC_MAX_CACHED_SUBXIDS`) every snapshot
 /// taken meanwhile, on any connection, is marked overflowed and checks `pg_subtrans`.
@@ -48,23 +50,20 @@ pub(super) struct Connect {
     pub(super) tls: Option<MakeRustlsConnect>,
 }
 
-/// The queue of writes the writer threads serve.
+/// The queue of writes the writer thread serves.
 pub(super) struct Writers {
     queue: mpsc::Sender<Job>,
 }
 
 impl Writers {
-    /// Starts the writer threads. They stop when the store's last handle is dropped.
+    /// Starts the writer thread. It stops when the store's last handle is dropped.
     pub(super) fn spawn(connect: &Connect, shared: Weak<Shared>) -> Result<Writers> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
-        let jobs = Arc::new(Mutex::new(jobs));
-        for n in 0..WRITERS {
-            let (connect, jobs, shared) = (connect.clone(), Arc::clone(&jobs), shared.clone());
-            thread::Builder::new()
-                .name(format!("lifeboat-pg-writer-{n}"))
-                .spawn(move || run(&connect, &jobs, &shared))
-                .map_err(|e| Error::Internal(format!("cannot start a writer thread: {e}")))?;
-        }
+        let connect = connect.clone();
+        thread::Builder::new()
+            .name("lifeboat-pg-writer".to_owned())
+            .spawn(move || run(&connect, jobs, &shared))
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Writers { queue })
     }
 
@@ -97,30 +96,22 @@ impl Writers {
         self.queue
             .send(job)
             .await
-            .map_err(|_| Error::Unavailable("the writers have stopped".to_owned()))?;
+            .map_err(|_| Error::Unavailable("the writer has stopped".to_owned()))?;
         rx.await
             .map_err(|_| Error::Unavailable("the writer stopped before answering".to_owned()))?
     }
 }
 
-/// One writer thread: takes what is queued, runs it as one batch, again.
-fn run(connect: &Connect, jobs: &Mutex<mpsc::Receiver<Job>>, shared: &Weak<Shared>) {
+/// The writer thread: takes what is queued, runs it as one batch, again.
+fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) {
     let mut link: Option<Owned> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
-    loop {
-        {
-            let Ok(mut jobs) = jobs.lock() else {
-                return;
-            };
-            let Some(first) = jobs.blocking_recv() else {
-                return;
-            };
-            batch.push(first);
-            while batch.len() < BATCH_MAX {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
         }
         let size = batch.len();
@@ -217,13 +208,25 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
         let mark = owned.held_back();
         owned.defer("SAVEPOINT job");
         let sends = owned.sends();
-        let Some(finished) = job(Ok(&conn)) else {
-            continue;
+        // A job that panics is answered as failed (its reply is dropped) and rolled back.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(&conn))));
+        let finished = match ran {
+            Ok(Some(finished)) => Some(finished),
+            Ok(None) => continue,
+            Err(_) => {
+                tracing::error!("a write job panicked; it is rolled back");
+                None
+            }
         };
+        let keep = finished.as_ref().is_some_and(|f| f.keep);
         if let Some(error) = owned.held_back_failure() {
-            // A change held back failed: the transaction is lost.
-            broken = Some(error);
-        } else if !finished.keep {
+            // A change held back failed: the transaction is lost, and every write of the
+            // batch with it, which is no fault of theirs (a job's own refusals are found
+            // before it holds anything back), so they may retry.
+            broken = Some(Error::Unavailable(format!(
+                "a write committed together with this one failed, so neither was; retry: {error}"
+            )));
+        } else if !keep {
             if owned.sends() == sends {
                 // Nothing of it reached the database: what it held back is all there is.
                 owned.forget_from(mark);
@@ -235,7 +238,7 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
                 }
             }
         }
-        pending.push(finished);
+        pending.extend(finished);
     }
     let relaxed = pending.iter().all(|f| f.relaxed);
     let commit = match broken {
@@ -250,7 +253,9 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
             } else {
                 "COMMIT"
             };
-            // A `COMMIT` after a failed change rolls back without an error of its own.
+            // A `COMMIT` in a failed transaction rolls back without an error of its own:
+            // the savepoint sent before it fails there, and says so.
+            owned.defer("SAVEPOINT done");
             match owned.batch(sql) {
                 (Some(error), _) => Err(error),
                 (None, done) => done.map_err(super::commit_error),
