@@ -220,12 +220,7 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
         };
         let keep = finished.as_ref().is_some_and(|f| f.keep);
         if let Some(error) = owned.held_back_failure() {
-            // A change held back failed: the transaction is lost, and every write of the
-            // batch with it, which is no fault of theirs (a job's own refusals are found
-            // before it holds anything back), so they may retry.
-            broken = Some(Error::Unavailable(format!(
-                "a write committed together with this one failed, so neither was; retry: {error}"
-            )));
+            broken = Some(batch_lost(&error));
         } else if !keep {
             if owned.sends() == sends {
                 // Nothing of it reached the database: what it held back is all there is.
@@ -257,7 +252,7 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
             // the savepoint sent before it fails there, and says so.
             owned.defer("SAVEPOINT done");
             match owned.batch(sql) {
-                (Some(error), _) => Err(error),
+                (Some(error), _) => Err(batch_lost(&error)),
                 (None, done) => done.map_err(super::commit_error),
             }
         }
@@ -271,4 +266,13 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
         (finished.reply)(commit.clone().map(|()| events));
     }
     owned.client.is_closed()
+}
+
+/// The answer to every write of a batch lost because a change held back failed (or the
+/// transaction had failed unseen): no fault of theirs (a job's own refusals are found
+/// before it holds anything back), and nothing of the batch was committed, so they retry.
+fn batch_lost(error: &Error) -> Error {
+    Error::Unavailable(format!(
+        "a write committed together with this one failed, so neither was; retry: {error}"
+    ))
 }
