@@ -561,3 +561,19 @@ pub struct MaintenanceTerm {
     /// When it lapses unless renewed.
     pub expires_at: Timestamp,
 }
+
+/// Queues `job` for a backend's writer thread and waits for the answer it sends on
+/// `answer` (both backends' writers are fed this way).
+pub(crate) async fn queue_and_wait<J, T>(
+    queue: &tokio::sync::mpsc::Sender<J>,
+    job: J,
+    answer: tokio::sync::oneshot::Receiver<Result<T>>,
+) -> Result<T> {
+    queue
+        .send(job)
+        .await
+        .map_err(|_| Error::Unavailable("the writer has stopped".to_owned()))?;
+    answer
+        .await
+        .map_err(|_| Error::Unavailable("the writer stopped before answering".to_owned()))?
+}

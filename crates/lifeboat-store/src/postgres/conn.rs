@@ -1,9 +1,9 @@
 //! One transaction seen from a store job: jobs are synchronous (they run on a blocking
-//! thread or a writer's own thread), so each statement is prepared (cached per connection)
+//! thread or the writer's own thread), so each statement is prepared (cached per connection)
 //! and run by blocking on the async client. A job's row modules call these few methods, as
 //! the SQLite modules call `rusqlite`'s.
 //!
-//! On a writer's connection, a statement whose answer the job does not need
+//! On the writer's connection, a statement whose answer the job does not need
 //! ([`PgConn::write`]) is not sent at once: it goes out with the next statement that is
 //! waited for, in order, in one round trip (pipelined), and the first error among them
 //! is that statement's error. A job thus waits for the database once per statement whose
@@ -65,7 +65,7 @@ impl Link for Pooled<'_> {
     }
 }
 
-/// A connection a writer thread owns and drives itself on a runtime of its own, so that
+/// The connection the writer thread owns and drives itself on a runtime of its own, so that
 /// a statement's round trip wakes no other thread.
 pub(super) struct Owned {
     pub(super) runtime: Runtime,
@@ -387,7 +387,7 @@ impl<'a> PgConn<'a> {
         self.link.execute(sql, params)
     }
 
-    /// Runs `sql`, a change whose count the job does not need: on a writer's connection it
+    /// Runs `sql`, a change whose count the job does not need: on the writer's connection it
     /// goes out with the next statement waited for, and its error, if any, comes then.
     pub(super) fn write(&self, sql: &str, params: &Params<'_>) -> Result<()> {
         self.link.write(sql, params)

@@ -83,7 +83,7 @@ struct Shared {
     /// Times a connection could not be had or was found closed (see `Store::outages`).
     outages: AtomicU64,
     /// The writer thread's queue (set once it started, right after this).
-    writers: std::sync::OnceLock<writer::Writers>,
+    writer: std::sync::OnceLock<writer::Writer>,
 }
 
 impl PgStore {
@@ -155,11 +155,11 @@ impl PgStore {
             passes_served: tokio::sync::Mutex::new(0),
             membership: cluster::Membership::new(),
             outages: AtomicU64::new(0),
-            writers: std::sync::OnceLock::new(),
+            writer: std::sync::OnceLock::new(),
         });
         let _ = shared
-            .writers
-            .set(writer::Writers::spawn(&connect, Arc::downgrade(&shared))?);
+            .writer
+            .set(writer::Writer::spawn(&connect, Arc::downgrade(&shared))?);
         shared.beat().await?;
         tokio::spawn(poll_events(Arc::downgrade(&shared)));
         tokio::spawn(cluster::beat_loop(Arc::downgrade(&shared)));
@@ -418,12 +418,12 @@ impl Store for PgStore {
             Ack::EarlyIf(early) => Some(early),
             Ack::AfterCommit => None,
         };
-        let writers = self
+        let writer = self
             .shared
-            .writers
+            .writer
             .get()
-            .ok_or_else(|| Error::Internal("the writers did not start".to_owned()))?;
-        let (answer, recorded) = writers
+            .ok_or_else(|| Error::Internal("the writer did not start".to_owned()))?;
+        let (answer, recorded) = writer
             .write(move |conn| {
                 let answer = job(&mut PgTx(conn));
                 let relaxed = answer.is_ok() && early.is_some_and(|early| early.take().is_some());

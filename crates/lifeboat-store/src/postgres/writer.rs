@@ -8,7 +8,8 @@
 //! One writer, not several: a batch holds the row locks of all its writes until its
 //! `COMMIT`, so two batches of one server running at once could each hold a session the
 //! other wants next (a heartbeat and a checkpoint of one session in flight together are
-//! enough) and deadlock; measured, several writers were no faster (`BENCHMARKS.md`).
+//! enough) and deadlock; measured, several writers gave no better ratio to `pgbench`
+//! (`BENCHMARKS.md`).
 //! Batches of different servers still meet on row locks (see `docs/deployment.md`).
 
 use std::sync::Weak;
@@ -39,11 +40,11 @@ struct Finished {
     reply: Box<dyn FnOnce(Result<bool>) + Send>,
 }
 
-/// A queued write: runs on a writer thread inside the batch's transaction, or, given the
+/// A queued write: runs on the writer thread inside the batch's transaction, or, given the
 /// reason it cannot run, answers that at once.
 type Job = Box<dyn FnOnce(std::result::Result<&PgConn<'_>, Error>) -> Option<Finished> + Send>;
 
-/// How a writer thread connects.
+/// How the writer thread connects.
 #[derive(Clone)]
 pub(super) struct Connect {
     pub(super) config: tokio_postgres::Config,
@@ -51,20 +52,20 @@ pub(super) struct Connect {
 }
 
 /// The queue of writes the writer thread serves.
-pub(super) struct Writers {
+pub(super) struct Writer {
     queue: mpsc::Sender<Job>,
 }
 
-impl Writers {
+impl Writer {
     /// Starts the writer thread. It stops when the store's last handle is dropped.
-    pub(super) fn spawn(connect: &Connect, shared: Weak<Shared>) -> Result<Writers> {
+    pub(super) fn spawn(connect: &Connect, shared: Weak<Shared>) -> Result<Writer> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let connect = connect.clone();
         thread::Builder::new()
             .name("lifeboat-pg-writer".to_owned())
             .spawn(move || run(&connect, jobs, &shared))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
-        Ok(Writers { queue })
+        Ok(Writer { queue })
     }
 
     /// Runs `work` in the next batch; answers its answer once the batch committed, with
@@ -93,12 +94,7 @@ impl Writers {
                 }),
             })
         });
-        self.queue
-            .send(job)
-            .await
-            .map_err(|_| Error::Unavailable("the writer has stopped".to_owned()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("the writer stopped before answering".to_owned()))?
+        crate::queue_and_wait(&self.queue, job, rx).await
     }
 }
 
@@ -141,27 +137,33 @@ fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) 
 /// its connection was found closed. A connection that fails at `BEGIN` (the database
 /// restarted while it was idle) is replaced once: nothing ran on it yet.
 fn begin<'l>(connect: &Connect, link: &'l mut Option<Owned>) -> Result<&'l Owned> {
-    for attempt in 0..2 {
-        if let Some(owned) = link.as_ref() {
-            // Lets the connection task notice a closed socket before the batch uses it.
-            owned.runtime.block_on(tokio::task::yield_now());
+    // Lets the connection task notice a closed socket before the batch uses it.
+    let open_one = link.take().filter(|owned| {
+        owned.runtime.block_on(tokio::task::yield_now());
+        !owned.client.is_closed()
+    });
+    let reused = open_one.is_some();
+    let owned = match open_one {
+        Some(owned) => owned,
+        None => open(connect)?,
+    };
+    let owned = match start(&owned) {
+        Ok(()) => owned,
+        Err(error) if reused && error.code().is_none() => {
+            let owned = open(connect)?;
+            start(&owned).map_err(translate)?;
+            owned
         }
-        if link.as_ref().is_none_or(|owned| owned.client.is_closed()) {
-            *link = Some(open(connect)?);
-        }
-        let Some(owned) = link.as_ref() else {
-            break;
-        };
-        owned.forget_from(0);
-        let _ = owned.held_back_failure();
-        match owned.batch("BEGIN ISOLATION LEVEL READ COMMITTED").1 {
-            Ok(()) => break,
-            Err(error) if attempt == 0 && error.code().is_none() => *link = None,
-            Err(error) => return Err(translate(error)),
-        }
-    }
-    link.as_ref()
-        .ok_or_else(|| Error::Unavailable("no database connection".to_owned()))
+        Err(error) => return Err(translate(error)),
+    };
+    Ok(link.insert(owned))
+}
+
+/// Opens a transaction on `owned`, with nothing held back from before.
+fn start(owned: &Owned) -> std::result::Result<(), tokio_postgres::Error> {
+    owned.forget_from(0);
+    let _ = owned.held_back_failure();
+    owned.batch("BEGIN ISOLATION LEVEL READ COMMITTED").1
 }
 
 /// A new connection, driven by a runtime of the calling thread's own.
@@ -169,7 +171,7 @@ fn open(connect: &Connect) -> Result<Owned> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Internal(format!("cannot start a writer's runtime: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot start the writer's runtime: {e}")))?;
     let client = runtime.block_on(async {
         let client = match &connect.tls {
             Some(tls) => {

@@ -140,12 +140,7 @@ impl Writer {
                 }),
             }
         });
-        self.queue
-            .send(job)
-            .await
-            .map_err(|_| Error::Unavailable("the writer has stopped".to_owned()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("the writer stopped before answering".to_owned()))?
+        crate::queue_and_wait(&self.queue, job, rx).await
     }
 }
 
