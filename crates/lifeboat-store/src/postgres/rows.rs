@@ -418,21 +418,47 @@ pub(super) fn quarantine(conn: &PgConn<'_>, session_pk: i64, seq: u64) -> Result
     Ok(())
 }
 
-/// Deletes the prunable checkpoints of a session beyond the newest `retention`, and the
-/// pins of those that had any.
+/// Deletes the prunable checkpoint that a new one pushed out of the newest `retention`,
+/// and its pins if it had any.
+///
+/// Only that one: a session never holds more than `retention` prunable checkpoints
+/// between writes (every insert of one is followed by this, and an import by
+/// [`prune_all_checkpoints`]), so the one at position `retention` from the newest is the
+/// only one beyond. Looking no further matters: the index entries of checkpoints pruned
+/// before stay until vacuum, and a `seq <= cut` scan walked every one of them, a cost
+/// that grew with each checkpoint a session wrote (`BENCHMARKS.md`).
 pub(super) fn prune_checkpoints(conn: &PgConn<'_>, pk: i64, retention: u32) -> Result<()> {
     let prunable = prunable_sql();
-    // One statement: the prunable checkpoints older than the newest `retention` go, and the
-    // pins of those that pinned assets with them.
     conn.write(
         &format!(
-            "WITH doomed AS (DELETE FROM checkpoints WHERE session_pk = $1 AND {prunable} \
-             AND seq <= (SELECT seq FROM checkpoints WHERE session_pk = $1 AND {prunable} \
-                         ORDER BY seq DESC OFFSET $2 LIMIT 1) \
+            "WITH doomed AS (DELETE FROM checkpoints WHERE session_pk = $1 \
+             AND seq = (SELECT seq FROM checkpoints WHERE session_pk = $1 AND {prunable} \
+                        ORDER BY seq DESC OFFSET $2 LIMIT 1) \
              RETURNING seq, assets <> '[]' AS pins) \
              DELETE FROM pinned_files WHERE session_pk = $1 \
              AND seq IN (SELECT seq FROM doomed WHERE pins)"
         ),
         &[&pk, &i64::from(retention)],
     )
+}
+
+/// Deletes every prunable checkpoint of a session beyond the newest `retention` (its own),
+/// and the pins of those that had any: what an imported session is brought to, so that
+/// [`prune_checkpoints`] finds it as it expects.
+pub(super) fn prune_all_checkpoints(conn: &PgConn<'_>, pk: i64) -> Result<()> {
+    let prunable = prunable_sql();
+    conn.execute(
+        &format!(
+            "WITH doomed AS (DELETE FROM checkpoints WHERE session_pk = $1 AND {prunable} \
+             AND seq <= (SELECT seq FROM checkpoints WHERE session_pk = $1 AND {prunable} \
+                         ORDER BY seq DESC \
+                         OFFSET (SELECT checkpoint_retention FROM sessions WHERE pk = $1) \
+                         LIMIT 1) \
+             RETURNING seq, assets <> '[]' AS pins) \
+             DELETE FROM pinned_files WHERE session_pk = $1 \
+             AND seq IN (SELECT seq FROM doomed WHERE pins)"
+        ),
+        &[&pk],
+    )?;
+    Ok(())
 }

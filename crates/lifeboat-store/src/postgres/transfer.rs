@@ -538,6 +538,7 @@ pub(super) fn import(
         counts.assets +=
             import_assets(conn, &mut columns, tenant, &Owner::Session(id.clone()), doc)?;
         files::index_imported_pins(conn, pk)?;
+        rows::prune_all_checkpoints(conn, pk)?;
         check_session(conn, tenant, &id)?;
         counts.sessions += 1;
     }
