@@ -66,7 +66,9 @@ impl From<Error> for ApiError {
             Error::AlreadyExists { .. } => ProblemType::ALREADY_EXISTS,
             Error::BadCursor => ProblemType::MALFORMED_REQUEST,
             Error::InvalidArchive(_) => ProblemType::INVALID_ARCHIVE,
-            Error::Unavailable(_) | Error::OutcomeUnknown(_) => ProblemType::STORAGE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Contended(_) | Error::OutcomeUnknown(_) => {
+                ProblemType::STORAGE_UNAVAILABLE
+            }
             Error::Full(_) => ProblemType::STORAGE_FULL,
             Error::Poisoned | Error::Locked { .. } => ProblemType::STORAGE_UNAVAILABLE,
             Error::DryRun(_) | Error::Internal(_) => ProblemType::INTERNAL,
@@ -76,6 +78,9 @@ impl From<Error> for ApiError {
             let detail = match (&error, kind.status) {
                 (Error::OutcomeUnknown(_), _) => {
                     "the connection to the database was lost during the commit, so whether this write happened is unknown; retry with the same Idempotency-Key"
+                }
+                (Error::Contended(_), _) => {
+                    "a concurrent write on another server got in the way; nothing was written; retry"
                 }
                 (Error::Unavailable(_), _) => {
                     "storage is unavailable for the moment; nothing was written; retry"

@@ -117,3 +117,70 @@ async fn one_server_at_a_time_holds_the_maintenance_term() {
     }
     drop(dir);
 }
+
+/// Two servers whose writes lock two sessions in opposite orders deadlock; PostgreSQL
+/// cancels one of them after `deadlock_timeout` (1 s), and that server runs the write
+/// again after its transaction rolled back: both writes succeed, and the canceled one
+/// ran twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_canceled_by_a_deadlock_runs_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use lifeboat::{Id, NewSession, Session, TenantId, Timestamp};
+    use lifeboat_store::{Ack, WriteJob, rows::Tx};
+
+    let handles = open().await;
+    let tenant = TenantId::default();
+    let (x, y) = (Id::parse("x").expect("id"), Id::parse("y").expect("id"));
+    for id in [&x, &y] {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        let job: WriteJob = Box::new(move |tx: &mut dyn Tx| {
+            let new = NewSession {
+                kind: "k".to_owned(),
+                ..NewSession::default()
+            };
+            let session = Session::create(id.clone(), new, Timestamp(1_800_000_000_000))?;
+            tx.insert_session(&tenant, &session)?;
+            Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
+        });
+        handles
+            .first
+            .write(Ack::AfterCommit, job)
+            .await
+            .expect("a session");
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    // Locks `first`, waits until the other write holds its own first session, then wants
+    // `second`.
+    let crossing = |first: &Id, second: &Id| -> WriteJob {
+        let (tenant, first, second, runs) = (
+            tenant.clone(),
+            first.clone(),
+            second.clone(),
+            Arc::clone(&runs),
+        );
+        Box::new(move |tx: &mut dyn Tx| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tx.session(&tenant, &first)?;
+            std::thread::sleep(Duration::from_millis(300));
+            tx.session(&tenant, &second)?;
+            Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
+        })
+    };
+    let (one, other) = tokio::join!(
+        handles.first.write(Ack::AfterCommit, crossing(&x, &y)),
+        handles.second.write(Ack::AfterCommit, crossing(&y, &x)),
+    );
+    assert!(
+        one.is_ok() && other.is_ok(),
+        "both writes succeed: {:?} / {:?}",
+        one.err(),
+        other.err()
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "the write PostgreSQL canceled ran again, once"
+    );
+}

@@ -93,7 +93,7 @@ impl Lifeboat {
         if !invalid.is_empty() {
             let seqs = invalid.clone();
             self.write(Ack::AfterCommit, move |tx| {
-                for seq in seqs {
+                for &seq in &seqs {
                     tx.quarantine(row, seq)?;
                 }
                 Ok(Ok(()))

@@ -162,7 +162,7 @@ impl Lifeboat {
             {
                 return Err(lost_term());
             }
-            let step = tx.purge_step(rules, retention, now, cursor)?;
+            let step = tx.purge_step(rules, retention, now, cursor.clone())?;
             if dry_run {
                 return Err(Error::DryRun(Box::new(step)));
             }

@@ -129,7 +129,7 @@ impl Lifeboat {
                 let Some(found) = found else {
                     return Ok(Err(Error::NotFound {
                         what: "key",
-                        id: key_id,
+                        id: key_id.clone(),
                     }));
                 };
                 tx.revoke_key(&key_id, now)?;
@@ -242,7 +242,7 @@ impl Lifeboat {
                 // The token acts for the session's current attempt, read in this write.
                 let record = SessionToken {
                     attempt: session.attempt,
-                    ..record
+                    ..record.clone()
                 };
                 tx.insert_session_token(row, &record)?;
                 Ok(Ok(record))
@@ -346,7 +346,7 @@ impl Lifeboat {
             let Some(found) = found else {
                 return Ok(Err(Error::NotFound {
                     what: "project token",
-                    id,
+                    id: id.clone(),
                 }));
             };
             tx.revoke_project_token(&id, now)?;

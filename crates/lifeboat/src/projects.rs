@@ -36,6 +36,7 @@ impl Lifeboat {
         SchemaCache::compile(&body)?;
         let (tenant, schema, now) = (tenant.clone(), schema.clone(), self.now());
         self.write(Ack::AfterCommit, move |tx| {
+            let body = body.clone();
             once(tx, &tenant, key.as_ref(), now, |tx| {
                 if let Some(existing) = tx.schema(&tenant, &schema)? {
                     if existing != body {
@@ -83,7 +84,8 @@ impl Lifeboat {
             .write(Ack::AfterCommit, move |tx| {
                 let mut fresh = None;
                 let outcome = once(tx, &tenant, key.as_ref(), now, |tx| {
-                    let saved = this.save_script(tx, &tenant, &id, edit, &preconditions, now)?;
+                    let saved =
+                        this.save_script(tx, &tenant, &id, edit.clone(), &preconditions, now)?;
                     Ok(saved.map(|(outcome, state)| {
                         let version = (outcome.revision, outcome.updated_at);
                         let size = outcome.size_bytes;

@@ -62,7 +62,7 @@ impl Lifeboat {
                 }
                 tx.insert_session(&tenant, &session)?;
                 record_changes(tx, &tenant, None, &session, now)?;
-                Ok(Ok(session))
+                Ok(Ok(session.clone()))
             })
         })
         .await
@@ -109,7 +109,7 @@ impl Lifeboat {
                 let encode = |applied: &Applied| store_applied(applied, receipt);
                 let decode = |tx: &mut dyn Tx, stored: &[u8]| replay(tx, &tenant, &id, stored);
                 once_with(tx, &tenant, key.as_ref(), now, encode, decode, |tx| {
-                    update_script(tx, &tenant, &id, op, now, &early)
+                    update_script(tx, &tenant, &id, op.clone(), now, &early)
                 })
             })
             .await;

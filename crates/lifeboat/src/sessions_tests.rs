@@ -62,7 +62,7 @@ async fn heartbeat(lifeboat: &Lifeboat, id: &Id, arrived: Timestamp) -> Result<S
                 tx,
                 &TenantId::default(),
                 &id,
-                op,
+                op.clone(),
                 arrived,
                 &EarlyAck::default(),
             )

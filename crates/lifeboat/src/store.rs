@@ -19,10 +19,12 @@ fn unbox<T: 'static>(answer: Box<dyn Any + Send>) -> Result<T> {
 
 impl Lifeboat {
     /// Runs `job` in a write transaction; answers once its fate is durable (see [`Ack`]).
-    pub(crate) async fn write<T, F>(&self, ack: Ack, job: F) -> Result<T>
+    /// The store may run `job` again after a run that a concurrent write rolled back (see
+    /// [`lifeboat_store::WriteJob`]).
+    pub(crate) async fn write<T, F>(&self, ack: Ack, mut job: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> JobResult<T> + Send + 'static,
+        F: FnMut(&mut dyn Tx) -> JobResult<T> + Send + 'static,
     {
         let job = Box::new(move |tx: &mut dyn Tx| {
             job(tx).map(|answer| answer.map(|value| Box::new(value) as Box<dyn Any + Send>))

@@ -425,9 +425,16 @@ pub(super) fn translate(error: tokio_postgres::Error) -> Error {
     };
     // Two servers that insert the same new row at once (a session id, a project) meet on
     // its unique key: the loser changed nothing, and its retry finds the winner's row.
-    if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::LOCK_NOT_AVAILABLE {
+    // Two servers' transactions that each wait for a row the other locked: PostgreSQL
+    // cancels one of them. Either way the writer runs that write again (`writer.rs`).
+    if *code == SqlState::UNIQUE_VIOLATION
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    {
+        Error::Contended(error)
+    } else if *code == SqlState::LOCK_NOT_AVAILABLE {
         Error::Unavailable(format!(
-            "a concurrent write got in the way; nothing was changed, retry: {error}"
+            "a concurrent write held a row for too long; nothing was changed, retry: {error}"
         ))
     } else if *code == SqlState::DISK_FULL {
         Error::Full(error)
@@ -439,7 +446,7 @@ pub(super) fn translate(error: tokio_postgres::Error) -> Error {
         || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         || *code == SqlState::ADMIN_SHUTDOWN
     {
-        // Connection lost, serialization failure or deadlock, out of resources, the
+        // Connection lost, a transaction rolled back by the server, out of resources, the
         // server shutting down, a replica after a failover: nothing was changed, retry.
         Error::Unavailable(error)
     } else {

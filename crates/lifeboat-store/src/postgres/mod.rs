@@ -413,7 +413,7 @@ impl Store for PgStore {
     /// with `synchronous_commit = off`, as SPEC §6 allows: if PostgreSQL crashes before the
     /// flush, the lease extensions are lost, and the grace every server gives after an
     /// outage (`Store::outages`) makes up for it.
-    async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+    async fn write(&self, ack: Ack, mut job: WriteJob) -> Result<Box<dyn Any + Send>> {
         let early = match ack {
             Ack::EarlyIf(early) => Some(early),
             Ack::AfterCommit => None,
@@ -426,7 +426,8 @@ impl Store for PgStore {
         let (answer, recorded) = writer
             .write(move |conn| {
                 let answer = job(&mut PgTx(conn));
-                let relaxed = answer.is_ok() && early.is_some_and(|early| early.take().is_some());
+                let relaxed =
+                    answer.is_ok() && early.as_ref().is_some_and(|early| early.take().is_some());
                 (answer, relaxed)
             })
             .await?;

@@ -30,6 +30,9 @@ use crate::{Error, Result};
 const BATCH_MAX: usize = 48;
 /// Writes queued beyond this make callers wait: backpressure instead of unbounded memory.
 const QUEUE_CAPACITY: usize = 4_096;
+/// Most runs of one write that concurrent writes of other servers roll back: the last
+/// one's error is its answer (503, retry).
+const RUNS_MAX: u32 = 4;
 
 /// What a write did, known once it ran: whether to keep its changes, whether it may
 /// commit without waiting for the WAL flush, and how to answer it once the batch's fate
@@ -40,9 +43,20 @@ struct Finished {
     reply: Box<dyn FnOnce(Result<bool>) + Send>,
 }
 
-/// A queued write: runs on the writer thread inside the batch's transaction, or, given the
-/// reason it cannot run, answers that at once.
-type Job = Box<dyn FnOnce(std::result::Result<&PgConn<'_>, Error>) -> Option<Finished> + Send>;
+/// What running a queued write came to.
+enum Ran {
+    /// It ran: roll it back or keep it, and answer it after the commit.
+    Finished(Finished),
+    /// A concurrent write of another server made it fail: roll it back and run it again
+    /// in the next batch.
+    Again,
+    /// It could not run, and was answered so.
+    Answered,
+}
+
+/// A queued write: runs on the writer thread inside the batch's transaction (perhaps more
+/// than once, see [`Ran::Again`]), or, given the reason it cannot run, answers that.
+type Job = Box<dyn FnMut(std::result::Result<&PgConn<'_>, Error>) -> Ran + Send>;
 
 /// How the writer thread connects.
 #[derive(Clone)]
@@ -69,24 +83,37 @@ impl Writer {
     }
 
     /// Runs `work` in the next batch; answers its answer once the batch committed, with
-    /// whether the batch recorded events.
-    pub(super) async fn write<T, F>(&self, work: F) -> Result<(T, bool)>
+    /// whether the batch recorded events. A run that fails because of a concurrent write
+    /// ([`Error::Contended`]) is rolled back and `work` runs again in a later batch, up to
+    /// [`RUNS_MAX`] runs in all.
+    pub(super) async fn write<T, F>(&self, mut work: F) -> Result<(T, bool)>
     where
         T: Send + 'static,
-        F: FnOnce(&PgConn<'_>) -> (Result<T>, bool) + Send + 'static,
+        F: FnMut(&PgConn<'_>) -> (Result<T>, bool) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<(T, bool)>>();
+        let mut tx = Some(tx);
+        let mut runs = 0;
         let job: Job = Box::new(move |conn| {
             let conn = match conn {
                 Ok(conn) => conn,
                 Err(error) => {
-                    let _ = tx.send(Err(error));
-                    return None;
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Err(error));
+                    }
+                    return Ran::Answered;
                 }
             };
             let (answer, relaxed) = work(conn);
+            runs += 1;
+            if matches!(answer, Err(Error::Contended(_))) && runs < RUNS_MAX {
+                return Ran::Again;
+            }
+            let Some(tx) = tx.take() else {
+                return Ran::Answered;
+            };
             let keep = answer.is_ok();
-            Some(Finished {
+            Ran::Finished(Finished {
                 keep,
                 relaxed: keep && relaxed,
                 reply: Box::new(move |commit| {
@@ -98,12 +125,18 @@ impl Writer {
     }
 }
 
-/// The writer thread: takes what is queued, runs it as one batch, again.
+/// The writer thread: takes what is queued, runs it as one batch, again. Writes to run
+/// again (see [`Ran::Again`]) go first in the next batch.
 fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) {
     let mut link: Option<Owned> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
-    while let Some(first) = jobs.blocking_recv() {
-        batch.push(first);
+    loop {
+        if batch.is_empty() {
+            match jobs.blocking_recv() {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+        }
         while batch.len() < BATCH_MAX {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
@@ -112,15 +145,16 @@ fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) 
         }
         let size = batch.len();
         let started = std::time::Instant::now();
-        let lost = match begin(connect, &mut link) {
+        let (lost, again) = match begin(connect, &mut link) {
             Ok(owned) => commit_batch(owned, batch.drain(..)),
             Err(error) => {
-                for job in batch.drain(..) {
+                for mut job in batch.drain(..) {
                     job(Err(error.clone()));
                 }
-                true
+                (true, Vec::new())
             }
         };
+        batch.extend(again);
         metrics::histogram!("lifeboat_commit_batch_size").record(size as f64);
         metrics::histogram!("lifeboat_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -197,12 +231,13 @@ fn open(connect: &Connect) -> Result<Owned> {
 /// wait for go out with the next job's first statement (or the `COMMIT`), so a job costs
 /// one round trip per statement it waits for and no more. Such a change failing (it should
 /// not: its rows are locked) is found with a later statement, and fails the whole batch.
-/// Answers whether the connection was lost.
-fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
+/// Answers whether the connection was lost, and the jobs to run again in the next batch.
+fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> (bool, Vec<Job>) {
     let conn = PgConn::new(owned, true);
     let mut pending = Vec::with_capacity(BATCH_MAX);
+    let mut again = Vec::new();
     let mut broken: Option<Error> = None;
-    for job in jobs {
+    for mut job in jobs {
         if let Some(error) = &broken {
             job(Err(error.clone()));
             continue;
@@ -213,8 +248,12 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
         // A job that panics is answered as failed (its reply is dropped) and rolled back.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(&conn))));
         let finished = match ran {
-            Ok(Some(finished)) => Some(finished),
-            Ok(None) => continue,
+            Ok(Ran::Finished(finished)) => Some(finished),
+            Ok(Ran::Answered) => continue,
+            Ok(Ran::Again) => {
+                again.push(job);
+                None
+            }
             Err(_) => {
                 tracing::error!("a write job panicked; it is rolled back");
                 None
@@ -267,7 +306,7 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> bool {
     for finished in pending {
         (finished.reply)(commit.clone().map(|()| events));
     }
-    owned.client.is_closed()
+    (owned.client.is_closed(), again)
 }
 
 /// The answer to every write of a batch lost because a change held back failed (or the

@@ -40,8 +40,12 @@ impl<T> Tx for T where
 /// refusal (a refused write that observed an expiry).
 pub type JobResult<T> = Result<Result<T>>;
 
-/// A write job, type-erased so that a store can be a trait object.
-pub type WriteJob = Box<dyn FnOnce(&mut dyn Tx) -> JobResult<Box<dyn Any + Send>> + Send>;
+/// A write job, type-erased so that a store can be a trait object. A store may run it
+/// more than once: when a concurrent write of another server made a run fail and rolled
+/// it back ([`crate::Error::Contended`]), it runs again, from the start, in a later
+/// transaction. So a job reads what it needs on every run and keeps nothing of a run
+/// that failed.
+pub type WriteJob = Box<dyn FnMut(&mut dyn Tx) -> JobResult<Box<dyn Any + Send>> + Send>;
 
 /// A read job.
 pub type ReadJob = Box<dyn FnOnce(&mut dyn Tx) -> Result<Box<dyn Any + Send>> + Send>;

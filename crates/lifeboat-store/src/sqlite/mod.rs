@@ -174,7 +174,7 @@ fn stable_plans(conn: &Connection) -> Result<()> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+    async fn write(&self, ack: Ack, mut job: WriteJob) -> Result<Box<dyn Any + Send>> {
         self.writer
             .write(ack, move |conn| job(&mut SqliteTx(conn)))
             .await

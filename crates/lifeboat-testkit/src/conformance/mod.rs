@@ -133,9 +133,9 @@ pub use records::{
 pub use writes::{
     a_failed_write_leaves_nothing, a_recovered_session_fences_the_old_attempt,
     events_come_in_commit_order, failed_writes_among_many_at_once_spoil_nothing,
-    idempotent_outcomes_across_handles, pruning_happens_in_the_write,
-    retried_session_writes_answer_the_first_outcome, revisions_are_gap_free_across_handles,
-    seq_is_gap_free_across_handles,
+    idempotent_outcomes_across_handles, one_new_session_raced_through_both_handles_is_created_once,
+    pruning_happens_in_the_write, retried_session_writes_answer_the_first_outcome,
+    revisions_are_gap_free_across_handles, seq_is_gap_free_across_handles,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check, each over fresh handles from
@@ -152,6 +152,7 @@ macro_rules! conformance_suite {
             failed_writes_among_many_at_once_spoil_nothing,
             events_come_in_commit_order,
             idempotent_outcomes_across_handles,
+            one_new_session_raced_through_both_handles_is_created_once,
             retried_session_writes_answer_the_first_outcome,
             asset_records,
             key_records,

@@ -280,6 +280,36 @@ pub async fn failed_writes_among_many_at_once_spoil_nothing(handles: Handles) {
     assert_eq!(numbered, (0..60).step_by(3).collect::<Vec<u64>>());
 }
 
+/// The same new session id created through both engines at once, again and again: each
+/// time one creates it and the other is told it exists (409), never "retry" (on
+/// PostgreSQL the two inserts meet on the unique key, and the loser runs again).
+pub async fn one_new_session_raced_through_both_handles_is_created_once(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let new = |name: &str| NewSession {
+        id: Some(id(name)),
+        kind: "k".to_owned(),
+        ..NewSession::default()
+    };
+    for n in 0..16 {
+        let name = format!("raced-{n}");
+        let t = tenant();
+        let (first, second) = tokio::join!(
+            a.create_session(&t, new(&name)),
+            b.create_session(&t, new(&name)),
+        );
+        let created = [&first, &second].iter().filter(|r| r.is_ok()).count();
+        let refused = [&first, &second]
+            .iter()
+            .filter(|r| matches!(r, Err(Error::AlreadyExists { .. })))
+            .count();
+        assert_eq!(
+            (created, refused),
+            (1, 1),
+            "{name}: one created, one told it exists: {first:?} / {second:?}"
+        );
+    }
+}
+
 /// Events come in commit order with increasing positions, across both engines; a filter
 /// by session sees only that session's; paging by `after` misses none.
 pub async fn events_come_in_commit_order(handles: Handles) {
