@@ -409,12 +409,21 @@ pub struct RevisionInfo {
 /// A write job runs in one transaction of its own as far as it can tell (for SQLite: a
 /// savepoint inside a batch the one writer commits together, so concurrent writes share
 /// an fsync); it is answered after the commit, or — with [`Ack::EarlyIf`] — as soon as it
-/// ran. A job's outer error rolls its changes back. Jobs of one store never interleave:
-/// each sees every job committed before it.
+/// ran. A job's outer error rolls its changes back. On SQLite, jobs of one store never
+/// interleave: each sees every job committed before it. On PostgreSQL, several run at once
+/// (two writers per server, and other servers), ordered by the row locks they take.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Runs `job` in a write transaction and answers its result once its fate is durable.
     async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>>;
+
+    /// [`Store::write`] for a job about one record (a session), named by `key`: a store
+    /// with several writers gives every job of one key to the same one, so that they queue
+    /// behind each other rather than meet on the record's row lock.
+    async fn write_keyed(&self, key: u64, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+        let _ = key;
+        self.write(ack, job).await
+    }
 
     /// Runs `job` on a consistent snapshot (writes in it fail).
     async fn read(&self, job: ReadJob) -> Result<Box<dyn Any + Send>>;

@@ -99,9 +99,10 @@ impl Lifeboat {
             .inner
             .arrivals
             .arrive(self.inner.clock.as_ref(), tenant, id);
+        let about = (tenant, id);
         let (tenant, id, now) = (tenant.clone(), id.clone(), arrival.at());
         let written = self
-            .write(ack, move |tx| {
+            .write_about(about.0, about.1, ack, move |tx| {
                 let receipt = matches!(
                     op,
                     SessionOp::Heartbeat { .. } | SessionOp::Checkpoint { .. }
@@ -125,8 +126,9 @@ impl Lifeboat {
         id: &Id,
         now: Timestamp,
     ) -> Result<Session> {
+        let about = (tenant, id);
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.write(Ack::AfterCommit, move |tx| {
+        self.write_about(about.0, about.1, Ack::AfterCommit, move |tx| {
             let (row, mut session) = load(tx, &tenant, &id)?;
             let lease_passed = session.status == Status::Active
                 && session.lease_expires_at.is_some_and(|lease| lease <= now);

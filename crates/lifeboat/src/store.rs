@@ -3,7 +3,9 @@
 
 use std::any::Any;
 
-use lifeboat_core::{TenantId, Timestamp};
+use std::hash::{Hash, Hasher};
+
+use lifeboat_core::{Id, TenantId, Timestamp};
 use lifeboat_store::{Ack, Error, IDEMPOTENCY_KEY_TTL_MS, IdempotencyKey, JobResult, Result, Tx};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,19 +19,46 @@ fn unbox<T: 'static>(answer: Box<dyn Any + Send>) -> Result<T> {
         .map_err(|_| Error::Internal("a store job answered another type than its own".to_owned()))
 }
 
+/// `job` as a [`lifeboat_store::WriteJob`].
+fn erase<T, F>(mut job: F) -> lifeboat_store::WriteJob
+where
+    T: Send + 'static,
+    F: FnMut(&mut dyn Tx) -> JobResult<T> + Send + 'static,
+{
+    Box::new(move |tx: &mut dyn Tx| {
+        job(tx).map(|answer| answer.map(|value| Box::new(value) as Box<dyn Any + Send>))
+    })
+}
+
 impl Lifeboat {
     /// Runs `job` in a write transaction; answers once its fate is durable (see [`Ack`]).
     /// The store may run `job` again after a run that a concurrent write rolled back (see
     /// [`lifeboat_store::WriteJob`]).
-    pub(crate) async fn write<T, F>(&self, ack: Ack, mut job: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, ack: Ack, job: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&mut dyn Tx) -> JobResult<T> + Send + 'static,
     {
-        let job = Box::new(move |tx: &mut dyn Tx| {
-            job(tx).map(|answer| answer.map(|value| Box::new(value) as Box<dyn Any + Send>))
-        });
-        unbox(self.inner.store.write(ack, job).await?)
+        unbox(self.inner.store.write(ack, erase(job)).await?)
+    }
+
+    /// [`Lifeboat::write`] for a job about session `id` of `tenant`: a store with several
+    /// writers runs every write of one session on the same one (`Store::write_keyed`).
+    pub(crate) async fn write_about<T, F>(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        ack: Ack,
+        job: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Tx) -> JobResult<T> + Send + 'static,
+    {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (tenant, id).hash(&mut hasher);
+        let key = hasher.finish();
+        unbox(self.inner.store.write_keyed(key, ack, erase(job)).await?)
     }
 
     /// Runs `job` on a consistent snapshot.

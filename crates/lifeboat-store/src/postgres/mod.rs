@@ -46,6 +46,10 @@ use tx::PgTx;
 
 /// Connections in the pool.
 const POOL_SIZE: usize = 16;
+/// Writer threads, each with a connection of its own (`writer.rs`): while one waits for
+/// its database backend, the other's works. A session's writes all go to one of them
+/// (`Store::write_keyed`); writes about nothing in particular go to the first.
+const WRITERS: usize = 2;
 /// The longest a statement waits for a lock, and a job for a connection, before the write
 /// is answered 503 (retry).
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -82,8 +86,8 @@ struct Shared {
     membership: cluster::Membership,
     /// Times a connection could not be had or was found closed (see `Store::outages`).
     outages: AtomicU64,
-    /// The writer thread's queue (set once it started, right after this).
-    writer: std::sync::OnceLock<writer::Writer>,
+    /// The writer threads' queues (set once they started, right after this).
+    writers: std::sync::OnceLock<Vec<writer::Writer>>,
 }
 
 impl PgStore {
@@ -155,11 +159,12 @@ impl PgStore {
             passes_served: tokio::sync::Mutex::new(0),
             membership: cluster::Membership::new(),
             outages: AtomicU64::new(0),
-            writer: std::sync::OnceLock::new(),
+            writers: std::sync::OnceLock::new(),
         });
-        let _ = shared
-            .writer
-            .set(writer::Writer::spawn(&connect, Arc::downgrade(&shared))?);
+        let writers = (0..WRITERS)
+            .map(|_| writer::Writer::spawn(&connect, Arc::downgrade(&shared)))
+            .collect::<Result<Vec<_>>>()?;
+        let _ = shared.writers.set(writers);
         shared.beat().await?;
         tokio::spawn(poll_events(Arc::downgrade(&shared)));
         tokio::spawn(cluster::beat_loop(Arc::downgrade(&shared)));
@@ -413,16 +418,31 @@ impl Store for PgStore {
     /// with `synchronous_commit = off`, as SPEC §6 allows: if PostgreSQL crashes before the
     /// flush, the lease extensions are lost, and the grace every server gives after an
     /// outage (`Store::outages`) makes up for it.
-    async fn write(&self, ack: Ack, mut job: WriteJob) -> Result<Box<dyn Any + Send>> {
+    async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+        self.write_keyed(0, ack, job).await
+    }
+
+    /// A keyed write goes to writer `key % WRITERS`, so that the writes of one session
+    /// queue behind each other on one writer rather than meet on its row lock.
+    async fn write_keyed(
+        &self,
+        key: u64,
+        ack: Ack,
+        mut job: WriteJob,
+    ) -> Result<Box<dyn Any + Send>> {
         let early = match ack {
             Ack::EarlyIf(early) => Some(early),
             Ack::AfterCommit => None,
         };
-        let writer = self
+        let writers = self
             .shared
-            .writer
+            .writers
             .get()
-            .ok_or_else(|| Error::Internal("the writer did not start".to_owned()))?;
+            .ok_or_else(|| Error::Internal("the writers did not start".to_owned()))?;
+        let writer = usize::try_from(key % writers.len() as u64)
+            .ok()
+            .and_then(|index| writers.get(index))
+            .ok_or_else(|| Error::Internal("no writer for a write".to_owned()))?;
         let (answer, recorded) = writer
             .write(move |conn| {
                 let answer = job(&mut PgTx(conn));

@@ -1,16 +1,17 @@
-//! Group commit for writes: one writer thread, owning one connection that it drives on a
+//! Group commit for writes: a writer thread, owning one connection that it drives on a
 //! runtime of its own (so a statement's round trip wakes no other thread), takes the
 //! writes queued at the time, up to [`BATCH_MAX`], and runs them in one transaction, each
 //! from its own savepoint: a write that fails rolls back alone while the rest of its batch
 //! commits. Every write of a batch is answered after the one `COMMIT` (durable unless every
 //! write of the batch was a lease-only heartbeat, see `PgStore::write`).
 //!
-//! One writer, not several: a batch holds the row locks of all its writes until its
-//! `COMMIT`, so two batches of one server running at once could each hold a session the
-//! other wants next (a heartbeat and a checkpoint of one session in flight together are
-//! enough) and deadlock; measured, several writers gave no better ratio to `pgbench`
-//! (`BENCHMARKS.md`).
-//! Batches of different servers still meet on row locks (see `docs/deployment.md`).
+//! A server has two (`WRITERS` in `mod.rs`), and every write of one session goes to the
+//! same one: a batch holds the row locks of all its writes until its `COMMIT`, so two
+//! batches each holding a session the other wants next would deadlock, and a session's
+//! heartbeat and checkpoint in flight together are the common way to get there (with four
+//! writers taking any write, a test met `deadlock detected` in 2 runs of 6). Batches of
+//! two writers, or of different servers, can still meet on row locks in rarer ways; the
+//! write PostgreSQL cancels then runs again (see [`Ran::Again`], `docs/deployment.md`).
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
