@@ -80,7 +80,7 @@ impl From<Error> for ApiError {
                     "the connection to the database was lost during the commit, so whether this write happened is unknown; retry with the same Idempotency-Key"
                 }
                 (Error::Contended(_), _) => {
-                    "a concurrent write on another server got in the way; nothing was written; retry"
+                    "a concurrent write got in the way; nothing was written; retry"
                 }
                 (Error::Unavailable(_), _) => {
                     "storage is unavailable for the moment; nothing was written; retry"

@@ -43,12 +43,11 @@ pub enum Error {
     /// cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
-    /// A concurrent write of another server got in the way (a deadlock between their
-    /// transactions, or both inserting the same new row) and this one was rolled back:
-    /// nothing was changed. A store runs such a write again a few times before it answers
-    /// this.
+    /// A concurrent write got in the way (a deadlock between two transactions, or both
+    /// inserting the same new row) and this one was rolled back: nothing was changed. A
+    /// store runs such a write again a few times before it answers this.
     #[error(
-        "a concurrent write on another server got in the way, and this one was rolled back; nothing was changed; retry: {0}"
+        "a concurrent write got in the way, and this one was rolled back; nothing was changed; retry: {0}"
     )]
     Contended(String),
     /// The connection to the database was lost while a `COMMIT` was under way: the write

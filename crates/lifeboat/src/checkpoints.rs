@@ -78,6 +78,7 @@ impl Lifeboat {
         tenant: &TenantId,
         id: &Id,
     ) -> Result<Verification> {
+        let about = (tenant, id);
         let (tenant, id) = (tenant.clone(), id.clone());
         let (row, checkpoints) = self
             .read(move |tx| {
@@ -92,7 +93,7 @@ impl Lifeboat {
             .collect();
         if !invalid.is_empty() {
             let seqs = invalid.clone();
-            self.write(Ack::AfterCommit, move |tx| {
+            self.write_about(about.0, about.1, Ack::AfterCommit, move |tx| {
                 for &seq in &seqs {
                     tx.quarantine(row, seq)?;
                 }

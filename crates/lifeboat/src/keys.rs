@@ -237,7 +237,7 @@ impl Lifeboat {
             attempt: 0,
         };
         let record = self
-            .write(Ack::AfterCommit, move |tx| {
+            .write_about(tenant, session, Ack::AfterCommit, move |tx| {
                 let (row, session) = load(tx, &record.tenant, &record.session_id)?;
                 // The token acts for the session's current attempt, read in this write.
                 let record = SessionToken {

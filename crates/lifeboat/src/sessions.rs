@@ -50,9 +50,10 @@ impl Lifeboat {
             None => Id::parse(&uuid::Uuid::now_v7().to_string())?,
         };
         let session = Session::create(id, new, self.now())?;
+        let about = (tenant.clone(), session.id.clone());
         let tenant = tenant.clone();
         let now = session.created_at;
-        self.write(Ack::AfterCommit, move |tx| {
+        self.write_about(&about.0, &about.1, Ack::AfterCommit, move |tx| {
             once(tx, &tenant, key.as_ref(), now, |tx| {
                 if tx.session(&tenant, &session.id)?.is_some() {
                     return Ok(Err(Error::AlreadyExists {

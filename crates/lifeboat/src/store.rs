@@ -5,7 +5,7 @@ use std::any::Any;
 
 use std::hash::{Hash, Hasher};
 
-use lifeboat_core::{Id, TenantId, Timestamp};
+use lifeboat_core::{Id, Owner, TenantId, Timestamp};
 use lifeboat_store::{Ack, Error, IDEMPOTENCY_KEY_TTL_MS, IdempotencyKey, JobResult, Result, Tx};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -40,6 +40,25 @@ impl Lifeboat {
         F: FnMut(&mut dyn Tx) -> JobResult<T> + Send + 'static,
     {
         unbox(self.inner.store.write(ack, erase(job)).await?)
+    }
+
+    /// [`Lifeboat::write_about`] the session that owns an asset, or [`Lifeboat::write`] for
+    /// a project's.
+    pub(crate) async fn write_for<T, F>(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        ack: Ack,
+        job: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Tx) -> JobResult<T> + Send + 'static,
+    {
+        match owner {
+            Owner::Session(id) => self.write_about(tenant, id, ack, job).await,
+            Owner::Project(_) => self.write(ack, job).await,
+        }
     }
 
     /// [`Lifeboat::write`] for a job about session `id` of `tenant`: a store with several

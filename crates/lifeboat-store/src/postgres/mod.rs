@@ -1,5 +1,5 @@
-//! The PostgreSQL backend: writes in group commits on a writer thread with a connection
-//! of its own (`writer.rs`), reads and the store's own work on a pool of
+//! The PostgreSQL backend: writes in group commits on two writer threads, each with a
+//! connection of its own (`writer.rs`), reads and the store's own work on a pool of
 //! connections (`deadpool-postgres`), and the asset bytes in a local blob directory or a
 //! bucket.
 //!
@@ -410,23 +410,12 @@ pub(super) fn commit_error(error: tokio_postgres::Error) -> Error {
     }
 }
 
-#[async_trait]
-impl Store for PgStore {
-    /// Every write is answered after its batch's commit (`writer.rs`). The commit is
-    /// durable (waits for the WAL flush) except for a batch of nothing but lease-only
-    /// heartbeats — jobs under `Ack::EarlyIf` that allowed the early answer — which commits
-    /// with `synchronous_commit = off`, as SPEC §6 allows: if PostgreSQL crashes before the
-    /// flush, the lease extensions are lost, and the grace every server gives after an
-    /// outage (`Store::outages`) makes up for it.
-    async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
-        self.write_keyed(0, ack, job).await
-    }
-
-    /// A keyed write goes to writer `key % WRITERS`, so that the writes of one session
-    /// queue behind each other on one writer rather than meet on its row lock.
-    async fn write_keyed(
+impl PgStore {
+    /// Runs `job` on a writer (the one of `key`, or the first), answered after its batch's
+    /// commit; see `Store::write`.
+    async fn write_to(
         &self,
-        key: u64,
+        key: Option<u64>,
         ack: Ack,
         mut job: WriteJob,
     ) -> Result<Box<dyn Any + Send>> {
@@ -439,12 +428,16 @@ impl Store for PgStore {
             .writers
             .get()
             .ok_or_else(|| Error::Internal("the writers did not start".to_owned()))?;
-        let writer = usize::try_from(key % writers.len() as u64)
+        let writer = usize::try_from(key.unwrap_or(0) % writers.len() as u64)
             .ok()
             .and_then(|index| writers.get(index))
             .ok_or_else(|| Error::Internal("no writer for a write".to_owned()))?;
         let (answer, recorded) = writer
-            .write(move |conn| {
+            .write(key, move |conn| {
+                // What a run that did not end in a commit allowed is not this run's.
+                if let Some(early) = &early {
+                    early.take();
+                }
                 let answer = job(&mut PgTx(conn));
                 let relaxed =
                     answer.is_ok() && early.as_ref().is_some_and(|early| early.take().is_some());
@@ -458,6 +451,25 @@ impl Store for PgStore {
             tracing::warn!(%error, "cannot number new events yet; the poll will");
         }
         answer
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    /// Every write is answered after its batch's commit (`writer.rs`). The commit is
+    /// durable (waits for the WAL flush) except for a batch of nothing but lease-only
+    /// heartbeats — jobs under `Ack::EarlyIf` that allowed the early answer — which commits
+    /// with `synchronous_commit = off`, as SPEC §6 allows: if PostgreSQL crashes before the
+    /// flush, the lease extensions are lost, and the grace every server gives after an
+    /// outage (`Store::outages`) makes up for it.
+    async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+        self.write_to(None, ack, job).await
+    }
+
+    /// A keyed write goes to writer `key % WRITERS`, so that the writes of one session
+    /// queue behind each other on one writer rather than meet on its row lock.
+    async fn write_keyed(&self, key: u64, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
+        self.write_to(Some(key), ack, job).await
     }
 
     async fn read(&self, job: ReadJob) -> Result<Box<dyn Any + Send>> {

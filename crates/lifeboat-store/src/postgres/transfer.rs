@@ -172,10 +172,11 @@ pub(super) fn export(
 }
 
 /// A record that does not read back means a damaged archive (422); a database that cannot
-/// be reached or is full is not the archive's fault, and stays what it is (503, 507).
+/// be reached or is full, or a concurrent write in the way, is not the archive's fault,
+/// and stays what it is (503, 507).
 fn unreadable(context: &str, error: Error) -> Error {
     match error {
-        Error::Unavailable(_) | Error::Full(_) => error,
+        Error::Unavailable(_) | Error::Contended(_) | Error::Full(_) => error,
         other => invalid(format!("{context}: {other}")),
     }
 }

@@ -57,7 +57,15 @@ enum Ran {
 
 /// A queued write: runs on the writer thread inside the batch's transaction (perhaps more
 /// than once, see [`Ran::Again`]), or, given the reason it cannot run, answers that.
-type Job = Box<dyn FnMut(std::result::Result<&PgConn<'_>, Error>) -> Ran + Send>;
+struct Job {
+    /// The record it is about (see `Store::write_keyed`): a write that runs again goes
+    /// before the later writes of the same key, so they keep their order.
+    key: Option<u64>,
+    run: Box<dyn FnMut(Turn<'_>) -> Ran + Send>,
+}
+
+/// What a queued write is given: the batch's connection, or why it cannot run.
+type Turn<'c> = std::result::Result<&'c PgConn<'c>, Error>;
 
 /// How the writer thread connects.
 #[derive(Clone)]
@@ -87,7 +95,7 @@ impl Writer {
     /// whether the batch recorded events. A run that fails because of a concurrent write
     /// ([`Error::Contended`]) is rolled back and `work` runs again in a later batch, up to
     /// [`RUNS_MAX`] runs in all.
-    pub(super) async fn write<T, F>(&self, mut work: F) -> Result<(T, bool)>
+    pub(super) async fn write<T, F>(&self, key: Option<u64>, mut work: F) -> Result<(T, bool)>
     where
         T: Send + 'static,
         F: FnMut(&PgConn<'_>) -> (Result<T>, bool) + Send + 'static,
@@ -95,7 +103,7 @@ impl Writer {
         let (tx, rx) = oneshot::channel::<Result<(T, bool)>>();
         let mut tx = Some(tx);
         let mut runs = 0;
-        let job: Job = Box::new(move |conn| {
+        let run = Box::new(move |conn: Turn<'_>| {
             let conn = match conn {
                 Ok(conn) => conn,
                 Err(error) => {
@@ -110,10 +118,15 @@ impl Writer {
             if matches!(answer, Err(Error::Contended(_))) && runs < RUNS_MAX {
                 return Ran::Again;
             }
-            let Some(tx) = tx.take() else {
-                return Ran::Answered;
-            };
             let keep = answer.is_ok();
+            let Some(tx) = tx.take() else {
+                // Answered already (it cannot be: a job is answered once, when it ends).
+                return Ran::Finished(Finished {
+                    keep: false,
+                    relaxed: false,
+                    reply: Box::new(drop),
+                });
+            };
             Ran::Finished(Finished {
                 keep,
                 relaxed: keep && relaxed,
@@ -122,6 +135,7 @@ impl Writer {
                 }),
             })
         });
+        let job = Job { key, run };
         crate::queue_and_wait(&self.queue, job, rx).await
     }
 }
@@ -150,7 +164,7 @@ fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) 
             Ok(owned) => commit_batch(owned, batch.drain(..)),
             Err(error) => {
                 for mut job in batch.drain(..) {
-                    job(Err(error.clone()));
+                    (job.run)(Err(error.clone()));
                 }
                 (true, Vec::new())
             }
@@ -240,14 +254,20 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> (bool, Vec<Jo
     let mut broken: Option<Error> = None;
     for mut job in jobs {
         if let Some(error) = &broken {
-            job(Err(error.clone()));
+            (job.run)(Err(error.clone()));
+            continue;
+        }
+        if job.key.is_some() && again.iter().any(|earlier: &Job| earlier.key == job.key) {
+            // An earlier write of the same record runs again in the next batch: this one
+            // follows it there.
+            again.push(job);
             continue;
         }
         let mark = owned.held_back();
         owned.defer("SAVEPOINT job");
         let sends = owned.sends();
         // A job that panics is answered as failed (its reply is dropped) and rolled back.
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(&conn))));
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(Ok(&conn))));
         let finished = match ran {
             Ok(Ran::Finished(finished)) => Some(finished),
             Ok(Ran::Answered) => continue,

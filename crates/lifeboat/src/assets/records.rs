@@ -86,9 +86,10 @@ impl Lifeboat {
         fence: Option<u32>,
         before: Option<Option<(Storage, u64)>>,
     ) -> Result<Option<bool>> {
+        let about = (tenant, owner);
         let (tenant, owner) = (tenant.clone(), owner.clone());
         let recorded = self
-            .write(Ack::AfterCommit, move |tx| {
+            .write_for(about.0, about.1, Ack::AfterCommit, move |tx| {
                 if let Err(refusal) = check_owner(tx, &tenant, &owner, fence)? {
                     return Ok(Err(refusal));
                 }
@@ -135,8 +136,9 @@ impl Lifeboat {
         name: &AssetName,
         fence: Option<u32>,
     ) -> Result<(Asset, bool)> {
+        let about = (tenant, owner);
         let (tenant, owner, name) = (tenant.clone(), owner.clone(), name.clone());
-        self.write(Ack::AfterCommit, move |tx| {
+        self.write_for(about.0, about.1, Ack::AfterCommit, move |tx| {
             if let Err(refusal) = check_owner(tx, &tenant, &owner, fence)? {
                 return Ok(Err(refusal));
             }
