@@ -10,6 +10,8 @@ Shapes, each a pgbench transaction of 48 checkpoints (one batch of the writer th
 - `per-write`: what the writer sends today: per checkpoint a savepoint, the session
   locked and read, its update, the checkpoint's insert, the pruning of the one it pushed
   out and the event's insert; then the sequencer's pass numbering the events.
+- `per-write` with the pruning of 20f8463 (`seq <= cut`, which walks the index entries of
+  every checkpoint pruned before, until vacuum).
 - `set-based`: the design note's batched path: the 48 sessions locked in one statement,
   one UPDATE, one INSERT of the checkpoints, one pruning, one INSERT of the events; then
   the same sequencer pass.
@@ -44,7 +46,7 @@ INSERT INTO bench_rows (data, sha256) VALUES (repeat(md5(:r::text), 32), encode(
 """
 
 
-def per_write():
+def per_write(prune_upto=False):
     out = ["BEGIN;"]
     for i in range(BATCH):
         pk, q = f":pk{i}::bigint", f":q{i}::bigint"
@@ -56,7 +58,8 @@ def per_write():
         out.append("INSERT INTO checkpoints (session_pk, seq, attempt, kind, stage, position, completed_units, "
                    f"total_units, data, sha256, assets, created_at) VALUES ({pk}, {q}, 1, 'item', NULL, NULL, "
                    f"NULL, NULL, repeat('x', 1012), repeat('a', 64), '[]', {q});")
-        out.append(f"WITH doomed AS (DELETE FROM checkpoints WHERE session_pk = {pk} AND seq = (SELECT seq FROM "
+        cut = f"{PRUNABLE} AND seq <=" if prune_upto else "seq ="
+        out.append(f"WITH doomed AS (DELETE FROM checkpoints WHERE session_pk = {pk} AND {cut} (SELECT seq FROM "
                    f"checkpoints WHERE session_pk = {pk} AND {PRUNABLE} ORDER BY seq DESC OFFSET 5 LIMIT 1) "
                    f"RETURNING seq, assets <> '[]' AS pins) DELETE FROM pinned_files WHERE session_pk = {pk} "
                    "AND seq IN (SELECT seq FROM doomed WHERE pins);")
@@ -127,6 +130,7 @@ def main():
     baseline = pgbench(INSERT_1K, 64)
     results.append(("pgbench insert1k, 64 clients", baseline))
     for name, script in [("per-write (what the writer sends today)", per_write()),
+                         ("per-write, pruning every older prunable one (20f8463)", per_write(True)),
                          ("set-based (the design note's batched path)", set_based())]:
         fresh()
         results.append((f"{name}, 4 clients x {BATCH} per transaction", pgbench(script, 4) * BATCH))
