@@ -383,6 +383,17 @@ pub(super) fn import(
         counts.assets +=
             import_assets(conn, &mut columns, tenant, &Owner::Session(id.clone()), doc)?;
         files::index_imported_pins(conn, pk)?;
+        // Kept within its retention, as a checkpoint write keeps it.
+        let retention: i64 = conn
+            .query_row(
+                "SELECT checkpoint_retention FROM sessions WHERE pk = ?1",
+                params![pk],
+                |row| row.get(0),
+            )
+            .map_err(translate)?;
+        let retention = u32::try_from(retention)
+            .map_err(|_| invalid(format!("session {id}: checkpoint_retention {retention}")))?;
+        rows::prune_checkpoints(conn, pk, retention)?;
         check_session(conn, tenant, &id)?;
         counts.sessions += 1;
     }

@@ -127,8 +127,9 @@ mod writes;
 
 pub use records::{
     a_key_revoked_through_one_engine_is_refused_by_the_other, an_import_is_all_or_nothing,
-    appends_at_one_offset_have_one_winner, asset_records, cleanup_purges_only_what_is_due,
-    key_records, sweeps_from_two_handles_count_each_crash_once,
+    an_import_keeps_each_session_within_its_retention, appends_at_one_offset_have_one_winner,
+    asset_records, cleanup_purges_only_what_is_due, key_records,
+    sweeps_from_two_handles_count_each_crash_once,
 };
 pub use writes::{
     a_failed_write_leaves_nothing, a_recovered_session_fences_the_old_attempt,
@@ -159,6 +160,7 @@ macro_rules! conformance_suite {
             sweeps_from_two_handles_count_each_crash_once,
             cleanup_purges_only_what_is_due,
             an_import_is_all_or_nothing,
+            an_import_keeps_each_session_within_its_retention,
             appends_at_one_offset_have_one_winner,
             a_key_revoked_through_one_engine_is_refused_by_the_other,
         );

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 
 use lifeboat::{CheckpointKind, Error, Owner, Selection, SessionFilter, Status, TenantId};
+use lifeboat_store::rows::Tx;
+use lifeboat_store::{Ack, WriteJob};
+use serde_json::json;
 
 use super::{Handles, all, checkpoint, engine, engines, pages, session, tenant};
 
@@ -170,6 +173,45 @@ pub async fn an_import_is_all_or_nothing(handles: Handles) {
             .expect("list");
         assert_eq!(checkpoints.items.len(), 1, "no checkpoint was added twice");
     }
+}
+
+/// An import keeps each session within its `checkpoint_retention`: records that bring
+/// more prunable checkpoints than that (here the retention lowered in the records) keep
+/// the newest and every stage; the next checkpoint then prunes the one it pushes out.
+pub async fn an_import_keeps_each_session_within_its_retention(handles: Handles) {
+    let (a, b, _) = engines(&handles).await;
+    let s = session(&a, "kept", 60_000).await;
+    for n in 0..5 {
+        a.checkpoint(&tenant(), &s, 1, checkpoint(CheckpointKind::Item, n))
+            .await
+            .expect("an item");
+    }
+    a.checkpoint(&tenant(), &s, 1, checkpoint(CheckpointKind::Stage, 5))
+        .await
+        .expect("a stage");
+    let elsewhere = TenantId::new("elsewhere");
+    let into = elsewhere.clone();
+    let job: WriteJob = Box::new(move |tx: &mut dyn Tx| {
+        let (mut records, _) = tx.export(&tenant(), &Selection::default())?;
+        records["sessions"][0]["session"]["checkpoint_retention"] = json!(2);
+        let counts = tx.import(&into, &records)?;
+        Ok(Ok(Box::new(counts) as Box<dyn std::any::Any + Send>))
+    });
+    handles
+        .second
+        .write(Ack::AfterCommit, job)
+        .await
+        .expect("the import");
+    let seqs = |listed: lifeboat::Page<lifeboat::Checkpoint>| -> Vec<u64> {
+        listed.items.iter().map(|c| c.seq).collect()
+    };
+    let kept = b.checkpoints(&elsewhere, &s, &all()).await.expect("list");
+    assert_eq!(seqs(kept), [4, 5, 6], "the two newest items and the stage");
+    b.checkpoint(&elsewhere, &s, 1, checkpoint(CheckpointKind::Item, 7))
+        .await
+        .expect("a checkpoint after the import");
+    let kept = b.checkpoints(&elsewhere, &s, &all()).await.expect("list");
+    assert_eq!(seqs(kept), [5, 6, 7], "the next checkpoint pruned one");
 }
 
 /// Appends raced at one offset through two engines, round after round (and the first
