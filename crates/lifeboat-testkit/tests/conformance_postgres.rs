@@ -184,3 +184,81 @@ async fn a_write_canceled_by_a_deadlock_runs_again() {
         "the write PostgreSQL canceled ran again, once"
     );
 }
+
+/// A write that PostgreSQL canceled runs again before the later writes of its key that
+/// shared its batch: they keep the order in which they came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_run_again_keeps_its_place_before_later_writes_of_its_key() {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use lifeboat::{Id, NewSession, Session, TenantId, Timestamp};
+    use lifeboat_store::{Ack, WriteJob, rows::Tx};
+
+    let handles = open().await;
+    let tenant = TenantId::default();
+    let (x, y) = (Id::parse("x").expect("id"), Id::parse("y").expect("id"));
+    for id in [&x, &y] {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        let job: WriteJob = Box::new(move |tx: &mut dyn Tx| {
+            let new = NewSession {
+                kind: "k".to_owned(),
+                ..NewSession::default()
+            };
+            let session = Session::create(id.clone(), new, Timestamp(1_800_000_000_000))?;
+            tx.insert_session(&tenant, &session)?;
+            Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
+        });
+        handles
+            .first
+            .write(Ack::AfterCommit, job)
+            .await
+            .expect("a session");
+    }
+    let runs: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    fn done() -> lifeboat_store::JobResult<Box<dyn std::any::Any + Send>> {
+        Ok(Ok(Box::new(())))
+    }
+    // Notes its run; with `lock`, locks one session, pauses, then wants the other.
+    let job = |name: &'static str, lock: Option<(&Id, &Id)>| -> WriteJob {
+        let (tenant, runs) = (tenant.clone(), Arc::clone(&runs));
+        let lock = lock.map(|(a, b)| (a.clone(), b.clone()));
+        Box::new(move |tx: &mut dyn Tx| {
+            runs.lock().expect("runs").push(name);
+            if let Some((first, second)) = &lock {
+                tx.session(&tenant, first)?;
+                std::thread::sleep(Duration::from_millis(300));
+                tx.session(&tenant, second)?;
+            }
+            done()
+        })
+    };
+    // The first handle's writer is busy for 200 ms, so that `a` and `b` (one key) share
+    // its next batch; `a` waits for `y` first, so PostgreSQL cancels `a`.
+    let busy = handles.first.write_keyed(
+        0,
+        Ack::AfterCommit,
+        Box::new(|_: &mut dyn Tx| {
+            std::thread::sleep(Duration::from_millis(200));
+            done()
+        }),
+    );
+    let a = handles
+        .first
+        .write_keyed(0, Ack::AfterCommit, job("a", Some((&x, &y))));
+    let b = handles
+        .first
+        .write_keyed(0, Ack::AfterCommit, job("b", None));
+    let crossing = job("c", Some((&y, &x)));
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        handles.second.write(Ack::AfterCommit, crossing).await
+    };
+    let (busy, a, b, other) = tokio::join!(busy, a, b, other);
+    for (name, answer) in [("busy", busy), ("a", a), ("b", b), ("c", other)] {
+        assert!(answer.is_ok(), "{name}: {:?}", answer.err());
+    }
+    let runs = runs.lock().expect("runs").clone();
+    let order: Vec<&str> = runs.into_iter().filter(|name| *name != "c").collect();
+    assert_eq!(order, ["a", "a", "b"], "a ran twice, and b after it");
+}

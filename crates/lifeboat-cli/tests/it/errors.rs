@@ -167,13 +167,16 @@ async fn error_statuses() {
         )
         .await;
 
-    // 413: a body over the limit.
-    let huge = format!(
-        "{{\"attempt\":1,\"kind\":\"item\",\"data\":\"{}\"}}",
-        "x".repeat(17 * 1024 * 1024)
-    );
-    // On a connection of its own: the server answers before reading the whole body and
-    // then closes the connection, which a pooled client could pick up for the next request.
+    // 413: a body over the limit, by one byte: the server reads all of it before it
+    // knows, so it has nothing unread when it answers (with more, it answered before
+    // reading the rest, closed, and the client could meet a broken pipe while still
+    // writing instead of the answer).
+    let (head, tail) = ("{\"attempt\":1,\"kind\":\"item\",\"data\":\"", "\"}");
+    let filler = lifeboat_server::BODY_BYTES_MAX + 1 - head.len() - tail.len();
+    let huge = format!("{head}{}{tail}", "x".repeat(filler));
+    assert_eq!(huge.len(), lifeboat_server::BODY_BYTES_MAX + 1);
+    // On a connection of its own, all the same: the server may close it after answering,
+    // and a pooled client could pick it up for the next request.
     let response = reqwest::Client::new()
         .post(server.url("/sessions/e/checkpoints"))
         .bearer_auth(TOKEN)
