@@ -127,29 +127,11 @@ async fn a_write_canceled_by_a_deadlock_runs_again() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use lifeboat::{Id, NewSession, Session, TenantId, Timestamp};
+    use lifeboat::Id;
     use lifeboat_store::{Ack, WriteJob, rows::Tx};
 
     let handles = open().await;
-    let tenant = TenantId::default();
-    let (x, y) = (Id::parse("x").expect("id"), Id::parse("y").expect("id"));
-    for id in [&x, &y] {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        let job: WriteJob = Box::new(move |tx: &mut dyn Tx| {
-            let new = NewSession {
-                kind: "k".to_owned(),
-                ..NewSession::default()
-            };
-            let session = Session::create(id.clone(), new, Timestamp(1_800_000_000_000))?;
-            tx.insert_session(&tenant, &session)?;
-            Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
-        });
-        handles
-            .first
-            .write(Ack::AfterCommit, job)
-            .await
-            .expect("a session");
-    }
+    let (tenant, x, y) = sessions_x_and_y(&handles).await;
     let runs = Arc::new(AtomicUsize::new(0));
     // Locks `first`, waits until the other write holds its own first session, then wants
     // `second`.
@@ -192,29 +174,11 @@ async fn a_write_run_again_keeps_its_place_before_later_writes_of_its_key() {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use lifeboat::{Id, NewSession, Session, TenantId, Timestamp};
+    use lifeboat::Id;
     use lifeboat_store::{Ack, WriteJob, rows::Tx};
 
     let handles = open().await;
-    let tenant = TenantId::default();
-    let (x, y) = (Id::parse("x").expect("id"), Id::parse("y").expect("id"));
-    for id in [&x, &y] {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        let job: WriteJob = Box::new(move |tx: &mut dyn Tx| {
-            let new = NewSession {
-                kind: "k".to_owned(),
-                ..NewSession::default()
-            };
-            let session = Session::create(id.clone(), new, Timestamp(1_800_000_000_000))?;
-            tx.insert_session(&tenant, &session)?;
-            Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
-        });
-        handles
-            .first
-            .write(Ack::AfterCommit, job)
-            .await
-            .expect("a session");
-    }
+    let (tenant, x, y) = sessions_x_and_y(&handles).await;
     let runs: Arc<Mutex<Vec<&'static str>>> = Arc::default();
     fn done() -> lifeboat_store::JobResult<Box<dyn std::any::Any + Send>> {
         Ok(Ok(Box::new(())))
@@ -261,4 +225,31 @@ async fn a_write_run_again_keeps_its_place_before_later_writes_of_its_key() {
     let runs = runs.lock().expect("runs").clone();
     let order: Vec<&str> = runs.into_iter().filter(|name| *name != "c").collect();
     assert_eq!(order, ["a", "a", "b"], "a ran twice, and b after it");
+}
+
+/// Sessions `x` and `y` of the default tenant, written through the first handle.
+async fn sessions_x_and_y(handles: &Handles) -> (lifeboat::TenantId, lifeboat::Id, lifeboat::Id) {
+    use lifeboat::{Id, NewSession, Session, TenantId, Timestamp};
+    use lifeboat_store::{Ack, WriteJob, rows::Tx};
+
+    let tenant = TenantId::default();
+    let (x, y) = (Id::parse("x").expect("id"), Id::parse("y").expect("id"));
+    for id in [&x, &y] {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        let job: WriteJob = Box::new(move |tx: &mut dyn Tx| {
+            let new = NewSession {
+                kind: "k".to_owned(),
+                ..NewSession::default()
+            };
+            let session = Session::create(id.clone(), new, Timestamp(1_800_000_000_000))?;
+            tx.insert_session(&tenant, &session)?;
+            Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
+        });
+        handles
+            .first
+            .write(Ack::AfterCommit, job)
+            .await
+            .expect("a session");
+    }
+    (tenant, x, y)
 }
