@@ -183,22 +183,25 @@ async fn a_write_run_again_keeps_its_place_before_later_writes_of_its_key() {
     fn done() -> lifeboat_store::JobResult<Box<dyn std::any::Any + Send>> {
         Ok(Ok(Box::new(())))
     }
-    // Notes its run; with `lock`, locks one session, pauses, then wants the other.
-    let job = |name: &'static str, lock: Option<(&Id, &Id)>| -> WriteJob {
+    // Notes its run; with `lock`, locks one session, pauses that many ms, then wants the
+    // other.
+    let job = |name: &'static str, lock: Option<(&Id, &Id, u64)>| -> WriteJob {
         let (tenant, runs) = (tenant.clone(), Arc::clone(&runs));
-        let lock = lock.map(|(a, b)| (a.clone(), b.clone()));
+        let lock = lock.map(|(a, b, pause)| (a.clone(), b.clone(), pause));
         Box::new(move |tx: &mut dyn Tx| {
             runs.lock().expect("runs").push(name);
-            if let Some((first, second)) = &lock {
+            if let Some((first, second, pause)) = &lock {
                 tx.session(&tenant, first)?;
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(*pause));
                 tx.session(&tenant, second)?;
             }
             done()
         })
     };
     // The first handle's writer is busy for 200 ms, so that `a` and `b` (one key) share
-    // its next batch; `a` waits for `y` first, so PostgreSQL cancels `a`.
+    // its next batch. `a` waits for `y` from about 500 ms, `c` for `x` from about 1,050 ms:
+    // `a`'s deadlock check comes first (after `deadlock_timeout`, 1 s), so PostgreSQL
+    // cancels `a`, with half a second to spare.
     let busy = handles.first.write_keyed(
         0,
         Ack::AfterCommit,
@@ -209,11 +212,11 @@ async fn a_write_run_again_keeps_its_place_before_later_writes_of_its_key() {
     );
     let a = handles
         .first
-        .write_keyed(0, Ack::AfterCommit, job("a", Some((&x, &y))));
+        .write_keyed(0, Ack::AfterCommit, job("a", Some((&x, &y, 300))));
     let b = handles
         .first
         .write_keyed(0, Ack::AfterCommit, job("b", None));
-    let crossing = job("c", Some((&y, &x)));
+    let crossing = job("c", Some((&y, &x, 800)));
     let other = async {
         tokio::time::sleep(Duration::from_millis(250)).await;
         handles.second.write(Ack::AfterCommit, crossing).await

@@ -169,8 +169,9 @@ impl Lifeboat {
         status: AssetStatus,
         at: Timestamp,
     ) -> Result<()> {
+        let about = (tenant, owner);
         let (tenant, owner, name) = (tenant.clone(), owner.clone(), name.clone());
-        self.write(Ack::AfterCommit, move |tx| {
+        self.write_for(about.0, about.1, Ack::AfterCommit, move |tx| {
             tx.set_asset_status(&tenant, &owner, &name, status, at)?;
             Ok(Ok(()))
         })
