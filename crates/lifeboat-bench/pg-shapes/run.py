@@ -27,6 +27,12 @@ SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 BATCH = 48
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIGRATION = os.path.join(HERE, "..", "..", "lifeboat-store", "migrations", "postgres", "0001_init.sql")
+SESSION_COLUMNS = ("pk, id, project_id, kind, title, status, attempt, max_attempts, heartbeat_timeout_ms, "
+                   "stall_timeout_ms, checkpoint_retention, created_at, updated_at, last_heartbeat_at, "
+                   "lease_expires_at, lease_ran_out_while_down, progress_percent, progress_stage, "
+                   "progress_completed_units, progress_total_units, progress_changed_at, stalled, metrics, metadata, "
+                   "error, crash_type, crash_detected_at, crash_attempt, crash_lease_expires_at, crash_work_lost_ms, "
+                   "latest_seq, latest_kind, latest_stage, latest_created_at, last_seq, completed_at, tenant")
 PRUNABLE = "kind <> 'stage' AND kind <> 'milestone'"
 SEQUENCER = """BEGIN ISOLATION LEVEL READ COMMITTED;
 SELECT pg_advisory_xact_lock(7305656075935817844);
@@ -46,12 +52,13 @@ INSERT INTO bench_rows (data, sha256) VALUES (repeat(md5(:r::text), 32), encode(
 """
 
 
-def per_write(prune_upto=False):
+def per_write(prune_upto=False, savepoints=True):
     out = ["BEGIN;"]
     for i in range(BATCH):
         pk, q = f":pk{i}::bigint", f":q{i}::bigint"
         out.append(f"\\set s{i} :client_id * {BATCH} + {i + 1}")
-        out.append("SAVEPOINT job;")
+        if savepoints:
+            out.append("SAVEPOINT job;")
         out.append(f"SELECT pk AS pk{i}, last_seq + 1 AS q{i} FROM sessions WHERE tenant = 'default' "
                    f"AND id = 'bench-' || :s{i}::text FOR UPDATE \\gset")
         out.append(f"UPDATE sessions SET {SESSION_SET.format(q=q)} WHERE pk = {pk};")
@@ -69,13 +76,25 @@ def per_write(prune_upto=False):
     return "\n".join(out) + "\n" + SEQUENCER
 
 
-def set_based():
+def set_based(locks="batch"):
+    """`locks`: "batch" locks the 48 sessions in one statement; "job" locks each in a
+    statement of its own, as a job loading its session does, after a savepoint of its own
+    ("job-savepoint") or not ("job")."""
     pks = f"(SELECT array_agg(:base::bigint + g) FROM generate_series(1, {BATCH}) g)"
+    if locks == "batch":
+        lock = [f"SELECT pk FROM sessions WHERE pk = ANY(ARRAY(SELECT :base::bigint + g FROM generate_series(1, "
+                f"{BATCH}) g)) ORDER BY pk FOR UPDATE;"]
+    else:
+        lock = []
+        for i in range(BATCH):
+            if locks == "job-savepoint":
+                lock.append("SAVEPOINT job;")
+            lock.append(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = 'default' AND id = 'bench-' || "
+                        f"(:base::bigint + {i + 1})::text FOR UPDATE;")
     return "\n".join([
         f"\\set base :client_id * {BATCH}",
         "BEGIN;",
-        f"SELECT pk FROM sessions WHERE pk = ANY(ARRAY(SELECT :base::bigint + g FROM generate_series(1, {BATCH}) g)) "
-        "ORDER BY pk FOR UPDATE;",
+        *lock,
         f"UPDATE sessions SET {SESSION_SET.format(q='last_seq + 1')} FROM unnest({pks}) AS v(pk) "
         "WHERE sessions.pk = v.pk;",
         "INSERT INTO checkpoints (session_pk, seq, attempt, kind, stage, position, completed_units, total_units, "
@@ -131,6 +150,9 @@ def main():
     results.append(("pgbench insert1k, 64 clients", baseline))
     for name, script in [("per-write (what the writer sends today)", per_write()),
                          ("per-write, pruning every older prunable one (20f8463)", per_write(True)),
+                         ("per-write without savepoints", per_write(savepoints=False)),
+                         ("locked per write after a savepoint each, the rest set-based", set_based("job-savepoint")),
+                         ("locked per write, the rest set-based", set_based("job")),
                          ("set-based (the design note's batched path)", set_based())]:
         fresh()
         results.append((f"{name}, 4 clients x {BATCH} per transaction", pgbench(script, 4) * BATCH))

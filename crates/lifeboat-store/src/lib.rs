@@ -417,11 +417,20 @@ pub trait Store: Send + Sync + 'static {
     /// Runs `job` in a write transaction and answers its result once its fate is durable.
     async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>>;
 
-    /// [`Store::write`] for a job about one record (a session), named by `key`: a store
-    /// with several writers gives every job of one key to the same one, so that they queue
-    /// behind each other rather than meet on the record's row lock.
-    async fn write_keyed(&self, key: u64, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
-        let _ = key;
+    /// [`Store::write`] for a job about session `id` of `tenant`, which reads and writes
+    /// the rows of that session alone (its row, checkpoints, assets, tokens, its events),
+    /// never another session's. A store with several writers gives every job about one
+    /// session to the same one, so that they queue behind each other rather than meet on
+    /// its row lock; a store may lock the session's row before the job runs (PostgreSQL
+    /// locks the sessions of a whole batch in one statement).
+    async fn write_about(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        ack: Ack,
+        job: WriteJob,
+    ) -> Result<Box<dyn Any + Send>> {
+        let _ = (tenant, id);
         self.write(ack, job).await
     }
 

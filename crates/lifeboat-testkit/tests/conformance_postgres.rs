@@ -198,12 +198,13 @@ async fn a_write_run_again_keeps_its_place_before_later_writes_of_its_key() {
             done()
         })
     };
-    // The first handle's writer is busy for 200 ms, so that `a` and `b` (one key) share
+    // The first handle's writer is busy for 200 ms, so that `a` and `b` (about one session) share
     // its next batch. `a` waits for `y` from about 500 ms, `c` for `x` from about 1,050 ms:
     // `a`'s deadlock check comes first (after `deadlock_timeout`, 1 s), so PostgreSQL
     // cancels `a`, with half a second to spare.
-    let busy = handles.first.write_keyed(
-        0,
+    let busy = handles.first.write_about(
+        &tenant,
+        &x,
         Ack::AfterCommit,
         Box::new(|_: &mut dyn Tx| {
             std::thread::sleep(Duration::from_millis(200));
@@ -212,10 +213,10 @@ async fn a_write_run_again_keeps_its_place_before_later_writes_of_its_key() {
     );
     let a = handles
         .first
-        .write_keyed(0, Ack::AfterCommit, job("a", Some((&x, &y, 300))));
+        .write_about(&tenant, &x, Ack::AfterCommit, job("a", Some((&x, &y, 300))));
     let b = handles
         .first
-        .write_keyed(0, Ack::AfterCommit, job("b", None));
+        .write_about(&tenant, &x, Ack::AfterCommit, job("b", None));
     let crossing = job("c", Some((&y, &x, 800)));
     let other = async {
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -3,8 +3,6 @@
 
 use std::any::Any;
 
-use std::hash::{Hash, Hasher};
-
 use lifeboat_core::{Id, Owner, TenantId, Timestamp};
 use lifeboat_store::{Ack, Error, IDEMPOTENCY_KEY_TTL_MS, IdempotencyKey, JobResult, Result, Tx};
 use serde::Serialize;
@@ -61,8 +59,9 @@ impl Lifeboat {
         }
     }
 
-    /// [`Lifeboat::write`] for a job about session `id` of `tenant`: a store with several
-    /// writers runs every write of one session on the same one (`Store::write_keyed`).
+    /// [`Lifeboat::write`] for a job about session `id` of `tenant`, touching no other
+    /// session's rows: a store with several writers runs every write of one session on the
+    /// same one, and may lock the session before the job runs (`Store::write_about`).
     pub(crate) async fn write_about<T, F>(
         &self,
         tenant: &TenantId,
@@ -74,10 +73,12 @@ impl Lifeboat {
         T: Send + 'static,
         F: FnMut(&mut dyn Tx) -> JobResult<T> + Send + 'static,
     {
-        let mut hasher = std::hash::DefaultHasher::new();
-        (tenant, id).hash(&mut hasher);
-        let key = hasher.finish();
-        unbox(self.inner.store.write_keyed(key, ack, erase(job)).await?)
+        unbox(
+            self.inner
+                .store
+                .write_about(tenant, id, ack, erase(job))
+                .await?,
+        )
     }
 
     /// Runs `job` on a consistent snapshot.

@@ -22,6 +22,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Row, Statement};
 
+use super::held::{Held, Row as HeldRow};
 use crate::{Error, Result};
 
 /// A statement's parameters.
@@ -77,6 +78,9 @@ pub(super) struct Owned {
     sends: Cell<u64>,
     /// The first error of a held-back statement (see [`Owned::held_back_failure`]).
     failed: Cell<Option<Error>>,
+    /// Whether `SAVEPOINT job` goes before the next statement (see
+    /// [`Owned::savepoint_before_next`]).
+    savepoint: Cell<bool>,
 }
 
 /// A statement held back until the next one that is waited for.
@@ -136,6 +140,23 @@ impl Owned {
             deferred: RefCell::new(Vec::new()),
             sends: Cell::new(0),
             failed: Cell::new(None),
+            savepoint: Cell::new(false),
+        }
+    }
+
+    /// With `true`, places `SAVEPOINT job` before the next statement held back or sent, if
+    /// any is (a job that sends none needs none: nothing of it reaches the database); with
+    /// `false`, no longer.
+    pub(super) fn savepoint_before_next(&self, due: bool) {
+        self.savepoint.set(due);
+    }
+
+    /// Holds back the savepoint due, if one is.
+    fn place_savepoint(&self) {
+        if self.savepoint.replace(false) {
+            self.deferred
+                .borrow_mut()
+                .push(Deferred::Simple("SAVEPOINT job"));
         }
     }
 
@@ -213,6 +234,7 @@ impl Owned {
         Option<Error>,
         std::result::Result<Reply, tokio_postgres::Error>,
     ) {
+        self.place_savepoint();
         self.sends.set(self.sends.get() + 1);
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         let mut answers: Vec<Answer<'_>> = deferred
@@ -325,6 +347,7 @@ impl Link for Owned {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        self.place_savepoint();
         self.deferred
             .borrow_mut()
             .push(Deferred::Prepared(statement, encoded));
@@ -336,6 +359,8 @@ impl Link for Owned {
 pub(super) struct PgConn<'a> {
     link: &'a dyn Link,
     writing: bool,
+    /// The rows the writer's batch holds back (see `held.rs`); none elsewhere.
+    held: Option<&'a Held<'a>>,
     /// Whether the job recorded an event (the store then runs the sequencer after commit).
     events: Cell<bool>,
 }
@@ -345,7 +370,43 @@ impl<'a> PgConn<'a> {
         PgConn {
             link,
             writing,
+            held: None,
             events: Cell::new(false),
+        }
+    }
+
+    /// The writer's transaction, whose batch holds rows back in `held`.
+    pub(super) fn holding(link: &'a dyn Link, held: &'a Held<'a>) -> PgConn<'a> {
+        PgConn {
+            held: Some(held),
+            ..PgConn::new(link, true)
+        }
+    }
+
+    /// Writes `row` with the others of its table at once: held back in the writer's batch
+    /// (see `held.rs`), sent out at once elsewhere.
+    pub(super) fn hold(&self, row: HeldRow) -> Result<()> {
+        match self.held {
+            Some(held) => held.hold(row),
+            None => {
+                let held = Held::new(self.link);
+                held.hold(row)?;
+                held.send_all()
+            }
+        }
+    }
+
+    /// The row of session `id` of `tenant` if the writer locked it ahead for this job
+    /// (`writer::lock_ahead`): taken, so a second look reads the table.
+    pub(super) fn locked_ahead(&self, tenant: &str, id: &str) -> Option<Row> {
+        self.held.and_then(|held| held.take_ahead(tenant, id))
+    }
+
+    /// Sends out the job's held rows before `sql` if it may meet them.
+    fn precede(&self, sql: &str) -> Result<()> {
+        match self.held {
+            Some(held) if held.must_precede(sql) => held.send_job(),
+            _ => Ok(()),
         }
     }
 
@@ -361,6 +422,7 @@ impl<'a> PgConn<'a> {
 
     /// Every row `sql` answers.
     pub(super) fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.precede(sql)?;
         self.link.query(sql, params)
     }
 
@@ -384,12 +446,14 @@ impl<'a> PgConn<'a> {
 
     /// Runs `sql`; answers how many rows it changed.
     pub(super) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        self.precede(sql)?;
         self.link.execute(sql, params)
     }
 
     /// Runs `sql`, a change whose count the job does not need: on the writer's connection it
     /// goes out with the next statement waited for, and its error, if any, comes then.
     pub(super) fn write(&self, sql: &str, params: &Params<'_>) -> Result<()> {
+        self.precede(sql)?;
         self.link.write(sql, params)
     }
 
@@ -455,7 +519,7 @@ pub(super) fn translate(error: tokio_postgres::Error) -> Error {
 }
 
 /// PostgreSQL's text cannot hold U+0000, which JSON and titles may carry.
-fn nul_in_text() -> Error {
+pub(super) fn nul_in_text() -> Error {
     Error::Domain(lifeboat_core::Error::Invalid {
         field: "body",
         message: "text with the NUL character (U+0000) cannot be stored in this server's PostgreSQL database".to_owned(),

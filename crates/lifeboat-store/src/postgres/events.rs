@@ -2,9 +2,10 @@
 //! describe, read back in `seq` order by the event stream.
 
 use lifeboat_core::{TenantId, Timestamp};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::conn::{PgConn, column, translate};
+use super::held::Row as Held;
 use crate::rows::Subject;
 use crate::{Error, Event, EventFilter, Result};
 
@@ -19,7 +20,8 @@ const SEQUENCER_LOCK: i64 = 7_305_656_075_935_817_844;
 const SEQUENCE_BATCH: i64 = 10_000;
 
 /// Records an event in the caller's transaction, without its `seq`: the sequencer gives it
-/// one after the transaction commits (see the schema).
+/// one after the transaction commits (see the schema). Held with the batch's other events
+/// and inserted with them in one statement, in the order recorded (`held.rs`).
 pub(super) fn record(
     conn: &PgConn<'_>,
     tenant: &TenantId,
@@ -28,18 +30,14 @@ pub(super) fn record(
     data: &Value,
     now: Timestamp,
 ) -> Result<()> {
-    conn.write(
-        "INSERT INTO events (tenant, type, session_id, project_id, data, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[
-            &tenant.as_str(),
-            &kind,
-            &subject.session_id,
-            &subject.project_id,
-            &data.to_string(),
-            &now.0,
-        ],
-    )?;
+    conn.hold(Held::Event(json!({
+        "tenant": tenant.as_str(),
+        "type": kind,
+        "session_id": subject.session_id,
+        "project_id": subject.project_id,
+        "data": data.to_string(),
+        "created_at": now.0,
+    })))?;
     conn.note_event();
     Ok(())
 }

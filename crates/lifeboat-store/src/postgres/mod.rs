@@ -15,6 +15,7 @@ mod cluster;
 mod conn;
 mod events;
 mod files;
+mod held;
 mod keys;
 mod outcomes;
 mod projects;
@@ -39,16 +40,19 @@ use tokio::sync::watch;
 use tokio_postgres::{IsolationLevel, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use lifeboat_core::{Id, TenantId};
+
 use crate::blobs::BlobStore;
 use crate::{Ack, Cluster, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
 use conn::{PgConn, Pooled, translate};
 use tx::PgTx;
+use writer::About;
 
 /// Connections in the pool.
 const POOL_SIZE: usize = 16;
 /// Writer threads, each with a connection of its own (`writer.rs`): while one waits for
 /// its database backend, the other's works. A session's writes all go to one of them
-/// (`Store::write_keyed`); writes about nothing in particular go to the first.
+/// (`Store::write_about`); writes about nothing in particular go to the first.
 const WRITERS: usize = 2;
 /// The longest a statement waits for a lock, and a job for a connection, before the write
 /// is answered 503 (retry).
@@ -415,7 +419,7 @@ impl PgStore {
     /// commit; see `Store::write`.
     async fn write_to(
         &self,
-        key: Option<u64>,
+        about: Option<About>,
         ack: Ack,
         mut job: WriteJob,
     ) -> Result<Box<dyn Any + Send>> {
@@ -428,12 +432,13 @@ impl PgStore {
             .writers
             .get()
             .ok_or_else(|| Error::Internal("the writers did not start".to_owned()))?;
-        let writer = usize::try_from(key.unwrap_or(0) % writers.len() as u64)
+        let key = about.as_ref().map_or(0, |about| about.key);
+        let writer = usize::try_from(key % writers.len() as u64)
             .ok()
             .and_then(|index| writers.get(index))
             .ok_or_else(|| Error::Internal("no writer for a write".to_owned()))?;
         let (answer, recorded) = writer
-            .write(key, move |conn| {
+            .write(about, move |conn| {
                 // What a run that did not end in a commit allowed is not this run's.
                 if let Some(early) = &early {
                     early.take();
@@ -466,10 +471,18 @@ impl Store for PgStore {
         self.write_to(None, ack, job).await
     }
 
-    /// A keyed write goes to writer `key % WRITERS`, so that the writes of one session
-    /// queue behind each other on one writer rather than meet on its row lock.
-    async fn write_keyed(&self, key: u64, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>> {
-        self.write_to(Some(key), ack, job).await
+    /// A write about a session goes to writer `hash % WRITERS`, so that the writes of one
+    /// session queue behind each other on one writer rather than meet on its row lock; the
+    /// writer locks the sessions of a batch before its writes run (`writer.rs`).
+    async fn write_about(
+        &self,
+        tenant: &TenantId,
+        id: &Id,
+        ack: Ack,
+        job: WriteJob,
+    ) -> Result<Box<dyn Any + Send>> {
+        let about = About::new(tenant, id);
+        self.write_to(Some(about), ack, job).await
     }
 
     async fn read(&self, job: ReadJob) -> Result<Box<dyn Any + Send>> {

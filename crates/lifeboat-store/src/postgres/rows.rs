@@ -4,10 +4,11 @@ use lifeboat_core::{
     Checkpoint, CheckpointKind, CheckpointRef, Crash, CrashType, Id, Metrics, Progress, Session,
     Sha256, Status, TenantId, Timestamp,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_postgres::Row;
 
 use super::conn::{PgConn, column};
+use super::held::Row as Held;
 use crate::stored::{metrics_json, pins_from_json, pins_to_json, prunable_sql};
 use crate::{Error, Result, RowId};
 
@@ -19,6 +20,9 @@ pub(super) const SESSION_COLUMNS: &str = "pk, id, project_id, kind, title, statu
     metrics, metadata, error, crash_type, crash_detected_at, crash_attempt, \
     crash_lease_expires_at, crash_work_lost_ms, latest_seq, latest_kind, latest_stage, \
     latest_created_at, last_seq, completed_at, tenant";
+
+/// Where [`SESSION_COLUMNS`] has the tenant.
+pub(super) const TENANT_COLUMN: usize = 36;
 
 /// The checkpoint columns, in the order [`checkpoint_from_row`] reads them.
 pub(super) const CHECKPOINT_COLUMNS: &str = "seq, attempt, kind, stage, position, completed_units, \
@@ -194,57 +198,52 @@ pub(super) fn insert_session(conn: &PgConn<'_>, tenant: &TenantId, s: &Session) 
     column(&row, 0)
 }
 
-/// Writes the fields of a session that change over its life, by primary key.
+/// Writes the fields of a session that change over its life (`held::SESSION_CHANGES`),
+/// by primary key.
 pub(super) fn update_session(conn: &PgConn<'_>, pk: i64, s: &Session) -> Result<()> {
     let crash = s.crash.as_ref();
     let latest = s.latest_checkpoint.as_ref();
-    conn.write(
-        "UPDATE sessions SET status = $2, attempt = $3, updated_at = $4, \
-         last_heartbeat_at = $5, lease_expires_at = $6, lease_ran_out_while_down = $7, \
-         progress_percent = $8, progress_stage = $9, progress_completed_units = $10, \
-         progress_total_units = $11, progress_changed_at = $12, stalled = $13, metrics = $14, \
-         error = $15, crash_type = $16, crash_detected_at = $17, crash_attempt = $18, \
-         crash_lease_expires_at = $19, crash_work_lost_ms = $20, latest_seq = $21, \
-         latest_kind = $22, latest_stage = $23, latest_created_at = $24, last_seq = $25, \
-         completed_at = $26 WHERE pk = $1",
-        &[
-            &pk,
-            &s.status.as_str(),
-            &i64::from(s.attempt),
-            &s.updated_at.0,
-            &s.last_heartbeat_at.map(|t| t.0),
-            &s.lease_expires_at.map(|t| t.0),
-            &i64::from(s.lease_ran_out_while_down),
-            &s.progress.percent,
-            &s.progress.stage,
-            &bigint_opt(s.progress.completed_units)?,
-            &bigint_opt(s.progress.total_units)?,
-            &s.progress_changed_at.0,
-            &i64::from(s.stalled),
-            &metrics_json(s),
-            &s.error,
-            &crash.map(|c| c.kind.as_str()),
-            &crash.map(|c| c.detected_at.0),
-            &crash.map(|c| i64::from(c.attempt)),
-            &crash.and_then(|c| c.lease_expires_at.map(|t| t.0)),
-            &bigint_opt(crash.map(|c| c.work_lost_ms))?,
-            &bigint_opt(latest.map(|c| c.seq))?,
-            &latest.map(|c| c.kind.as_str()),
-            &latest.and_then(|c| c.stage.as_deref()),
-            &latest.map(|c| c.created_at.0),
-            &bigint(s.last_seq)?,
-            &s.completed_at.map(|t| t.0),
-        ],
-    )?;
-    Ok(())
+    let columns = json!({
+        "pk": pk,
+        "status": s.status.as_str(),
+        "attempt": s.attempt,
+        "updated_at": s.updated_at.0,
+        "last_heartbeat_at": s.last_heartbeat_at.map(|t| t.0),
+        "lease_expires_at": s.lease_expires_at.map(|t| t.0),
+        "lease_ran_out_while_down": i64::from(s.lease_ran_out_while_down),
+        "progress_percent": s.progress.percent,
+        "progress_stage": s.progress.stage,
+        "progress_completed_units": bigint_opt(s.progress.completed_units)?,
+        "progress_total_units": bigint_opt(s.progress.total_units)?,
+        "progress_changed_at": s.progress_changed_at.0,
+        "stalled": i64::from(s.stalled),
+        "metrics": metrics_json(s),
+        "error": s.error,
+        "crash_type": crash.map(|c| c.kind.as_str()),
+        "crash_detected_at": crash.map(|c| c.detected_at.0),
+        "crash_attempt": crash.map(|c| c.attempt),
+        "crash_lease_expires_at": crash.and_then(|c| c.lease_expires_at.map(|t| t.0)),
+        "crash_work_lost_ms": bigint_opt(crash.map(|c| c.work_lost_ms))?,
+        "latest_seq": bigint_opt(latest.map(|c| c.seq))?,
+        "latest_kind": latest.map(|c| c.kind.as_str()),
+        "latest_stage": latest.and_then(|c| c.stage.as_deref()),
+        "latest_created_at": latest.map(|c| c.created_at.0),
+        "last_seq": bigint(s.last_seq)?,
+        "completed_at": s.completed_at.map(|t| t.0),
+    });
+    conn.hold(Held::Session(pk, columns))
 }
 
-/// `(pk, Session)` by tenant and id, if stored; locked in a write transaction.
+/// `(pk, Session)` by tenant and id, if stored; locked in a write transaction (perhaps
+/// ahead, see `writer::lock_ahead`).
 pub(super) fn find_session(
     conn: &PgConn<'_>,
     tenant: &TenantId,
     id: &Id,
 ) -> Result<Option<(i64, Session)>> {
+    if let Some(row) = conn.locked_ahead(tenant.as_str(), id.as_str()) {
+        return session_from_row(&row).map(Some);
+    }
     conn.query_opt(
         &format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = $1 AND id = $2{}",
@@ -255,6 +254,19 @@ pub(super) fn find_session(
     .as_ref()
     .map(session_from_row)
     .transpose()
+}
+
+/// Locks the stored sessions among `tenants[i]`, `ids[i]`, in key order; answers their
+/// rows (with [`SESSION_COLUMNS`]).
+pub(super) fn lock_sessions(conn: &PgConn<'_>, tenants: &[&str], ids: &[&str]) -> Result<Vec<Row>> {
+    conn.query(
+        &format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions \
+             WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+             ORDER BY pk FOR UPDATE"
+        ),
+        &[&tenants, &ids],
+    )
 }
 
 /// Loads `(pk, Session)` by tenant and id.
@@ -302,38 +314,37 @@ pub(super) fn checkpoint_from_row(row: &Row) -> Result<Checkpoint> {
     })
 }
 
-/// Inserts a checkpoint of the session `session_pk`.
+/// Inserts a checkpoint of the session `session_pk`, and its pins.
 pub(super) fn insert_checkpoint(conn: &PgConn<'_>, session_pk: i64, c: &Checkpoint) -> Result<()> {
-    let assets = pins_to_json(&c.assets);
     let seq = bigint(c.seq)?;
-    conn.write(
-        "INSERT INTO checkpoints (session_pk, seq, attempt, kind, stage, position, \
-         completed_units, total_units, data, sha256, assets, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        &[
-            &session_pk,
-            &seq,
-            &i64::from(c.attempt),
-            &c.kind.as_str(),
-            &c.stage,
-            &c.position,
-            &bigint_opt(c.completed_units)?,
-            &bigint_opt(c.total_units)?,
-            &c.data,
-            &c.sha256.as_str(),
-            &assets,
-            &c.created_at.0,
-        ],
-    )?;
-    for pin in &c.assets {
-        let version = pin.version();
-        conn.write(
-            "INSERT INTO pinned_files (session_pk, seq, storage, key) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            &[&session_pk, &seq, &version.storage, &version.key],
-        )?;
-    }
-    Ok(())
+    let columns = json!({
+        "session_pk": session_pk,
+        "seq": seq,
+        "attempt": c.attempt,
+        "kind": c.kind.as_str(),
+        "stage": c.stage,
+        "position": c.position,
+        "completed_units": bigint_opt(c.completed_units)?,
+        "total_units": bigint_opt(c.total_units)?,
+        "data": c.data,
+        "sha256": c.sha256.as_str(),
+        "assets": pins_to_json(&c.assets),
+        "created_at": c.created_at.0,
+    });
+    let pins = c
+        .assets
+        .iter()
+        .map(|pin| {
+            let version = pin.version();
+            json!({
+                "session_pk": session_pk,
+                "seq": seq,
+                "storage": version.storage,
+                "key": version.key,
+            })
+        })
+        .collect();
+    conn.hold(Held::Checkpoint(session_pk, columns, pins))
 }
 
 /// Checkpoint `seq` of a session, if stored.
@@ -426,20 +437,10 @@ pub(super) fn quarantine(conn: &PgConn<'_>, session_pk: i64, seq: u64) -> Result
 /// [`prune_all_checkpoints`]), so the one at position `retention` from the newest is the
 /// only one beyond. Looking no further matters: the index entries of checkpoints pruned
 /// before stay until vacuum, and a `seq <= cut` scan walked every one of them, a cost
-/// that grew with each checkpoint a session wrote (`BENCHMARKS.md`).
+/// that grew with each checkpoint a session wrote (`BENCHMARKS.md`). Held with the
+/// batch's other prunings, and run as one statement (`held.rs`).
 pub(super) fn prune_checkpoints(conn: &PgConn<'_>, pk: i64, retention: u32) -> Result<()> {
-    let prunable = prunable_sql();
-    conn.write(
-        &format!(
-            "WITH doomed AS (DELETE FROM checkpoints WHERE session_pk = $1 \
-             AND seq = (SELECT seq FROM checkpoints WHERE session_pk = $1 AND {prunable} \
-                        ORDER BY seq DESC OFFSET $2 LIMIT 1) \
-             RETURNING seq, assets <> '[]' AS pins) \
-             DELETE FROM pinned_files WHERE session_pk = $1 \
-             AND seq IN (SELECT seq FROM doomed WHERE pins)"
-        ),
-        &[&pk, &i64::from(retention)],
-    )
+    conn.hold(Held::Prune(pk, i64::from(retention)))
 }
 
 /// Deletes every prunable checkpoint of a session beyond the newest `retention` (its own),

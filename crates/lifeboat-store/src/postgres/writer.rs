@@ -13,6 +13,8 @@
 //! two writers, or of different servers, can still meet on row locks in rarer ways; the
 //! write PostgreSQL cancels then runs again (see [`Ran::Again`], `docs/deployment.md`).
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -23,6 +25,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::Shared;
 use super::conn::{Owned, PgConn, translate};
+use super::held::Held;
+use super::rows;
+use lifeboat_core::{Id, TenantId};
+
 use crate::{Error, Result};
 
 /// Most writes in one transaction: each savepoint that writes takes a subtransaction id,
@@ -55,13 +61,41 @@ enum Ran {
     Answered,
 }
 
+/// The session a write is about (see `Store::write_about`).
+pub(super) struct About {
+    /// A hash of the session's tenant and id: which writer it goes to, and which writes
+    /// of a batch are about the same session.
+    pub(super) key: u64,
+    tenant: TenantId,
+    id: Id,
+}
+
+impl About {
+    pub(super) fn new(tenant: &TenantId, id: &Id) -> About {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (tenant, id).hash(&mut hasher);
+        About {
+            key: hasher.finish(),
+            tenant: tenant.clone(),
+            id: id.clone(),
+        }
+    }
+}
+
 /// A queued write: runs on the writer thread inside the batch's transaction (perhaps more
 /// than once, see [`Ran::Again`]), or, given the reason it cannot run, answers that.
 struct Job {
-    /// The record it is about (see `Store::write_keyed`): a write that runs again goes
-    /// before the later writes of the same key, so they keep their order.
-    key: Option<u64>,
+    /// The session it is about, if one: its row is locked before the batch's writes run,
+    /// and a write that runs again goes before the later writes about the same session, so
+    /// they keep their order.
+    about: Option<About>,
     run: Box<dyn FnMut(Turn<'_>) -> Ran + Send>,
+}
+
+impl Job {
+    fn key(&self) -> Option<u64> {
+        self.about.as_ref().map(|about| about.key)
+    }
 }
 
 /// What a queued write is given: the batch's connection, or why it cannot run.
@@ -95,7 +129,7 @@ impl Writer {
     /// whether the batch recorded events. A run that fails because of a concurrent write
     /// ([`Error::Contended`]) is rolled back and `work` runs again in a later batch, up to
     /// [`RUNS_MAX`] runs in all.
-    pub(super) async fn write<T, F>(&self, key: Option<u64>, mut work: F) -> Result<(T, bool)>
+    pub(super) async fn write<T, F>(&self, about: Option<About>, mut work: F) -> Result<(T, bool)>
     where
         T: Send + 'static,
         F: FnMut(&PgConn<'_>) -> (Result<T>, bool) + Send + 'static,
@@ -135,7 +169,7 @@ impl Writer {
                 }),
             })
         });
-        let job = Job { key, run };
+        let job = Job { about, run };
         crate::queue_and_wait(&self.queue, job, rx).await
     }
 }
@@ -161,7 +195,7 @@ fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) 
         let size = batch.len();
         let started = std::time::Instant::now();
         let (lost, again) = match begin(connect, &mut link) {
-            Ok(owned) => commit_batch(owned, batch.drain(..)),
+            Ok(owned) => commit_batch(owned, std::mem::take(&mut batch)),
             Err(error) => {
                 for mut job in batch.drain(..) {
                     (job.run)(Err(error.clone()));
@@ -234,6 +268,14 @@ fn open(connect: &Connect) -> Result<Owned> {
                 client
             }
         };
+        // Every statement planned for its own parameters and the tables' sizes now: a
+        // prepared statement's generic plan, made while a table was small, may keep
+        // scanning it whole after it grew (sessions grow dead rows between vacuums: a
+        // lease moved is a new row version); planning these few statements once per
+        // batch costs little.
+        client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .await?;
         Ok::<_, tokio_postgres::Error>(client)
     });
     Ok(Owned::new(runtime, client.map_err(translate)?))
@@ -241,33 +283,58 @@ fn open(connect: &Connect) -> Result<Owned> {
 
 /// Runs `jobs` in the open transaction, commits, and answers each.
 ///
-/// Each job starts with a savepoint, sent with its first statement; a job that fails rolls
-/// back to it alone. Savepoints are not released: a job's changes that the job did not
-/// wait for go out with the next job's first statement (or the `COMMIT`), so a job costs
-/// one round trip per statement it waits for and no more. Such a change failing (it should
-/// not: its rows are locked) is found with a later statement, and fails the whole batch.
-/// Answers whether the connection was lost, and the jobs to run again in the next batch.
-fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> (bool, Vec<Job>) {
-    let conn = PgConn::new(owned, true);
+/// First the sessions the jobs are about are locked, in one statement (see
+/// [`lock_ahead`]); then each job runs from a savepoint of its own, placed before its
+/// first statement, to which it alone rolls back if it fails: a job that sends nothing (a
+/// checkpoint whose session was locked ahead: its changes are held, see `held.rs`) costs
+/// no statement of its own. Savepoints are not released, and a job's changes that the job
+/// did not wait for go out with the next statement waited for (or the `COMMIT`). Such a
+/// change failing (it should not: its rows are locked) is found with a later statement,
+/// and fails the whole batch. Answers whether the connection was lost, and the jobs to run
+/// again in the next batch.
+fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
+    let held = Held::new(owned);
+    let conn = PgConn::holding(owned, &held);
     let mut pending = Vec::with_capacity(BATCH_MAX);
     let mut again = Vec::new();
-    let mut broken: Option<Error> = None;
+    let mut broken = lock_ahead(owned, &held, &jobs).err();
+    // The sessions whose rows `held` holds (see `held.rs`).
+    let mut holding: HashSet<u64> = HashSet::new();
     for mut job in jobs {
         if let Some(error) = &broken {
             (job.run)(Err(error.clone()));
             continue;
         }
-        if job.key.is_some() && again.iter().any(|earlier: &Job| earlier.key == job.key) {
-            // An earlier write of the same record runs again in the next batch: this one
-            // follows it there.
+        let key = job.key();
+        if key.is_some() && again.iter().any(|earlier: &Job| earlier.key() == key) {
+            // An earlier write about the same session runs again in the next batch: this
+            // one follows it there.
             again.push(job);
             continue;
         }
+        // A write sees the rows held before it as written when it may read them: it is
+        // about a session whose rows are held, or about no one session (which may also
+        // read a session changed since it was locked ahead).
+        if key.is_none_or(|key| !holding.insert(key)) {
+            holding.clear();
+            holding.extend(key);
+            if key.is_none() {
+                held.forget_ahead();
+            }
+            if let Err(error) = held.send_all() {
+                let error = batch_lost(&error);
+                (job.run)(Err(error.clone()));
+                broken = Some(error);
+                continue;
+            }
+        }
+        held.begin_job();
         let mark = owned.held_back();
-        owned.defer("SAVEPOINT job");
+        owned.savepoint_before_next(true);
         let sends = owned.sends();
         // A job that panics is answered as failed (its reply is dropped) and rolled back.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(Ok(&conn))));
+        owned.savepoint_before_next(false);
         let finished = match ran {
             Ok(Ran::Finished(finished)) => Some(finished),
             Ok(Ran::Answered) => continue,
@@ -281,11 +348,19 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> (bool, Vec<Jo
             }
         };
         let keep = finished.as_ref().is_some_and(|f| f.keep);
+        if !keep {
+            held.drop_job();
+        } else if key.is_none()
+            && let Err(error) = held.send_all()
+        {
+            broken = Some(batch_lost(&error));
+        }
         if let Some(error) = owned.held_back_failure() {
             broken = Some(batch_lost(&error));
         } else if !keep {
             if owned.sends() == sends {
-                // Nothing of it reached the database: what it held back is all there is.
+                // Nothing of it reached the database (not even its savepoint): what it
+                // held back is all there is.
                 owned.forget_from(mark);
             } else {
                 // What is still held back is its own.
@@ -298,6 +373,11 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> (bool, Vec<Jo
         pending.extend(finished);
     }
     let relaxed = pending.iter().all(|f| f.relaxed);
+    if broken.is_none()
+        && let Err(error) = held.send_all()
+    {
+        broken = Some(batch_lost(&error));
+    }
     let commit = match broken {
         Some(error) => {
             owned.forget_from(0);
@@ -328,6 +408,39 @@ fn commit_batch(owned: &Owned, jobs: impl Iterator<Item = Job>) -> (bool, Vec<Jo
         (finished.reply)(commit.clone().map(|()| events));
     }
     (owned.client.is_closed(), again)
+}
+
+/// Locks the sessions `jobs` are about, in one statement, in key order (as every
+/// statement here that locks several sessions: batches that lock at once wait for each
+/// other, never deadlock), and keeps their rows for the jobs (`held.rs`), so that a job
+/// loads its session without a statement of its own. Should it fail (a deadlock with a
+/// write locking otherwise, a lock waited for too long), it is rolled back and each job
+/// locks its own session; a batch whose connection it lost fails.
+fn lock_ahead(owned: &Owned, held: &Held<'_>, jobs: &[Job]) -> Result<()> {
+    let (tenants, ids): (Vec<&str>, Vec<&str>) = jobs
+        .iter()
+        .filter_map(|job| job.about.as_ref())
+        .map(|about| (about.tenant.as_str(), about.id.as_str()))
+        .unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    owned.defer("SAVEPOINT ahead");
+    match rows::lock_sessions(&PgConn::new(owned, true), &tenants, &ids) {
+        Ok(rows) => {
+            held.lock_ahead(rows);
+            Ok(())
+        }
+        Err(error) => {
+            tracing::debug!(%error, "cannot lock a batch's sessions at once; each write locks its own");
+            owned.forget_from(0);
+            let _ = owned.held_back_failure();
+            match owned.batch("ROLLBACK TO ahead") {
+                (_, Ok(())) => Ok(()),
+                (_, Err(error)) => Err(batch_lost(&translate(error))),
+            }
+        }
+    }
 }
 
 /// The answer to every write of a batch lost because a change held back failed (or the

@@ -137,6 +137,7 @@ pub use writes::{
     idempotent_outcomes_across_handles, one_new_session_raced_through_both_handles_is_created_once,
     pruning_happens_in_the_write, retried_session_writes_answer_the_first_outcome,
     revisions_are_gap_free_across_handles, seq_is_gap_free_across_handles,
+    writes_read_what_earlier_writes_changed,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check, each over fresh handles from
@@ -149,6 +150,7 @@ macro_rules! conformance_suite {
             revisions_are_gap_free_across_handles,
             a_recovered_session_fences_the_old_attempt,
             pruning_happens_in_the_write,
+            writes_read_what_earlier_writes_changed,
             a_failed_write_leaves_nothing,
             failed_writes_among_many_at_once_spoil_nothing,
             events_come_in_commit_order,

@@ -280,6 +280,70 @@ pub async fn failed_writes_among_many_at_once_spoil_nothing(handles: Handles) {
     assert_eq!(numbered, (0..60).step_by(3).collect::<Vec<u64>>());
 }
 
+/// Writes sent at once, so that a store that commits them in groups runs them together,
+/// each reading a session and changing it (the last round also reading it back): each
+/// reads what every earlier write about that session changed, whether it is about that
+/// session (`Store::write_about`) or about none (`Store::write`), and its own change. No
+/// change is lost.
+pub async fn writes_read_what_earlier_writes_changed(handles: Handles) {
+    let (a, _, _) = engines(&handles).await;
+    let sessions: Vec<lifeboat::Id> = (0..8).map(|n| id(&format!("read-back-{n}"))).collect();
+    for s in &sessions {
+        session(&a, s.as_str(), 60_000).await;
+    }
+    let store = Arc::clone(&handles.first);
+    let mut writes = Vec::new();
+    for round in 0..5 {
+        for s in &sessions {
+            let mark = if round == 2 {
+                "any".to_owned()
+            } else {
+                format!("w{round}")
+            };
+            let (store, s) = (Arc::clone(&store), s.clone());
+            writes.push(tokio::spawn(async move {
+                let (t, about) = (tenant(), s.clone());
+                let job: WriteJob = Box::new(move |tx: &mut dyn Tx| {
+                    // Slow, so that the writes sent meanwhile queue and share batches.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    let (row, mut session) = tx.session(&t, &s)?.expect("the session");
+                    let stage = session.progress.stage.take().unwrap_or_default();
+                    session.progress.stage = Some(format!("{stage}|{mark}"));
+                    tx.update_session(row, &session)?;
+                    if round == 4 {
+                        let (_, read) = tx.session(&t, &s)?.expect("the session");
+                        assert_eq!(read.progress.stage, session.progress.stage, "read back");
+                    }
+                    Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
+                });
+                // The third round is of writes about no one session.
+                if round == 2 {
+                    store.write(Ack::AfterCommit, job).await
+                } else {
+                    store
+                        .write_about(&tenant(), &about, Ack::AfterCommit, job)
+                        .await
+                }
+            }));
+        }
+    }
+    for write in writes {
+        write.await.expect("the write ran").expect("the write");
+    }
+    for s in &sessions {
+        let stage = a
+            .session(&tenant(), s)
+            .await
+            .expect("read")
+            .progress
+            .stage
+            .unwrap_or_default();
+        let mut marks: Vec<&str> = stage.split('|').filter(|m| !m.is_empty()).collect();
+        marks.sort_unstable();
+        assert_eq!(marks, ["any", "w0", "w1", "w3", "w4"], "{s}: {stage}");
+    }
+}
+
 /// The same new session id created through both engines at once, again and again: each
 /// time one creates it and the other is told it exists (409), never "retry" (on
 /// PostgreSQL the two inserts meet on the unique key, and the loser runs again).

@@ -1,0 +1,335 @@
+//! The rows a batch's writes change most — a session's update, its new checkpoint (and
+//! the files it pins), the pruning of the checkpoint that pushed out, an event — held
+//! back and written with one statement per table for many writes at once (set-based),
+//! instead of one statement each: per statement PostgreSQL parses, plans, locks and
+//! executes again, and those costs, not the rows, are most of a small write's
+//! (`crates/lifeboat-bench/pg-shapes/run.py` measures both shapes).
+//!
+//! What a held row must never meet is a statement that reads or writes it before it is
+//! written. Two rules keep that (`writer.rs` follows the first, [`PgConn`] the second):
+//! - the writer sends every held row out before a write about a record it already holds
+//!   rows of, and before and after a write about no one record (a sweep, an import): the
+//!   writes of one record follow each other in order, and a write about one record
+//!   touches no other record's rows (`Store::write_about`);
+//! - inside a write, a statement naming one of these tables, once the write holds rows,
+//!   first sends the write's own held rows out.
+//!
+//! Sending out only queues the statements on the connection (`Link::write`): they go with
+//! the next statement waited for, so holding costs no round trip. On any other connection
+//! than the writer's, a row is sent out as it is held.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use serde_json::Value;
+use tokio_postgres::Row as PgRow;
+
+use super::conn::{Link, nul_in_text};
+use super::rows::TENANT_COLUMN;
+use crate::Result;
+use crate::stored::prunable_sql;
+
+/// The tables held rows go to: a statement naming one of them sees held rows first.
+const TABLES: [&str; 4] = ["sessions", "checkpoints", "pinned_files", "events"];
+
+/// The session columns an update writes: every one that changes over a session's life.
+pub(super) const SESSION_CHANGES: [&str; 25] = [
+    "status",
+    "attempt",
+    "updated_at",
+    "last_heartbeat_at",
+    "lease_expires_at",
+    "lease_ran_out_while_down",
+    "progress_percent",
+    "progress_stage",
+    "progress_completed_units",
+    "progress_total_units",
+    "progress_changed_at",
+    "stalled",
+    "metrics",
+    "error",
+    "crash_type",
+    "crash_detected_at",
+    "crash_attempt",
+    "crash_lease_expires_at",
+    "crash_work_lost_ms",
+    "latest_seq",
+    "latest_kind",
+    "latest_stage",
+    "latest_created_at",
+    "last_seq",
+    "completed_at",
+];
+
+/// Every held session update, by `pk`, from rows named by column.
+static UPDATE_SESSIONS: LazyLock<String> = LazyLock::new(|| {
+    let set = SESSION_CHANGES.map(|column| format!("{column} = v.{column}"));
+    format!(
+        "UPDATE sessions SET {} FROM json_populate_recordset(NULL::sessions, $1::text::json) v \
+         WHERE sessions.pk = v.pk",
+        set.join(", ")
+    )
+});
+
+const INSERT_CHECKPOINTS: &str = "INSERT INTO checkpoints (session_pk, seq, attempt, kind, stage, \
+    position, completed_units, total_units, data, sha256, assets, created_at) \
+    SELECT session_pk, seq, attempt, kind, stage, position, completed_units, total_units, data, \
+    sha256, assets, created_at FROM json_populate_recordset(NULL::checkpoints, $1::text::json)";
+
+const INSERT_PINS: &str = "INSERT INTO pinned_files (session_pk, seq, storage, key) \
+    SELECT session_pk, seq, storage, key \
+    FROM json_populate_recordset(NULL::pinned_files, $1::text::json) ON CONFLICT DO NOTHING";
+
+/// In the order held: the log's ids, and so its numbers, follow it.
+const INSERT_EVENTS: &str = "INSERT INTO events (tenant, type, session_id, project_id, data, \
+    created_at) SELECT v.tenant, v.type, v.session_id, v.project_id, v.data, v.created_at \
+    FROM json_populate_recordset(NULL::events, $1::text::json) WITH ORDINALITY v \
+    ORDER BY v.ordinality";
+
+/// For each session, the prunable checkpoint at position `keep` from the newest, and its
+/// pins (see `rows::prune_checkpoints`, whose rule this is for many sessions at once).
+static PRUNE: LazyLock<String> = LazyLock::new(|| {
+    let prunable = prunable_sql();
+    format!(
+        "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS v (pk, keep)), \
+         doomed AS (DELETE FROM checkpoints c USING v, LATERAL \
+                    (SELECT seq FROM checkpoints WHERE session_pk = v.pk AND {prunable} \
+                     ORDER BY seq DESC OFFSET v.keep LIMIT 1) cut \
+                    WHERE c.session_pk = v.pk AND c.seq = cut.seq \
+                    RETURNING c.session_pk, c.seq, c.assets <> '[]' AS pins) \
+         DELETE FROM pinned_files p USING doomed d \
+         WHERE p.session_pk = d.session_pk AND p.seq = d.seq AND d.pins"
+    )
+});
+
+/// A row to hold: its columns by name (JSON), as `json_populate_recordset` reads them.
+pub(super) enum Row {
+    /// A session's changed columns (with its `pk`).
+    Session(i64, Value),
+    /// A session's new checkpoint, and the files it pins.
+    Checkpoint(i64, Value, Vec<Value>),
+    /// The pruning after a session's new checkpoint: its `pk`, the prunable ones it keeps.
+    Prune(i64, i64),
+    /// An event.
+    Event(Value),
+}
+
+/// Rows held, per table, in the order held.
+#[derive(Default)]
+struct Rows {
+    sessions: Vec<(i64, Value)>,
+    checkpoints: Vec<(i64, Value)>,
+    pins: Vec<Value>,
+    prunes: Vec<(i64, i64)>,
+    events: Vec<Value>,
+}
+
+/// A position in each table's rows.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Mark {
+    sessions: usize,
+    checkpoints: usize,
+    pins: usize,
+    prunes: usize,
+    events: usize,
+}
+
+impl Rows {
+    fn mark(&self) -> Mark {
+        Mark {
+            sessions: self.sessions.len(),
+            checkpoints: self.checkpoints.len(),
+            pins: self.pins.len(),
+            prunes: self.prunes.len(),
+            events: self.events.len(),
+        }
+    }
+
+    fn truncate(&mut self, mark: Mark) {
+        self.sessions.truncate(mark.sessions);
+        self.checkpoints.truncate(mark.checkpoints);
+        self.pins.truncate(mark.pins);
+        self.prunes.truncate(mark.prunes);
+        self.events.truncate(mark.events);
+    }
+}
+
+/// The rows a batch holds back, and where the running write's own begin; and the rows of
+/// the sessions it locked ahead, by tenant and id, until a write takes them.
+pub(super) struct Held<'a> {
+    link: &'a dyn Link,
+    rows: RefCell<Rows>,
+    job: Cell<Mark>,
+    ahead: RefCell<HashMap<(String, String), PgRow>>,
+}
+
+impl<'a> Held<'a> {
+    pub(super) fn new(link: &'a dyn Link) -> Held<'a> {
+        Held {
+            link,
+            rows: RefCell::new(Rows::default()),
+            job: Cell::new(Mark::default()),
+            ahead: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Keeps the rows of sessions locked ahead (selected with `rows::SESSION_COLUMNS`).
+    pub(super) fn lock_ahead(&self, rows: Vec<PgRow>) {
+        let mut ahead = self.ahead.borrow_mut();
+        for row in rows {
+            if let (Ok(tenant), Ok(id)) = (row.try_get(TENANT_COLUMN), row.try_get(1)) {
+                ahead.insert((tenant, id), row);
+            }
+        }
+    }
+
+    /// The row of a session locked ahead, if no write took it yet.
+    pub(super) fn take_ahead(&self, tenant: &str, id: &str) -> Option<PgRow> {
+        self.ahead
+            .borrow_mut()
+            .remove(&(tenant.to_owned(), id.to_owned()))
+    }
+
+    /// Forgets the rows locked ahead (their locks stay): a write about no one session may
+    /// change any of them.
+    pub(super) fn forget_ahead(&self) {
+        self.ahead.borrow_mut().clear();
+    }
+
+    /// Holds `row` for the running write. A second checkpoint, or a second pruning, of one
+    /// session (the pruning statement finds one cut per session, after every insert) sends
+    /// the write's rows out first.
+    pub(super) fn hold(&self, row: Row) -> Result<()> {
+        refuse_nul(&row)?;
+        let job = self.job.get();
+        let repeats = {
+            let rows = self.rows.borrow();
+            match &row {
+                Row::Checkpoint(pk, ..) => rows.checkpoints[job.checkpoints..]
+                    .iter()
+                    .any(|(held, _)| held == pk),
+                Row::Prune(pk, _) => rows.prunes[job.prunes..].iter().any(|(held, _)| held == pk),
+                Row::Session(..) | Row::Event(_) => false,
+            }
+        };
+        if repeats {
+            self.send_job()?;
+        }
+        let mut rows = self.rows.borrow_mut();
+        match row {
+            Row::Session(pk, columns) => rows.sessions.push((pk, columns)),
+            Row::Checkpoint(pk, columns, pins) => {
+                rows.checkpoints.push((pk, columns));
+                rows.pins.extend(pins);
+            }
+            Row::Prune(pk, keep) => rows.prunes.push((pk, keep)),
+            Row::Event(columns) => rows.events.push(columns),
+        }
+        Ok(())
+    }
+
+    /// A write begins: the rows held from now on are its own.
+    pub(super) fn begin_job(&self) {
+        self.job.set(self.rows.borrow().mark());
+    }
+
+    /// The running write is rolled back: forgets the rows it holds.
+    pub(super) fn drop_job(&self) {
+        self.rows.borrow_mut().truncate(self.job.get());
+    }
+
+    /// Whether `sql` must see the running write's held rows first: it names a table they
+    /// go to, and the write holds some.
+    pub(super) fn must_precede(&self, sql: &str) -> bool {
+        self.rows.borrow().mark() != self.job.get()
+            && sql
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|word| TABLES.contains(&word))
+    }
+
+    /// Sends out the rows the running write holds.
+    pub(super) fn send_job(&self) -> Result<()> {
+        self.send_from(self.job.get())
+    }
+
+    /// Sends out every row held.
+    pub(super) fn send_all(&self) -> Result<()> {
+        self.send_from(Mark::default())?;
+        self.job.set(Mark::default());
+        Ok(())
+    }
+
+    /// Queues the statements writing the rows held since `from`, and forgets them.
+    fn send_from(&self, from: Mark) -> Result<()> {
+        let rows = {
+            let mut held = self.rows.borrow_mut();
+            Rows {
+                sessions: held.sessions.split_off(from.sessions),
+                checkpoints: held.checkpoints.split_off(from.checkpoints),
+                pins: held.pins.split_off(from.pins),
+                prunes: held.prunes.split_off(from.prunes),
+                events: held.events.split_off(from.events),
+            }
+        };
+        if !rows.sessions.is_empty() {
+            // A session updated twice since `from` is written as last held.
+            let last: HashMap<i64, usize> = rows
+                .sessions
+                .iter()
+                .enumerate()
+                .map(|(index, (pk, _))| (*pk, index))
+                .collect();
+            let updates = rows
+                .sessions
+                .iter()
+                .enumerate()
+                .filter(|(index, (pk, _))| last.get(pk) == Some(index))
+                .map(|(_, (_, columns))| columns);
+            self.link.write(&UPDATE_SESSIONS, &[&json_text(updates)])?;
+        }
+        if !rows.checkpoints.is_empty() {
+            self.link.write(
+                INSERT_CHECKPOINTS,
+                &[&json_text(rows.checkpoints.iter().map(|(_, c)| c))],
+            )?;
+        }
+        if !rows.pins.is_empty() {
+            self.link.write(INSERT_PINS, &[&json_text(&rows.pins)])?;
+        }
+        if !rows.prunes.is_empty() {
+            let (pks, keeps): (Vec<i64>, Vec<i64>) = rows.prunes.into_iter().unzip();
+            self.link.write(&PRUNE, &[&pks, &keeps])?;
+        }
+        if !rows.events.is_empty() {
+            self.link
+                .write(INSERT_EVENTS, &[&json_text(&rows.events)])?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows as the one JSON parameter of their statement.
+fn json_text<'v>(rows: impl IntoIterator<Item = &'v Value>) -> String {
+    let rows: Vec<String> = rows.into_iter().map(Value::to_string).collect();
+    format!("[{}]", rows.join(","))
+}
+
+/// PostgreSQL's text cannot hold U+0000: a row with one is refused as it is held, so that
+/// the write that holds it is refused, not the batch that would send it.
+fn refuse_nul(row: &Row) -> Result<()> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(columns) => columns.values().any(has_nul),
+            _ => false,
+        }
+    }
+    let nul = match row {
+        Row::Session(_, columns) | Row::Event(columns) => has_nul(columns),
+        Row::Checkpoint(_, columns, pins) => has_nul(columns) || pins.iter().any(has_nul),
+        Row::Prune(..) => false,
+    };
+    if nul { Err(nul_in_text()) } else { Ok(()) }
+}
