@@ -418,8 +418,8 @@ pub trait Store: Send + Sync + 'static {
     async fn write(&self, ack: Ack, job: WriteJob) -> Result<Box<dyn Any + Send>>;
 
     /// [`Store::write`] for a job about session `id` of `tenant`, which reads and writes
-    /// the rows of that session alone (its row, checkpoints, assets, tokens, its events),
-    /// never another session's. A store with several writers gives every job about one
+    /// the session rows of that session alone (its row, its checkpoints and their pins,
+    /// events about it), never another session's. A store with several writers gives every job about one
     /// session to the same one, so that they queue behind each other rather than meet on
     /// its row lock; a store may lock the session's row before the job runs (PostgreSQL
     /// locks the sessions of a whole batch in one statement).

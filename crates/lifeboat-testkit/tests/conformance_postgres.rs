@@ -133,19 +133,25 @@ async fn a_write_canceled_by_a_deadlock_runs_again() {
     let handles = open().await;
     let (tenant, x, y) = sessions_x_and_y(&handles).await;
     let runs = Arc::new(AtomicUsize::new(0));
-    // Locks `first`, waits until the other write holds its own first session, then wants
-    // `second`.
+    let locked = Arc::new(AtomicUsize::new(0));
+    // Locks `first`, waits until the other write holds its own first session (however
+    // late the other handle's writer starts), then wants `second`.
     let crossing = |first: &Id, second: &Id| -> WriteJob {
-        let (tenant, first, second, runs) = (
+        let (tenant, first, second, runs, locked) = (
             tenant.clone(),
             first.clone(),
             second.clone(),
             Arc::clone(&runs),
+            Arc::clone(&locked),
         );
         Box::new(move |tx: &mut dyn Tx| {
             runs.fetch_add(1, Ordering::SeqCst);
             tx.session(&tenant, &first)?;
-            std::thread::sleep(Duration::from_millis(300));
+            locked.fetch_add(1, Ordering::SeqCst);
+            let waited = std::time::Instant::now();
+            while locked.load(Ordering::SeqCst) < 2 && waited.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             tx.session(&tenant, &second)?;
             Ok(Ok(Box::new(()) as Box<dyn std::any::Any + Send>))
         })

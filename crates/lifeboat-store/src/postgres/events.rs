@@ -21,7 +21,8 @@ const SEQUENCE_BATCH: i64 = 10_000;
 
 /// Records an event in the caller's transaction, without its `seq`: the sequencer gives it
 /// one after the transaction commits (see the schema). Held with the batch's other events
-/// and inserted with them in one statement, in the order recorded (`held.rs`).
+/// and inserted with them in one statement (`held.rs`); one session's in the order
+/// recorded.
 pub(super) fn record(
     conn: &PgConn<'_>,
     tenant: &TenantId,

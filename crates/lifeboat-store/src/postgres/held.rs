@@ -30,6 +30,11 @@ use super::rows::TENANT_COLUMN;
 use crate::Result;
 use crate::stored::prunable_sql;
 
+/// Held bytes past which the writer sends every held row out before the next write: a
+/// statement's one JSON parameter stays well under PostgreSQL's 1 GB for a message, and
+/// a batch of large checkpoints costs memory for one window of them at a time.
+const BYTES_SENT_AT: usize = 32 << 20;
+
 /// The tables held rows go to: a statement naming one of them sees held rows first.
 const TABLES: [&str; 4] = ["sessions", "checkpoints", "pinned_files", "events"];
 
@@ -81,7 +86,8 @@ const INSERT_PINS: &str = "INSERT INTO pinned_files (session_pk, seq, storage, k
     SELECT session_pk, seq, storage, key \
     FROM json_populate_recordset(NULL::pinned_files, $1::text::json) ON CONFLICT DO NOTHING";
 
-/// In the order held: the log's ids, and so its numbers, follow it.
+/// In the order held (one session's events always are: see the rules above), which the
+/// log's ids, and so its numbers, follow.
 const INSERT_EVENTS: &str = "INSERT INTO events (tenant, type, session_id, project_id, data, \
     created_at) SELECT v.tenant, v.type, v.session_id, v.project_id, v.data, v.created_at \
     FROM json_populate_recordset(NULL::events, $1::text::json) WITH ORDINALITY v \
@@ -162,6 +168,8 @@ pub(super) struct Held<'a> {
     rows: RefCell<Rows>,
     job: Cell<Mark>,
     ahead: RefCell<HashMap<(String, String), PgRow>>,
+    /// About how many bytes of text the held rows hold.
+    bytes: Cell<usize>,
 }
 
 impl<'a> Held<'a> {
@@ -171,7 +179,13 @@ impl<'a> Held<'a> {
             rows: RefCell::new(Rows::default()),
             job: Cell::new(Mark::default()),
             ahead: RefCell::new(HashMap::new()),
+            bytes: Cell::new(0),
         }
+    }
+
+    /// Whether the held rows are large enough to send out before the next write.
+    pub(super) fn is_large(&self) -> bool {
+        self.bytes.get() >= BYTES_SENT_AT
     }
 
     /// Keeps the rows of sessions locked ahead (selected with `rows::SESSION_COLUMNS`).
@@ -202,6 +216,7 @@ impl<'a> Held<'a> {
     /// the write's rows out first.
     pub(super) fn hold(&self, row: Row) -> Result<()> {
         refuse_nul(&row)?;
+        self.bytes.set(self.bytes.get() + text_bytes(&row));
         let job = self.job.get();
         let repeats = {
             let rows = self.rows.borrow();
@@ -257,6 +272,7 @@ impl<'a> Held<'a> {
     pub(super) fn send_all(&self) -> Result<()> {
         self.send_from(Mark::default())?;
         self.job.set(Mark::default());
+        self.bytes.set(0);
         Ok(())
     }
 
@@ -313,6 +329,23 @@ impl<'a> Held<'a> {
 fn json_text<'v>(rows: impl IntoIterator<Item = &'v Value>) -> String {
     let rows: Vec<String> = rows.into_iter().map(Value::to_string).collect();
     format!("[{}]", rows.join(","))
+}
+
+/// About how many bytes of text `row` holds.
+fn text_bytes(row: &Row) -> usize {
+    fn bytes(value: &Value) -> usize {
+        match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(bytes).sum(),
+            Value::Object(columns) => columns.values().map(bytes).sum(),
+            _ => 8,
+        }
+    }
+    match row {
+        Row::Session(_, columns) | Row::Event(columns) => bytes(columns),
+        Row::Checkpoint(_, columns, pins) => bytes(columns) + pins.iter().map(bytes).sum::<usize>(),
+        Row::Prune(..) => 16,
+    }
 }
 
 /// PostgreSQL's text cannot hold U+0000: a row with one is refused as it is held, so that

@@ -271,8 +271,8 @@ fn open(connect: &Connect) -> Result<Owned> {
         // Every statement planned for its own parameters and the tables' sizes now: a
         // prepared statement's generic plan, made while a table was small, may keep
         // scanning it whole after it grew (sessions grow dead rows between vacuums: a
-        // lease moved is a new row version); planning these few statements once per
-        // batch costs little.
+        // lease moved is a new row version); planning each execution costs little, as
+        // a batch runs few statements.
         client
             .batch_execute("SET plan_cache_mode = force_custom_plan")
             .await?;
@@ -314,8 +314,8 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
         }
         // A write sees the rows held before it as written when it may read them: it is
         // about a session whose rows are held, or about no one session (which may also
-        // read a session changed since it was locked ahead).
-        if key.is_none_or(|key| !holding.insert(key)) {
+        // read a session changed since it was locked ahead). Rows past a size go out too.
+        if key.is_none_or(|key| !holding.insert(key)) || held.is_large() {
             holding.clear();
             holding.extend(key);
             if key.is_none() {
