@@ -7,14 +7,17 @@ by Lifeboat's own migration. No Lifeboat process runs: this is the ceiling of ea
 
 Shapes, each a pgbench transaction of 48 checkpoints (one batch of the writer thread) on
 48 sessions of its own per client, run by 4 clients:
-- `per-write`: what the writer sends today: per checkpoint a savepoint, the session
+- `per-write`: what the writer sent before e20afd2: per checkpoint a savepoint, the session
   locked and read, its update, the checkpoint's insert, the pruning of the one it pushed
   out and the event's insert; then the sequencer's pass numbering the events.
 - `per-write` with the pruning of 20f8463 (`seq <= cut`, which walks the index entries of
   every checkpoint pruned before, until vacuum).
-- `set-based`: the design note's batched path: the 48 sessions locked in one statement,
-  one UPDATE, one INSERT of the checkpoints, one pruning, one INSERT of the events; then
-  the same sequencer pass.
+- `per-write` without the savepoints.
+- each session locked and read by a statement of its own (after a savepoint each, or
+  not), the rest set-based as below: what the writer sends when its lock ahead fails.
+- `set-based`: the design note's batched path, what the writer sends since e20afd2: the
+  48 sessions locked in one statement, one UPDATE, one INSERT of the checkpoints, one
+  pruning, one INSERT of the events; then the same sequencer pass.
 Needs PostgreSQL on 127.0.0.1:5432 (trust auth) and Debian's postgresql-client.
 """
 
@@ -148,12 +151,12 @@ def main():
     fresh()
     baseline = pgbench(INSERT_1K, 64)
     results.append(("pgbench insert1k, 64 clients", baseline))
-    for name, script in [("per-write (what the writer sends today)", per_write()),
+    for name, script in [("per-write (the writer before e20afd2)", per_write()),
                          ("per-write, pruning every older prunable one (20f8463)", per_write(True)),
                          ("per-write without savepoints", per_write(savepoints=False)),
                          ("locked per write after a savepoint each, the rest set-based", set_based("job-savepoint")),
-                         ("locked per write, the rest set-based", set_based("job")),
-                         ("set-based (the design note's batched path)", set_based())]:
+                         ("locked per write, the rest set-based (lock ahead failed)", set_based("job")),
+                         ("set-based (the writer since e20afd2)", set_based())]:
         fresh()
         results.append((f"{name}, 4 clients x {BATCH} per transaction", pgbench(script, 4) * BATCH))
     print(f"| shape | rows or checkpoints/s | ratio to insert1k |\n|---|---|---|")
