@@ -283,8 +283,12 @@ fn open(connect: &Connect) -> Result<Owned> {
 
 /// Runs `jobs` in the open transaction, commits, and answers each.
 ///
-/// First the sessions the jobs are about are locked, in one statement (see
-/// [`lock_ahead`]); then each job runs from a savepoint of its own, placed before its
+/// The jobs about no one session run first (their order among concurrent writes is free),
+/// then the sessions the other jobs are about are locked, in one statement (see
+/// [`lock_ahead`]), then those jobs run. So a batch never locks sessions of its own choice
+/// and then more of them in another statement, two servers' batches never wait for each
+/// other both ways: a restart grace, which locks every active session, waits for the
+/// batches holding some, never deadlocks with them. Each job runs from a savepoint of its own, placed before its
 /// first statement, to which it alone rolls back if it fails: a job that sends nothing (a
 /// checkpoint whose session was locked ahead: its changes are held, see `held.rs`) costs
 /// no statement of its own. Savepoints are not released, and a job's changes that the job
@@ -297,10 +301,30 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
     let conn = PgConn::holding(owned, &held);
     let mut pending = Vec::with_capacity(BATCH_MAX);
     let mut again = Vec::new();
-    let mut broken = lock_ahead(owned, &held, &jobs).err();
+    let mut broken = None;
+    let (alone, about): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|job| job.about.is_none());
+    let mut ahead = Some(
+        about
+            .iter()
+            .filter_map(|job| job.about.as_ref())
+            .map(|about| {
+                (
+                    about.tenant.as_str().to_owned(),
+                    about.id.as_str().to_owned(),
+                )
+            })
+            .collect::<Vec<(String, String)>>(),
+    );
     // The sessions whose rows `held` holds (see `held.rs`).
     let mut holding: HashSet<u64> = HashSet::new();
-    for mut job in jobs {
+    for mut job in alone.into_iter().chain(about) {
+        if job.about.is_some()
+            && broken.is_none()
+            && let Some(about) = ahead.take()
+        {
+            broken = lock_ahead(owned, &held, &about).err();
+        }
         if let Some(error) = &broken {
             (job.run)(Err(error.clone()));
             continue;
@@ -410,17 +434,16 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
     (owned.client.is_closed(), again)
 }
 
-/// Locks the sessions `jobs` are about, in one statement, in key order (as every
+/// Locks `sessions` (tenant, id), in one statement, in key order (as every
 /// statement here that locks several sessions: batches that lock at once wait for each
 /// other, never deadlock), and keeps their rows for the jobs (`held.rs`), so that a job
 /// loads its session without a statement of its own. Should it fail (a deadlock with a
 /// write locking otherwise, a lock waited for too long), it is rolled back and each job
 /// locks its own session; a batch whose connection it lost fails.
-fn lock_ahead(owned: &Owned, held: &Held<'_>, jobs: &[Job]) -> Result<()> {
-    let (tenants, ids): (Vec<&str>, Vec<&str>) = jobs
+fn lock_ahead(owned: &Owned, held: &Held<'_>, sessions: &[(String, String)]) -> Result<()> {
+    let (tenants, ids): (Vec<&str>, Vec<&str>) = sessions
         .iter()
-        .filter_map(|job| job.about.as_ref())
-        .map(|about| (about.tenant.as_str(), about.id.as_str()))
+        .map(|(tenant, id)| (tenant.as_str(), id.as_str()))
         .unzip();
     if ids.is_empty() {
         return Ok(());
