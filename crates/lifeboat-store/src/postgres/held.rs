@@ -205,12 +205,6 @@ impl<'a> Held<'a> {
             .remove(&(tenant.to_owned(), id.to_owned()))
     }
 
-    /// Forgets the rows locked ahead (their locks stay): a write about no one session may
-    /// change any of them.
-    pub(super) fn forget_ahead(&self) {
-        self.ahead.borrow_mut().clear();
-    }
-
     /// Holds `row` for the running write. A second checkpoint, or a second pruning, of one
     /// session (the pruning statement finds one cut per session, after every insert) sends
     /// the write's rows out first.

@@ -473,7 +473,7 @@ impl Store for PgStore {
 
     /// A write about a session goes to writer `hash % WRITERS`, so that the writes of one
     /// session queue behind each other on one writer rather than meet on its row lock; the
-    /// writer locks the sessions of a batch before its writes run (`writer.rs`).
+    /// writer locks the sessions of a batch before its writes about them run (`writer.rs`).
     async fn write_about(
         &self,
         tenant: &TenantId,

@@ -85,8 +85,8 @@ impl About {
 /// A queued write: runs on the writer thread inside the batch's transaction (perhaps more
 /// than once, see [`Ran::Again`]), or, given the reason it cannot run, answers that.
 struct Job {
-    /// The session it is about, if one: its row is locked before the batch's writes run,
-    /// and a write that runs again goes before the later writes about the same session, so
+    /// The session it is about, if one: its row is locked before the batch's writes about
+    /// sessions run, and a write that runs again goes before the later writes about the same session, so
     /// they keep their order.
     about: Option<About>,
     run: Box<dyn FnMut(Turn<'_>) -> Ran + Send>,
@@ -285,11 +285,12 @@ fn open(connect: &Connect) -> Result<Owned> {
 ///
 /// The jobs about no one session run first (their order among concurrent writes is free),
 /// then the sessions the other jobs are about are locked, in one statement (see
-/// [`lock_ahead`]), then those jobs run. So a batch never locks sessions of its own choice
-/// and then more of them in another statement, two servers' batches never wait for each
-/// other both ways: a restart grace, which locks every active session, waits for the
-/// batches holding some, never deadlocks with them. Each job runs from a savepoint of its own, placed before its
-/// first statement, to which it alone rolls back if it fails: a job that sends nothing (a
+/// [`lock_ahead`]), then those jobs run. So a restart grace, which locks every active
+/// session in key order, is not run after the batch locked some of them: it waits for
+/// other servers' batches rather than deadlock with them. (A job about no one session
+/// that locks sessions outside key order, before the lock ahead, still can; PostgreSQL
+/// then cancels one side and it runs again.) Each job runs from a savepoint of its own,
+/// placed before its first statement, to which it alone rolls back if it fails: a job that sends nothing (a
 /// checkpoint whose session was locked ahead: its changes are held, see `held.rs`) costs
 /// no statement of its own. Savepoints are not released, and a job's changes that the job
 /// did not wait for go out with the next statement waited for (or the `COMMIT`). Such a
@@ -337,14 +338,11 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
             continue;
         }
         // A write sees the rows held before it as written when it may read them: it is
-        // about a session whose rows are held, or about no one session (which may also
-        // read a session changed since it was locked ahead). Rows past a size go out too.
+        // about a session whose rows are held, or about no one session. Rows past a size
+        // go out too.
         if key.is_none_or(|key| !holding.insert(key)) || held.is_large() {
             holding.clear();
             holding.extend(key);
-            if key.is_none() {
-                held.forget_ahead();
-            }
             if let Err(error) = held.send_all() {
                 let error = batch_lost(&error);
                 (job.run)(Err(error.clone()));
