@@ -38,6 +38,7 @@ SESSION_COLUMNS = ("pk, id, project_id, kind, title, status, attempt, max_attemp
                    "latest_seq, latest_kind, latest_stage, latest_created_at, last_seq, completed_at, tenant")
 PRUNABLE = "kind <> 'stage' AND kind <> 'milestone'"
 SEQUENCER = """BEGIN ISOLATION LEVEL READ COMMITTED;
+SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off;
 SELECT pg_advisory_xact_lock(7305656075935817844);
 WITH head AS (SELECT coalesce(max(seq), 0) AS h FROM events), todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events WHERE seq IS NULL ORDER BY id LIMIT 10000), numbered AS (UPDATE events SET seq = head.h + todo.n FROM todo, head WHERE events.id = todo.id RETURNING events.seq) SELECT count(*), (SELECT h FROM head) FROM numbered;
 COMMIT;

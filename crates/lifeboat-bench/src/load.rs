@@ -92,26 +92,51 @@ pub(crate) async fn prepare(base: &str) -> anyhow::Result<()> {
 }
 
 /// Commits and writes per commit, from the server's `/metrics`.
+/// The writer's totals so far, from `/metrics`: commits, writes committed together, and
+/// seconds spent committing.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct WriterTotals {
+    commits: f64,
+    writes: f64,
+    seconds: f64,
+}
+
+impl WriterTotals {
+    pub(crate) async fn of(base: &str) -> anyhow::Result<WriterTotals> {
+        let metrics = reqwest::Client::new()
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        Ok(WriterTotals {
+            commits: value("lifeboat_commit_batch_size_count "),
+            writes: value("lifeboat_commit_batch_size_sum "),
+            seconds: value("lifeboat_commit_duration_seconds_sum "),
+        })
+    }
+
+    /// What happened between `earlier` and `self`, as "N commits, W writes per commit on
+    /// average, T ms per commit on average".
+    pub(crate) fn since(&self, earlier: WriterTotals) -> String {
+        let commits = self.commits - earlier.commits;
+        format!(
+            "{commits:.0} commits, {:.1} writes per commit on average, {:.2} ms per commit on average",
+            (self.writes - earlier.writes) / commits,
+            (self.seconds - earlier.seconds) * 1000.0 / commits
+        )
+    }
+}
+
 pub(crate) async fn print_writer_figures(base: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    let commits = value("lifeboat_commit_batch_size_count ");
-    println!(
-        "writer: {commits:.0} commits, {:.1} writes per commit on average, {:.2} ms per commit on average",
-        value("lifeboat_commit_batch_size_sum ") / commits,
-        value("lifeboat_commit_duration_seconds_sum ") * 1000.0 / commits
-    );
+    let totals = WriterTotals::of(base).await?;
+    println!("writer: {}", totals.since(WriterTotals::default()));
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use lifeboat_testkit::{Binary, TOKEN};
 
-use crate::load::{self, Op};
+use crate::load::{self, Op, WriterTotals};
 
 /// The baseline's transaction: one INSERT of ~1 KiB and its SHA-256.
 const INSERT_1K: &str = "\\set r random(1, 1000000000)\n\
@@ -94,16 +94,20 @@ pub(crate) fn section(
         "\n## Durable checkpoints on PostgreSQL (one server), against pgbench in the same run"
     );
     println!(
-        "| clients | pgbench insert1k tps | Lifeboat checkpoints/s | ratio | Lifeboat p50 ms | p99 ms |"
+        "| clients | pgbench insert1k tps | Lifeboat checkpoints/s | ratio | Lifeboat p50 ms | p99 ms | writer |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut one_node = 0.0;
     for clients in CLIENTS {
         let baseline = pgbench(&database.schema, &script, clients, window)?;
+        let before = runtime.block_on(WriterTotals::of(&server.base))?;
         let result = runtime.block_on(load::run(&server.base, Op::Checkpoint, clients, window))?;
+        let writer = runtime
+            .block_on(WriterTotals::of(&server.base))?
+            .since(before);
         one_node = result.ops_per_second;
         println!(
-            "| {clients} | {baseline:.0} | {:.0} | {:.2}× | {:.2} | {:.2} |",
+            "| {clients} | {baseline:.0} | {:.0} | {:.2}× | {:.2} | {:.2} | {writer} |",
             result.ops_per_second,
             result.ops_per_second / baseline,
             result.p50_ms,

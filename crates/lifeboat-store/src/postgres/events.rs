@@ -53,11 +53,16 @@ pub(super) const CHANNEL: &str = "'lifeboat_' || md5(current_schema())";
 ///
 /// The statements go as one simple query, in one READ COMMITTED transaction. The lock is
 /// taken by a statement of its own, so that the numbering statement's snapshot, taken
-/// after it, sees the last pass's numbers.
+/// after it, sees the last pass's numbers. The events to number are found by walking
+/// `events_unsequenced` in `id` order, which the planner is told to do: a bitmap scan,
+/// which it prefers while the table's statistics are few, leaves the entries of events
+/// numbered since in that index for every later pass to visit again in the heap, where
+/// an index scan marks them dead once, and the index reclaims them as it grows.
 pub(super) async fn sequence(client: &tokio_postgres::Client) -> Result<u64> {
     let pass = client
         .simple_query(&format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; \
+             SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
              SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
              WITH head AS (SELECT coalesce(max(seq), 0) AS h FROM events), \
              todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events \

@@ -11,6 +11,7 @@ use crate::Error;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_cluster.sql"),
+    include_str!("../../migrations/postgres/0003_event_indexes.sql"),
 ];
 
 /// The advisory lock key that serializes migrations (any fixed number: "lifeboat").
