@@ -50,10 +50,12 @@ use writer::About;
 
 /// Connections in the pool.
 const POOL_SIZE: usize = 16;
-/// Writer threads, each with a connection of its own (`writer.rs`): while one waits for
-/// its database backend, the other's works. A session's writes all go to one of them
-/// (`Store::write_about`); writes about nothing in particular go to the first.
-const WRITERS: usize = 2;
+/// Writer threads, each with a connection of its own (`writer.rs`). A session's writes
+/// all go to one of them (`Store::write_about`); writes about nothing in particular go to
+/// the first. One: since a batch writes its rows set-based, one writer's larger batches
+/// do more with the same CPU than two writers' smaller ones (BENCHMARKS.md, 2026-12-04),
+/// and a server's batches never meet on a row lock.
+const WRITERS: usize = 1;
 /// The longest a statement waits for a lock, and a job for a connection, before the write
 /// is answered 503 (retry).
 const LOCK_WAIT: Duration = Duration::from_secs(10);

@@ -5,13 +5,13 @@
 //! commits. Every write of a batch is answered after the one `COMMIT` (durable unless every
 //! write of the batch was a lease-only heartbeat, see `PgStore::write`).
 //!
-//! A server has two (`WRITERS` in `mod.rs`), and every write of one session goes to the
-//! same one: a batch holds the row locks of all its writes until its `COMMIT`, so two
-//! batches each holding a session the other wants next would deadlock, and a session's
-//! heartbeat and checkpoint in flight together are the common way to get there (with four
-//! writers taking any write, a test met `deadlock detected` in 2 runs of 6). Batches of
-//! two writers, or of different servers, can still meet on row locks in rarer ways; the
-//! write PostgreSQL cancels then runs again (see [`Ran::Again`], `docs/deployment.md`).
+//! A server has `WRITERS` of them (`mod.rs`; one today), and every write of one session
+//! goes to the same one: a batch holds the row locks of all its writes until its
+//! `COMMIT`, so two batches each holding a session the other wants next would deadlock,
+//! and a session's heartbeat and checkpoint in flight together are the common way to get
+//! there (with four writers taking any write, a test met `deadlock detected` in 2 runs of
+//! 6). Batches of different servers can still meet on row locks in rarer ways; the write
+//! PostgreSQL cancels then runs again (see [`Ran::Again`], `docs/deployment.md`).
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
