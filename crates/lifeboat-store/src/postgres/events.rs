@@ -49,7 +49,8 @@ pub(super) const CHANNEL: &str = "'lifeboat_' || md5(current_schema())";
 /// One sequencer pass, in one round trip and its own transaction: numbers the committed
 /// events that have no `seq` yet, in `id` order, after the newest `seq`, wakes the other
 /// servers when it numbered any, and trims the log to its window when a pass crosses a
-/// thousand. Answers how many it numbered.
+/// thousand past it (not before: there is nothing to trim, and with few statistics the
+/// planner may scan the whole log to find so). Answers how many it numbered.
 ///
 /// The statements go as one simple query, in one READ COMMITTED transaction. The lock is
 /// taken by a statement of its own, so that the numbering statement's snapshot, taken
@@ -101,7 +102,7 @@ pub(super) async fn sequence(client: &tokio_postgres::Client) -> Result<u64> {
         }
     };
     let now_head = head + numbered;
-    if now_head / 1_000 > head / 1_000 {
+    if now_head > EVENTS_KEPT && now_head / 1_000 > head / 1_000 {
         client
             .execute(
                 "DELETE FROM events WHERE seq <= $1",
