@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What Lifeboat's durable checkpoint costs PostgreSQL, in raw SQL, against pgbench's
 `insert1k` (the same baseline as `lifeboat-bench --only-postgres`), on a fresh schema made
-by Lifeboat's own migration. No Lifeboat process runs: this is the ceiling of each shape.
+by Lifeboat's own migrations. No Lifeboat process runs: this is the ceiling of each shape.
 
   python3 crates/lifeboat-bench/pg-shapes/run.py [seconds]
 
@@ -29,7 +29,7 @@ import tempfile
 SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 BATCH = 48
 HERE = os.path.dirname(os.path.abspath(__file__))
-MIGRATION = os.path.join(HERE, "..", "..", "lifeboat-store", "migrations", "postgres", "0001_init.sql")
+MIGRATIONS = os.path.join(HERE, "..", "..", "lifeboat-store", "migrations", "postgres")
 SESSION_COLUMNS = ("pk, id, project_id, kind, title, status, attempt, max_attempts, heartbeat_timeout_ms, "
                    "stall_timeout_ms, checkpoint_retention, created_at, updated_at, last_heartbeat_at, "
                    "lease_expires_at, lease_ran_out_while_down, progress_percent, progress_stage, "
@@ -125,7 +125,8 @@ def psql(*args):
 def fresh():
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", "DROP SCHEMA IF EXISTS lifeboat_shapes CASCADE",
                     "-c", "CREATE SCHEMA lifeboat_shapes", "postgres"], check=True, capture_output=True)
-    psql("-f", MIGRATION)
+    for migration in sorted(os.listdir(MIGRATIONS)):
+        psql("-f", os.path.join(MIGRATIONS, migration))
     psql("-c", "INSERT INTO sessions (tenant, id, kind, status, attempt, max_attempts, heartbeat_timeout_ms, "
                "checkpoint_retention, created_at, updated_at, last_heartbeat_at, lease_expires_at, "
                "progress_changed_at) SELECT 'default', 'bench-' || g, 'job', 'active', 1, 3, 30000, 5, 0, 0, 0, "

@@ -91,7 +91,6 @@ pub(crate) async fn prepare(base: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commits and writes per commit, from the server's `/metrics`.
 /// The writer's totals so far, from `/metrics`: commits, writes committed together, and
 /// seconds spent committing.
 #[derive(Clone, Copy, Default)]
@@ -134,6 +133,8 @@ impl WriterTotals {
     }
 }
 
+/// Prints the writer's commits, writes per commit and time per commit since the server
+/// started.
 pub(crate) async fn print_writer_figures(base: &str) -> anyhow::Result<()> {
     let totals = WriterTotals::of(base).await?;
     println!("writer: {}", totals.since(WriterTotals::default()));

@@ -411,7 +411,7 @@ pub struct RevisionInfo {
 /// an fsync); it is answered after the commit, or — with [`Ack::EarlyIf`] — as soon as it
 /// ran. A job's outer error rolls its changes back. On SQLite, jobs of one store never
 /// interleave: each sees every job committed before it. On PostgreSQL, several run at once
-/// (two writers per server, and other servers), ordered by the row locks they take.
+/// (other servers' writes, and reads), ordered by the row locks they take.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Runs `job` in a write transaction and answers its result once its fate is durable.

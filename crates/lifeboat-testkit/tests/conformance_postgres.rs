@@ -263,3 +263,80 @@ async fn sessions_x_and_y(handles: &Handles) -> (lifeboat::TenantId, lifeboat::I
     }
     (tenant, x, y)
 }
+
+/// A database at schema version 2 with events in its log, numbered and waiting, upgraded
+/// by a server that starts: migration 0003 moves the indexes on `seq`, the numbers already
+/// given stay, and the events waiting are numbered after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_event_log_keeps_its_numbers_and_numbers_what_waited() {
+    use std::time::{Duration, Instant};
+    let database = fresh_schema().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    drop(
+        PgStore::connect(&database.url, dir.path())
+            .await
+            .expect("the schema is made"),
+    );
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test schema");
+    tokio::spawn(connection);
+    // Back to version 2, as 0002 left the events table, with a log in it.
+    client
+        .batch_execute(
+            "DROP INDEX events_seq; ALTER TABLE events ADD CONSTRAINT events_seq_key UNIQUE (seq); \
+             DROP INDEX events_tenant; CREATE INDEX events_tenant ON events (tenant, seq); \
+             DELETE FROM lifeboat_migrations WHERE version = 3; \
+             INSERT INTO events (seq, tenant, type, data, created_at) \
+             VALUES (1, 'default', 'numbered', '{}', 0), (2, 'default', 'numbered', '{}', 0); \
+             INSERT INTO events (tenant, type, data, created_at) \
+             VALUES ('default', 'waiting', '{}', 0), ('default', 'waiting', '{}', 0)",
+        )
+        .await
+        .expect("the version 2 schema with a log");
+
+    let store = PgStore::connect(&database.url, dir.path())
+        .await
+        .expect("the server upgrades the schema and starts");
+    let started = Instant::now();
+    let numbers = loop {
+        let rows = client
+            .query("SELECT seq, type FROM events ORDER BY id", &[])
+            .await
+            .expect("read the log");
+        let numbers: Vec<(Option<i64>, String)> =
+            rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        if numbers.iter().all(|(seq, _)| seq.is_some()) {
+            break numbers;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the waiting events were never numbered: {numbers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected: Vec<(Option<i64>, String)> = [
+        (1, "numbered"),
+        (2, "numbered"),
+        (3, "waiting"),
+        (4, "waiting"),
+    ]
+    .iter()
+    .map(|(seq, kind)| (Some(*seq), (*kind).to_owned()))
+    .collect();
+    assert_eq!(numbers, expected);
+    let version: i64 = client
+        .query_one("SELECT max(version) FROM lifeboat_migrations", &[])
+        .await
+        .expect("the schema version")
+        .get(0);
+    assert_eq!(version, 3);
+    let duplicate = client
+        .execute(
+            "INSERT INTO events (seq, tenant, type, data, created_at) VALUES (4, 'default', 'again', '{}', 0)",
+            &[],
+        )
+        .await;
+    assert!(duplicate.is_err(), "a number is still given once");
+    drop(store);
+}

@@ -148,15 +148,6 @@ impl Lifeboat {
     /// `spared` by a write that arrived before their lease passed; answers how many timed
     /// out.
     pub(crate) async fn sweep_at(&self, now: Timestamp, spared: Spared) -> Result<u64> {
-        // Looked for first on a snapshot, off the writer: most sweeps find nothing, and the
-        // search visits every row version written since the last one (each lease moved is
-        // one), which, in a write's batch, would hold up every write batched with it.
-        let due = self
-            .read(move |tx| Ok(!tx.due_sessions(now, 1)?.is_empty()))
-            .await?;
-        if !due {
-            return Ok(0);
-        }
         self.write(Ack::AfterCommit, move |tx| {
             let mut timed_out = 0;
             for (tenant, row, mut session) in tx.due_sessions(now, SWEEP_BATCH_MAX)? {

@@ -1,5 +1,5 @@
-//! The PostgreSQL backend: writes in group commits on two writer threads, each with a
-//! connection of its own (`writer.rs`), reads and the store's own work on a pool of
+//! The PostgreSQL backend: writes in group commits on a writer thread with a connection
+//! of its own (`writer.rs`), reads and the store's own work on a pool of
 //! connections (`deadpool-postgres`), and the asset bytes in a local blob directory or a
 //! bucket.
 //!
@@ -253,8 +253,16 @@ impl Shared {
             return Ok(());
         }
         *served = self.passes_asked.load(Ordering::SeqCst);
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let numbered = events::sequence(&client).await?;
+        // On a task of its own, so that it ends its transaction even when the caller
+        // (a request whose client went away) stops waiting: a connection left inside a
+        // failed transaction would go back to the pool.
+        let pool = self.pool.clone();
+        let numbered = tokio::spawn(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            events::sequence(&client).await
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("a sequencer pass panicked: {e}")))??;
         if numbered > 0 {
             self.commits.send_modify(|n| *n += 1);
         }

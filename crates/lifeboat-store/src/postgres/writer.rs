@@ -37,8 +37,9 @@ use crate::{Error, Result};
 const BATCH_MAX: usize = 48;
 /// Writes queued beyond this make callers wait: backpressure instead of unbounded memory.
 const QUEUE_CAPACITY: usize = 4_096;
-/// Most runs of one write that concurrent writes (of the other writer, or of other
-/// servers) roll back: the last one's error is its answer (503, retry).
+/// Most runs of one write that concurrent writes (of other servers, or of a sweep or a
+/// restart grace locking sessions outside key order) roll back: the last one's error is
+/// its answer (503, retry).
 const RUNS_MAX: u32 = 4;
 
 /// What a write did, known once it ran: whether to keep its changes, whether it may
@@ -54,8 +55,8 @@ struct Finished {
 enum Ran {
     /// It ran: roll it back or keep it, and answer it after the commit.
     Finished(Finished),
-    /// A concurrent write (of the other writer, or of another server) made it fail: roll
-    /// it back and run it again in the next batch.
+    /// A concurrent write (of another server, or an earlier job of its own batch) made it
+    /// fail: roll it back and run it again in the next batch.
     Again,
     /// It could not run, and was answered so.
     Answered,
