@@ -264,6 +264,11 @@ async fn sessions_x_and_y(handles: &Handles) -> (lifeboat::TenantId, lifeboat::I
     (tenant, x, y)
 }
 
+/// Takes a schema at version 4 back to version 3: the lease indexed, no `due_second`.
+const UNDO_0004: &str = "DROP INDEX sessions_due; ALTER TABLE sessions DROP COLUMN due_second; \
+     CREATE INDEX sessions_lease ON sessions (lease_expires_at) WHERE status = 'active'; \
+     DELETE FROM lifeboat_migrations WHERE version = 4";
+
 /// A database at schema version 2 with events in its log, numbered and waiting, upgraded
 /// by a server that starts: migration 0003 moves the indexes on `seq`, the numbers already
 /// given stay, and the events waiting are numbered after them.
@@ -282,6 +287,10 @@ async fn an_upgraded_event_log_keeps_its_numbers_and_numbers_what_waited() {
         .expect("connect to the test schema");
     tokio::spawn(connection);
     // Back to version 2, as 0002 left the events table, with a log in it.
+    client
+        .batch_execute(UNDO_0004)
+        .await
+        .expect("back to version 3");
     client
         .batch_execute(
             "DROP INDEX events_seq; ALTER TABLE events ADD CONSTRAINT events_seq_key UNIQUE (seq); \
@@ -330,7 +339,7 @@ async fn an_upgraded_event_log_keeps_its_numbers_and_numbers_what_waited() {
         .await
         .expect("the schema version")
         .get(0);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let duplicate = client
         .execute(
             "INSERT INTO events (seq, tenant, type, data, created_at) VALUES (4, 'default', 'again', '{}', 0)",
@@ -339,4 +348,86 @@ async fn an_upgraded_event_log_keeps_its_numbers_and_numbers_what_waited() {
         .await;
     assert!(duplicate.is_err(), "a number is still given once");
     drop(store);
+}
+
+/// A database at schema version 3 with active sessions in it, upgraded by a server that
+/// starts: migration 0004 gives each its `due_second`, and the sweep's search (which goes
+/// through it) finds each session when its lease passes or its stall falls due, the
+/// longest due first, and none before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_session_table_finds_what_is_due() {
+    use lifeboat::Timestamp;
+    use lifeboat_store::rows::Tx;
+
+    let database = fresh_schema().await;
+    let dir = Arc::new(tempfile::tempdir().expect("a temp dir"));
+    let store: Arc<dyn Store> = Arc::new(
+        PgStore::connect(&database.url, dir.path())
+            .await
+            .expect("the schema is made"),
+    );
+    let handles = Handles {
+        first: Arc::clone(&store),
+        second: store,
+        dir,
+    };
+    let (_, x, y) = sessions_x_and_y(&handles).await;
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test schema");
+    tokio::spawn(connection);
+    client
+        .batch_execute(UNDO_0004)
+        .await
+        .expect("back to version 3");
+    // x's lease passes 10 s before y's; y's stall falls due 5 s before x's lease.
+    let row = client
+        .query_one(
+            "UPDATE sessions SET lease_expires_at = lease_expires_at - 10000 WHERE id = 'x' \
+             RETURNING lease_expires_at",
+            &[],
+        )
+        .await
+        .expect("move x's lease");
+    let x_lease: i64 = row.get(0);
+    client
+        .execute(
+            "UPDATE sessions SET stall_timeout_ms = $1::bigint - 5000 - progress_changed_at \
+             WHERE id = 'y'",
+            &[&x_lease],
+        )
+        .await
+        .expect("watch y for stalls");
+    let upgraded: Arc<dyn Store> = Arc::new(
+        PgStore::connect(&database.url, handles.dir.path())
+            .await
+            .expect("the server upgrades the schema and starts"),
+    );
+    let due_at = |at: i64| {
+        let store = Arc::clone(&upgraded);
+        async move {
+            let job: lifeboat_store::ReadJob = Box::new(move |tx: &mut dyn Tx| {
+                let due = tx.due_sessions(Timestamp(at), 10)?;
+                let ids: Vec<String> = due.iter().map(|(_, _, s)| s.id.to_string()).collect();
+                Ok(Box::new(ids) as Box<dyn std::any::Any + Send>)
+            });
+            *store
+                .read(job)
+                .await
+                .expect("the sweep's search")
+                .downcast::<Vec<String>>()
+                .expect("ids")
+        }
+    };
+    let (x, y) = (x.to_string(), y.to_string());
+    assert_eq!(due_at(x_lease - 5001).await, Vec::<String>::new());
+    assert_eq!(due_at(x_lease - 5000).await, vec![y.clone()]);
+    assert_eq!(due_at(x_lease - 1).await, vec![y.clone()]);
+    assert_eq!(due_at(x_lease).await, vec![y.clone(), x.clone()]);
+    let version: i64 = client
+        .query_one("SELECT max(version) FROM lifeboat_migrations", &[])
+        .await
+        .expect("the schema version")
+        .get(0);
+    assert_eq!(version, 4);
 }

@@ -416,10 +416,8 @@ impl Lifeboat {
     pub async fn sweep(&self) -> Result<u64> {
         self.after_outage().await?;
         let (now, spared) = self.inner.arrivals.snapshot(self.inner.clock.as_ref());
-        // Looked for first on a snapshot, off the writer: most sweeps find nothing, and the
-        // search visits every row version written since the last one (on PostgreSQL each
-        // lease moved is one), which, in a write's batch, would hold up every write
-        // batched with it.
+        // Looked for first on a snapshot, off the writer: most sweeps find nothing, and in
+        // a write's batch the search would hold up every write batched with it.
         let due = self
             .read(move |tx| Ok(!tx.due_sessions(now, 1)?.is_empty()))
             .await?;

@@ -38,6 +38,10 @@ pub(super) trait Link {
     fn write(&self, sql: &str, params: &Params<'_>) -> Result<()> {
         self.execute(sql, params).map(drop)
     }
+    /// Changes settings for the statements after it, to the end of the transaction or of
+    /// the running job (`SET LOCAL …`), where this connection's settings are its own (the
+    /// writer's): elsewhere, nothing.
+    fn set_local(&self, _settings: &'static str) {}
 }
 
 /// A pooled connection's transaction, its connection driven by the server's runtime.
@@ -352,6 +356,13 @@ impl Link for Owned {
             .borrow_mut()
             .push(Deferred::Prepared(statement, encoded));
         Ok(())
+    }
+
+    /// Held back like a statement of the running job, after its savepoint, so that a job
+    /// rolled back takes its settings back with it.
+    fn set_local(&self, settings: &'static str) {
+        self.place_savepoint();
+        self.defer(settings);
     }
 }
 

@@ -111,8 +111,9 @@ fn with_tenant(row: &Row) -> Result<(TenantId, RowId, Session)> {
     Ok((TenantId::new(tenant), pk, session))
 }
 
-/// Active sessions whose lease passed at `now` or whose stall is due, at most `limit`.
-/// In a write transaction they are locked, skipping those another server's sweep holds.
+/// Active sessions whose lease passed at `now` or whose stall is due, at most `limit`,
+/// the longest due first. In a write transaction they are locked, skipping those another
+/// server's sweep holds (so never waiting, whatever the order).
 pub(super) fn due(
     conn: &PgConn<'_>,
     now: Timestamp,
@@ -123,12 +124,16 @@ pub(super) fn due(
     } else {
         " FOR UPDATE SKIP LOCKED"
     };
+    // Ordered by `due_second` so that even a generic plan walks `sessions_due` from its
+    // start and stops at `now`: ordered by `pk`, it walked the primary key through every
+    // session when none was due (0004_session_due.sql).
     conn.query(
         &format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active' AND \
+             due_second <= $1::bigint / 1000 AND \
              (lease_expires_at <= $1 OR (stall_timeout_ms IS NOT NULL AND \
               stalled = 0 AND stall_timeout_ms <= $1 - progress_changed_at)) \
-             ORDER BY pk LIMIT $2{lock}"
+             ORDER BY due_second LIMIT $2{lock}"
         ),
         &[&now.0, &i64::from(limit)],
     )?
@@ -137,11 +142,11 @@ pub(super) fn due(
     .collect()
 }
 
-/// Whether any active session's lease has passed at `now` (the `sessions_lease` index).
+/// Whether any active session's lease has passed at `now` (the `sessions_due` index).
 pub(super) fn any_lease_passed(conn: &PgConn<'_>, now: Timestamp) -> Result<bool> {
     let row = conn.query_one(
         "SELECT EXISTS (SELECT 1 FROM sessions \
-         WHERE status = 'active' AND lease_expires_at <= $1)",
+         WHERE status = 'active' AND due_second <= $1::bigint / 1000 AND lease_expires_at <= $1)",
         &[&now.0],
     )?;
     column(&row, 0)

@@ -14,7 +14,12 @@ use super::{assets, files, projects, rows};
 use crate::records::{LOCAL_COLUMNS, Row, id_of, invalid, list, object, text};
 use crate::{Error, Result, Selection, TransferCounts};
 
-/// The rows `sql` selects, as JSON objects without [`LOCAL_COLUMNS`].
+/// Columns PostgreSQL computes from the others (`GENERATED ALWAYS … STORED`): neither
+/// exported nor written by an import (SQLite has none of them).
+const COMPUTED_COLUMNS: [&str; 1] = ["due_second"];
+
+/// The rows `sql` selects, as JSON objects without [`LOCAL_COLUMNS`] and
+/// [`COMPUTED_COLUMNS`].
 fn select(conn: &PgConn<'_>, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
     let found = conn.query(sql, params)?;
     let mut out = Vec::with_capacity(found.len());
@@ -22,7 +27,7 @@ fn select(conn: &PgConn<'_>, sql: &str, params: &Params<'_>) -> Result<Vec<Row>>
         let mut object = Row::new();
         for (index, described) in row.columns().iter().enumerate() {
             let name = described.name();
-            if LOCAL_COLUMNS.contains(&name) {
+            if LOCAL_COLUMNS.contains(&name) || COMPUTED_COLUMNS.contains(&name) {
                 continue;
             }
             let value = match *described.type_() {
@@ -228,11 +233,13 @@ impl Columns {
     }
 }
 
-/// The columns of `table` (as the `search_path` resolves it, as the inserts will).
+/// The columns of `table` (as the `search_path` resolves it, as the inserts will) that
+/// an insert may set: not those PostgreSQL computes.
 fn columns(conn: &PgConn<'_>, table: &str) -> Result<BTreeMap<String, Column>> {
     let found = conn.query(
         "SELECT attname::TEXT, atttypid, attnotnull, atthasdef FROM pg_attribute \
-         WHERE attrelid = $1::TEXT::regclass AND attnum > 0 AND NOT attisdropped",
+         WHERE attrelid = $1::TEXT::regclass AND attnum > 0 AND NOT attisdropped \
+         AND attgenerated = ''",
         &[&table],
     )?;
     let mut out = BTreeMap::new();

@@ -273,7 +273,8 @@ fn open(connect: &Connect) -> Result<Owned> {
         // prepared statement's generic plan, made while a table was small, may keep
         // scanning it whole after it grew (sessions grow dead rows between vacuums: a
         // lease moved is a new row version); planning each execution costs little, as
-        // a batch runs few statements.
+        // a batch runs few statements. (The held rows' statements are the exception, see
+        // `held::PLANS_ONCE`, which sets this back after them.)
         client
             .batch_execute("SET plan_cache_mode = force_custom_plan")
             .await?;
