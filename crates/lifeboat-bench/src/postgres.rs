@@ -129,6 +129,11 @@ pub(crate) fn section(
             result.ops_per_second, result.p50_ms, result.p99_ms
         );
     }
+    let (updates, in_place) = session_updates(&database.schema)?;
+    println!(
+        "session row updates over these loads: {updates}, of which in place (HOT, no index entry written): {:.1}%",
+        100.0 * in_place as f64 / updates.max(1) as f64
+    );
     // Two more servers on the same schema and asset directory: the same 64 clients spread
     // over three, while a probe measures how long an event written through one takes to
     // reach a stream on another.
@@ -171,6 +176,26 @@ pub(crate) fn section(
     drop(others);
     drop(server);
     Ok(())
+}
+
+/// How many updates of `schema`'s session rows PostgreSQL counted, and how many of them
+/// were HOT (as the statistics have them: each backend reports at most once a second).
+fn session_updates(schema: &str) -> anyhow::Result<(u64, u64)> {
+    let output = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-At", "-c"])
+        .arg(format!(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
+             WHERE schemaname = '{schema}' AND relname = 'sessions'"
+        ))
+        .arg("postgres")
+        .output()
+        .context("run psql")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut counts = text.trim().split('|').map(str::parse::<u64>);
+    match (counts.next(), counts.next()) {
+        (Some(Ok(updates)), Some(Ok(hot))) => Ok((updates, hot)),
+        _ => bail!("no update counts for {schema}.sessions: {text}"),
+    }
 }
 
 /// Every 20 ms for `window`, a checkpoint through `writer`; a stream on `reader` follows

@@ -9,10 +9,13 @@
 -- stall deadline crosses into another second, so a session written to several times a
 -- second is mostly updated in place. The sweep's search also no longer scans every
 -- active session when stalls are watched (an `OR` kept it off the lease index).
+-- A stall timeout too large to add to a time (one never due) leaves the stall out.
 ALTER TABLE sessions ADD COLUMN due_second BIGINT GENERATED ALWAYS AS (
     least(
         lease_expires_at,
-        CASE WHEN stalled = 0 THEN progress_changed_at + stall_timeout_ms END
+        CASE WHEN stalled = 0
+                  AND stall_timeout_ms <= 9223372036854775807 - greatest(progress_changed_at, 0)
+             THEN progress_changed_at + stall_timeout_ms END
     ) / 1000
 ) STORED;
 DROP INDEX sessions_lease;
