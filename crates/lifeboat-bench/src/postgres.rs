@@ -131,7 +131,7 @@ pub(crate) fn section(
     }
     let (updates, in_place) = session_updates(&database.schema)?;
     println!(
-        "session row updates over these loads: {updates}, of which in place (HOT, no index entry written): {:.1}%",
+        "session row updates over these loads (as PostgreSQL's statistics have them so far): {updates}, of which in place (HOT, no index entry written): {:.1}%",
         100.0 * in_place as f64 / updates.max(1) as f64
     );
     // Two more servers on the same schema and asset directory: the same 64 clients spread

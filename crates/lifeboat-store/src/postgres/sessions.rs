@@ -142,14 +142,15 @@ pub(super) fn due(
     .collect()
 }
 
-/// Whether any active session's lease has passed at `now` (the `sessions_due` index).
+/// Whether any active session's lease has passed at `now`: found as `due` finds them, so
+/// that a generic plan walks `sessions_due` too (with `EXISTS`, it scanned every session).
 pub(super) fn any_lease_passed(conn: &PgConn<'_>, now: Timestamp) -> Result<bool> {
-    let row = conn.query_one(
-        "SELECT EXISTS (SELECT 1 FROM sessions \
-         WHERE status = 'active' AND due_second <= $1::bigint / 1000 AND lease_expires_at <= $1)",
+    let found = conn.query_opt(
+        "SELECT 1 FROM sessions WHERE status = 'active' AND due_second <= $1::bigint / 1000 \
+         AND lease_expires_at <= $1 ORDER BY due_second LIMIT 1",
         &[&now.0],
     )?;
-    column(&row, 0)
+    Ok(found.is_some())
 }
 
 /// Every active session.

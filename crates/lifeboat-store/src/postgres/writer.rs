@@ -271,10 +271,10 @@ fn open(connect: &Connect) -> Result<Owned> {
         };
         // Every statement planned for its own parameters and the tables' sizes now: a
         // prepared statement's generic plan, made while a table was small, may keep
-        // scanning it whole after it grew (sessions grow dead rows between vacuums: a
-        // lease moved is a new row version); planning each execution costs little, as
-        // a batch runs few statements. (The held rows' statements are the exception, see
-        // `held::PLANS_ONCE`, which sets this back after them.)
+        // scanning it whole after it grew (with dead rows between vacuums too); planning
+        // each execution costs little, as a batch runs few statements. (The held rows'
+        // statements are the exception, see `held::PLANS_ONCE`, which sets this back
+        // after them.)
         client
             .batch_execute("SET plan_cache_mode = force_custom_plan")
             .await?;
