@@ -1,6 +1,8 @@
 //! The event log: domain events written in the same transaction as the change they
 //! describe, read back in `seq` order by the event stream.
 
+use std::sync::LazyLock;
+
 use lifeboat_core::{TenantId, Timestamp};
 use serde_json::{Value, json};
 
@@ -46,61 +48,68 @@ pub(super) fn record(
 /// The notification channel of this schema's event passes, as SQL.
 pub(super) const CHANNEL: &str = "'lifeboat_' || md5(current_schema())";
 
+/// Numbers the committed events that wait, after the newest `seq`, in `id` order; answers
+/// how many it numbered and the head it numbered after, and wakes the other servers when
+/// it numbered any. It has no parameters: its one plan is made at its first run on a
+/// connection (a generic plan), under the settings the pass sets first (see [`sequence`]).
+static NUMBER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH head AS (SELECT coalesce(max(seq), 0) AS h FROM events), \
+         todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events \
+                  WHERE seq IS NULL ORDER BY id LIMIT {SEQUENCE_BATCH}), \
+         numbered AS (UPDATE events SET seq = head.h + todo.n FROM todo, head \
+                      WHERE events.id = todo.id RETURNING events.seq) \
+         SELECT count(*), (SELECT h FROM head), \
+                CASE WHEN count(*) > 0 THEN pg_notify({CHANNEL}, '') END IS NULL \
+         FROM numbered"
+    )
+});
+
+/// Opens a pass's transaction and waits for the lock that passes (on any server) take
+/// in turn, so that each pass's numbers follow the last one's.
+static BEGIN_PASS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; \
+         SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
+         SELECT pg_advisory_xact_lock({SEQUENCER_LOCK})"
+    )
+});
+
 /// One sequencer pass, in one round trip and its own transaction: numbers the committed
-/// events that have no `seq` yet, in `id` order, after the newest `seq`, wakes the other
-/// servers when it numbered any, and trims the log to its window when a pass crosses a
-/// thousand past it (not before: there is nothing to trim, and with few statistics the
-/// planner may scan the whole log to find so). Answers how many it numbered.
+/// events that have no `seq` yet (see [`NUMBER`]), and trims the log to its window when a
+/// pass crosses a thousand past it (not before: there is nothing to trim, and with few
+/// statistics the planner may scan the whole log to find so). Answers how many it
+/// numbered.
 ///
-/// The statements go as one simple query, in one READ COMMITTED transaction. The lock is
-/// taken by a statement of its own, so that the numbering statement's snapshot, taken
-/// after it, sees the last pass's numbers. The events to number are found by walking
-/// `events_unsequenced` in `id` order, which the planner is told to do: a bitmap scan,
-/// which it prefers while the table's statistics are few, leaves the entries of events
-/// numbered since in that index for every later pass to visit again in the heap, where
-/// an index scan marks them dead once, and the index reclaims them as it grows.
-pub(super) async fn sequence(client: &tokio_postgres::Client) -> Result<u64> {
-    let pass = client
-        .simple_query(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; \
-             SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
-             SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
-             WITH head AS (SELECT coalesce(max(seq), 0) AS h FROM events), \
-             todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events \
-                      WHERE seq IS NULL ORDER BY id LIMIT {SEQUENCE_BATCH}), \
-             numbered AS (UPDATE events SET seq = head.h + todo.n FROM todo, head \
-                          WHERE events.id = todo.id RETURNING events.seq) \
-             SELECT count(*), (SELECT h FROM head), \
-                    CASE WHEN count(*) > 0 THEN pg_notify({CHANNEL}, '') END \
-             FROM numbered; \
-             COMMIT"
-        ))
-        .await;
-    let messages = match pass {
-        Ok(messages) => messages,
+/// The transaction's three requests go out together: the lock is taken by a statement of
+/// its own, so that the numbering statement's snapshot, taken after it, sees the last
+/// pass's numbers. The events to number are found by walking `events_unsequenced` in `id`
+/// order, which the planner is told to do: a bitmap scan, which it prefers while the
+/// table's statistics are few, leaves the entries of events numbered since in that index
+/// for every later pass to visit again in the heap, where an index scan marks them dead
+/// once, and the index reclaims them as it grows. The numbering statement is prepared
+/// once per connection, so it is not parsed and planned at every pass.
+pub(super) async fn sequence(client: &deadpool_postgres::ClientWrapper) -> Result<u64> {
+    let number = client.prepare_cached(&NUMBER).await.map_err(translate)?;
+    // Polled in order, so that the requests go out in order (pipelined).
+    let (begun, counted, committed) = tokio::join!(
+        biased;
+        client.batch_execute(&BEGIN_PASS),
+        client.query_one(&number, &[]),
+        // In a transaction that failed, this ends it (as a rollback).
+        client.batch_execute("COMMIT"),
+    );
+    let row = match begun.and(counted).and_then(|row| committed.map(|()| row)) {
+        Ok(row) => row,
         Err(error) => {
-            // The statements after the failed one did not run: end the transaction before
-            // the connection goes back to the pool (a broken one is not reused anyway).
+            // Should the connection have dropped a request, no transaction stays open on
+            // it when it goes back to the pool (a broken one is not reused anyway).
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(translate(error));
         }
     };
-    let counts = messages.iter().rev().find_map(|message| match message {
-        tokio_postgres::SimpleQueryMessage::Row(row) => Some((row.get(0), row.get(1))),
-        _ => None,
-    });
-    let number = |text: Option<&str>| -> Result<i64> {
-        text.and_then(|t| t.parse().ok())
-            .ok_or_else(|| Error::Internal("a sequencer pass answered no count".to_owned()))
-    };
-    let (numbered, head) = match counts {
-        Some((numbered, head)) => (number(numbered)?, number(head)?),
-        None => {
-            return Err(Error::Internal(
-                "a sequencer pass answered nothing".to_owned(),
-            ));
-        }
-    };
+    let numbered: i64 = column(&row, 0)?;
+    let head: i64 = column(&row, 1)?;
     let now_head = head + numbered;
     if now_head > EVENTS_KEPT && now_head / 1_000 > head / 1_000 {
         client
