@@ -69,10 +69,10 @@ pub(super) const SESSION_CHANGES: [&str; 25] = [
 
 /// The held rows' statements are planned once per connection (a generic plan), not for
 /// every batch: their parameters are rows, whose values no plan depends on, and planning
-/// them cost about 0.35 ms a batch, which the writer's one connection spends in series
-/// with every batch. The plan is made with every row reached by an index, as the writer's
-/// other statements would never want it: made while a table is small, the generic plan
-/// would scan it whole and keep doing so after it grew.
+/// them cost about 0.36 ms a batch, which the writer's one connection spends in series
+/// with every batch. The plan is made with every row reached by an index, as these
+/// statements, which find rows by key, always want: a generic plan made while a table was
+/// small would otherwise scan it whole, and keep doing so after it grew.
 const PLANS_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_plan; \
     SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
