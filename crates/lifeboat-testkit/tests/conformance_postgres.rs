@@ -264,10 +264,32 @@ async fn sessions_x_and_y(handles: &Handles) -> (lifeboat::TenantId, lifeboat::I
     (tenant, x, y)
 }
 
-/// Takes a schema at version 4 back to version 3: the lease indexed, no `due_second`.
-const UNDO_0004: &str = "DROP INDEX sessions_due; ALTER TABLE sessions DROP COLUMN due_second; \
-     CREATE INDEX sessions_lease ON sessions (lease_expires_at) WHERE status = 'active'; \
-     DELETE FROM lifeboat_migrations WHERE version = 4";
+/// Connects to the schema of `url`, made by a server, and takes it from version 4 back to
+/// version 3: the lease indexed, no `due_second`.
+async fn back_to_version_3(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test schema");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "DROP INDEX sessions_due; ALTER TABLE sessions DROP COLUMN due_second; \
+             CREATE INDEX sessions_lease ON sessions (lease_expires_at) WHERE status = 'active'; \
+             DELETE FROM lifeboat_migrations WHERE version = 4",
+        )
+        .await
+        .expect("back to version 3");
+    client
+}
+
+/// The newest migration applied to the schema `client` is on.
+async fn schema_version(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT max(version) FROM lifeboat_migrations", &[])
+        .await
+        .expect("the schema version")
+        .get(0)
+}
 
 /// A database at schema version 2 with events in its log, numbered and waiting, upgraded
 /// by a server that starts: migration 0003 moves the indexes on `seq`, the numbers already
@@ -282,15 +304,8 @@ async fn an_upgraded_event_log_keeps_its_numbers_and_numbers_what_waited() {
             .await
             .expect("the schema is made"),
     );
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test schema");
-    tokio::spawn(connection);
     // Back to version 2, as 0002 left the events table, with a log in it.
-    client
-        .batch_execute(UNDO_0004)
-        .await
-        .expect("back to version 3");
+    let client = back_to_version_3(&database.url).await;
     client
         .batch_execute(
             "DROP INDEX events_seq; ALTER TABLE events ADD CONSTRAINT events_seq_key UNIQUE (seq); \
@@ -334,12 +349,7 @@ async fn an_upgraded_event_log_keeps_its_numbers_and_numbers_what_waited() {
     .map(|(seq, kind)| (Some(*seq), (*kind).to_owned()))
     .collect();
     assert_eq!(numbers, expected);
-    let version: i64 = client
-        .query_one("SELECT max(version) FROM lifeboat_migrations", &[])
-        .await
-        .expect("the schema version")
-        .get(0);
-    assert_eq!(version, 4);
+    assert_eq!(schema_version(&client).await, 4);
     let duplicate = client
         .execute(
             "INSERT INTO events (seq, tenant, type, data, created_at) VALUES (4, 'default', 'again', '{}', 0)",
@@ -372,14 +382,7 @@ async fn an_upgraded_session_table_finds_what_is_due() {
         dir,
     };
     let (_, x, y) = sessions_x_and_y(&handles).await;
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test schema");
-    tokio::spawn(connection);
-    client
-        .batch_execute(UNDO_0004)
-        .await
-        .expect("back to version 3");
+    let client = back_to_version_3(&database.url).await;
     // x's lease passes 10 s before y's; y's stall falls due 5 s before x's lease.
     let row = client
         .query_one(
@@ -424,10 +427,5 @@ async fn an_upgraded_session_table_finds_what_is_due() {
     assert_eq!(due_at(x_lease - 5000).await, vec![y.clone()]);
     assert_eq!(due_at(x_lease - 1).await, vec![y.clone()]);
     assert_eq!(due_at(x_lease).await, vec![y.clone(), x.clone()]);
-    let version: i64 = client
-        .query_one("SELECT max(version) FROM lifeboat_migrations", &[])
-        .await
-        .expect("the schema version")
-        .get(0);
-    assert_eq!(version, 4);
+    assert_eq!(schema_version(&client).await, 4);
 }
