@@ -73,18 +73,11 @@ pub(crate) fn section(
     let database = runtime.block_on(lifeboat_testkit::postgres::fresh_schema());
     let script = root.join("insert1k.sql");
     std::fs::write(&script, INSERT_1K)?;
-    let create = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
-        .arg(format!(
-            "CREATE TABLE {}.bench_rows (id BIGSERIAL PRIMARY KEY, data TEXT NOT NULL, sha256 TEXT NOT NULL)",
-            database.schema
-        ))
-        .arg("postgres")
-        .status()
-        .context("run psql")?;
-    if !create.success() {
-        bail!("cannot create the pgbench table");
-    }
+    psql(&format!(
+        "CREATE TABLE {}.bench_rows (id BIGSERIAL PRIMARY KEY, data TEXT NOT NULL, sha256 TEXT NOT NULL)",
+        database.schema
+    ))
+    .context("cannot create the pgbench table")?;
     let server = Binary::start_with(
         &root.join("postgres-node"),
         &["--database-url", &database.url, "--streams-per-key", "1000"],
@@ -178,19 +171,36 @@ pub(crate) fn section(
     Ok(())
 }
 
+/// Runs `sql` with `psql` on the local server's `postgres` database (where `fresh_schema`
+/// makes its schemas); answers what it printed, unaligned.
+fn psql(sql: &str) -> anyhow::Result<String> {
+    let output = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-q",
+            "-At",
+            "-c",
+            sql,
+            "postgres",
+        ])
+        .output()
+        .context("run psql")?;
+    if !output.status.success() {
+        bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// How many updates of `schema`'s session rows PostgreSQL counted, and how many of them
 /// were HOT (as the statistics have them: each backend reports at most once a second).
 fn session_updates(schema: &str) -> anyhow::Result<(u64, u64)> {
-    let output = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-At", "-c"])
-        .arg(format!(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
-             WHERE schemaname = '{schema}' AND relname = 'sessions'"
-        ))
-        .arg("postgres")
-        .output()
-        .context("run psql")?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = psql(&format!(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
+         WHERE schemaname = '{schema}' AND relname = 'sessions'"
+    ))?;
     let mut counts = text.trim().split('|').map(str::parse::<u64>);
     match (counts.next(), counts.next()) {
         (Some(Ok(updates)), Some(Ok(hot))) => Ok((updates, hot)),

@@ -275,19 +275,30 @@ impl<'a> Held<'a> {
 
     /// Sends out the rows the running write holds.
     pub(super) fn send_job(&self) -> Result<()> {
-        self.send_from(self.job.get())
+        self.send_from(self.job.get(), true)
     }
 
     /// Sends out every row held.
     pub(super) fn send_all(&self) -> Result<()> {
-        self.send_from(Mark::default())?;
+        self.send_all_then(true)
+    }
+
+    /// Sends out every row held, as the batch's last statements before its `COMMIT`: the
+    /// settings they ran under end with the transaction, so they are not set back.
+    pub(super) fn send_last(&self) -> Result<()> {
+        self.send_all_then(false)
+    }
+
+    fn send_all_then(&self, more: bool) -> Result<()> {
+        self.send_from(Mark::default(), more)?;
         self.job.set(Mark::default());
         self.bytes.set(0);
         Ok(())
     }
 
-    /// Queues the statements writing the rows held since `from`, and forgets them.
-    fn send_from(&self, from: Mark) -> Result<()> {
+    /// Queues the statements writing the rows held since `from`, and forgets them; with
+    /// `more` (statements follow in the transaction), sets the plan settings back after.
+    fn send_from(&self, from: Mark, more: bool) -> Result<()> {
         let rows = {
             let mut held = self.rows.borrow_mut();
             Rows {
@@ -298,12 +309,7 @@ impl<'a> Held<'a> {
                 events: held.events.split_off(from.events),
             }
         };
-        let none = rows.sessions.is_empty()
-            && rows.checkpoints.is_empty()
-            && rows.pins.is_empty()
-            && rows.prunes.is_empty()
-            && rows.events.is_empty();
-        if none {
+        if rows.mark() == Mark::default() {
             return Ok(());
         }
         self.link.set_local(PLANS_ONCE);
@@ -340,7 +346,9 @@ impl<'a> Held<'a> {
             self.link
                 .write(INSERT_EVENTS, &[&json_text(&rows.events)])?;
         }
-        self.link.set_local(PLANS_EACH_TIME);
+        if more {
+            self.link.set_local(PLANS_EACH_TIME);
+        }
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use crate::records::{LOCAL_COLUMNS, Row, id_of, invalid, list, object, text};
 use crate::{Error, Result, Selection, TransferCounts};
 
 /// Columns PostgreSQL computes from the others (`GENERATED ALWAYS … STORED`): neither
-/// exported nor written by an import (SQLite has none of them).
+/// exported nor written by an import (SQLite has none of them). The one list of them.
 const COMPUTED_COLUMNS: [&str; 1] = ["due_second"];
 
 /// The rows `sql` selects, as JSON objects without [`LOCAL_COLUMNS`] and
@@ -234,17 +234,19 @@ impl Columns {
 }
 
 /// The columns of `table` (as the `search_path` resolves it, as the inserts will) that
-/// an insert may set: not those PostgreSQL computes.
+/// an insert may set: not [`COMPUTED_COLUMNS`].
 fn columns(conn: &PgConn<'_>, table: &str) -> Result<BTreeMap<String, Column>> {
     let found = conn.query(
         "SELECT attname::TEXT, atttypid, attnotnull, atthasdef FROM pg_attribute \
-         WHERE attrelid = $1::TEXT::regclass AND attnum > 0 AND NOT attisdropped \
-         AND attgenerated = ''",
+         WHERE attrelid = $1::TEXT::regclass AND attnum > 0 AND NOT attisdropped",
         &[&table],
     )?;
     let mut out = BTreeMap::new();
     for row in &found {
         let name: String = column(row, 0)?;
+        if COMPUTED_COLUMNS.contains(&name.as_str()) {
+            continue;
+        }
         let oid: u32 = column(row, 1)?;
         let kind = Type::from_oid(oid)
             .ok_or_else(|| Error::Internal(format!("{table}.{name} has type oid {oid}")))?;

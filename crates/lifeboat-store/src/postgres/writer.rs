@@ -398,7 +398,7 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
     }
     let relaxed = pending.iter().all(|f| f.relaxed);
     if broken.is_none()
-        && let Err(error) = held.send_all()
+        && let Err(error) = held.send_last()
     {
         broken = Some(batch_lost(&error));
     }
