@@ -18,6 +18,7 @@ mod files;
 mod held;
 mod keys;
 mod outcomes;
+mod passes;
 mod projects;
 mod rows;
 mod schema;
@@ -83,11 +84,9 @@ struct Shared {
     /// Bumped when new events may be readable (after a sequencer pass numbered some, or
     /// the poll saw another server's): the engine's event feed wakes on it.
     commits: watch::Sender<u64>,
-    /// Sequencer passes asked for (one per write that recorded events, after its commit).
-    passes_asked: AtomicU64,
-    /// The number of passes asked for when the last pass started: one pass serves every
-    /// write committed before it started (writes coalesce into one pass).
-    passes_served: tokio::sync::Mutex<u64>,
+    /// Sequencer passes, asked for by every write that recorded events, after its commit
+    /// (coalesced: one pass serves every write committed before it started).
+    passes: passes::Passes,
     /// This server among the others on the database (`cluster.rs`).
     membership: cluster::Membership,
     /// Times a connection could not be had or was found closed (see `Store::outages`).
@@ -161,8 +160,7 @@ impl PgStore {
         let shared = Arc::new(Shared {
             pool,
             commits,
-            passes_asked: AtomicU64::new(0),
-            passes_served: tokio::sync::Mutex::new(0),
+            passes: passes::Passes::default(),
             membership: cluster::Membership::new(),
             outages: AtomicU64::new(0),
             writers: std::sync::OnceLock::new(),
@@ -247,23 +245,22 @@ impl Shared {
     /// waits for a pass that started after it asked, and one pass serves every caller
     /// waiting when it starts.
     async fn sequence(&self) -> Result<()> {
-        let asked = self.passes_asked.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut served = self.passes_served.lock().await;
-        if *served >= asked {
-            return Ok(());
-        }
-        *served = self.passes_asked.load(Ordering::SeqCst);
-        // On a task of its own, so that it ends its transaction even when the caller
-        // (a request whose client went away) stops waiting: a connection left inside a
-        // failed transaction would go back to the pool.
         let pool = self.pool.clone();
-        let numbered = tokio::spawn(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            events::sequence(&client).await
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("a sequencer pass panicked: {e}")))??;
-        if numbered > 0 {
+        let numbered = self
+            .passes
+            .run(|| async move {
+                // On a task of its own, so that it ends its transaction even when the
+                // caller (a request whose client went away) stops waiting: a connection
+                // left inside a failed transaction would go back to the pool.
+                tokio::spawn(async move {
+                    let client = pool.get().await.map_err(pool_error)?;
+                    events::sequence(&client).await
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("a sequencer pass panicked: {e}")))?
+            })
+            .await?;
+        if numbered.is_some_and(|numbered| numbered > 0) {
             self.commits.send_modify(|n| *n += 1);
         }
         Ok(())
