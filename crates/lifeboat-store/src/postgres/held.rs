@@ -24,11 +24,12 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 use tokio_postgres::Row as PgRow;
+use tokio_postgres::types::ToSql;
 
 use super::conn::{Link, nul_in_text};
 use super::rows::TENANT_COLUMN;
-use crate::Result;
 use crate::stored::prunable_sql;
+use crate::{Error, Result};
 
 /// Held bytes past which the writer sends every held row out before the next write: a
 /// statement's one JSON parameter stays well under PostgreSQL's 1 GB for a message, and
@@ -38,33 +39,68 @@ const BYTES_SENT_AT: usize = 32 << 20;
 /// The tables held rows go to: a statement naming one of them sees held rows first.
 const TABLES: [&str; 4] = ["sessions", "checkpoints", "pinned_files", "events"];
 
-/// The session columns an update writes: every one that changes over a session's life.
-pub(super) const SESSION_CHANGES: [&str; 25] = [
-    "status",
-    "attempt",
-    "updated_at",
-    "last_heartbeat_at",
-    "lease_expires_at",
-    "lease_ran_out_while_down",
-    "progress_percent",
-    "progress_stage",
-    "progress_completed_units",
-    "progress_total_units",
-    "progress_changed_at",
-    "stalled",
-    "metrics",
-    "error",
-    "crash_type",
-    "crash_detected_at",
-    "crash_attempt",
-    "crash_lease_expires_at",
-    "crash_work_lost_ms",
-    "latest_seq",
-    "latest_kind",
-    "latest_stage",
-    "latest_created_at",
-    "last_seq",
-    "completed_at",
+/// The session columns an update writes, with their types: every one that changes over
+/// a session's life.
+const SESSION_CHANGES: [(&str, Sql); 25] = [
+    ("status", Sql::Text),
+    ("attempt", Sql::Bigint),
+    ("updated_at", Sql::Bigint),
+    ("last_heartbeat_at", Sql::Bigint),
+    ("lease_expires_at", Sql::Bigint),
+    ("lease_ran_out_while_down", Sql::Bigint),
+    ("progress_percent", Sql::Float),
+    ("progress_stage", Sql::Text),
+    ("progress_completed_units", Sql::Bigint),
+    ("progress_total_units", Sql::Bigint),
+    ("progress_changed_at", Sql::Bigint),
+    ("stalled", Sql::Bigint),
+    ("metrics", Sql::Text),
+    ("error", Sql::Text),
+    ("crash_type", Sql::Text),
+    ("crash_detected_at", Sql::Bigint),
+    ("crash_attempt", Sql::Bigint),
+    ("crash_lease_expires_at", Sql::Bigint),
+    ("crash_work_lost_ms", Sql::Bigint),
+    ("latest_seq", Sql::Bigint),
+    ("latest_kind", Sql::Text),
+    ("latest_stage", Sql::Text),
+    ("latest_created_at", Sql::Bigint),
+    ("last_seq", Sql::Bigint),
+    ("completed_at", Sql::Bigint),
+];
+
+/// The columns of a held checkpoint.
+const CHECKPOINT_COLUMNS: [(&str, Sql); 12] = [
+    ("session_pk", Sql::Bigint),
+    ("seq", Sql::Bigint),
+    ("attempt", Sql::Bigint),
+    ("kind", Sql::Text),
+    ("stage", Sql::Text),
+    ("position", Sql::Text),
+    ("completed_units", Sql::Bigint),
+    ("total_units", Sql::Bigint),
+    ("data", Sql::Text),
+    ("sha256", Sql::Text),
+    ("assets", Sql::Text),
+    ("created_at", Sql::Bigint),
+];
+
+/// The columns of a held pin.
+const PIN_COLUMNS: [(&str, Sql); 4] = [
+    ("session_pk", Sql::Bigint),
+    ("seq", Sql::Bigint),
+    ("storage", Sql::Text),
+    ("key", Sql::Text),
+];
+
+/// The columns of a held event.
+const EVENT_COLUMNS: [(&str, Sql); 6] = [
+    ("tenant", Sql::Text),
+    ("type", Sql::Text),
+    ("session_id", Sql::Text),
+    ("project_id", Sql::Text),
+    ("data", Sql::Text),
+    ("created_at", Sql::Bigint),
 ];
 
 /// The held rows' statements are planned once per connection (a generic plan), not for
@@ -72,42 +108,83 @@ pub(super) const SESSION_CHANGES: [&str; 25] = [
 /// them cost about 0.36 ms a batch, which the writer's one connection spends in series
 /// with every batch. The plan is made with every row reached by an index, as these
 /// statements, which find rows by key, always want: a generic plan made while a table was
-/// small would otherwise scan it whole, and keep doing so after it grew.
-const PLANS_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_plan; \
+/// small would otherwise scan it whole, and keep doing so after it grew. (The writer's lock
+/// ahead by `pk` is planned so too.)
+pub(super) const PLANS_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_plan; \
     SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
 /// Back to the writer connection's own settings (`writer::open`): every other statement
 /// planned for its parameters, with every plan allowed.
-const PLANS_EACH_TIME: &str = "SET LOCAL plan_cache_mode = force_custom_plan; \
+pub(super) const PLANS_EACH_TIME: &str = "SET LOCAL plan_cache_mode = force_custom_plan; \
     SET LOCAL enable_seqscan = on; SET LOCAL enable_bitmapscan = on; \
     SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on";
 
-/// Every held session update, by `pk`, from rows named by column.
+/// Every held session update, by `pk`.
 static UPDATE_SESSIONS: LazyLock<String> = LazyLock::new(|| {
-    let set = SESSION_CHANGES.map(|column| format!("{column} = v.{column}"));
+    let columns: Vec<(&str, Sql)> = std::iter::once(("pk", Sql::Bigint))
+        .chain(SESSION_CHANGES)
+        .collect();
+    let set = SESSION_CHANGES.map(|(column, _)| format!("{column} = v.{column}"));
     format!(
-        "UPDATE sessions SET {} FROM json_populate_recordset(NULL::sessions, $1::text::json) v \
-         WHERE sessions.pk = v.pk",
-        set.join(", ")
+        "UPDATE sessions SET {} FROM {} WHERE sessions.pk = v.pk",
+        set.join(", "),
+        unnest(&columns, "")
     )
 });
 
-const INSERT_CHECKPOINTS: &str = "INSERT INTO checkpoints (session_pk, seq, attempt, kind, stage, \
-    position, completed_units, total_units, data, sha256, assets, created_at) \
-    SELECT session_pk, seq, attempt, kind, stage, position, completed_units, total_units, data, \
-    sha256, assets, created_at FROM json_populate_recordset(NULL::checkpoints, $1::text::json)";
+static INSERT_CHECKPOINTS: LazyLock<String> =
+    LazyLock::new(|| insert("checkpoints", &CHECKPOINT_COLUMNS, ""));
 
-const INSERT_PINS: &str = "INSERT INTO pinned_files (session_pk, seq, storage, key) \
-    SELECT session_pk, seq, storage, key \
-    FROM json_populate_recordset(NULL::pinned_files, $1::text::json) ON CONFLICT DO NOTHING";
+static INSERT_PINS: LazyLock<String> =
+    LazyLock::new(|| insert("pinned_files", &PIN_COLUMNS, " ON CONFLICT DO NOTHING"));
 
 /// In the order held (one session's events always are: see the rules above), which the
 /// log's ids, and so its numbers, follow.
-const INSERT_EVENTS: &str = "INSERT INTO events (tenant, type, session_id, project_id, data, \
-    created_at) SELECT v.tenant, v.type, v.session_id, v.project_id, v.data, v.created_at \
-    FROM json_populate_recordset(NULL::events, $1::text::json) WITH ORDINALITY v \
-    ORDER BY v.ordinality";
+static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    let names = names(&EVENT_COLUMNS);
+    format!(
+        "INSERT INTO events ({names}) SELECT {names} FROM {} ORDER BY v.ordinality",
+        unnest(&EVENT_COLUMNS, " WITH ORDINALITY")
+    )
+});
+
+/// Inserts rows sent as one array per column.
+fn insert(table: &str, columns: &[(&str, Sql)], then: &str) -> String {
+    let names = names(columns);
+    format!(
+        "INSERT INTO {table} ({names}) SELECT {names} FROM {}{then}",
+        unnest(columns, "")
+    )
+}
+
+/// `columns` as rows `v`, from one array parameter each (`$1` the first); `ordinality`
+/// (` WITH ORDINALITY`, or nothing) adds each row's position as `v.ordinality`.
+fn unnest(columns: &[(&str, Sql)], ordinality: &str) -> String {
+    let arrays: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(index, (_, sql))| format!("${}::{}[]", index + 1, sql.name()))
+        .collect();
+    let more = if ordinality.is_empty() {
+        ""
+    } else {
+        ", ordinality"
+    };
+    format!(
+        "unnest({}){ordinality} AS v ({}{more})",
+        arrays.join(", "),
+        names(columns)
+    )
+}
+
+fn names(columns: &[(&str, Sql)]) -> String {
+    columns
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// For each session, the prunable checkpoint at position `keep` from the newest, and its
 /// pins (see `rows::prune_checkpoints`, whose rule this is for many sessions at once).
@@ -296,6 +373,18 @@ impl<'a> Held<'a> {
         Ok(())
     }
 
+    /// Queues `sql` with `rows` as its arrays of `columns`.
+    fn write_rows(
+        &self,
+        sql: &str,
+        columns: &[(&str, Sql)],
+        rows: impl IntoIterator<Item = Value>,
+    ) -> Result<()> {
+        let arrays = arrays(columns, rows.into_iter().collect())?;
+        let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(Array::param).collect();
+        self.link.write(sql, &params)
+    }
+
     /// Queues the statements writing the rows held since `from`, and forgets them; with
     /// `more` (statements follow in the transaction), sets the plan settings back after.
     fn send_from(&self, from: Mark, more: bool) -> Result<()> {
@@ -323,28 +412,28 @@ impl<'a> Held<'a> {
                 .collect();
             let updates = rows
                 .sessions
-                .iter()
+                .into_iter()
                 .enumerate()
                 .filter(|(index, (pk, _))| last.get(pk) == Some(index))
                 .map(|(_, (_, columns))| columns);
-            self.link.write(&UPDATE_SESSIONS, &[&json_text(updates)])?;
+            let columns: Vec<(&str, Sql)> = std::iter::once(("pk", Sql::Bigint))
+                .chain(SESSION_CHANGES)
+                .collect();
+            self.write_rows(&UPDATE_SESSIONS, &columns, updates)?;
         }
         if !rows.checkpoints.is_empty() {
-            self.link.write(
-                INSERT_CHECKPOINTS,
-                &[&json_text(rows.checkpoints.iter().map(|(_, c)| c))],
-            )?;
+            let checkpoints = rows.checkpoints.into_iter().map(|(_, columns)| columns);
+            self.write_rows(&INSERT_CHECKPOINTS, &CHECKPOINT_COLUMNS, checkpoints)?;
         }
         if !rows.pins.is_empty() {
-            self.link.write(INSERT_PINS, &[&json_text(&rows.pins)])?;
+            self.write_rows(&INSERT_PINS, &PIN_COLUMNS, rows.pins)?;
         }
         if !rows.prunes.is_empty() {
             let (pks, keeps): (Vec<i64>, Vec<i64>) = rows.prunes.into_iter().unzip();
             self.link.write(&PRUNE, &[&pks, &keeps])?;
         }
         if !rows.events.is_empty() {
-            self.link
-                .write(INSERT_EVENTS, &[&json_text(&rows.events)])?;
+            self.write_rows(&INSERT_EVENTS, &EVENT_COLUMNS, rows.events)?;
         }
         if more {
             self.link.set_local(PLANS_EACH_TIME);
@@ -353,10 +442,87 @@ impl<'a> Held<'a> {
     }
 }
 
-/// Rows as the one JSON parameter of their statement.
-fn json_text<'v>(rows: impl IntoIterator<Item = &'v Value>) -> String {
-    let rows: Vec<String> = rows.into_iter().map(Value::to_string).collect();
-    format!("[{}]", rows.join(","))
+/// The SQL type of a held column.
+#[derive(Clone, Copy)]
+enum Sql {
+    Bigint,
+    Float,
+    Text,
+}
+
+impl Sql {
+    fn name(self) -> &'static str {
+        match self {
+            Sql::Bigint => "bigint",
+            Sql::Float => "double precision",
+            Sql::Text => "text",
+        }
+    }
+}
+
+/// One column of held rows, the array parameter of their statement: sent in binary, it
+/// leaves PostgreSQL nothing to parse (a JSON parameter made it lex every byte of every
+/// checkpoint's data, an eighth of the writer's backend's time).
+enum Array {
+    Bigint(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Text(Vec<Option<String>>),
+}
+
+impl Array {
+    fn of(sql: Sql, rows: usize) -> Array {
+        match sql {
+            Sql::Bigint => Array::Bigint(Vec::with_capacity(rows)),
+            Sql::Float => Array::Float(Vec::with_capacity(rows)),
+            Sql::Text => Array::Text(Vec::with_capacity(rows)),
+        }
+    }
+
+    /// Appends `value`; answers it back if it is not of this column's type.
+    fn push(&mut self, value: Value) -> std::result::Result<(), Value> {
+        match (self, value) {
+            (Array::Bigint(values), Value::Null) => values.push(None),
+            (Array::Float(values), Value::Null) => values.push(None),
+            (Array::Text(values), Value::Null) => values.push(None),
+            (Array::Bigint(values), Value::Number(n)) if n.is_i64() => values.push(n.as_i64()),
+            (Array::Float(values), Value::Number(n)) => values.push(n.as_f64()),
+            (Array::Text(values), Value::String(text)) => values.push(Some(text)),
+            (_, value) => return Err(value),
+        }
+        Ok(())
+    }
+
+    fn param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Array::Bigint(values) => values,
+            Array::Float(values) => values,
+            Array::Text(values) => values,
+        }
+    }
+}
+
+/// `rows` (objects by column name) as one array per column of `columns`.
+fn arrays(columns: &[(&str, Sql)], rows: Vec<Value>) -> Result<Vec<Array>> {
+    let mut arrays: Vec<Array> = columns
+        .iter()
+        .map(|(_, sql)| Array::of(*sql, rows.len()))
+        .collect();
+    for row in rows {
+        let Value::Object(mut row) = row else {
+            return Err(Error::Internal("a held row is not an object".to_owned()));
+        };
+        for ((name, sql), array) in columns.iter().zip(&mut arrays) {
+            array
+                .push(row.remove(*name).unwrap_or(Value::Null))
+                .map_err(|value| {
+                    Error::Internal(format!(
+                        "held column {name} ({}) cannot hold {value}",
+                        sql.name()
+                    ))
+                })?;
+        }
+    }
+    Ok(arrays)
 }
 
 /// About how many bytes of text `row` holds.

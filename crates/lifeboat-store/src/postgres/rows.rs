@@ -269,6 +269,18 @@ pub(super) fn lock_sessions(conn: &PgConn<'_>, tenants: &[&str], ids: &[&str]) -
     )
 }
 
+/// Locks the stored sessions among `pks`, in key order; answers their rows (with
+/// [`SESSION_COLUMNS`]). Found through the primary key alone, whatever the planner makes
+/// of the table's size: the writer's lock ahead, once it knows its sessions' keys.
+pub(super) fn lock_sessions_by_pk(conn: &PgConn<'_>, pks: &[i64]) -> Result<Vec<Row>> {
+    conn.query(
+        &format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE pk = ANY($1) ORDER BY pk FOR UPDATE"
+        ),
+        &[&pks],
+    )
+}
+
 /// Loads `(pk, Session)` by tenant and id.
 pub(super) fn load_session(
     conn: &PgConn<'_>,

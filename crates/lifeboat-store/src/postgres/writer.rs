@@ -13,7 +13,7 @@
 //! 6). Batches of different servers can still meet on row locks in rarer ways; the write
 //! PostgreSQL cancels then runs again (see [`Ran::Again`], `docs/deployment.md`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
@@ -24,8 +24,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::Shared;
-use super::conn::{Owned, PgConn, translate};
-use super::held::Held;
+use super::conn::{Link, Owned, PgConn, translate};
+use super::held::{Held, PLANS_EACH_TIME, PLANS_ONCE};
 use super::rows;
 use lifeboat_core::{Id, TenantId};
 
@@ -41,6 +41,8 @@ const QUEUE_CAPACITY: usize = 4_096;
 /// restart grace locking sessions outside key order) roll back: the last one's error is
 /// its answer (503, retry).
 const RUNS_MAX: u32 = 4;
+/// Most session keys a writer remembers (see [`Keys`]); past them it starts over.
+const KEYS_MAX: usize = 100_000;
 
 /// What a write did, known once it ran: whether to keep its changes, whether it may
 /// commit without waiting for the WAL flush, and how to answer it once the batch's fate
@@ -79,6 +81,50 @@ impl About {
             key: hasher.finish(),
             tenant: tenant.clone(),
             id: id.clone(),
+        }
+    }
+}
+
+/// The `pk` of sessions the writer locked ahead before, by tenant and id: a batch whose
+/// sessions are all known locks them by `pk` ([`lock_ahead`]), a statement that only the
+/// primary key serves, planned once. (By tenant and id, the planner, which may know
+/// little of a table autovacuum has not analyzed, was seen to read a small table whole, or
+/// to walk every session of the tenant for each one.) A `pk` never changes and is never
+/// used again, so a key known is at worst out of date: the session was deleted, and is
+/// forgotten when a lock ahead does not find it.
+#[derive(Default)]
+struct Keys(HashMap<(String, String), i64>);
+
+impl Keys {
+    /// The keys of `sessions`, if every one is known.
+    fn of(&self, sessions: &[(String, String)]) -> Option<Vec<i64>> {
+        sessions
+            .iter()
+            .map(|session| self.0.get(session).copied())
+            .collect()
+    }
+
+    /// Learns the keys of `rows` (selected with `rows::SESSION_COLUMNS`), and forgets the
+    /// other sessions of `asked`, which are no longer stored.
+    fn learn(&mut self, asked: &[(String, String)], rows: &[tokio_postgres::Row]) {
+        if self.0.len() + rows.len() > KEYS_MAX {
+            self.0.clear();
+        }
+        let mut found = HashSet::with_capacity(rows.len());
+        for row in rows {
+            if let (Ok(pk), Ok(tenant), Ok(id)) = (
+                row.try_get::<_, i64>(0),
+                row.try_get::<_, String>(rows::TENANT_COLUMN),
+                row.try_get::<_, String>(1),
+            ) {
+                found.insert(pk);
+                self.0.insert((tenant, id), pk);
+            }
+        }
+        for session in asked {
+            if self.0.get(session).is_some_and(|pk| !found.contains(pk)) {
+                self.0.remove(session);
+            }
         }
     }
 }
@@ -179,6 +225,7 @@ impl Writer {
 /// again (see [`Ran::Again`]) go first in the next batch.
 fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) {
     let mut link: Option<Owned> = None;
+    let mut keys = Keys::default();
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
     loop {
         if batch.is_empty() {
@@ -196,7 +243,7 @@ fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) 
         let size = batch.len();
         let started = std::time::Instant::now();
         let (lost, again) = match begin(connect, &mut link) {
-            Ok(owned) => commit_batch(owned, std::mem::take(&mut batch)),
+            Ok(owned) => commit_batch(owned, std::mem::take(&mut batch), &mut keys),
             Err(error) => {
                 for mut job in batch.drain(..) {
                     (job.run)(Err(error.clone()));
@@ -299,7 +346,7 @@ fn open(connect: &Connect) -> Result<Owned> {
 /// change failing (it should not: its rows are locked) is found with a later statement,
 /// and fails the whole batch. Answers whether the connection was lost, and the jobs to run
 /// again in the next batch.
-fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
+fn commit_batch(owned: &Owned, jobs: Vec<Job>, keys: &mut Keys) -> (bool, Vec<Job>) {
     let held = Held::new(owned);
     let conn = PgConn::holding(owned, &held);
     let mut pending = Vec::with_capacity(BATCH_MAX);
@@ -326,7 +373,7 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
             && broken.is_none()
             && let Some(about) = ahead.take()
         {
-            broken = lock_ahead(owned, &held, &about).err();
+            broken = lock_ahead(owned, &held, &about, keys).err();
         }
         if let Some(error) = &broken {
             (job.run)(Err(error.clone()));
@@ -437,20 +484,39 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>) -> (bool, Vec<Job>) {
 /// Locks `sessions` (tenant, id), in one statement, in key order (as every
 /// statement here that locks several sessions: batches that lock at once wait for each
 /// other, never deadlock), and keeps their rows for the jobs (`held.rs`), so that a job
-/// loads its session without a statement of its own. Should it fail (a deadlock with a
-/// write locking otherwise, a lock waited for too long), it is rolled back and each job
-/// locks its own session; a batch whose connection it lost fails.
-fn lock_ahead(owned: &Owned, held: &Held<'_>, sessions: &[(String, String)]) -> Result<()> {
-    let (tenants, ids): (Vec<&str>, Vec<&str>) = sessions
-        .iter()
-        .map(|(tenant, id)| (tenant.as_str(), id.as_str()))
-        .unzip();
-    if ids.is_empty() {
+/// loads its session without a statement of its own. When `keys` knows every one, they
+/// are locked by `pk` (see [`Keys`]). Should it fail (a deadlock with a write locking
+/// otherwise, a lock waited for too long), it is rolled back and each job locks its own
+/// session; a batch whose connection it lost fails.
+fn lock_ahead(
+    owned: &Owned,
+    held: &Held<'_>,
+    sessions: &[(String, String)],
+    keys: &mut Keys,
+) -> Result<()> {
+    if sessions.is_empty() {
         return Ok(());
     }
     owned.defer("SAVEPOINT ahead");
-    match rows::lock_sessions(&PgConn::new(owned, true), &tenants, &ids) {
+    let conn = PgConn::new(owned, true);
+    let locked = match keys.of(sessions) {
+        Some(pks) => {
+            owned.set_local(PLANS_ONCE);
+            let locked = rows::lock_sessions_by_pk(&conn, &pks);
+            owned.set_local(PLANS_EACH_TIME);
+            locked
+        }
+        None => {
+            let (tenants, ids): (Vec<&str>, Vec<&str>) = sessions
+                .iter()
+                .map(|(tenant, id)| (tenant.as_str(), id.as_str()))
+                .unzip();
+            rows::lock_sessions(&conn, &tenants, &ids)
+        }
+    };
+    match locked {
         Ok(rows) => {
+            keys.learn(sessions, &rows);
             held.lock_ahead(rows);
             Ok(())
         }

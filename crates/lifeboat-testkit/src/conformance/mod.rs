@@ -126,7 +126,8 @@ mod records;
 mod writes;
 
 pub use records::{
-    a_key_revoked_through_one_engine_is_refused_by_the_other, an_import_is_all_or_nothing,
+    a_key_revoked_through_one_engine_is_refused_by_the_other,
+    a_session_created_again_after_its_purge_is_written_anew, an_import_is_all_or_nothing,
     an_import_keeps_each_session_within_its_retention, appends_at_one_offset_have_one_winner,
     asset_records, cleanup_purges_only_what_is_due, key_records,
     sweeps_from_two_handles_count_each_crash_once,
@@ -161,6 +162,7 @@ macro_rules! conformance_suite {
             key_records,
             sweeps_from_two_handles_count_each_crash_once,
             cleanup_purges_only_what_is_due,
+            a_session_created_again_after_its_purge_is_written_anew,
             an_import_is_all_or_nothing,
             an_import_keeps_each_session_within_its_retention,
             appends_at_one_offset_have_one_winner,

@@ -134,6 +134,44 @@ pub async fn cleanup_purges_only_what_is_due(handles: Handles) {
     assert!(a.session(&tenant(), &young).await.is_ok());
 }
 
+/// A session purged and then created again under its id is a new session to every write
+/// after (the PostgreSQL writer, which remembers the row keys of the sessions it locked,
+/// finds the new row).
+pub async fn a_session_created_again_after_its_purge_is_written_anew(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    let first = session(&a, "again", 60_000).await;
+    for n in 0..2 {
+        a.checkpoint(&tenant(), &first, 1, checkpoint(CheckpointKind::Batch, n))
+            .await
+            .expect("write");
+    }
+    a.cancel(&tenant(), &first, None).await.expect("cancel");
+    clock.advance_ms(8 * 24 * 3_600_000);
+    let purged = match a.cleanup(false).await {
+        Ok(done) => done,
+        Err(Error::Unavailable(_)) => b.cleanup(false).await.expect("cleanup by the holder"),
+        Err(other) => panic!("cleanup: {other:?}"),
+    };
+    assert_eq!(purged.sessions_purged, 1);
+    let again = session(&a, "again", 60_000).await;
+    let written = a
+        .checkpoint(&tenant(), &again, 1, checkpoint(CheckpointKind::Batch, 7))
+        .await
+        .expect("a checkpoint of the new session");
+    assert_eq!(written.seq, 1, "the new session numbers from 1");
+    let stored = a.session(&tenant(), &again).await.expect("read");
+    assert_eq!(stored.status, Status::Active);
+    let checkpoints = b
+        .checkpoints(&tenant(), &again, &all())
+        .await
+        .expect("list");
+    assert_eq!(
+        checkpoints.items.len(),
+        1,
+        "nothing of the purged session is left"
+    );
+}
+
 /// An import is all or nothing: the same archive imported twice into one tenant adds
 /// everything the first time and nothing the second (an id is taken).
 pub async fn an_import_is_all_or_nothing(handles: Handles) {
