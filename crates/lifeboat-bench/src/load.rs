@@ -112,7 +112,8 @@ impl WriterTotals {
             metrics
                 .lines()
                 .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
+                // A server that has not committed yet has no figures: none so far.
+                .unwrap_or(0.0)
         };
         Ok(WriterTotals {
             commits: value("lifeboat_commit_batch_size_count "),

@@ -141,11 +141,19 @@ pub(crate) fn section(
     let bases: Vec<String> = std::iter::once(server.base.clone())
         .chain(others.iter().map(|node| node.base.clone()))
         .collect();
+    let mut before = Vec::new();
+    for base in &bases {
+        before.push(runtime.block_on(WriterTotals::of(base))?);
+    }
     let (three, lag) = runtime.block_on(async {
         let probe = tokio::spawn(lag_probe(bases[0].clone(), bases[1].clone(), window));
         let load = load::run_spread(&bases, TOKEN, Op::Checkpoint, 64, window).await;
         (load, probe.await)
     });
+    let mut writers = Vec::new();
+    for (base, before) in bases.iter().zip(before) {
+        writers.push(runtime.block_on(WriterTotals::of(base))?.since(before));
+    }
     let three = three?;
     let lag = lag.context("the lag probe")??;
     println!("\n## Three servers on one PostgreSQL database (64 clients spread over them)");
@@ -159,6 +167,9 @@ pub(crate) fn section(
         three.p50_ms,
         three.p99_ms
     );
+    for (n, writer) in writers.iter().enumerate() {
+        println!("server {}'s writer: {writer}", n + 1);
+    }
     println!(
         "cross-server event lag under that load (a checkpoint acknowledged by server 1 until its event arrives on a stream of server 2), {} probes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         lag.len(),
