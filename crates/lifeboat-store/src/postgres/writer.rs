@@ -41,10 +41,6 @@ const QUEUE_CAPACITY: usize = 4_096;
 /// restart grace locking sessions outside key order) roll back: the last one's error is
 /// its answer (503, retry).
 const RUNS_MAX: u32 = 4;
-/// How recently a writer's connection must have committed for its next batch's `BEGIN` to
-/// go with that batch's first statement rather than in a round trip of its own (see
-/// [`begin`]).
-const HOT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most session keys a writer remembers (see [`Keys`]); past them it starts over.
 const KEYS_MAX: usize = 100_000;
 
@@ -230,7 +226,6 @@ impl Writer {
 fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) {
     let mut link: Option<Owned> = None;
     let mut keys = Keys::default();
-    let mut committed: Option<std::time::Instant> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
     loop {
         if batch.is_empty() {
@@ -247,8 +242,7 @@ fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) 
         }
         let size = batch.len();
         let started = std::time::Instant::now();
-        let hot = committed.is_some_and(|at| at.elapsed() < HOT);
-        let (lost, again) = match begin(connect, &mut link, hot) {
+        let (lost, again) = match begin(connect, &mut link) {
             Ok(owned) => commit_batch(owned, std::mem::take(&mut batch), &mut keys),
             Err(error) => {
                 for mut job in batch.drain(..) {
@@ -261,7 +255,6 @@ fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) 
         metrics::histogram!("lifeboat_commit_batch_size").record(size as f64);
         metrics::histogram!("lifeboat_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        committed = (!lost).then(std::time::Instant::now);
         if lost {
             link = None;
             if let Some(shared) = shared.upgrade() {
@@ -272,12 +265,9 @@ fn run(connect: &Connect, mut jobs: mpsc::Receiver<Job>, shared: &Weak<Shared>) 
 }
 
 /// The writer's connection inside a new transaction, connected first if it has none or
-/// its connection was found closed. On a connection that committed a moment ago (`hot`),
-/// `BEGIN` goes with the batch's first statement: no round trip of its own. Otherwise it
-/// is waited for, and a connection that fails at it (the database restarted while it was
-/// idle) is replaced once: nothing ran on it yet. (A hot connection lost since fails its
-/// batch, which is answered 503, as any batch whose connection is lost.)
-fn begin<'l>(connect: &Connect, link: &'l mut Option<Owned>, hot: bool) -> Result<&'l Owned> {
+/// its connection was found closed. A connection that fails at `BEGIN` (the database
+/// restarted while it was idle) is replaced once: nothing ran on it yet.
+fn begin<'l>(connect: &Connect, link: &'l mut Option<Owned>) -> Result<&'l Owned> {
     // Lets the connection task notice a closed socket before the batch uses it.
     let open_one = link.take().filter(|owned| {
         owned.runtime.block_on(tokio::task::yield_now());
@@ -288,11 +278,6 @@ fn begin<'l>(connect: &Connect, link: &'l mut Option<Owned>, hot: bool) -> Resul
         Some(owned) => owned,
         None => open(connect)?,
     };
-    if reused && hot {
-        forget_held_back(&owned);
-        owned.defer(BEGIN);
-        return Ok(link.insert(owned));
-    }
     let owned = match start(&owned) {
         Ok(()) => owned,
         Err(error) if reused && error.code().is_none() => {
@@ -305,18 +290,11 @@ fn begin<'l>(connect: &Connect, link: &'l mut Option<Owned>, hot: bool) -> Resul
     Ok(link.insert(owned))
 }
 
-const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
-
 /// Opens a transaction on `owned`, with nothing held back from before.
 fn start(owned: &Owned) -> std::result::Result<(), tokio_postgres::Error> {
-    forget_held_back(owned);
-    owned.batch(BEGIN).1
-}
-
-/// Forgets what a batch before held back, and its failure.
-fn forget_held_back(owned: &Owned) {
     owned.forget_from(0);
     let _ = owned.held_back_failure();
+    owned.batch("BEGIN ISOLATION LEVEL READ COMMITTED").1
 }
 
 /// A new connection, driven by a runtime of the calling thread's own.
