@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Row, Statement};
 
-use super::held::{Held, Row as HeldRow};
+use super::held::{Held, PLANS_EACH_TIME, PLANS_ONCE, Row as HeldRow};
 use crate::{Error, Result};
 
 /// A statement's parameters.
@@ -38,10 +38,11 @@ pub(super) trait Link {
     fn write(&self, sql: &str, params: &Params<'_>) -> Result<()> {
         self.execute(sql, params).map(drop)
     }
-    /// Changes settings for the statements after it, to the end of the transaction or of
-    /// the running job (`SET LOCAL …`), where this connection's settings are its own (the
-    /// writer's): elsewhere, nothing.
-    fn set_local(&self, _settings: &'static str) {}
+    /// Runs `work`, whose statements are planned once per connection (`held::PLANS_ONCE`)
+    /// where this connection's settings are its own (the writer's): elsewhere, as any.
+    fn planned_once(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        work()
+    }
 }
 
 /// A pooled connection's transaction, its connection driven by the server's runtime.
@@ -85,6 +86,22 @@ pub(super) struct Owned {
     /// Whether `SAVEPOINT job` goes before the next statement (see
     /// [`Owned::savepoint_before_next`]).
     savepoint: Cell<bool>,
+    /// The plan settings the statements sent and held back leave in force.
+    plans: Cell<Plans>,
+    /// Whether statements are being queued inside [`Link::planned_once`].
+    planning_once: Cell<bool>,
+}
+
+/// Which plan settings are in force in the open transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plans {
+    /// The connection's own (`held::PLANS_EACH_TIME`).
+    EachTime,
+    /// `held::PLANS_ONCE`.
+    Once,
+    /// Not known here: a rollback to a savepoint, or statements forgotten, may have undone
+    /// the last settings. The next statements set theirs.
+    Unknown,
 }
 
 /// A statement held back until the next one that is waited for.
@@ -145,6 +162,37 @@ impl Owned {
             sends: Cell::new(0),
             failed: Cell::new(None),
             savepoint: Cell::new(false),
+            plans: Cell::new(Plans::EachTime),
+            planning_once: Cell::new(false),
+        }
+    }
+
+    /// A transaction began: the connection's own plan settings are in force.
+    pub(super) fn began(&self) {
+        self.plans.set(Plans::EachTime);
+    }
+
+    /// Rolls back to a savepoint (`sql`, `ROLLBACK TO …`), undoing the plan settings made
+    /// since too; see [`Owned::batch`].
+    pub(super) fn rollback_to(
+        &self,
+        sql: &'static str,
+    ) -> (
+        Option<Error>,
+        std::result::Result<(), tokio_postgres::Error>,
+    ) {
+        self.plans.set(Plans::Unknown);
+        self.batch(sql)
+    }
+
+    /// Before a statement planned for its parameters: sets the connection's own plan
+    /// settings back, where others may be in force (and it is not queued inside
+    /// [`Link::planned_once`]).
+    fn plans_each_time(&self) {
+        if !self.planning_once.get() && self.plans.get() != Plans::EachTime {
+            self.place_savepoint();
+            self.defer(PLANS_EACH_TIME);
+            self.plans.set(Plans::EachTime);
         }
     }
 
@@ -204,7 +252,12 @@ impl Owned {
 
     /// Forgets the statements held back after the first `mark`.
     pub(super) fn forget_from(&self, mark: usize) {
-        self.deferred.borrow_mut().truncate(mark);
+        let mut deferred = self.deferred.borrow_mut();
+        if deferred.len() > mark {
+            // Settings held back among them are forgotten too.
+            self.plans.set(Plans::Unknown);
+        }
+        deferred.truncate(mark);
     }
 
     /// The error of a statement that was held back and then failed, if one did since the
@@ -304,6 +357,7 @@ impl Owned {
 
 impl Link for Owned {
     fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.plans_each_time();
         let statement = self.prepared(sql)?;
         match self.send_for(Box::pin(async move {
             self.client.query(&statement, params).await.map(Reply::Rows)
@@ -314,6 +368,7 @@ impl Link for Owned {
     }
 
     fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        self.plans_each_time();
         let statement = self.prepared(sql)?;
         match self.send_for(Box::pin(async move {
             self.client
@@ -327,6 +382,7 @@ impl Link for Owned {
     }
 
     fn write(&self, sql: &str, params: &Params<'_>) -> Result<()> {
+        self.plans_each_time();
         let statement = self.prepared(sql)?;
         let types = statement.params();
         if types.len() != params.len() {
@@ -358,11 +414,20 @@ impl Link for Owned {
         Ok(())
     }
 
-    /// Held back like a statement of the running job, after its savepoint, so that a job
-    /// rolled back takes its settings back with it.
-    fn set_local(&self, settings: &'static str) {
-        self.place_savepoint();
-        self.defer(settings);
+    /// The settings are held back like a statement of the running job, after its
+    /// savepoint, so that a job rolled back takes them back with it; they stay in force
+    /// after `work` until a statement planned for its parameters comes
+    /// (`plans_each_time`), so that the lock ahead and the held rows after it share them.
+    fn planned_once(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        if self.plans.get() != Plans::Once {
+            self.place_savepoint();
+            self.defer(PLANS_ONCE);
+            self.plans.set(Plans::Once);
+        }
+        self.planning_once.set(true);
+        let done = work();
+        self.planning_once.set(false);
+        done
     }
 }
 

@@ -115,7 +115,9 @@ pub(super) const PLANS_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_p
     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
 /// Back to the writer connection's own settings (`writer::open`): every other statement
-/// planned for its parameters, with every plan allowed.
+/// planned for its parameters, with every plan allowed. Sent before the next such statement
+/// (`conn::Owned`), not after the statements planned once: a batch whose writes send none
+/// of their own (checkpoints whose sessions were locked ahead) sets its plan settings once.
 pub(super) const PLANS_EACH_TIME: &str = "SET LOCAL plan_cache_mode = force_custom_plan; \
     SET LOCAL enable_seqscan = on; SET LOCAL enable_bitmapscan = on; \
     SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on";
@@ -352,22 +354,12 @@ impl<'a> Held<'a> {
 
     /// Sends out the rows the running write holds.
     pub(super) fn send_job(&self) -> Result<()> {
-        self.send_from(self.job.get(), true)
+        self.send_from(self.job.get())
     }
 
     /// Sends out every row held.
     pub(super) fn send_all(&self) -> Result<()> {
-        self.send_all_then(true)
-    }
-
-    /// Sends out every row held, as the batch's last statements before its `COMMIT`: the
-    /// settings they ran under end with the transaction, so they are not set back.
-    pub(super) fn send_last(&self) -> Result<()> {
-        self.send_all_then(false)
-    }
-
-    fn send_all_then(&self, more: bool) -> Result<()> {
-        self.send_from(Mark::default(), more)?;
+        self.send_from(Mark::default())?;
         self.job.set(Mark::default());
         self.bytes.set(0);
         Ok(())
@@ -385,10 +377,10 @@ impl<'a> Held<'a> {
         self.link.write(sql, &params)
     }
 
-    /// Queues the statements writing the rows held since `from`, and forgets them; with
-    /// `more` (statements follow in the transaction), sets the plan settings back after.
-    fn send_from(&self, from: Mark, more: bool) -> Result<()> {
-        let rows = {
+    /// Queues the statements writing the rows held since `from` (planned once, see
+    /// [`PLANS_ONCE`]), and forgets them.
+    fn send_from(&self, from: Mark) -> Result<()> {
+        let mut rows = {
             let mut held = self.rows.borrow_mut();
             Rows {
                 sessions: held.sessions.split_off(from.sessions),
@@ -401,7 +393,12 @@ impl<'a> Held<'a> {
         if rows.mark() == Mark::default() {
             return Ok(());
         }
-        self.link.set_local(PLANS_ONCE);
+        self.link.planned_once(&mut || self.write_all(&mut rows))
+    }
+
+    /// Queues one statement per table of `rows`, and empties it.
+    fn write_all(&self, rows: &mut Rows) -> Result<()> {
+        let rows = std::mem::take(rows);
         if !rows.sessions.is_empty() {
             // A session updated twice since `from` is written as last held.
             let last: HashMap<i64, usize> = rows
@@ -434,9 +431,6 @@ impl<'a> Held<'a> {
         }
         if !rows.events.is_empty() {
             self.write_rows(&INSERT_EVENTS, &EVENT_COLUMNS, rows.events)?;
-        }
-        if more {
-            self.link.set_local(PLANS_EACH_TIME);
         }
         Ok(())
     }

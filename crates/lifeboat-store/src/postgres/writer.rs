@@ -25,7 +25,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::Shared;
 use super::conn::{Link, Owned, PgConn, translate};
-use super::held::{Held, PLANS_EACH_TIME, PLANS_ONCE};
+use super::held::Held;
 use super::rows;
 use lifeboat_core::{Id, TenantId};
 
@@ -294,7 +294,9 @@ fn begin<'l>(connect: &Connect, link: &'l mut Option<Owned>) -> Result<&'l Owned
 fn start(owned: &Owned) -> std::result::Result<(), tokio_postgres::Error> {
     owned.forget_from(0);
     let _ = owned.held_back_failure();
-    owned.batch("BEGIN ISOLATION LEVEL READ COMMITTED").1
+    owned.batch("BEGIN ISOLATION LEVEL READ COMMITTED").1?;
+    owned.began();
+    Ok(())
 }
 
 /// A new connection, driven by a runtime of the calling thread's own.
@@ -436,7 +438,7 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>, keys: &mut Keys) -> (bool, Vec<Jo
             } else {
                 // What is still held back is its own.
                 owned.forget_from(0);
-                if let (_, Err(error)) = owned.batch("ROLLBACK TO job") {
+                if let (_, Err(error)) = owned.rollback_to("ROLLBACK TO job") {
                     broken = Some(translate(error));
                 }
             }
@@ -445,7 +447,7 @@ fn commit_batch(owned: &Owned, jobs: Vec<Job>, keys: &mut Keys) -> (bool, Vec<Jo
     }
     let relaxed = pending.iter().all(|f| f.relaxed);
     if broken.is_none()
-        && let Err(error) = held.send_last()
+        && let Err(error) = held.send_all()
     {
         broken = Some(batch_lost(&error));
     }
@@ -501,10 +503,13 @@ fn lock_ahead(
     let conn = PgConn::new(owned, true);
     let locked = match keys.of(sessions) {
         Some(pks) => {
-            owned.set_local(PLANS_ONCE);
-            let locked = rows::lock_sessions_by_pk(&conn, &pks);
-            owned.set_local(PLANS_EACH_TIME);
-            locked
+            let mut found = Vec::new();
+            owned
+                .planned_once(&mut || {
+                    found = rows::lock_sessions_by_pk(&conn, &pks)?;
+                    Ok(())
+                })
+                .map(|()| found)
         }
         None => {
             let (tenants, ids): (Vec<&str>, Vec<&str>) = sessions
@@ -524,7 +529,7 @@ fn lock_ahead(
             tracing::debug!(%error, "cannot lock a batch's sessions at once; each write locks its own");
             owned.forget_from(0);
             let _ = owned.held_back_failure();
-            match owned.batch("ROLLBACK TO ahead") {
+            match owned.rollback_to("ROLLBACK TO ahead") {
                 (_, Ok(())) => Ok(()),
                 (_, Err(error)) => Err(batch_lost(&translate(error))),
             }
