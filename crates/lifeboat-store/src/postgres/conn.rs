@@ -170,6 +170,7 @@ impl Owned {
     /// A transaction began: the connection's own plan settings are in force.
     pub(super) fn began(&self) {
         self.plans.set(Plans::EachTime);
+        self.planning_once.set(false);
     }
 
     /// Rolls back to a savepoint (`sql`, `ROLLBACK TO …`), undoing the plan settings made
@@ -424,10 +425,17 @@ impl Link for Owned {
             self.defer(PLANS_ONCE);
             self.plans.set(Plans::Once);
         }
+        /// Ends `planned_once` however `work` ends (a panicking job is caught, and its
+        /// connection kept).
+        struct Planning<'o>(&'o Cell<bool>);
+        impl Drop for Planning<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
         self.planning_once.set(true);
-        let done = work();
-        self.planning_once.set(false);
-        done
+        let _planning = Planning(&self.planning_once);
+        work()
     }
 }
 

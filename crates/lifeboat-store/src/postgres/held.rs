@@ -32,7 +32,7 @@ use crate::stored::prunable_sql;
 use crate::{Error, Result};
 
 /// Held bytes past which the writer sends every held row out before the next write: a
-/// statement's one JSON parameter stays well under PostgreSQL's 1 GB for a message, and
+/// statement's parameters stay well under PostgreSQL's 1 GB for a message, and
 /// a batch of large checkpoints costs memory for one window of them at a time.
 const BYTES_SENT_AT: usize = 32 << 20;
 
@@ -204,7 +204,8 @@ static PRUNE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// A row to hold: its columns by name (JSON), as `json_populate_recordset` reads them.
+/// A row to hold: its columns by name (a JSON object), each sent in its column's array
+/// (see [`arrays`]).
 pub(super) enum Row {
     /// A session's changed columns (with its `pk`).
     Session(i64, Value),
@@ -495,7 +496,9 @@ impl Array {
     }
 }
 
-/// `rows` (objects by column name) as one array per column of `columns`.
+/// `rows` (objects by column name) as one array per column of `columns`. A row must name
+/// every column and no other (NULL is an explicit `null`): a misspelt name fails every
+/// write that holds such a row, rather than storing NULL.
 fn arrays(columns: &[(&str, Sql)], rows: Vec<Value>) -> Result<Vec<Array>> {
     let mut arrays: Vec<Array> = columns
         .iter()
@@ -506,14 +509,20 @@ fn arrays(columns: &[(&str, Sql)], rows: Vec<Value>) -> Result<Vec<Array>> {
             return Err(Error::Internal("a held row is not an object".to_owned()));
         };
         for ((name, sql), array) in columns.iter().zip(&mut arrays) {
-            array
-                .push(row.remove(*name).unwrap_or(Value::Null))
-                .map_err(|value| {
-                    Error::Internal(format!(
-                        "held column {name} ({}) cannot hold {value}",
-                        sql.name()
-                    ))
-                })?;
+            let value = row
+                .remove(*name)
+                .ok_or_else(|| Error::Internal(format!("a held row has no column {name}")))?;
+            array.push(value).map_err(|value| {
+                Error::Internal(format!(
+                    "held column {name} ({}) cannot hold {value}",
+                    sql.name()
+                ))
+            })?;
+        }
+        if let Some(name) = row.keys().next() {
+            return Err(Error::Internal(format!(
+                "a held row names a column its statement does not write: {name}"
+            )));
         }
     }
     Ok(arrays)

@@ -322,8 +322,8 @@ fn open(connect: &Connect) -> Result<Owned> {
         // prepared statement's generic plan, made while a table was small, may keep
         // scanning it whole after it grew (with dead rows between vacuums too); planning
         // each execution costs little, as a batch runs few statements. (The held rows'
-        // statements are the exception, see `held::PLANS_ONCE`, which sets this back
-        // after them.)
+        // statements and the lock ahead by key are the exception, see
+        // `held::PLANS_ONCE`; `conn::Owned` sets this back before the next statement.)
         client
             .batch_execute("SET plan_cache_mode = force_custom_plan")
             .await?;
@@ -501,24 +501,37 @@ fn lock_ahead(
     }
     owned.defer("SAVEPOINT ahead");
     let conn = PgConn::new(owned, true);
-    let locked = match keys.of(sessions) {
-        Some(pks) => {
-            let mut found = Vec::new();
-            owned
-                .planned_once(&mut || {
-                    found = rows::lock_sessions_by_pk(&conn, &pks)?;
-                    Ok(())
-                })
-                .map(|()| found)
-        }
-        None => {
-            let (tenants, ids): (Vec<&str>, Vec<&str>) = sessions
-                .iter()
-                .map(|(tenant, id)| (tenant.as_str(), id.as_str()))
-                .unzip();
-            rows::lock_sessions(&conn, &tenants, &ids)
-        }
+    let by_key = |keys: &mut Keys| {
+        let pks = keys.of(sessions)?;
+        let mut found = Vec::new();
+        let locked = owned.planned_once(&mut || {
+            found = rows::lock_sessions_by_pk(&conn, &pks)?;
+            Ok(())
+        });
+        let distinct: HashSet<&i64> = pks.iter().collect();
+        Some(match locked {
+            Ok(()) if found.len() == distinct.len() => Ok(found),
+            Ok(()) => {
+                // A key out of date: its session was deleted, and perhaps created again
+                // (by another server). Locked again by tenant and id, so that the new row
+                // too is locked in key order, not later by its write.
+                keys.learn(sessions, &found);
+                match owned.rollback_to("ROLLBACK TO ahead") {
+                    (None, Ok(())) => return None,
+                    (Some(error), _) => Err(error),
+                    (None, Err(error)) => Err(translate(error)),
+                }
+            }
+            Err(error) => Err(error),
+        })
     };
+    let locked = by_key(keys).unwrap_or_else(|| {
+        let (tenants, ids): (Vec<&str>, Vec<&str>) = sessions
+            .iter()
+            .map(|(tenant, id)| (tenant.as_str(), id.as_str()))
+            .unzip();
+        rows::lock_sessions(&conn, &tenants, &ids)
+    });
     match locked {
         Ok(rows) => {
             keys.learn(sessions, &rows);

@@ -134,9 +134,9 @@ pub async fn cleanup_purges_only_what_is_due(handles: Handles) {
     assert!(a.session(&tenant(), &young).await.is_ok());
 }
 
-/// A session purged and then created again under its id is a new session to every write
-/// after (the PostgreSQL writer, which remembers the row keys of the sessions it locked,
-/// finds the new row).
+/// A session purged and then created again under its id (through the other engine) is a
+/// new session to every write after (the PostgreSQL writer, which remembers the row keys
+/// of the sessions it locked, finds its key out of date and locks the new row).
 pub async fn a_session_created_again_after_its_purge_is_written_anew(handles: Handles) {
     let (a, b, clock) = engines(&handles).await;
     let first = session(&a, "again", 60_000).await;
@@ -153,7 +153,7 @@ pub async fn a_session_created_again_after_its_purge_is_written_anew(handles: Ha
         Err(other) => panic!("cleanup: {other:?}"),
     };
     assert_eq!(purged.sessions_purged, 1);
-    let again = session(&a, "again", 60_000).await;
+    let again = session(&b, "again", 60_000).await;
     let written = a
         .checkpoint(&tenant(), &again, 1, checkpoint(CheckpointKind::Batch, 7))
         .await
