@@ -39,9 +39,10 @@ const BYTES_SENT_AT: usize = 32 << 20;
 /// The tables held rows go to: a statement naming one of them sees held rows first.
 const TABLES: [&str; 4] = ["sessions", "checkpoints", "pinned_files", "events"];
 
-/// The session columns an update writes, with their types: every one that changes over
-/// a session's life.
-const SESSION_CHANGES: [(&str, Sql); 25] = [
+/// The columns of a held session update, with their types: its `pk`, then every column
+/// that changes over a session's life.
+const SESSION_CHANGES: [(&str, Sql); 26] = [
+    ("pk", Sql::Bigint),
     ("status", Sql::Text),
     ("attempt", Sql::Bigint),
     ("updated_at", Sql::Bigint),
@@ -124,14 +125,14 @@ pub(super) const PLANS_EACH_TIME: &str = "SET LOCAL plan_cache_mode = force_cust
 
 /// Every held session update, by `pk`.
 static UPDATE_SESSIONS: LazyLock<String> = LazyLock::new(|| {
-    let columns: Vec<(&str, Sql)> = std::iter::once(("pk", Sql::Bigint))
-        .chain(SESSION_CHANGES)
+    let set: Vec<String> = SESSION_CHANGES[1..]
+        .iter()
+        .map(|(column, _)| format!("{column} = v.{column}"))
         .collect();
-    let set = SESSION_CHANGES.map(|(column, _)| format!("{column} = v.{column}"));
     format!(
         "UPDATE sessions SET {} FROM {} WHERE sessions.pk = v.pk",
         set.join(", "),
-        unnest(&columns, "")
+        unnest(&SESSION_CHANGES, "")
     )
 });
 
@@ -414,10 +415,7 @@ impl<'a> Held<'a> {
                 .enumerate()
                 .filter(|(index, (pk, _))| last.get(pk) == Some(index))
                 .map(|(_, (_, columns))| columns);
-            let columns: Vec<(&str, Sql)> = std::iter::once(("pk", Sql::Bigint))
-                .chain(SESSION_CHANGES)
-                .collect();
-            self.write_rows(&UPDATE_SESSIONS, &columns, updates)?;
+            self.write_rows(&UPDATE_SESSIONS, &SESSION_CHANGES, updates)?;
         }
         if !rows.checkpoints.is_empty() {
             let checkpoints = rows.checkpoints.into_iter().map(|(_, columns)| columns);

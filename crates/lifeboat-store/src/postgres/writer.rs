@@ -501,31 +501,7 @@ fn lock_ahead(
     }
     owned.defer("SAVEPOINT ahead");
     let conn = PgConn::new(owned, true);
-    let by_key = |keys: &mut Keys| {
-        let pks = keys.of(sessions)?;
-        let mut found = Vec::new();
-        let locked = owned.planned_once(&mut || {
-            found = rows::lock_sessions_by_pk(&conn, &pks)?;
-            Ok(())
-        });
-        let distinct: HashSet<&i64> = pks.iter().collect();
-        Some(match locked {
-            Ok(()) if found.len() == distinct.len() => Ok(found),
-            Ok(()) => {
-                // A key out of date: its session was deleted, and perhaps created again
-                // (by another server). Locked again by tenant and id, so that the new row
-                // too is locked in key order, not later by its write.
-                keys.learn(sessions, &found);
-                match owned.rollback_to("ROLLBACK TO ahead") {
-                    (None, Ok(())) => return None,
-                    (Some(error), _) => Err(error),
-                    (None, Err(error)) => Err(translate(error)),
-                }
-            }
-            Err(error) => Err(error),
-        })
-    };
-    let locked = by_key(keys).unwrap_or_else(|| {
+    let locked = lock_by_key(owned, &conn, sessions, keys).unwrap_or_else(|| {
         let (tenants, ids): (Vec<&str>, Vec<&str>) = sessions
             .iter()
             .map(|(tenant, id)| (tenant.as_str(), id.as_str()))
@@ -547,6 +523,36 @@ fn lock_ahead(
                 (_, Err(error)) => Err(batch_lost(&translate(error))),
             }
         }
+    }
+}
+
+/// Locks `sessions` by `pk` (after `SAVEPOINT ahead`), if `keys` knows every one; `None`
+/// when it does not, or when a key was out of date (its session was deleted, and perhaps
+/// created again by another server): rolled back to the savepoint then, so that they are
+/// locked by tenant and id instead, the new row too in key order, not later by its write.
+fn lock_by_key(
+    owned: &Owned,
+    conn: &PgConn<'_>,
+    sessions: &[(String, String)],
+    keys: &mut Keys,
+) -> Option<Result<Vec<tokio_postgres::Row>>> {
+    let pks = keys.of(sessions)?;
+    let mut found = Vec::new();
+    if let Err(error) = owned.planned_once(&mut || {
+        found = rows::lock_sessions_by_pk(conn, &pks)?;
+        Ok(())
+    }) {
+        return Some(Err(error));
+    }
+    let distinct: HashSet<&i64> = pks.iter().collect();
+    if found.len() == distinct.len() {
+        return Some(Ok(found));
+    }
+    keys.learn(sessions, &found);
+    match owned.rollback_to("ROLLBACK TO ahead") {
+        (None, Ok(())) => None,
+        (Some(error), _) => Some(Err(error)),
+        (None, Err(error)) => Some(Err(translate(error))),
     }
 }
 
