@@ -492,7 +492,11 @@ export class AutoSaver {
   }
 
   async #run(): Promise<void> {
-    if (this.#due() === null) return;
+    const due = this.#due();
+    if (due === null) return;
+    // A timer may fire a little before `Date.now()` reaches its due time (the timer runs on
+    // a monotonic clock, `Date.now()` on the wall clock): re-arm rather than send early.
+    if (due > Date.now()) return this.#schedule();
     this.#dropNoops();
     if (!this.#sealed) {
       const save = this.#plan();
@@ -602,7 +606,9 @@ export class AutoSaver {
   #retry(error: unknown): void {
     this.#tries++;
     const problem = error instanceof LifeboatError ? error : null;
-    this.#retryAt = Date.now() + backoffMs(this.#tries, problem?.retryAfterMs ?? null);
+    // `Date.now()` counts whole milliseconds, so the wait starts at the next one: a
+    // Retry-After of 2 s is never honoured with 1.999 s.
+    this.#retryAt = Date.now() + 1 + backoffMs(this.#tries, problem?.retryAfterMs ?? null);
     this.#error = problem?.detail || String((error as Error)?.message ?? error);
     this.#set(problem?.kind === "offline" ? "offline" : "error");
   }

@@ -258,6 +258,29 @@ describe("when saves fail", () => {
     expect(saver.status).toMatchObject({ state: "saved", pending: 0, revision: 2, error: null });
   });
 
+  // The timer runs on a monotonic clock and `Date.now()` on the wall clock, which can lag
+  // it (a coarse or slewed clock): a timer that fires before the wall clock reaches the
+  // end of the Retry-After is armed again, and the save still waits the whole 2 s.
+  test("a Retry-After is waited out on the wall clock even when the timer fires early", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    server.once((r) => r.method === "PATCH", problem(503, "storage-unavailable", "try again later", { "retry-after": "2" }));
+    await saver.edit({ title: "After a 503" });
+    await until(() => server.patches().length === 1);
+    const fake = Date.now;
+    const lagging = vi.spyOn(Date, "now").mockImplementation(() => fake() - 20);
+    try {
+      await elapse(2000);
+      expect(server.patches()).toHaveLength(1);
+      await until(() => server.patches().length === 2, 1_000, 5);
+    } finally {
+      lagging.mockRestore();
+    }
+    const [first, second] = server.patches();
+    expect(second!.at - first!.at).toBeGreaterThanOrEqual(2000);
+    expect(saver.status).toMatchObject({ state: "saved", pending: 0, error: null });
+  });
+
   // Any 5xx is a server that may come back (500, 507 storage full): the save is kept and
   // sent again with the same key; never dropped.
   test.each([500, 507])("a %i keeps the save: state error with the detail, then the same key again, and it lands", async (status) => {
