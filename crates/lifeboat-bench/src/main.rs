@@ -111,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         return sdk_section(&runtime, root.path(), window, args.autosave_seconds);
     }
     if args.only_postgres {
-        return postgres::section(&runtime, root.path(), window);
+        return postgres::section(&runtime, root.path(), window, args.rounds);
     }
     if args.only_s3 {
         return bucket::section(&runtime, root.path(), args.upload_bytes, window);
