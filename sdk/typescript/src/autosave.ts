@@ -99,6 +99,12 @@ const KEEPALIVE_BYTES = 61_440;
  * arriving, and two requests with one key in flight make the server answer 409.
  */
 const KEEPALIVE_GRACE_MS = 2_000;
+/**
+ * How far short of its due time (on `Date.now()`) a timer may fire and still be armed
+ * again: timers run on a monotonic clock, `Date.now()` on the wall clock, which is coarser
+ * and may be slewed. A larger gap is the wall clock stepped back, and the timer's wait stands.
+ */
+const EARLY_TIMER_MS = 50;
 
 /** A save: the leading outbox records it combines, as one patch, its key and revision. */
 interface Save {
@@ -494,9 +500,8 @@ export class AutoSaver {
   async #run(): Promise<void> {
     const due = this.#due();
     if (due === null) return;
-    // A timer may fire a little before `Date.now()` reaches its due time (the timer runs on
-    // a monotonic clock, `Date.now()` on the wall clock): re-arm rather than send early.
-    if (due > Date.now()) return this.#schedule();
+    const early = due - Date.now();
+    if (early > 0 && early <= EARLY_TIMER_MS) return this.#schedule();
     this.#dropNoops();
     if (!this.#sealed) {
       const save = this.#plan();

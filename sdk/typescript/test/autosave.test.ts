@@ -281,6 +281,26 @@ describe("when saves fail", () => {
     expect(saver.status).toMatchObject({ state: "saved", pending: 0, error: null });
   });
 
+  // A wall clock stepped back (by an hour) while a save waits out its Retry-After does not
+  // hold the save back by that hour: the timer's own wait counts.
+  test("a wall clock stepped back during a Retry-After does not hold the save", async () => {
+    const { server, browser } = world({});
+    const saver = await open(server, browser.tab(), { debounceMs: 100 });
+    server.once((r) => r.method === "PATCH", problem(503, "storage-unavailable", "try again later", { "retry-after": "2" }));
+    await saver.edit({ title: "After a 503" });
+    await until(() => server.patches().length === 1);
+    const fake = Date.now;
+    const stepped = vi.spyOn(Date, "now").mockImplementation(() => fake() - 3_600_000);
+    try {
+      await elapse(2100);
+      expect(server.patches()).toHaveLength(2);
+    } finally {
+      stepped.mockRestore();
+    }
+    await until(() => saver.status.state === "saved");
+    expect(server.state(ID)).toEqual({ title: "After a 503" });
+  });
+
   // Any 5xx is a server that may come back (500, 507 storage full): the save is kept and
   // sent again with the same key; never dropped.
   test.each([500, 507])("a %i keeps the save: state error with the detail, then the same key again, and it lands", async (status) => {
