@@ -23,6 +23,10 @@
 //! binary>` runs them against that binary and this build's in turn (`--rounds`, 3 by
 //! default; medians), for a before/after.
 //!
+//! `--only-postgres` runs durable checkpoints on the local PostgreSQL against `pgbench`
+//! in the same run: 16 clients, heartbeats, then `--rounds` rounds of pgbench, one server
+//! and three servers at 64 clients, with each round's ratios and their medians.
+//!
 //! Run: `cargo build --release -p lifeboat-cli -p lifeboat-bench && target/release/lifeboat-bench`.
 
 mod bucket;
@@ -88,7 +92,8 @@ struct Args {
     /// build's in turn.
     #[arg(long)]
     compare_with: Option<PathBuf>,
-    /// Rounds of the write loads (medians are reported).
+    /// Rounds of the write loads and of the PostgreSQL section's 64-client loads (medians
+    /// are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Where to put the temporary data (default: a folder in the current directory, so
@@ -99,6 +104,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.rounds == 0 {
+        anyhow::bail!("--rounds must be at least 1");
+    }
     let root = match &args.dir {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir_in(".")?,

@@ -14,7 +14,11 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use lifeboat_testkit::{Binary, TOKEN};
 
-use crate::load::{self, Op, WriterTotals};
+use crate::load::{self, LoadResult, Op, WriterTotals};
+
+/// How long three servers carry the load before it is measured (the two started last
+/// fill their pools and plan their statements meanwhile).
+const WARM_UP: Duration = Duration::from_secs(1);
 
 /// The baseline's transaction: one INSERT of ~1 KiB and its SHA-256.
 const INSERT_1K: &str = "\\set r random(1, 1000000000)\n\
@@ -115,11 +119,13 @@ pub(crate) fn section(
         );
     }
 
-    // Rounds at 64 clients, each in the same minute: pgbench, one server, then three (two
-    // more started on the same schema and asset directory, the clients spread over them,
-    // stopped after), while a probe measures how long an event written through server 1
-    // takes to reach a stream on server 2. The ratios are taken within each round; this
-    // machine's speed drifts between rounds (pgbench alone moved by a third).
+    // Rounds at 64 clients, each within about 20 s: pgbench, one server, and three (two
+    // more started on the same schema and asset directory, ready and warmed up before
+    // they are measured, the clients spread over them, stopped after), while a probe
+    // measures how long an event written through server 1 takes to reach a stream on
+    // server 2. The ratios are taken within each round, since this machine's speed drifts
+    // between rounds (pgbench alone moved by a third), and the three loads take turns at
+    // going first, so that a drift within a round favours none of them.
     println!(
         "\n## 64 clients, {rounds} rounds: pgbench, one server, three servers on one PostgreSQL database"
     );
@@ -127,42 +133,30 @@ pub(crate) fn section(
         "| round | pgbench insert1k tps | 1 server checkpoints/s | ratio | p50 ms | p99 ms | 3 servers checkpoints/s | 3 / 1 | p99 ms | event lag p99 ms |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let mut rows = Vec::new();
+    let mut columns: [Vec<f64>; 4] = Default::default();
     for round in 1..=rounds {
-        let baseline = pgbench(&database.schema, &script, 64, window)?;
-        let before = runtime.block_on(WriterTotals::of(&server.base))?;
-        let one = runtime.block_on(load::run(&server.base, Op::Checkpoint, 64, window))?;
-        let one_writer = runtime
-            .block_on(WriterTotals::of(&server.base))?
-            .since(before);
-        let others: Vec<Binary> = (0..2)
-            .map(|_| Binary::start_with(&root.join("postgres-node"), &node_flags))
-            .collect();
-        let bases: Vec<String> = std::iter::once(server.base.clone())
-            .chain(others.iter().map(|node| node.base.clone()))
-            .collect();
-        let mut before = Vec::new();
-        for base in &bases {
-            before.push(runtime.block_on(WriterTotals::of(base))?);
+        let (mut baseline, mut one, mut three) = (None, None, None);
+        for turn in 0..3 {
+            match (round - 1 + turn) % 3 {
+                0 => baseline = Some(pgbench(&database.schema, &script, 64, window)?),
+                1 => one = Some(one_server(runtime, &server.base, window)?),
+                _ => {
+                    three = Some(three_servers(
+                        runtime,
+                        root,
+                        &node_flags,
+                        &server.base,
+                        window,
+                        &format!("lag-probe-{round}"),
+                    )?);
+                }
+            }
         }
-        let (three, lag) = runtime.block_on(async {
-            let probe = tokio::spawn(lag_probe(
-                bases[0].clone(),
-                bases[1].clone(),
-                window,
-                format!("lag-probe-{round}"),
-            ));
-            let load = load::run_spread(&bases, TOKEN, Op::Checkpoint, 64, window).await;
-            (load, probe.await)
-        });
-        let mut writers = Vec::new();
-        for (base, before) in bases.iter().zip(before) {
-            writers.push(runtime.block_on(WriterTotals::of(base))?.since(before));
-        }
-        drop(others);
-        let three = three?;
-        let lag = lag.context("the lag probe")??;
-        let lag_p99 = lag.value_at_quantile(0.99) as f64 / 1000.0;
+        let (Some(baseline), Some((one, one_writer)), Some((three, lag_p99, writers))) =
+            (baseline, one, three)
+        else {
+            bail!("a round missed a load");
+        };
         println!(
             "| {round} | {baseline:.0} | {:.0} | {:.2}× | {:.2} | {:.2} | {:.0} | {:.2}× | {:.2} | {lag_p99:.1} |",
             one.ops_per_second,
@@ -177,24 +171,19 @@ pub(crate) fn section(
         for (n, writer) in writers.iter().enumerate() {
             println!("  with three, server {}'s writer: {writer}", n + 1);
         }
-        rows.push([
+        let figures = [
             one.ops_per_second / baseline,
             one.p99_ms,
             three.ops_per_second / one.ops_per_second,
             lag_p99,
-        ]);
+        ];
+        for (column, figure) in columns.iter_mut().zip(figures) {
+            column.push(figure);
+        }
     }
-    let median = |column: usize| {
-        let mut values: Vec<f64> = rows.iter().map(|row| row[column]).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-    };
+    let [ratio, p99, three_to_one, lag] = columns.map(|column| crate::median(&column));
     println!(
-        "medians over {rounds} rounds: 1 server / pgbench {:.2}× (goal ≥ 0.5×), p99 {:.2} ms (goal ≤ 30), 3 servers / 1 server {:.2}× (goal ≥ 0.8×), event lag p99 {:.1} ms (goal ≤ 250)",
-        median(0),
-        median(1),
-        median(2),
-        median(3)
+        "medians over {rounds} rounds: 1 server / pgbench {ratio:.2}× (goal ≥ 0.5×), p99 {p99:.2} ms (goal ≤ 30), 3 servers / 1 server {three_to_one:.2}× (goal ≥ 0.8×), event lag p99 {lag:.1} ms (goal ≤ 250)"
     );
     let (updates, in_place) = session_updates(&database.schema)?;
     println!(
@@ -203,6 +192,67 @@ pub(crate) fn section(
     );
     drop(server);
     Ok(())
+}
+
+/// 64 clients on the one server: the load, and its writer's commits meanwhile.
+fn one_server(
+    runtime: &tokio::runtime::Runtime,
+    base: &str,
+    window: Duration,
+) -> anyhow::Result<(LoadResult, String)> {
+    let before = runtime.block_on(WriterTotals::of(base))?;
+    let result = runtime.block_on(load::run(base, Op::Checkpoint, 64, window))?;
+    let writer = runtime.block_on(WriterTotals::of(base))?.since(before);
+    Ok((result, writer))
+}
+
+/// 64 clients spread over `base` and two more servers started with `flags` (stopped
+/// after), with the event lag probe on session `probe`: the load, the probe's p99 in ms,
+/// and each server's writer.
+fn three_servers(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    flags: &[&str],
+    base: &str,
+    window: Duration,
+    probe: &str,
+) -> anyhow::Result<(LoadResult, f64, Vec<String>)> {
+    let others: Vec<Binary> = (0..2)
+        .map(|_| Binary::start_with(&root.join("postgres-node"), flags))
+        .collect();
+    let bases: Vec<String> = std::iter::once(base.to_owned())
+        .chain(others.iter().map(|node| node.base.clone()))
+        .collect();
+    runtime.block_on(async {
+        for base in &bases {
+            load::wait_ready(base).await?;
+        }
+        load::run_spread(&bases, TOKEN, Op::Checkpoint, 64, WARM_UP).await?;
+        anyhow::Ok(())
+    })?;
+    let mut before = Vec::new();
+    for base in &bases {
+        before.push(runtime.block_on(WriterTotals::of(base))?);
+    }
+    let (three, lag) = runtime.block_on(async {
+        let probe = tokio::spawn(lag_probe(
+            bases[0].clone(),
+            bases[1].clone(),
+            window,
+            probe.to_owned(),
+        ));
+        let load = load::run_spread(&bases, TOKEN, Op::Checkpoint, 64, window).await;
+        (load, probe.await)
+    });
+    let mut writers = Vec::new();
+    for (base, before) in bases.iter().zip(before) {
+        writers.push(runtime.block_on(WriterTotals::of(base))?.since(before));
+    }
+    for other in others {
+        other.stop();
+    }
+    let lag = lag.context("the lag probe")??;
+    Ok((three?, lag.value_at_quantile(0.99) as f64 / 1000.0, writers))
 }
 
 /// Runs `sql` with `psql` on the local server's `postgres` database (where `fresh_schema`
@@ -273,11 +323,12 @@ async fn lag_probe(
             let mut stream = response.bytes_stream();
             let mut buffer = String::new();
             while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(chunk)) =
-                    tokio::time::timeout(Duration::from_millis(100), stream.next()).await
-                else {
-                    continue;
-                };
+                let chunk =
+                    match tokio::time::timeout(Duration::from_millis(100), stream.next()).await {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => bail!("the probe's event stream ended"),
+                        Err(_) => continue,
+                    };
                 let now = Instant::now();
                 buffer.push_str(&String::from_utf8_lossy(&chunk?));
                 while let Some(end) = buffer.find("\n\n") {
