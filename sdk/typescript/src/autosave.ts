@@ -391,7 +391,9 @@ export class AutoSaver {
     const matches = marker.ids.every((id, i) => this.#mirror[i]?.id === id) && (first?.key ?? marker.key) === marker.key;
     if (!matches) return this.#unmark(marker.key);
     if (first?.key === undefined) this.#seal(marker);
-    if (marker.at + KEEPALIVE_GRACE_MS > Date.now()) this.#retryAt = marker.at + KEEPALIVE_GRACE_MS;
+    // A marker from the future is a wall clock stepped back since: the grace counts from now.
+    const graceEnds = Math.min(marker.at, Date.now()) + KEEPALIVE_GRACE_MS;
+    if (graceEnds > Date.now()) this.#retryAt = graceEnds;
   }
 
   /** Leader: puts edit `edit` into the outbox in transaction `tx`: into the newest unsent record if they combine, else as a new record. */

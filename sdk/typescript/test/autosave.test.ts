@@ -585,6 +585,52 @@ describe("across page loads", () => {
     expect(again.state).toEqual({ title: "Theirs" });
   });
 
+  // The same exit, then the wall clock is stepped back an hour before the next load: the
+  // marker's grace counts from that load, so the save goes out 2 s later, not an hour.
+  test("page exit, death before IndexedDB seals, a clock stepped back: the next load still sends the marker's save after the grace", async () => {
+    const { server, browser } = world({});
+    const first = browser.tab();
+    const saver = await open(server, first);
+    await saver.edit({ title: "Sent at exit" });
+    const original = IDBDatabase.prototype.transaction;
+    const spy = vi.spyOn(IDBDatabase.prototype, "transaction").mockImplementation(function (
+      this: IDBDatabase,
+      names: string | string[],
+      mode?: IDBTransactionMode,
+      options?: IDBTransactionOptions,
+    ) {
+      const tx = original.call(this, names, mode, options);
+      if (options?.durability === "strict") queueMicrotask(() => tx.abort()); // Never completes.
+      return tx;
+    });
+    server.once((r) => r.method === "PATCH", "lost");
+    try {
+      first.window!.pagehide();
+      die(first, server);
+      await settle();
+    } finally {
+      spy.mockRestore();
+    }
+    server.write(ID, { title: "Theirs" });
+    const fake = Date.now;
+    const stepped = vi.spyOn(Date, "now").mockImplementation(() => fake() - 3_600_000);
+    try {
+      const again = await open(server, browser.tab());
+      expect(again.status.pending).toBe(1);
+      await elapse(1500);
+      expect(server.patches()).toHaveLength(1);
+      await elapse(1000);
+      const [exit, resent] = server.patches();
+      expect(key(resent!)).toBe(key(exit!));
+      expect(resent!.status).toBe(200);
+      await until(() => again.status.state === "saved");
+    } finally {
+      stepped.mockRestore();
+    }
+    expect(server.state(ID)).toEqual({ title: "Theirs" });
+    expect(browser.localStorage.getItem(MARKER)).toBeNull();
+  });
+
   // The keepalive save landed and nobody changed the document since: the next load reads
   // a state that already holds the edit, so the edit is neither shown as waiting nor sent.
   test("a save that landed before the next load knew (its answer lost) is not shown as pending there, nor sent again", async () => {
