@@ -129,8 +129,8 @@ pub use records::{
     a_key_revoked_through_one_engine_is_refused_by_the_other,
     a_session_created_again_after_its_purge_is_written_anew, an_import_is_all_or_nothing,
     an_import_keeps_each_session_within_its_retention, appends_at_one_offset_have_one_winner,
-    asset_records, cleanup_purges_only_what_is_due, key_records,
-    sweeps_from_two_handles_count_each_crash_once,
+    asset_records, cleanup_from_two_engines_leaves_no_record_without_its_bytes,
+    cleanup_purges_only_what_is_due, key_records, sweeps_from_two_handles_count_each_crash_once,
 };
 pub use writes::{
     a_failed_write_leaves_nothing, a_recovered_session_fences_the_old_attempt,
@@ -162,6 +162,7 @@ macro_rules! conformance_suite {
             key_records,
             sweeps_from_two_handles_count_each_crash_once,
             cleanup_purges_only_what_is_due,
+            cleanup_from_two_engines_leaves_no_record_without_its_bytes,
             a_session_created_again_after_its_purge_is_written_anew,
             an_import_is_all_or_nothing,
             an_import_keeps_each_session_within_its_retention,

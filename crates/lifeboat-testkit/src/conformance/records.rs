@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use lifeboat::{CheckpointKind, Error, Owner, Selection, SessionFilter, Status, TenantId};
+use lifeboat::{
+    AssetName, CheckpointKind, Error, Owner, Selection, SessionFilter, Status, TenantId,
+};
 use lifeboat_store::rows::Tx;
 use lifeboat_store::{Ack, WriteJob};
 use serde_json::json;
@@ -22,7 +24,7 @@ pub async fn asset_records(handles: Handles) {
             .write(name.as_bytes().to_vec().into(), u64::MAX)
             .await
             .expect("write bytes");
-        let name = lifeboat::AssetName::parse(name).expect("name");
+        let name = AssetName::parse(name).expect("name");
         a.put_asset(&tenant(), &owner, &name, upload, None, Some(1))
             .await
             .expect("put");
@@ -35,7 +37,7 @@ pub async fn asset_records(handles: Handles) {
     .await;
     let names: Vec<String> = listed.iter().map(|a| a.name.to_string()).collect();
     assert_eq!(names, ["a.bin", "b.bin", "c.bin"]);
-    let b_bin = lifeboat::AssetName::parse("b.bin").expect("name");
+    let b_bin = AssetName::parse("b.bin").expect("name");
     b.delete_asset(&tenant(), &owner, &b_bin, Some(1))
         .await
         .expect("delete");
@@ -132,6 +134,113 @@ pub async fn cleanup_purges_only_what_is_due(handles: Handles) {
     let gone = a.session(&tenant(), &old).await;
     assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
     assert!(a.session(&tenant(), &young).await.is_ok());
+}
+
+/// Cleanup run by both engines at once leaves no record without its bytes. Of a purged
+/// session only the files nothing else names go: the bytes it shared with a live session,
+/// a replaced version a live checkpoint pins and appended bytes stay readable through
+/// either engine, the purge is counted once, and bytes uploaded again afterwards are
+/// stored anew.
+pub async fn cleanup_from_two_engines_leaves_no_record_without_its_bytes(handles: Handles) {
+    let (a, b, clock) = engines(&handles).await;
+    let live = session(&a, "live", 60_000).await;
+    let done = session(&b, "done", 60_000).await;
+    let live_owner = Owner::Session(live.clone());
+    let done_owner = Owner::Session(done.clone());
+    let shared = vec![7u8; 4_096];
+    let unique = vec![9u8; 4_096];
+    put(&a, &live_owner, "shared.bin", &shared).await;
+    put(&a, &live_owner, "doc.bin", b"first draft").await;
+    let mut pinning = checkpoint(CheckpointKind::Batch, 1);
+    pinning.assets = vec!["doc.bin".to_owned()];
+    let pinned = a
+        .checkpoint(&tenant(), &live, 1, pinning)
+        .await
+        .expect("a checkpoint pinning doc.bin")
+        .seq;
+    put(&b, &live_owner, "doc.bin", b"second draft").await;
+    let take = AssetName::parse("take.pcm").expect("name");
+    let mut recorded = Vec::new();
+    for chunk in [vec![1u8; 1_024], vec![2u8; 1_024]] {
+        b.append_asset(
+            &tenant(),
+            &live_owner,
+            &take,
+            recorded.len() as u64,
+            chunk.clone(),
+            None,
+        )
+        .await
+        .expect("append");
+        recorded.extend(chunk);
+    }
+    put(&b, &done_owner, "shared.bin", &shared).await;
+    put(&b, &done_owner, "unique.bin", &unique).await;
+    b.cancel(&tenant(), &done, None).await.expect("cancel");
+    clock.advance_ms(8 * 24 * 3_600_000);
+
+    let (x, y) = tokio::join!(a.cleanup(false), b.cleanup(false));
+    let (mut purged, mut deleted) = (0, 0);
+    for report in [x, y] {
+        match report {
+            Ok(report) => {
+                purged += report.sessions_purged;
+                deleted += report.orphan_files_deleted;
+            }
+            // Refused: the other engine holds the maintenance term.
+            Err(Error::Unavailable(_)) => {}
+            Err(other) => panic!("cleanup: {other:?}"),
+        }
+    }
+    assert_eq!(purged, 1, "the finished session is purged once");
+    assert!(
+        deleted >= 1,
+        "the bytes only the purged session named are deleted"
+    );
+
+    for engine in [&a, &b] {
+        let gone = engine.session(&tenant(), &done).await;
+        assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+        for (name, bytes) in [
+            ("shared.bin", shared.as_slice()),
+            ("doc.bin", b"second draft".as_slice()),
+            ("take.pcm", recorded.as_slice()),
+        ] {
+            assert_eq!(read(engine, &live_owner, name).await, bytes, "{name}");
+        }
+        let doc = AssetName::parse("doc.bin").expect("name");
+        let (_, open) = engine
+            .open_pinned(&tenant(), &live, pinned, &doc)
+            .await
+            .expect("the pinned version's bytes");
+        assert_eq!(open.read_all().await.expect("read"), b"first draft");
+    }
+    put(&a, &live_owner, "unique.bin", &unique).await;
+    assert_eq!(read(&b, &live_owner, "unique.bin").await, unique);
+    let verified = b.verify_store(false).await.expect("verify");
+    assert!(verified.is_clean(), "{verified:?}");
+}
+
+async fn put(engine: &lifeboat::Lifeboat, owner: &Owner, name: &str, bytes: &[u8]) {
+    let mut upload = engine.upload(&tenant(), owner, None).await.expect("upload");
+    upload
+        .write(bytes.to_vec().into(), u64::MAX)
+        .await
+        .expect("write bytes");
+    let name = AssetName::parse(name).expect("name");
+    engine
+        .put_asset(&tenant(), owner, &name, upload, None, None)
+        .await
+        .expect("put");
+}
+
+async fn read(engine: &lifeboat::Lifeboat, owner: &Owner, name: &str) -> Vec<u8> {
+    let name = AssetName::parse(name).expect("name");
+    let (_, open) = engine
+        .open_asset(&tenant(), owner, &name)
+        .await
+        .expect("open the asset");
+    open.read_all().await.expect("read the asset")
 }
 
 /// A session purged and then created again under its id (through the other engine) is a
@@ -273,11 +382,11 @@ pub async fn appends_at_one_offset_have_one_winner(handles: Handles) {
     )
     .await
     .expect("a project");
-    let name = lifeboat::AssetName::parse("take.pcm").expect("name");
+    let name = AssetName::parse("take.pcm").expect("name");
     let mut kept = Vec::new();
     for round in 0..16u8 {
         let (owner, name) = if round % 4 == 3 {
-            let fresh = lifeboat::AssetName::parse(&format!("new-{round}.bin")).expect("name");
+            let fresh = AssetName::parse(&format!("new-{round}.bin")).expect("name");
             (Owner::Project(project.clone()), fresh)
         } else {
             (Owner::Session(s.clone()), name.clone())
