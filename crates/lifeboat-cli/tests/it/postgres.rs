@@ -704,3 +704,128 @@ async fn a_server_reaches_postgres_over_tls_when_the_url_asks() {
     assert_eq!(plain, 0, "a connection without TLS");
     println!("over TLS: {encrypted} connections encrypted, {plain} plain");
 }
+
+/// A database that refuses this server's connections (`ALLOW_CONNECTIONS false`, the
+/// connections it had ended) is an outage, not a failure of the server: reads and writes
+/// answer 503 with `Retry-After` and change nothing, `/readyz` says not ready, and once
+/// the database accepts connections again the server serves without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_refusing_connections_is_answered_503_until_it_accepts_them() {
+    let base = std::env::var("LIFEBOAT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| lifeboat_testkit::postgres::DEFAULT_URL.to_owned());
+    let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("connect as the test's admin");
+    tokio::spawn(connection);
+    // Named by the time it was made: one a failed run left is dropped an hour later.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis();
+    for row in admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'lifeboat\\_t\\_refusing\\_%'",
+            &[],
+        )
+        .await
+        .expect("list the databases runs left")
+    {
+        let name: String = row.get(0);
+        let made: u128 = name
+            .rsplit('_')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(made) > 3_600_000 {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+    let database = format!(
+        "lifeboat_t_refusing_{}_{now}",
+        uuid::Uuid::now_v7().simple()
+    );
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .expect("create a database of the test's own");
+    let (server_url, query) = base.split_once('?').unwrap_or((&base, ""));
+    let (prefix, _) = server_url
+        .rsplit_once('/')
+        .expect("a URL naming a database");
+    let url = match query {
+        "" => format!("{prefix}/{database}"),
+        query => format!("{prefix}/{database}?{query}"),
+    };
+    let server = TestServer::start_configured(move |config| config.database_url = Some(url)).await;
+    let saved = create(&server, "/projects/kept", 1).await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    server
+        .session(json!({"id": "worker", "kind": "render", "heartbeat_timeout_ms": 3_600_000}))
+        .await;
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+        ))
+        .await
+        .expect("refuse connections");
+    let body = || Some(("application/json", json!({"state": {"v": 2}}).to_string()));
+    for round in 0..3 {
+        for reply in [
+            server.send("PUT", "/projects/kept", &[], body()).await,
+            server.send("GET", "/projects/kept", &[], None).await,
+            server
+                .send(
+                    "POST",
+                    "/sessions/worker/heartbeat",
+                    &[],
+                    Some(("application/json", json!({"attempt": 1}).to_string())),
+                )
+                .await,
+            server.send("GET", "/stats", &[], None).await,
+        ] {
+            assert_eq!(reply.status, 503, "round {round}: {}", reply.body);
+            assert_eq!(reply.slug(), "storage-unavailable", "{}", reply.body);
+            assert!(reply.header("retry-after").is_some(), "{:?}", reply.headers);
+        }
+    }
+    let ready = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+
+    admin
+        .batch_execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .await
+        .expect("accept connections again");
+    let back = Instant::now();
+    let saved = loop {
+        let reply = server.send("PUT", "/projects/kept", &[], body()).await;
+        if reply.status != 503 {
+            break reply;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "still 503 after the database came back: {}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(
+        saved.body["revision"],
+        json!(2),
+        "the refused writes changed nothing: {}",
+        saved.body
+    );
+    let (status, session) = server.get("/sessions/worker").await;
+    assert_eq!((status, &session["status"]), (200, &json!("active")));
+    server.stop().await;
+    admin
+        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await
+        .expect("drop the test's database");
+}

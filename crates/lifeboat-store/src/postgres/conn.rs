@@ -602,6 +602,18 @@ pub(super) fn translate(error: tokio_postgres::Error) -> Error {
     }
 }
 
+/// A connection that could not be made or set up. Whatever PostgreSQL said (the database
+/// not accepting connections, a refused login, a database that is gone), nothing was done
+/// and this server cannot serve until it is fixed: unavailable (503), as in an outage.
+pub(super) fn connect_error(error: tokio_postgres::Error) -> Error {
+    match translate(error) {
+        Error::Internal(message) => {
+            Error::Unavailable(format!("cannot connect to the database: {message}"))
+        }
+        other => other,
+    }
+}
+
 /// PostgreSQL's text cannot hold U+0000, which JSON and titles may carry.
 pub(super) fn nul_in_text() -> Error {
     Error::Domain(lifeboat_core::Error::Invalid {

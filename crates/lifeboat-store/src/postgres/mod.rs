@@ -45,7 +45,7 @@ use lifeboat_core::{Id, TenantId};
 
 use crate::blobs::BlobStore;
 use crate::{Ack, Cluster, Error, MaintenanceGuard, ReadJob, Result, Store, WriteJob};
-use conn::{PgConn, Pooled, translate};
+use conn::{PgConn, Pooled, connect_error, translate};
 use tx::PgTx;
 use writer::About;
 
@@ -407,7 +407,7 @@ async fn listen(
 
 fn pool_error(error: deadpool_postgres::PoolError) -> Error {
     match error {
-        deadpool_postgres::PoolError::Backend(e) => translate(e),
+        deadpool_postgres::PoolError::Backend(e) => connect_error(e),
         other => Error::Unavailable(format!("no database connection: {other}")),
     }
 }

@@ -24,7 +24,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::Shared;
-use super::conn::{Link, Owned, PgConn, translate};
+use super::conn::{Link, Owned, PgConn, connect_error, translate};
 use super::held::Held;
 use super::rows;
 use lifeboat_core::{Id, TenantId};
@@ -329,7 +329,7 @@ fn open(connect: &Connect) -> Result<Owned> {
             .await?;
         Ok::<_, tokio_postgres::Error>(client)
     });
-    Ok(Owned::new(runtime, client.map_err(translate)?))
+    Ok(Owned::new(runtime, client.map_err(connect_error)?))
 }
 
 /// Runs `jobs` in the open transaction, commits, and answers each.
