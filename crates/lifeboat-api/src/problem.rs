@@ -55,6 +55,7 @@ problem_types! {
     ASSET_TOO_LARGE = "asset-too-large", 413, "The asset is over the upload size limit";
     STATE_TOO_LARGE = "state-too-large", 413, "The project state is over max_state_bytes";
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type", 415, "Unsupported content type";
+    RANGE_NOT_SATISFIABLE = "range-not-satisfiable", 416, "The requested range starts past the end of the bytes";
     VALIDATION_FAILED = "validation-failed", 422, "The request is well-formed but invalid";
     CONFIRMATION_REQUIRED = "confirmation-required", 422, "This action needs \"confirm\": true";
     HASH_MISMATCH = "hash-mismatch", 422, "The data does not match the given SHA-256";

@@ -60,13 +60,43 @@ async fn uploads_round_trip_byte_for_byte() {
         )
         .await;
     assert_eq!((status, bytes.as_slice()), (206, &audio[300_000 - 5..]));
-    let (status, _, _) = server
+    let (status, headers, body) = server
         .get_bytes(
             "/sessions/rec/assets/audio/take-1.wav",
             &[("range", "bytes=400000-")],
         )
         .await;
     assert_eq!(status, 416);
+    assert_eq!(headers["content-range"], "bytes */300000");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let problem: Value = serde_json::from_slice(&body).expect("a problem");
+    assert_eq!(
+        problem["type"], "/problems/range-not-satisfiable",
+        "{problem}"
+    );
+    // A range this server does not read is ignored (RFC 9110 §14.2): all the bytes.
+    let etag = etag_of_take(&server).await;
+    for (range, if_range) in [
+        ("bytes=20-10", None),
+        ("items=0-9", None),
+        ("bytes=0-1,5-6", None),
+        ("bytes=0-9", Some("\"not-these-bytes\"")),
+    ] {
+        let mut ask = vec![("range", range)];
+        ask.extend(if_range.map(|tag| ("if-range", tag)));
+        let (status, _, bytes) = server
+            .get_bytes("/sessions/rec/assets/audio/take-1.wav", &ask)
+            .await;
+        assert_eq!(status, 200, "{range} {if_range:?}");
+        assert_eq!(bytes, audio, "{range} {if_range:?}: all the bytes");
+    }
+    let (status, _, bytes) = server
+        .get_bytes(
+            "/sessions/rec/assets/audio/take-1.wav",
+            &[("range", "bytes=0-9"), ("if-range", &etag)],
+        )
+        .await;
+    assert_eq!((status, bytes.as_slice()), (206, &audio[..10]));
 
     // A wrong X-Content-SHA256 keeps nothing; the old bytes are still served.
     let other = random_bytes(1_000);
@@ -667,4 +697,13 @@ async fn slow_uploads_live_and_stalled_ones_time_out() {
         .map(|a| &a["name"])
         .collect();
     assert_eq!(names, [&json!("slow.bin")]);
+}
+
+/// The `ETag` of the whole take (the bytes' SHA-256).
+async fn etag_of_take(server: &TestServer) -> String {
+    let (status, headers, _) = server
+        .get_bytes("/sessions/rec/assets/audio/take-1.wav", &[])
+        .await;
+    assert_eq!(status, 200);
+    headers["etag"].to_str().expect("an ETag").to_owned()
 }

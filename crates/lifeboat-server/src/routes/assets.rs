@@ -312,7 +312,7 @@ pub(crate) async fn list_assets(
         ("name" = String, Path, description = "Asset name")),
     responses((status = 200, description = "The bytes"), (status = 206, description = "The requested range"),
         (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 416, description = "Range not satisfiable")))]
+        (status = 416, description = "Range not satisfiable", body = Problem)))]
 pub(crate) async fn get_asset(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
@@ -333,7 +333,7 @@ pub(crate) async fn get_asset(
         ("name" = String, Path, description = "Asset name, as the checkpoint names it")),
     responses((status = 200, description = "The pinned bytes"), (status = 206, description = "The requested range"),
         (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 416, description = "Range not satisfiable")))]
+        (status = 416, description = "Range not satisfiable", body = Problem)))]
 pub(crate) async fn get_pinned_asset(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
@@ -353,29 +353,38 @@ pub(crate) async fn get_pinned_asset(
     bytes_response(open, &headers, &name).await
 }
 
-/// Streams `open`'s bytes, or the one range `Range` asks for.
+/// Streams `open`'s bytes, or the one range `Range` asks for (RFC 9110 §14).
 async fn bytes_response(
     open: OpenAsset,
     headers: &HeaderMap,
     name: &AssetName,
 ) -> Result<Response, ApiError> {
     let size = open.size;
+    let etag = format!("\"{}\"", open.sha256.as_str());
+    // An `If-Range` that does not name these bytes (strongly), or names a date (there is
+    // no `Last-Modified`), asks for all of them.
+    let if_range_holds = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|value| value.as_bytes() == etag.as_bytes());
     let range = headers
         .get(header::RANGE)
+        .filter(|_| if_range_holds)
         .and_then(|v| v.to_str().ok())
-        .map(|raw| parse_range(raw, size));
+        .map_or(Ranged::Whole, |raw| parse_range(raw, size));
     let (status, start, length) = match range {
-        None => (StatusCode::OK, 0, size),
-        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        Some(None) => {
-            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, value);
-            }
-            return Ok(response);
+        Ranged::Whole => (StatusCode::OK, 0, size),
+        Ranged::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Ranged::Unsatisfiable => {
+            let error = ApiError::new(
+                ProblemType::RANGE_NOT_SATISFIABLE,
+                format!("{name} is {size} bytes; the range asked for starts at or after its end"),
+            );
+            return Err(match HeaderValue::from_str(&format!("bytes */{size}")) {
+                Ok(value) => error.with_header(header::CONTENT_RANGE, value),
+                Err(_) => error,
+            });
         }
     };
-    let sha256 = open.sha256.clone();
     let stream = open.stream(start..start + length).await.map_err(|e| {
         ApiError::from(lifeboat::Error::Unavailable(format!(
             "cannot read {name}: {e}"
@@ -391,7 +400,7 @@ async fn bytes_response(
     if let Ok(value) = HeaderValue::from_str(&length.to_string()) {
         headers.insert(header::CONTENT_LENGTH, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", sha256.as_str())) {
+    if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
     if status == StatusCode::PARTIAL_CONTENT
@@ -403,22 +412,90 @@ async fn bytes_response(
     Ok(response)
 }
 
-/// `bytes=a-b`, `bytes=a-` or `bytes=-n` within `size`; `None` if not satisfiable.
-fn parse_range(raw: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = raw.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || size == 0 {
-        return None;
-    }
-    let (first, last) = spec.split_once('-')?;
-    let (start, end) = match (first.trim(), last.trim()) {
-        ("", suffix) => {
-            let n = suffix.parse::<u64>().ok().filter(|n| *n > 0)?;
-            (size.saturating_sub(n), size - 1)
-        }
-        (start, "") => (start.parse().ok()?, size - 1),
-        (start, end) => (start.parse().ok()?, end.parse::<u64>().ok()?.min(size - 1)),
+/// What a `Range` header asks of a file of some size.
+#[derive(Debug, PartialEq)]
+enum Ranged {
+    /// All the bytes: no range, or one this server ignores (another unit, bad syntax,
+    /// several ranges), as RFC 9110 allows.
+    Whole,
+    /// The bytes from the first to the last, both included.
+    Part(u64, u64),
+    /// One byte range, none of whose bytes exist: 416.
+    Unsatisfiable,
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n`, against a file of `size` bytes.
+fn parse_range(raw: &str, size: u64) -> Ranged {
+    let Some(spec) = raw
+        .trim()
+        .split_once('=')
+        .filter(|(unit, _)| unit.trim().eq_ignore_ascii_case("bytes"))
+        .map(|(_, spec)| spec.trim())
+    else {
+        return Ranged::Whole;
     };
-    (start <= end && start < size).then_some((start, end))
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ranged::Whole;
+    };
+    let number = |text: &str| {
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<u64>().ok())
+            .flatten()
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            None => Ranged::Whole,
+            Some(0) => Ranged::Unsatisfiable,
+            Some(_) if size == 0 => Ranged::Unsatisfiable,
+            Some(n) => Ranged::Part(size.saturating_sub(n), size - 1),
+        },
+        (start, end) => {
+            let Some(start) = number(start) else {
+                return Ranged::Whole;
+            };
+            let end = match end {
+                "" => u64::MAX,
+                end => match number(end) {
+                    Some(end) if end >= start => end,
+                    _ => return Ranged::Whole,
+                },
+            };
+            if start >= size {
+                Ranged::Unsatisfiable
+            } else {
+                Ranged::Part(start, end.min(size - 1))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ranged, parse_range};
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says() {
+        for (raw, size, expected) in [
+            ("bytes=0-4", 11, Ranged::Part(0, 4)),
+            ("bytes=5-", 11, Ranged::Part(5, 10)),
+            ("bytes=-3", 11, Ranged::Part(8, 10)),
+            ("bytes=-30", 11, Ranged::Part(0, 10)),
+            ("bytes=4-400", 11, Ranged::Part(4, 10)),
+            ("Bytes = 1-1", 11, Ranged::Part(1, 1)),
+            ("bytes=11-", 11, Ranged::Unsatisfiable),
+            ("bytes=20-30", 11, Ranged::Unsatisfiable),
+            ("bytes=-0", 11, Ranged::Unsatisfiable),
+            ("bytes=0-0", 0, Ranged::Unsatisfiable),
+            ("bytes=-5", 0, Ranged::Unsatisfiable),
+            ("bytes=5-2", 11, Ranged::Whole),
+            ("items=0-1", 11, Ranged::Whole),
+            ("bytes=abc", 11, Ranged::Whole),
+            ("bytes=+1-2", 11, Ranged::Whole),
+            ("bytes=0-1,3-4", 11, Ranged::Whole),
+        ] {
+            assert_eq!(parse_range(raw, size), expected, "{raw} of {size} bytes");
+        }
+    }
 }
 
 /// Removes an asset. A checkpoint that names it no longer qualifies for resume.
