@@ -132,6 +132,17 @@ pub struct FileVersion {
     pub size: u64,
 }
 
+/// What a look at a version's file, without reading its bytes, found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileLook {
+    /// A regular file with the version's bytes, by their count.
+    Present,
+    /// No regular file there (or, for an external file, none inside the asset roots).
+    Absent,
+    /// A regular file of another size: its bytes changed, so the version is corrupt.
+    Differs,
+}
+
 /// An asset as a checkpoint pinned it (SPEC §5 r2): its name, and the size and SHA-256 of
 /// its bytes when the checkpoint was written, with where those bytes are. Later writes to
 /// the name do not change what the checkpoint refers to.

@@ -16,7 +16,9 @@ mod running;
 mod session;
 mod time;
 
-pub use asset::{Asset, AssetName, AssetStatus, FileVersion, Owner, PinnedAsset, Storage};
+pub use asset::{
+    Asset, AssetName, AssetStatus, FileLook, FileVersion, Owner, PinnedAsset, Storage,
+};
 pub use checkpoint::{Checkpoint, CheckpointKind, CheckpointRef, NewCheckpoint, Sha256};
 pub use error::{Error, FieldError};
 pub use id::{Id, Name, TenantId};

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use lifeboat_core::{Asset, FileVersion, Sha256, Storage};
+use lifeboat_core::{Asset, FileLook, FileVersion, Sha256, Storage};
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
@@ -304,16 +304,22 @@ impl BlobStore {
     /// The cheap check recovery makes every time of a stored version: its file exists,
     /// is a regular file, and holds its bytes (a blob exactly, an appendable file at
     /// least as many: a prefix stays a prefix as the file grows).
-    pub fn present(&self, version: &FileVersion) -> bool {
-        let Some(path) = self.version_path(version) else {
-            return false;
+    pub fn look(&self, version: &FileVersion) -> FileLook {
+        let Some(meta) = self
+            .version_path(version)
+            .and_then(|path| std::fs::metadata(path).ok())
+            .filter(std::fs::Metadata::is_file)
+        else {
+            return FileLook::Absent;
         };
-        std::fs::metadata(path).is_ok_and(|m| {
-            m.is_file()
-                && match version.storage {
-                    "appendable" => m.len() >= version.size,
-                    _ => m.len() == version.size,
-                }
-        })
+        let holds = match version.storage {
+            "appendable" => meta.len() >= version.size,
+            _ => meta.len() == version.size,
+        };
+        if holds {
+            FileLook::Present
+        } else {
+            FileLook::Differs
+        }
     }
 }

@@ -13,6 +13,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
+use lifeboat_core::FileLook;
+
 /// The configured asset roots, as given and as resolved.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Roots(Vec<PathBuf>);
@@ -117,11 +119,17 @@ impl Roots {
     }
 
     /// The cheap check recovery makes: the path still resolves inside a root to a regular
-    /// file of `size` bytes. Never opens the file.
-    pub(crate) fn present(&self, path: &str, size: u64) -> bool {
-        std::fs::canonicalize(path).is_ok_and(|resolved| {
-            self.contain(&resolved)
-                && std::fs::metadata(&resolved).is_ok_and(|m| m.is_file() && m.len() == size)
-        })
+    /// file of `size` bytes (of another size, it differs). Never opens the file.
+    pub(crate) fn look(&self, path: &str, size: u64) -> FileLook {
+        let meta = std::fs::canonicalize(path)
+            .ok()
+            .filter(|resolved| self.contain(resolved))
+            .and_then(|resolved| std::fs::metadata(resolved).ok())
+            .filter(std::fs::Metadata::is_file);
+        match meta {
+            None => FileLook::Absent,
+            Some(meta) if meta.len() == size => FileLook::Present,
+            Some(_) => FileLook::Differs,
+        }
     }
 }

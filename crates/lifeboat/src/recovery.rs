@@ -10,8 +10,8 @@
 use std::collections::{HashMap, HashSet};
 
 use lifeboat_core::{
-    Asset, AssetCounts, AssetStatus, Checkpoint, FileVersion, PinnedAsset, Session, Timestamp,
-    assess,
+    Asset, AssetCounts, AssetStatus, Checkpoint, FileLook, FileVersion, PinnedAsset, Session,
+    Timestamp, assess,
 };
 
 use lifeboat_core::{Id, Owner, TenantId};
@@ -153,32 +153,34 @@ impl RecoveryFacts {
 
 /// Whether each file version's bytes are there: the file exists, is a regular file, and
 /// holds the version's bytes (exactly that many for a blob or an external file, at least
-/// that many for a prefix of an appendable file). A version not looked at counts as absent.
+/// that many for a prefix of an appendable file), or holds another number of bytes. A
+/// version not looked at counts as absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileChecks(HashMap<FileVersion, bool>);
+pub struct FileChecks(HashMap<FileVersion, FileLook>);
 
 impl FileChecks {
     /// Records what a look at `version` found.
-    pub fn insert(&mut self, version: FileVersion, present: bool) {
-        self.0.insert(version, present);
+    pub fn insert(&mut self, version: FileVersion, look: FileLook) {
+        self.0.insert(version, look);
     }
 
-    /// Whether `version` was found present.
-    pub fn present(&self, version: &FileVersion) -> bool {
-        self.0.get(version).copied().unwrap_or(false)
+    /// What the look at `version` found.
+    pub fn look(&self, version: &FileVersion) -> FileLook {
+        self.0.get(version).copied().unwrap_or(FileLook::Absent)
     }
 }
 
-/// An asset's status as recovery sees it: corrupt when a verification said so, missing
-/// when its file is not there, ok otherwise.
+/// An asset's status as recovery sees it: corrupt when a verification said so or its file
+/// has another size, missing when its file is not there, ok otherwise.
 fn status_of(asset: &Asset, damaged: &HashSet<FileVersion>, files: &FileChecks) -> AssetStatus {
     let version = asset.version();
     if asset.status == AssetStatus::Corrupt || damaged.contains(&version) {
-        AssetStatus::Corrupt
-    } else if files.present(&version) {
-        AssetStatus::Ok
-    } else {
-        AssetStatus::Missing
+        return AssetStatus::Corrupt;
+    }
+    match files.look(&version) {
+        FileLook::Present => AssetStatus::Ok,
+        FileLook::Absent => AssetStatus::Missing,
+        FileLook::Differs => AssetStatus::Corrupt,
     }
 }
 
@@ -195,7 +197,7 @@ pub fn pin_verifies(
         return false;
     };
     let current_is_corrupt = current.status == AssetStatus::Corrupt && current.version() == version;
-    !current_is_corrupt && !damaged.contains(&version) && files.present(&version)
+    !current_is_corrupt && !damaged.contains(&version) && files.look(&version) == FileLook::Present
 }
 
 /// The recovery view of `facts` at `now`, given what the files looked like.

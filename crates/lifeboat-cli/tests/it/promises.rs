@@ -426,6 +426,90 @@ async fn an_external_file_that_was_swapped_is_never_served() {
     assert_eq!(status, 422, "{problem}");
 }
 
+/// An external file of another size than registered is `corrupt` (SPEC §5: size or
+/// SHA-256 differs), one that is gone is `missing`: so says a read of the version a
+/// checkpoint pinned, which records it on the asset as a read of the asset does, and so
+/// says recovery's look at the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_file_of_another_size_is_corrupt_and_a_gone_one_missing() {
+    let roots = tempfile::tempdir().expect("roots");
+    let root = roots.path().to_path_buf();
+    let configured = root.clone();
+    let server = TestServer::start_configured(move |config| {
+        config.asset_roots = vec![configured];
+    })
+    .await;
+    server
+        .session(json!({"id": "s", "kind": "k", "heartbeat_timeout_ms": 60_000}))
+        .await;
+    for name in ["shorter.bin", "longer.bin", "gone.bin"] {
+        std::fs::write(root.join(name), b"four").expect("file");
+        let (status, registered) = server
+            .post(
+                "/sessions/s/assets/register",
+                json!({"name": name, "path": root.join(name)}),
+            )
+            .await;
+        assert_eq!(status, 201, "{registered}");
+    }
+    server
+        .checkpoint(
+            "s",
+            json!({"attempt": 1, "kind": "item", "assets": ["shorter.bin", "longer.bin", "gone.bin"]}),
+        )
+        .await;
+    std::fs::write(root.join("shorter.bin"), b"fo").expect("shorten");
+    std::fs::write(root.join("longer.bin"), b"fourty").expect("lengthen");
+    std::fs::remove_file(root.join("gone.bin")).expect("remove");
+    let status_of = |list: &Value, name: &str| {
+        list["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|item| item["name"] == name))
+            .map(|item| item["status"].clone())
+    };
+
+    let (status, _, body) = server
+        .get_bytes("/sessions/s/checkpoints/1/assets/shorter.bin", &[])
+        .await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("/problems/asset-changed"), "{text}");
+    let (_, list) = server.get("/sessions/s/assets").await;
+    assert_eq!(
+        status_of(&list, "shorter.bin"),
+        Some(json!("corrupt")),
+        "the pinned read recorded it: {list}"
+    );
+    assert_eq!(
+        status_of(&list, "longer.bin"),
+        Some(json!("ok")),
+        "not read yet: {list}"
+    );
+
+    let (status, failed) = server
+        .post(
+            "/sessions/s/fail",
+            json!({"attempt": 1, "error": "render died"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    let (status, recovery) = server.get("/sessions/s/recovery").await;
+    assert_eq!(status, 200, "{recovery}");
+    assert_eq!(
+        recovery["assets"],
+        json!({"total": 3, "ok": 0, "missing": 1, "corrupt": 2}),
+        "{recovery}"
+    );
+    let mut named: Vec<&str> = recovery["missing_assets"]
+        .as_array()
+        .expect("missing_assets")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    named.sort_unstable();
+    assert_eq!(named, ["gone.bin", "longer.bin", "shorter.bin"]);
+}
+
 /// A second `lifeboat serve` on a data directory in use exits at once with its own exit
 /// code, naming the directory and the owner's pid, and changes nothing; the first keeps
 /// serving.

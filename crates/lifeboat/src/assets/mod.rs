@@ -267,16 +267,28 @@ impl Lifeboat {
         match opened {
             Ok(open) => Ok((asset, open)),
             Err(OpenError::Changed(changed)) => {
-                let status = match changed {
-                    Changed::Missing(_) => AssetStatus::Missing,
-                    Changed::Corrupt(_) => AssetStatus::Corrupt,
-                };
-                self.set_asset_status(tenant, owner, name, status, self.now())
-                    .await?;
+                self.note_changed(tenant, owner, name, &changed).await?;
                 Err(changed.into_error(name))
             }
             Err(OpenError::Other(error)) => Err(error),
         }
+    }
+
+    /// Records what a read found of an external file that changed: the asset is `missing`
+    /// or `corrupt` from now on (SPEC §5 r2).
+    async fn note_changed(
+        &self,
+        tenant: &TenantId,
+        owner: &Owner,
+        name: &AssetName,
+        changed: &Changed,
+    ) -> Result<()> {
+        let status = match changed {
+            Changed::Missing(_) => AssetStatus::Missing,
+            Changed::Corrupt(_) => AssetStatus::Corrupt,
+        };
+        self.set_asset_status(tenant, owner, name, status, self.now())
+            .await
     }
 
     /// Opens the bytes of asset `name` as checkpoint `seq` of session `id` pinned them.
@@ -299,7 +311,15 @@ impl Lifeboat {
             .await
         {
             Ok(open) => Ok((pin, open)),
-            Err(OpenError::Changed(changed)) => Err(changed.into_error(name)),
+            Err(OpenError::Changed(changed)) => {
+                // The asset's status changes too while it still names the pinned file.
+                let owner = Owner::Session(id.clone());
+                let current = self.asset(tenant, &owner, name).await;
+                if current.is_ok_and(|asset| asset.version() == pin.version()) {
+                    self.note_changed(tenant, &owner, name, &changed).await?;
+                }
+                Err(changed.into_error(name))
+            }
             Err(OpenError::Other(error)) => Err(error),
         }
     }

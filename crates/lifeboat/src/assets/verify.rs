@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lifeboat_core::{AssetStatus, FileVersion, Id, Owner, Sha256, TenantId};
+use lifeboat_core::{AssetStatus, FileLook, FileVersion, Id, Owner, Sha256, TenantId};
 use lifeboat_store::Result;
 use lifeboat_store::blobs::hash_file;
 use lifeboat_store::objects::Objects;
@@ -33,12 +33,12 @@ impl Lifeboat {
         let found = Arc::clone(&checks);
         let look = tokio::task::spawn_blocking(move || {
             for version in versions {
-                let present = match version.storage {
-                    "external" => roots.present(&version.key, version.size),
-                    _ => blobs.present(&version),
+                let look = match version.storage {
+                    "external" => roots.look(&version.key, version.size),
+                    _ => blobs.look(&version),
                 };
                 if let Ok(mut found) = found.lock() {
-                    found.insert(version, present);
+                    found.insert(version, look);
                 }
             }
         });
@@ -88,7 +88,12 @@ impl Lifeboat {
                 let present = listing
                     .as_ref()
                     .is_ok_and(|listing| listing.chain(version.size, None).is_some());
-                checks.insert(version, present);
+                let look = if present {
+                    FileLook::Present
+                } else {
+                    FileLook::Absent
+                };
+                checks.insert(version, look);
             }
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -99,11 +104,11 @@ impl Lifeboat {
                 on_host
                     .into_iter()
                     .map(|version| {
-                        let present = match version.storage {
-                            "external" => roots.present(&version.key, version.size),
-                            _ => blobs.present(&version),
+                        let look = match version.storage {
+                            "external" => roots.look(&version.key, version.size),
+                            _ => blobs.look(&version),
                         };
-                        (version, present)
+                        (version, look)
                     })
                     .collect::<Vec<_>>()
             });
