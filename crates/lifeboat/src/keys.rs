@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use lifeboat_core::{Error as DomainError, Id, Name, Sha256, TenantId, Timestamp};
 use lifeboat_store::{
-    Ack, ApiKey, AuditEntry, Error, Page, PageRequest, ProjectToken, Result, SessionToken,
+    Ack, ApiKey, AuditEntry, Error, Page, PageRequest, ProjectToken, Result, SessionToken, Tx,
 };
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::sessions::load;
-use crate::{Lifeboat, page};
+use crate::store::{Undecodable, once_with};
+use crate::{IdempotencyKey, Lifeboat, Outcome, page};
 
 /// The scopes a key may hold.
 pub const SCOPES: [&str; 3] = ["read", "write", "admin"];
@@ -46,6 +48,41 @@ fn new_credential() -> (String, String) {
     (hex::encode(id), hex::encode(secret))
 }
 
+/// A credential just made, as the stored outcome of its write with an `Idempotency-Key`:
+/// its id and the whole token, so that a retry answers the same credential (SPEC §4) for
+/// the 24 h the key is remembered, after which cleanup removes it. It is the one place a
+/// secret is kept other than as a hash.
+#[derive(Serialize, Deserialize)]
+struct Made {
+    id: String,
+    token: String,
+}
+
+fn encode_made(id: &str, token: &str) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&Made {
+        id: id.to_owned(),
+        token: token.to_owned(),
+    })
+}
+
+/// The credential a stored outcome names, its record read again with `find`.
+fn decode_made<R>(
+    tx: &mut dyn Tx,
+    stored: &[u8],
+    find: impl FnOnce(&mut dyn Tx, &str) -> Result<Option<R>>,
+) -> std::result::Result<(R, String), Undecodable> {
+    let made: Made = serde_json::from_slice(stored)?;
+    let record = find(tx, &made.id)
+        .map_err(Undecodable::Store)?
+        .ok_or_else(|| {
+            Undecodable::Store(Error::NotFound {
+                what: "credential",
+                id: made.id.clone(),
+            })
+        })?;
+    Ok((record, made.token))
+}
+
 /// Whether `secret` hashes to `stored`, compared in constant time.
 fn secret_matches(secret: &str, stored: &str) -> bool {
     Sha256::of(secret.as_bytes())
@@ -70,6 +107,21 @@ impl Lifeboat {
     /// Makes a key for `tenant` with `scopes`; answers its record and the whole key,
     /// which is shown this once and stored only as a hash.
     pub async fn create_key(&self, tenant: &str, scopes: &[String]) -> Result<(ApiKey, String)> {
+        let made = self
+            .create_key_with(&TenantId::default(), tenant, scopes, None)
+            .await?;
+        Ok(made.into_inner())
+    }
+
+    /// [`Lifeboat::create_key`] asked by a caller of tenant `scope`, idempotent with `key`
+    /// (a retry answers the same key).
+    pub async fn create_key_with(
+        &self,
+        scope: &TenantId,
+        tenant: &str,
+        scopes: &[String],
+        key: Option<IdempotencyKey>,
+    ) -> Result<Outcome<(ApiKey, String)>> {
         let tenant = Name::parse(tenant).map_err(|_| DomainError::Invalid {
             field: "tenant",
             message: format!(
@@ -95,10 +147,23 @@ impl Lifeboat {
             created_at: self.now(),
             revoked_at: None,
         };
-        let stored = record.clone();
-        self.write(Ack::AfterCommit, move |tx| Ok(Ok(tx.insert_key(&stored)?)))
-            .await?;
-        Ok((record, format!("{API_KEY_PREFIX}{id}_{secret}")))
+        let made = (record, format!("{API_KEY_PREFIX}{id}_{secret}"));
+        let (scope, now) = (scope.clone(), self.now());
+        self.write(Ack::AfterCommit, move |tx| {
+            once_with(
+                tx,
+                &scope,
+                key.as_ref(),
+                now,
+                |(record, token): &(ApiKey, String)| encode_made(&record.id, token),
+                |tx, stored| decode_made(tx, stored, |tx, id| tx.key(id)),
+                |tx| {
+                    tx.insert_key(&made.0)?;
+                    Ok(Ok(made.clone()))
+                },
+            )
+        })
+        .await
     }
 
     /// Keys of `tenant`, or of every tenant, by id.
@@ -227,6 +292,20 @@ impl Lifeboat {
         tenant: &TenantId,
         session: &lifeboat_core::Id,
     ) -> Result<(SessionToken, String)> {
+        let made = self
+            .create_session_token_with(tenant, session, None)
+            .await?;
+        Ok(made.into_inner())
+    }
+
+    /// [`Lifeboat::create_session_token`], idempotent with `key` (a retry answers the same
+    /// token).
+    pub async fn create_session_token_with(
+        &self,
+        tenant: &TenantId,
+        session: &lifeboat_core::Id,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Outcome<(SessionToken, String)>> {
         let (id, secret) = new_credential();
         let record = SessionToken {
             id: id.clone(),
@@ -236,19 +315,33 @@ impl Lifeboat {
             created_at: self.now(),
             attempt: 0,
         };
-        let record = self
-            .write_about(tenant, session, Ack::AfterCommit, move |tx| {
-                let (row, session) = load(tx, &record.tenant, &record.session_id)?;
-                // The token acts for the session's current attempt, read in this write.
-                let record = SessionToken {
-                    attempt: session.attempt,
-                    ..record.clone()
-                };
-                tx.insert_session_token(row, &record)?;
-                Ok(Ok(record))
-            })
-            .await?;
-        Ok((record, format!("{SESSION_TOKEN_PREFIX}{id}_{secret}")))
+        let token = format!("{SESSION_TOKEN_PREFIX}{id}_{secret}");
+        let now = self.now();
+        self.write_about(tenant, session, Ack::AfterCommit, move |tx| {
+            once_with(
+                tx,
+                &record.tenant,
+                key.as_ref(),
+                now,
+                |(record, token): &(SessionToken, String)| encode_made(&record.id, token),
+                |tx, stored| {
+                    decode_made(tx, stored, |tx, id| {
+                        Ok(tx.session_token(id)?.map(|(record, _)| record))
+                    })
+                },
+                |tx| {
+                    let (row, session) = load(tx, &record.tenant, &record.session_id)?;
+                    // The token acts for the session's current attempt, read in this write.
+                    let record = SessionToken {
+                        attempt: session.attempt,
+                        ..record.clone()
+                    };
+                    tx.insert_session_token(row, &record)?;
+                    Ok(Ok((record, token.clone())))
+                },
+            )
+        })
+        .await
     }
 
     /// The session token a bearer token names, if it is one and the session it was made
@@ -280,6 +373,22 @@ impl Lifeboat {
         ttl_ms: Option<u64>,
         scopes: Option<&[String]>,
     ) -> Result<(ProjectToken, String)> {
+        let made = self
+            .create_project_token_with(tenant, project, ttl_ms, scopes, None)
+            .await?;
+        Ok(made.into_inner())
+    }
+
+    /// [`Lifeboat::create_project_token`], idempotent with `key` (a retry answers the same
+    /// token).
+    pub async fn create_project_token_with(
+        &self,
+        tenant: &TenantId,
+        project: &Id,
+        ttl_ms: Option<u64>,
+        scopes: Option<&[String]>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Outcome<(ProjectToken, String)>> {
         let ttl_ms = ttl_ms.unwrap_or(PROJECT_TOKEN_TTL_DEFAULT_MS);
         if ttl_ms == 0 || ttl_ms > PROJECT_TOKEN_TTL_MAX_MS {
             return Err(DomainError::Invalid {
@@ -317,12 +426,23 @@ impl Lifeboat {
             expires_at: Timestamp(now.0.saturating_add_unsigned(ttl_ms)),
             revoked_at: None,
         };
-        let stored = record.clone();
+        let made = (record, format!("{PROJECT_TOKEN_PREFIX}{id}_{secret}"));
+        let tenant = tenant.clone();
         self.write(Ack::AfterCommit, move |tx| {
-            Ok(Ok(tx.insert_project_token(&stored)?))
+            once_with(
+                tx,
+                &tenant,
+                key.as_ref(),
+                now,
+                |(record, token): &(ProjectToken, String)| encode_made(&record.id, token),
+                |tx, stored| decode_made(tx, stored, |tx, id| tx.project_token(id)),
+                |tx| {
+                    tx.insert_project_token(&made.0)?;
+                    Ok(Ok(made.clone()))
+                },
+            )
         })
-        .await?;
-        Ok((record, format!("{PROJECT_TOKEN_PREFIX}{id}_{secret}")))
+        .await
     }
 
     /// Revokes token `token` of project `project` in `tenant` at once; 404 if there is no

@@ -226,3 +226,75 @@ async fn a_key_in_flight_is_refused_until_the_first_request_ends() {
         .await;
     assert_eq!((retry.status, retry.body["seq"].as_u64()), (201, Some(1)));
 }
+
+/// A key or token made with an `Idempotency-Key` is made once: a retry answers the same
+/// credential (the same token, which works), the credential is listed and audited once,
+/// and the same key with another body is refused.
+#[tokio::test]
+async fn retried_keys_and_tokens_are_made_once() {
+    let server = TestServer::start().await;
+    server.session(json!({"id": "job", "kind": "batch"})).await;
+    let made = [
+        (
+            "/keys",
+            json!({"tenant": "acme", "scopes": ["read"]}),
+            json!({"tenant": "acme", "scopes": ["write"]}),
+            "key",
+        ),
+        (
+            "/sessions/job/token",
+            json!({}),
+            json!({"again": 1}),
+            "token",
+        ),
+        (
+            "/projects/doc/token",
+            json!({"scopes": ["read"]}),
+            json!({"scopes": ["write"]}),
+            "token",
+        ),
+    ];
+    for (path, body, other, field) in made {
+        let key = [("idempotency-key", "made-once")];
+        let send = |body: String| server.send("POST", path, &key, Some((JSON, body)));
+        let first = send(body.to_string()).await;
+        assert_eq!(first.status, 201, "{path}: {}", first.body);
+        let retry = send(body.to_string()).await;
+        assert_eq!(retry.status, 201, "{path}: {}", retry.body);
+        assert_eq!(retry.body, first.body, "{path}: the same credential");
+        let token = first.body[field]
+            .as_str()
+            .expect("the credential")
+            .to_owned();
+        let works = server
+            .http
+            .get(server.url("/stats"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("a request with the credential");
+        assert_ne!(works.status(), 401, "{path}: the replayed credential works");
+        let other = send(other.to_string()).await;
+        assert_eq!(other.status, 422, "{path}: {}", other.body);
+        assert_eq!(other.slug(), "idempotency-key-reused");
+    }
+    let (_, keys) = server.get("/keys").await;
+    let acme = keys["items"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|key| key["tenant"] == "acme")
+        .count();
+    assert_eq!(acme, 1, "one key made: {keys}");
+    let (_, audit) = server.get("/audit").await;
+    let created = |action: &str| {
+        audit["items"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .filter(|entry| entry["action"] == action)
+            .count()
+    };
+    assert_eq!(created("key.create"), 1, "{audit}");
+    assert_eq!(created("project.token.create"), 1, "{audit}");
+}

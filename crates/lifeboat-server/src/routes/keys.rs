@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use lifeboat::{ApiKey, TenantId};
+use axum::response::Response;
+use lifeboat::{ApiKey, IdempotencyKey, Outcome, ProjectToken, TenantId};
 use lifeboat_api::{
     AuditBody, CreateKey, CreateProjectToken, KeyBody, KeyCreated, List, Problem, ProblemType,
     ProjectTokenCreated,
@@ -19,6 +20,7 @@ use crate::auth::{Caller, audit};
 use crate::convert::rfc3339;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::idempotency::{Rendered, json, respond};
 
 fn key_body(key: &ApiKey) -> KeyBody {
     KeyBody {
@@ -42,38 +44,43 @@ pub(crate) async fn create_key(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
     Extension(caller): Extension<Caller>,
+    key: Option<Extension<IdempotencyKey>>,
     JsonBody(body): JsonBody<CreateKey>,
-) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
+) -> Result<Response, ApiError> {
+    fn render((record, key): &(ApiKey, String)) -> Rendered {
+        let body = KeyCreated {
+            id: record.id.clone(),
+            key: key.clone(),
+            tenant: record.tenant.as_str().to_owned(),
+            scopes: record.scopes.clone(),
+            created_at: rfc3339(record.created_at),
+        };
+        json(StatusCode::CREATED, &[], &body)
+    }
     if !caller.bootstrap && body.tenant != tenant.as_str() {
         return Err(ApiError::new(
             ProblemType::FORBIDDEN,
             "a tenant's admin key can only make keys for its own tenant",
         ));
     }
-    let (record, key) = state
+    let key = key.map(|Extension(key)| key);
+    let outcome = state
         .lifeboat
-        .create_key(&body.tenant, &body.scopes)
+        .create_key_with(&tenant, &body.tenant, &body.scopes, key)
         .await?;
-    let detail = json!({"tenant": record.tenant.as_str(), "scopes": record.scopes});
-    audit(
-        &state,
-        &tenant,
-        &caller,
-        "key.create",
-        format!("key:{}", record.id),
-        detail,
-    )
-    .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(KeyCreated {
-            id: record.id,
-            key,
-            tenant: record.tenant.as_str().to_owned(),
-            scopes: record.scopes,
-            created_at: rfc3339(record.created_at),
-        }),
-    ))
+    if let Outcome::Done((record, _)) = &outcome {
+        let detail = json!({"tenant": record.tenant.as_str(), "scopes": record.scopes});
+        audit(
+            &state,
+            &tenant,
+            &caller,
+            "key.create",
+            format!("key:{}", record.id),
+            detail,
+        )
+        .await;
+    }
+    Ok(respond(outcome, render))
 }
 
 /// Keys of the caller's tenant (every tenant's for the bootstrap key), without secrets.
@@ -169,33 +176,38 @@ pub(crate) async fn create_project_token(
     Extension(tenant): Extension<TenantId>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
     OptionalJson(body): OptionalJson<CreateProjectToken>,
-) -> Result<(StatusCode, Json<ProjectTokenCreated>), ApiError> {
-    let project = path_id(&id)?;
-    let (record, token) = state
-        .lifeboat
-        .create_project_token(&tenant, &project, body.ttl_ms, body.scopes.as_deref())
-        .await?;
-    let detail = json!({"scopes": record.scopes, "expires_at": rfc3339(record.expires_at)});
-    audit(
-        &state,
-        &tenant,
-        &caller,
-        "project.token.create",
-        format!("project-token:{}", record.id),
-        detail,
-    )
-    .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(ProjectTokenCreated {
-            id: record.id,
-            token,
+) -> Result<Response, ApiError> {
+    fn render((record, token): &(ProjectToken, String)) -> Rendered {
+        let body = ProjectTokenCreated {
+            id: record.id.clone(),
+            token: token.clone(),
             expires_at: rfc3339(record.expires_at),
             project_id: record.project_id.to_string(),
-            scopes: record.scopes,
-        }),
-    ))
+            scopes: record.scopes.clone(),
+        };
+        json(StatusCode::CREATED, &[], &body)
+    }
+    let project = path_id(&id)?;
+    let key = key.map(|Extension(key)| key);
+    let outcome = state
+        .lifeboat
+        .create_project_token_with(&tenant, &project, body.ttl_ms, body.scopes.as_deref(), key)
+        .await?;
+    if let Outcome::Done((record, _)) = &outcome {
+        let detail = json!({"scopes": record.scopes, "expires_at": rfc3339(record.expires_at)});
+        audit(
+            &state,
+            &tenant,
+            &caller,
+            "project.token.create",
+            format!("project-token:{}", record.id),
+            detail,
+        )
+        .await;
+    }
+    Ok(respond(outcome, render))
 }
 
 /// Revokes a project token at once: its next request is 401.

@@ -5,7 +5,8 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use lifeboat::{
-    Applied, CheckpointKind, IdempotencyKey, Session, SessionFilter, SessionOp, Status, TenantId,
+    Applied, CheckpointKind, IdempotencyKey, Session, SessionFilter, SessionOp, SessionToken,
+    Status, TenantId,
 };
 use lifeboat_api::{
     AttemptBody, CheckpointBody, CheckpointCreated, CreateCheckpoint, CreateSession, Fail,
@@ -396,18 +397,21 @@ pub(crate) async fn fail(
 pub(crate) async fn session_token(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,
+    key: Option<Extension<IdempotencyKey>>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<SessionTokenBody>), ApiError> {
-    let (record, token) = state
-        .lifeboat
-        .create_session_token(&tenant, &path_id(&id)?)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(SessionTokenBody {
+) -> Result<Response, ApiError> {
+    fn render((record, token): &(SessionToken, String)) -> Rendered {
+        let body = SessionTokenBody {
             session_id: record.session_id.to_string(),
-            token,
+            token: token.clone(),
             created_at: rfc3339(record.created_at),
-        }),
-    ))
+        };
+        json(StatusCode::CREATED, &[], &body)
+    }
+    let key = key.map(|Extension(key)| key);
+    let outcome = state
+        .lifeboat
+        .create_session_token_with(&tenant, &path_id(&id)?, key)
+        .await?;
+    Ok(respond(outcome, render))
 }
