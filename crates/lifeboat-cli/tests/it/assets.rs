@@ -216,7 +216,9 @@ async fn appends_continue_and_retries_are_safe() {
                 chunk.clone(),
             )
             .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
+        // The first append makes the asset (SPEC §9: 201), the others extend it.
+        let made = if offset == 0 { 201 } else { 200 };
+        assert_eq!(reply.status, made, "{}", reply.body);
         offset += chunk.len();
         assert_eq!(reply.body["size"], json!(offset));
     }
@@ -313,7 +315,7 @@ async fn upload_size_limit() {
             )
             .await
             .status,
-        200
+        201
     );
     let past = server
         .send_bytes(

@@ -207,7 +207,7 @@ async fn a_checkpoint_pins_the_bytes_it_names() {
             b"AAAA".to_vec(),
         )
         .await;
-    assert_eq!(reply.status, 200);
+    assert_eq!(reply.status, 201, "an append at offset 0 makes the asset");
     let stage = server
         .checkpoint(
             "s",

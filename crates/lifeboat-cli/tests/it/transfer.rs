@@ -114,7 +114,8 @@ async fn fill(server: &TestServer) {
                 vec![offset as u8 + 3; 4_096],
             )
             .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
+        let made = if offset == 0 { 201 } else { 200 };
+        assert_eq!(reply.status, made, "{}", reply.body);
     }
     server
         .checkpoint(
@@ -380,7 +381,7 @@ async fn pinned_versions_survive_export_and_import() {
             b"AAAA".to_vec(),
         )
         .await;
-    assert_eq!(reply.status, 200);
+    assert_eq!(reply.status, 201);
     let (status, _) = source
         .post(
             "/sessions/s/assets/register",

@@ -216,13 +216,14 @@ pub(crate) struct AppendQuery {
     offset: Option<String>,
 }
 
-/// Appends a chunk at `offset`. Retrying a stored chunk is a no-op; any other offset than
-/// the current size is 409 with `current_size`. The chunk is durable before the answer.
+/// Appends a chunk at `offset`: 201 when it made the asset (at offset 0), else 200.
+/// Retrying a stored chunk is a no-op (200); any other offset than the current size is 409
+/// with `current_size`. The chunk is durable before the answer.
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/assets/{name}", tag = "assets",
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     params(("id" = String, Path, description = "Session id (or a project's, under /projects)"),
         ("name" = String, Path, description = "Asset name"), AppendQuery, FenceQuery),
-    responses((status = 200, body = AssetBody), (status = 400, body = Problem), (status = 404, body = Problem),
+    responses((status = 201, description = "The append made the asset (at offset 0)", body = AssetBody), (status = 200, body = AssetBody), (status = 400, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 413, body = Problem)))]
 pub(crate) async fn append_asset(
     State(state): State<AppState>,
@@ -262,7 +263,8 @@ pub(crate) async fn append_asset(
         .lifeboat
         .append_asset(&tenant, &owner, &name, offset, chunk.to_vec(), fence)
         .await?;
-    Ok(Json(asset_body(&appended.asset)).into_response())
+    let status = created_or_ok(appended.created);
+    Ok((status, Json(asset_body(&appended.asset))).into_response())
 }
 
 /// Registers a file on the server host, inside one of the `--asset-root`s (403 outside).

@@ -120,6 +120,7 @@ impl Lifeboat {
                 return Ok(Some(Appended {
                     asset: asset.clone(),
                     wrote: false,
+                    created: false,
                 }));
             }
         }
@@ -213,6 +214,7 @@ impl Lifeboat {
             created_at: current.as_ref().map_or(now, |a| a.created_at),
             updated_at: now,
         };
+        let created = current.is_none();
         let before = current.map(|a| (a.storage, a.size));
         if self
             .record_asset_if(tenant, owner, asset.clone(), fence, Some(before))
@@ -222,7 +224,11 @@ impl Lifeboat {
             return Ok(None);
         }
         self.inner.assets.remember_hash(file_key, end, hasher);
-        Ok(Some(Appended { asset, wrote: true }))
+        Ok(Some(Appended {
+            asset,
+            wrote: true,
+            created,
+        }))
     }
 
     /// One attempt at an append when the bytes are in a bucket: the chunk becomes an object
@@ -253,6 +259,7 @@ impl Lifeboat {
                 return Ok(Some(Appended {
                     asset: asset.clone(),
                     wrote: false,
+                    created: false,
                 }));
             }
         }

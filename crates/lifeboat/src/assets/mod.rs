@@ -137,6 +137,8 @@ pub struct Appended {
     pub asset: Asset,
     /// False when the chunk was already there (a retry): nothing was written.
     pub wrote: bool,
+    /// True when this append made the asset (SPEC §9: an append at offset 0 creates it).
+    pub created: bool,
 }
 
 /// An asset's bytes, opened for reading and checked.
