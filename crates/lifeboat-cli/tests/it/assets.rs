@@ -122,6 +122,15 @@ async fn uploads_round_trip_byte_for_byte() {
         )
         .await;
     assert_eq!(right.status, 200, "a replacement is 200: {}", right.body);
+    assert_eq!(
+        right.body["created_at"], put.body["created_at"],
+        "a replacement answers the record, made when the name was first stored"
+    );
+    let (_, listed) = server.get("/sessions/rec/assets/").await;
+    assert_eq!(
+        listed["items"][0], right.body,
+        "the answer is what is stored"
+    );
     let malformed = server
         .send_bytes(
             "PUT",

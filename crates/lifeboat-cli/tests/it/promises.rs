@@ -444,13 +444,18 @@ async fn an_external_file_of_another_size_is_corrupt_and_a_gone_one_missing() {
         .await;
     for name in ["shorter.bin", "longer.bin", "gone.bin"] {
         std::fs::write(root.join(name), b"four").expect("file");
+        let register = json!({"name": name, "path": root.join(name)});
         let (status, registered) = server
-            .post(
-                "/sessions/s/assets/register",
-                json!({"name": name, "path": root.join(name)}),
-            )
+            .post("/sessions/s/assets/register", register.clone())
             .await;
         assert_eq!(status, 201, "{registered}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (status, again) = server.post("/sessions/s/assets/register", register).await;
+        assert_eq!(status, 200, "registered again: {again}");
+        assert_eq!(
+            again["created_at"], registered["created_at"],
+            "registered again, it answers the record made when the name was first stored"
+        );
     }
     server
         .checkpoint(

@@ -214,15 +214,13 @@ impl Lifeboat {
             created_at: current.as_ref().map_or(now, |a| a.created_at),
             updated_at: now,
         };
-        let created = current.is_none();
         let before = current.map(|a| (a.storage, a.size));
-        if self
-            .record_asset_if(tenant, owner, asset.clone(), fence, Some(before))
+        let Some((asset, created)) = self
+            .record_asset_if(tenant, owner, asset, fence, Some(before))
             .await?
-            .is_none()
-        {
+        else {
             return Ok(None);
-        }
+        };
         self.inner.assets.remember_hash(file_key, end, hasher);
         Ok(Some(Appended {
             asset,

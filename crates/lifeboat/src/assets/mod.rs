@@ -471,11 +471,6 @@ impl Lifeboat {
             .lock_owned()
             .await;
         let now = self.now();
-        let created_at = match self.asset(tenant, owner, name).await {
-            Ok(previous) => previous.created_at,
-            Err(Error::NotFound { .. }) => now,
-            Err(other) => return Err(other),
-        };
         let asset = Asset {
             name: name.clone(),
             storage: Storage::Appendable(uploaded.key.clone()),
@@ -484,16 +479,14 @@ impl Lifeboat {
             kind: None,
             status: AssetStatus::Ok,
             verified_at: now,
-            created_at,
+            created_at: now,
             updated_at: now,
         };
-        let created = self
-            .record_asset(tenant, owner, asset.clone(), fence)
-            .await?;
+        let recorded = self.record_asset(tenant, owner, asset, fence).await?;
         self.inner
             .assets
             .remember_hash(uploaded.key, uploaded.size, uploaded.hasher);
-        Ok((asset, created))
+        Ok(recorded)
     }
 
     async fn place_and_record(
@@ -509,11 +502,6 @@ impl Lifeboat {
             .await
             .map_err(|e| io_error("cannot store the upload", e))?;
         let now = self.now();
-        let created_at = match self.asset(tenant, owner, name).await {
-            Ok(previous) => previous.created_at,
-            Err(Error::NotFound { .. }) => now,
-            Err(other) => return Err(other),
-        };
         let asset = Asset {
             name: name.clone(),
             storage: Storage::Blob,
@@ -522,13 +510,10 @@ impl Lifeboat {
             kind: None,
             status: AssetStatus::Ok,
             verified_at: now,
-            created_at,
+            created_at: now,
             updated_at: now,
         };
-        let created = self
-            .record_asset(tenant, owner, asset.clone(), fence)
-            .await?;
-        Ok((asset, created))
+        self.record_asset(tenant, owner, asset, fence).await
     }
 
     /// Registers a file on the server host. It must resolve, after symlinks, inside one
@@ -595,10 +580,7 @@ impl Lifeboat {
             created_at: now,
             updated_at: now,
         };
-        let created = self
-            .record_asset(tenant, owner, asset.clone(), fence)
-            .await?;
-        Ok((asset, created))
+        self.record_asset(tenant, owner, asset, fence).await
     }
 
     /// Removes an asset. Its bytes stay until cleanup (a blob may be shared, a checkpoint

@@ -61,14 +61,15 @@ impl Lifeboat {
     }
 
     /// Records `asset` (replacing one of its name) if `fence` still names the session's
-    /// current attempt; answers whether it is new.
+    /// current attempt; answers it as recorded (a replaced name keeps its first
+    /// `created_at`) and whether it is new.
     pub(crate) async fn record_asset(
         &self,
         tenant: &TenantId,
         owner: &Owner,
         asset: Asset,
         fence: Option<u32>,
-    ) -> Result<bool> {
+    ) -> Result<(Asset, bool)> {
         self.record_asset_if(tenant, owner, asset, fence, None)
             .await?
             .ok_or_else(|| Error::Internal("an unconditional record was refused".into()))
@@ -85,7 +86,7 @@ impl Lifeboat {
         asset: Asset,
         fence: Option<u32>,
         before: Option<Option<(Storage, u64)>>,
-    ) -> Result<Option<bool>> {
+    ) -> Result<Option<(Asset, bool)>> {
         let about = (tenant, owner);
         let (tenant, owner) = (tenant.clone(), owner.clone());
         let recorded = self
@@ -93,13 +94,11 @@ impl Lifeboat {
                 if let Err(refusal) = check_owner(tx, &tenant, &owner, fence)? {
                     return Ok(Err(refusal));
                 }
-                if let Some(before) = &before {
-                    let stored = tx
-                        .asset(&tenant, &owner, asset.name.as_str())?
-                        .map(|stored| (stored.storage, stored.size));
-                    if stored != *before {
-                        return Ok(Ok(None));
-                    }
+                let stored = tx.asset(&tenant, &owner, asset.name.as_str())?;
+                if let Some(before) = &before
+                    && stored.as_ref().map(|s| (s.storage.clone(), s.size)) != *before
+                {
+                    return Ok(Ok(None));
                 }
                 let created = tx.save_asset(&tenant, &owner, &asset)?;
                 if before == Some(None) && !created {
@@ -115,7 +114,12 @@ impl Lifeboat {
                     // whatever a verification found there is gone.
                     tx.heal_blob(asset.sha256.as_str(), asset.updated_at)?;
                 }
-                Ok(Ok(Some(created)))
+                // A record written over another keeps when the name was first recorded.
+                let recorded = Asset {
+                    created_at: stored.map_or(asset.created_at, |s| s.created_at),
+                    ..asset.clone()
+                };
+                Ok(Ok(Some((recorded, created))))
             })
             .await;
         match recorded {
