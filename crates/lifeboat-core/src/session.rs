@@ -458,11 +458,17 @@ impl Session {
             self.updated_at = now;
             return true;
         }
-        let stalled = self
+        let stalled_at = self
             .stall_timeout_ms
-            .is_some_and(|stall| self.progress_changed_at.plus_ms(stall) <= now);
-        if stalled != self.stalled {
-            self.stalled = stalled;
+            .map(|stall| self.progress_changed_at.plus_ms(stall))
+            .filter(|at| *at <= now);
+        if stalled_at.is_some() != self.stalled {
+            self.stalled = stalled_at.is_some();
+            // It changed when it stalled, however late that is seen: every read, the
+            // stored row and the `session.stalled` event say the same time.
+            if let Some(at) = stalled_at {
+                self.updated_at = self.updated_at.max(at);
+            }
             return true;
         }
         false

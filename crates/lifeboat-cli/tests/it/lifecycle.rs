@@ -352,7 +352,18 @@ async fn stall_detection() {
             json!({"attempt": 1, "progress": {"percent": 11}}),
         )
         .await;
-    assert_eq!(status_of(&server, "s1").await["stalled"], false);
+    let moved = status_of(&server, "s1").await;
+    assert_eq!(moved["stalled"], false);
+
+    // Seen late, a stall is dated when it began: 2 s after progress last moved.
+    clock.advance_ms(2_500);
+    let seen = status_of(&server, "s1").await;
+    assert_eq!(seen["stalled"], true, "{seen}");
+    assert_eq!(
+        millis(&seen["updated_at"]),
+        millis(&moved["updated_at"]) + 2_000,
+        "{seen}"
+    );
 }
 
 /// Retention keeps the newest `checkpoint_retention` item/batch/manual/emergency

@@ -240,6 +240,14 @@ fn stall() {
     s.stall_timeout_ms = Some(2_000);
     s.heartbeat(1, None, None, T0.plus_ms(1_000)).expect("hb");
     assert!(!s.stalled);
+    let mut seen = s.clone();
+    assert!(seen.observe(T0.plus_ms(2_400)));
+    assert!(seen.stalled);
+    assert_eq!(
+        seen.updated_at,
+        T0.plus_ms(2_000),
+        "it changed when progress had not moved for 2 s, not when that was seen"
+    );
     s.heartbeat(1, None, None, T0.plus_ms(2_500)).expect("hb");
     assert!(s.stalled);
     let moved = Progress {
