@@ -238,6 +238,11 @@ async fn tenants_are_isolated_and_scopes_enforced() {
         .expect("request");
     assert_eq!(response.status(), 401);
     assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"lifeboat\"",
+        "a 401 names the scheme it wants (RFC 9110)"
+    );
+    assert_eq!(
         server.send("DELETE", "/keys/nope", &[], None).await.status,
         404
     );
