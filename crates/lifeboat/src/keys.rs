@@ -331,6 +331,15 @@ impl Lifeboat {
                 },
                 |tx| {
                     let (row, session) = load(tx, &record.tenant, &record.session_id)?;
+                    // A token of an ended session could never act (it would answer 401).
+                    if session.status.is_final() {
+                        return Ok(Err(DomainError::InvalidState {
+                            operation: "making a session token",
+                            status: session.status.as_str(),
+                            allowed: "not completed or cancelled",
+                        }
+                        .into()));
+                    }
                     // The token acts for the session's current attempt, read in this write.
                     let record = SessionToken {
                         attempt: session.attempt,

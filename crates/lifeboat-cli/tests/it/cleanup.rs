@@ -122,6 +122,9 @@ async fn cleanup_removes_exactly_what_is_eligible() {
         "orphan_files_deleted": 3, "sessions_purged": 2, "checkpoints_pruned": 2,
         "revisions_pruned": 0, "projects_purged": 1, "idempotency_keys_expired": 0,
     });
+    // A mistyped flag is refused, not taken for a real run.
+    let (status, refused) = server.post("/admin/cleanup?dryrun=true", json!({})).await;
+    assert_eq!(status, 400, "{refused}");
     let (status, dry) = server.post("/admin/cleanup?dry_run=true", json!({})).await;
     assert_eq!(status, 200, "{dry}");
     for (key, value) in expected.as_object().expect("object") {

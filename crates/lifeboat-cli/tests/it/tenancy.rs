@@ -596,6 +596,9 @@ async fn session_tokens_act_on_one_session_only() {
         401,
         "it died with its session"
     );
+    let (status, refused) = server.post("/sessions/mine/token", json!({})).await;
+    assert_eq!(status, 409, "no token for an ended session: {refused}");
+    assert_eq!(refused["type"], "/problems/session-not-active");
     let forged = tampered(&token);
     assert_eq!(
         as_key(&server, &forged, "GET", "/sessions/mine", None)

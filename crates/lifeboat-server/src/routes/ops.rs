@@ -83,9 +83,11 @@ pub(crate) async fn cluster(
     }))
 }
 
-/// `?dry_run=` of a cleanup.
+/// `?dry_run=` of a cleanup. Anything else is refused (400): a mistyped `?dryrun=true`
+/// must not run a real cleanup.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CleanupQuery {
     /// `true` counts what would go and changes nothing (default `false`).
     dry_run: Option<String>,
