@@ -23,6 +23,17 @@ fn unsigned(value: i64, what: &str) -> Result<u64> {
 
 /// Deletes (in the caller's transaction) one bounded step of what `rules` make eligible,
 /// from `cursor` on, and counts it; answers where the next step starts (`None`: done).
+/// Adds what the crash and recovery rows of session `$1` count to `purged_counts`, before
+/// they go with it: those counts are historical (SPEC §9, migration 0005).
+const KEEP_COUNTS: &str = "INSERT INTO purged_counts (tenant, what, key, n) \
+     SELECT tenant, 'crash', type, count(*) FROM crashes WHERE session_pk = $1 \
+     GROUP BY tenant, type \
+     UNION ALL SELECT tenant, 'recovery', option, count(*) FROM recoveries \
+     WHERE session_pk = $1 GROUP BY tenant, option \
+     UNION ALL SELECT tenant, 'outcome', coalesce(outcome, 'pending'), count(*) \
+     FROM recoveries WHERE session_pk = $1 GROUP BY tenant, coalesce(outcome, 'pending') \
+     ON CONFLICT (tenant, what, key) DO UPDATE SET n = purged_counts.n + EXCLUDED.n";
+
 pub(super) fn records_step(
     conn: &PgConn<'_>,
     rules: CleanupRules,
@@ -49,6 +60,7 @@ pub(super) fn records_step(
                 report.checkpoints_pruned += unsigned(column(&count, 0)?, "a count")?;
                 delete_assets(conn, tenant, "session", id)?;
                 conn.execute("DELETE FROM pinned_files WHERE session_pk = $1", &[pk])?;
+                conn.execute(KEEP_COUNTS, &[pk])?;
                 // Checkpoints, crashes, recoveries and tokens go with it (CASCADE).
                 report.sessions_purged +=
                     conn.execute("DELETE FROM sessions WHERE pk = $1", &[pk])?;

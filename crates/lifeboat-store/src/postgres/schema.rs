@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_cluster.sql"),
     include_str!("../../migrations/postgres/0003_event_indexes.sql"),
     include_str!("../../migrations/postgres/0004_session_due.sql"),
+    include_str!("../../migrations/postgres/0005_purged_counts.sql"),
 ];
 
 /// The advisory lock key that serializes migrations (any fixed number: "lifeboat").

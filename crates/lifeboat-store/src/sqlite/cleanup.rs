@@ -18,6 +18,17 @@ const STEP_KEYS: u32 = 4_096;
 
 /// Deletes (in the caller's transaction) one bounded step of what `rules` make eligible,
 /// from `cursor` on, and counts it; answers where the next step starts (`None`: done).
+/// Adds what the crash and recovery rows of session `?1` count to `purged_counts`, before
+/// they go with it: those counts are historical (SPEC §9, migration 0010).
+const KEEP_COUNTS: &str = "INSERT INTO purged_counts (tenant, what, key, n) \
+     SELECT tenant, 'crash', type, count(*) FROM crashes WHERE session_pk = ?1 \
+     GROUP BY tenant, type \
+     UNION ALL SELECT tenant, 'recovery', option, count(*) FROM recoveries \
+     WHERE session_pk = ?1 GROUP BY tenant, option \
+     UNION ALL SELECT tenant, 'outcome', coalesce(outcome, 'pending'), count(*) \
+     FROM recoveries WHERE session_pk = ?1 GROUP BY tenant, coalesce(outcome, 'pending') \
+     ON CONFLICT (tenant, what, key) DO UPDATE SET n = purged_counts.n + excluded.n";
+
 pub(super) fn records_step(
     conn: &Connection,
     rules: CleanupRules,
@@ -44,6 +55,10 @@ pub(super) fn records_step(
                     .map_err(translate)?;
                 delete_assets(conn, tenant, "session", id)?;
                 conn.prepare_cached("DELETE FROM pinned_files WHERE session_pk = ?1")
+                    .map_err(translate)?
+                    .execute([pk])
+                    .map_err(translate)?;
+                conn.prepare_cached(KEEP_COUNTS)
                     .map_err(translate)?
                     .execute([pk])
                     .map_err(translate)?;

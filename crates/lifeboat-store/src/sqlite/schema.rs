@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_fencing_pins_gauges.sql"),
     include_str!("../../migrations/sqlite/0008_outcomes.sql"),
     include_str!("../../migrations/sqlite/0009_project_tokens.sql"),
+    include_str!("../../migrations/sqlite/0010_purged_counts.sql"),
 ];
 
 /// Brings the schema up to date; refuses a database written by a newer Lifeboat.

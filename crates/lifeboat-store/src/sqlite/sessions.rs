@@ -344,7 +344,7 @@ pub(super) fn stats(conn: &Connection, tenant: &TenantId, now: Timestamp) -> Res
         for row in rows {
             let (key, count) = row.map_err(translate)?;
             match into.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = count,
+                Some(slot) => slot.1 += count,
                 None => into.push((key, count)),
             }
         }
@@ -358,7 +358,21 @@ pub(super) fn stats(conn: &Connection, tenant: &TenantId, now: Timestamp) -> Res
         "SELECT option, count(*) FROM recoveries WHERE tenant = ?1 GROUP BY option",
         &mut stats.recoveries_by_option,
     )?;
+    // What purged sessions had counted (historical counts, SPEC §9).
+    for (what, into) in [
+        ("crash", &mut stats.crashes_by_type),
+        ("recovery", &mut stats.recoveries_by_option),
+    ] {
+        grouped(
+            &format!("SELECT key, n FROM purged_counts WHERE tenant = ?1 AND what = '{what}'"),
+            into,
+        )?;
+    }
     let mut outcomes = Vec::new();
+    grouped(
+        "SELECT key, n FROM purged_counts WHERE tenant = ?1 AND what = 'outcome'",
+        &mut outcomes,
+    )?;
     grouped(
         "SELECT coalesce(outcome, 'pending'), count(*) FROM recoveries WHERE tenant = ?1 GROUP BY 1",
         &mut outcomes,

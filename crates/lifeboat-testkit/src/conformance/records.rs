@@ -103,11 +103,27 @@ pub async fn sweeps_from_two_handles_count_each_crash_once(handles: Handles) {
 }
 
 /// Cleanup purges what is old enough and nothing else; a dry run changes nothing; only the
-/// holder of the maintenance term runs it.
+/// holder of the maintenance term runs it; the crash and recovery counts of what it purged
+/// stay in the tenant's stats (they are historical, SPEC §9).
 pub async fn cleanup_purges_only_what_is_due(handles: Handles) {
     let (a, b, clock) = engines(&handles).await;
     let old = session(&a, "old", 60_000).await;
-    a.cancel(&tenant(), &old, None).await.expect("cancel");
+    a.fail(&tenant(), &old, 1, "render died".to_owned(), None)
+        .await
+        .expect("fail");
+    a.recover(&tenant(), &old, lifeboat::RecoveryOption::Continue, false)
+        .await
+        .expect("recover");
+    a.fail(&tenant(), &old, 2, "render died again".to_owned(), None)
+        .await
+        .expect("fail again");
+    let counted = |stats: &lifeboat::Stats| {
+        let crashes: u64 = stats.crashes_by_type.iter().map(|(_, n)| n).sum();
+        let recoveries: u64 = stats.recoveries_by_option.iter().map(|(_, n)| n).sum();
+        (crashes, recoveries, stats.recoveries_failed)
+    };
+    let before = counted(&b.stats(&tenant()).await.expect("stats"));
+    assert_eq!(before, (2, 1, 1), "two crashes, one recovery that failed");
     clock.advance_ms(8 * 24 * 3_600_000);
     let young = session(&b, "young", 60_000).await;
     b.cancel(&tenant(), &young, None).await.expect("cancel");
@@ -134,6 +150,10 @@ pub async fn cleanup_purges_only_what_is_due(handles: Handles) {
     let gone = a.session(&tenant(), &old).await;
     assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
     assert!(a.session(&tenant(), &young).await.is_ok());
+    for engine in [&a, &b] {
+        let after = counted(&engine.stats(&tenant()).await.expect("stats"));
+        assert_eq!(after, before, "the purged session's counts stay");
+    }
 }
 
 /// Cleanup run by both engines at once leaves no record without its bytes. Of a purged
