@@ -114,7 +114,7 @@ impl Lifeboat {
     }
 
     /// [`Lifeboat::create_key`] asked by a caller of tenant `scope`, idempotent with `key`
-    /// (a retry answers the same key).
+    /// (a retry answers the same key: the stored outcome keeps it for the key's 24 h).
     pub async fn create_key_with(
         &self,
         scope: &TenantId,
@@ -285,21 +285,10 @@ impl Lifeboat {
 
 impl Lifeboat {
     /// Makes a token that may act only on `session` (its heartbeats, checkpoints, assets
-    /// and completion) — for a browser or worker that must not hold a tenant key. Answers
-    /// its record and the whole token, shown this once.
-    pub async fn create_session_token(
-        &self,
-        tenant: &TenantId,
-        session: &lifeboat_core::Id,
-    ) -> Result<(SessionToken, String)> {
-        let made = self
-            .create_session_token_with(tenant, session, None)
-            .await?;
-        Ok(made.into_inner())
-    }
-
-    /// [`Lifeboat::create_session_token`], idempotent with `key` (a retry answers the same
-    /// token).
+    /// and completion) — for a browser or worker that must not hold a tenant key — unless
+    /// the session has ended (completed or cancelled). Answers its record and the whole
+    /// token, shown this once — and with `key` to its retries too: the stored outcome keeps
+    /// the token for the key's 24 h.
     pub async fn create_session_token_with(
         &self,
         tenant: &TenantId,
@@ -374,22 +363,8 @@ impl Lifeboat {
     /// Makes a token that may act only on project `project` of `tenant` (SPEC §9 r2), for
     /// a page that must not hold a tenant key: `ttl_ms` (default a day, at most 30 days),
     /// `scopes` of `read` and `write` (default both). The project need not exist yet: the
-    /// page may create it. Answers its record and the whole token, shown this once.
-    pub async fn create_project_token(
-        &self,
-        tenant: &TenantId,
-        project: &Id,
-        ttl_ms: Option<u64>,
-        scopes: Option<&[String]>,
-    ) -> Result<(ProjectToken, String)> {
-        let made = self
-            .create_project_token_with(tenant, project, ttl_ms, scopes, None)
-            .await?;
-        Ok(made.into_inner())
-    }
-
-    /// [`Lifeboat::create_project_token`], idempotent with `key` (a retry answers the same
-    /// token).
+    /// page may create it. Answers its record and the whole token, shown this once — and
+    /// with `key` to its retries too: the stored outcome keeps the token for the key's 24 h.
     pub async fn create_project_token_with(
         &self,
         tenant: &TenantId,

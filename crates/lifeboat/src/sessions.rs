@@ -520,7 +520,11 @@ fn record_changes(
             "project_id": after.project_id.as_ref().map(|p| p.as_str()),
             "attempt": after.attempt,
         });
-        tx.record_event(tenant, "session.stalled", subject(after), &data, now)?;
+        // Dated when it stalled, whichever write (a sweep, a heartbeat) first saw it.
+        let stalled_at = after
+            .stall_timeout_ms
+            .map_or(now, |stall| after.progress_changed_at.plus_ms(stall));
+        tx.record_event(tenant, "session.stalled", subject(after), &data, stalled_at)?;
     }
     Ok(())
 }

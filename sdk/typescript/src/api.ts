@@ -435,8 +435,9 @@ export interface paths {
          */
         put: operations["put_asset"];
         /**
-         * Appends a chunk at `offset`. Retrying a stored chunk is a no-op; any other offset than
-         *     the current size is 409 with `current_size`. The chunk is durable before the answer.
+         * Appends a chunk at `offset`: 201 when it made the asset (at offset 0), else 200.
+         *     Retrying a stored chunk is a no-op (200); any other offset than the current size is 409
+         *     with `current_size`. The chunk is durable before the answer.
          */
         post: operations["append_asset"];
         /** Removes an asset. A checkpoint that names it no longer qualifies for resume. */
@@ -5605,7 +5606,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
             /** @description The request is well-formed but invalid */
             422: {
@@ -5826,6 +5829,15 @@ export interface operations {
         };
         responses: {
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssetBody"];
+                };
+            };
+            /** @description The append made the asset (at offset 0) */
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6796,7 +6808,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
             /** @description The request is well-formed but invalid */
             422: {
@@ -7676,6 +7690,15 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The session is completed or cancelled */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -767,13 +767,21 @@ async fn a_database_refusing_connections_is_answered_503_until_it_accepts_them()
         .session(json!({"id": "worker", "kind": "render", "heartbeat_timeout_ms": 3_600_000}))
         .await;
 
+    // Committed first, so no connection is made after the others are ended; each ended
+    // connection is waited for.
     admin
         .batch_execute(&format!(
-            "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
         ))
         .await
         .expect("refuse connections");
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+             WHERE datname = '{database}'"
+        ))
+        .await
+        .expect("end the server's connections");
     let body = || Some(("application/json", json!({"state": {"v": 2}}).to_string()));
     for round in 0..3 {
         for reply in [

@@ -393,7 +393,8 @@ pub(crate) async fn fail(
 /// it stops working when the session completes or is cancelled.
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/token", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
-    responses((status = 201, body = SessionTokenBody), (status = 404, body = Problem)))]
+    responses((status = 201, body = SessionTokenBody), (status = 404, body = Problem),
+        (status = 409, description = "The session is completed or cancelled", body = Problem)))]
 pub(crate) async fn session_token(
     State(state): State<AppState>,
     Extension(tenant): Extension<TenantId>,

@@ -21,8 +21,6 @@ fn unsigned(value: i64, what: &str) -> Result<u64> {
     u64::try_from(value).map_err(|_| Error::Internal(format!("{what} is negative: {value}")))
 }
 
-/// Deletes (in the caller's transaction) one bounded step of what `rules` make eligible,
-/// from `cursor` on, and counts it; answers where the next step starts (`None`: done).
 /// Adds what the crash and recovery rows of session `$1` count to `purged_counts`, before
 /// they go with it: those counts are historical (SPEC §9, migration 0005).
 const KEEP_COUNTS: &str = "INSERT INTO purged_counts (tenant, what, key, n) \
@@ -34,6 +32,8 @@ const KEEP_COUNTS: &str = "INSERT INTO purged_counts (tenant, what, key, n) \
      FROM recoveries WHERE session_pk = $1 GROUP BY tenant, coalesce(outcome, 'pending') \
      ON CONFLICT (tenant, what, key) DO UPDATE SET n = purged_counts.n + EXCLUDED.n";
 
+/// Deletes (in the caller's transaction) one bounded step of what `rules` make eligible,
+/// from `cursor` on, and counts it; answers where the next step starts (`None`: done).
 pub(super) fn records_step(
     conn: &PgConn<'_>,
     rules: CleanupRules,

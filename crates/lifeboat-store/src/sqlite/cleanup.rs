@@ -16,8 +16,6 @@ const STEP_ROWS: u32 = 16;
 /// Idempotency keys one cleanup step looks at at most.
 const STEP_KEYS: u32 = 4_096;
 
-/// Deletes (in the caller's transaction) one bounded step of what `rules` make eligible,
-/// from `cursor` on, and counts it; answers where the next step starts (`None`: done).
 /// Adds what the crash and recovery rows of session `?1` count to `purged_counts`, before
 /// they go with it: those counts are historical (SPEC §9, migration 0010).
 const KEEP_COUNTS: &str = "INSERT INTO purged_counts (tenant, what, key, n) \
@@ -29,6 +27,8 @@ const KEEP_COUNTS: &str = "INSERT INTO purged_counts (tenant, what, key, n) \
      FROM recoveries WHERE session_pk = ?1 GROUP BY tenant, coalesce(outcome, 'pending') \
      ON CONFLICT (tenant, what, key) DO UPDATE SET n = purged_counts.n + excluded.n";
 
+/// Deletes (in the caller's transaction) one bounded step of what `rules` make eligible,
+/// from `cursor` on, and counts it; answers where the next step starts (`None`: done).
 pub(super) fn records_step(
     conn: &Connection,
     rules: CleanupRules,
