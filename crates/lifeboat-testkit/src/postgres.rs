@@ -40,6 +40,49 @@ pub struct TestDatabase {
 
 /// Makes an empty schema; panics with what to do when the server cannot be reached.
 pub async fn fresh_schema() -> TestDatabase {
+    let (base, client) = connect_admin().await;
+    let name = fresh_name(&client, Kind::Schema).await;
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .expect("create the test schema");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    TestDatabase {
+        url: format!("{base}{separator}options=-csearch_path%3D{name}"),
+        schema: name,
+    }
+}
+
+/// A database made for one test (for what a schema cannot show: refusing connections,
+/// say), with a connection to the server's own database to act on it from outside.
+pub struct OwnDatabase {
+    /// The database's name.
+    pub name: String,
+    /// `postgres://…/<name>`.
+    pub url: String,
+    /// Connected to the database of `LIFEBOAT_TEST_DATABASE_URL`, not to this one.
+    pub admin: tokio_postgres::Client,
+}
+
+/// Makes an empty database; panics with what to do when the server cannot be reached.
+pub async fn fresh_database() -> OwnDatabase {
+    let (base, admin) = connect_admin().await;
+    let name = fresh_name(&admin, Kind::Database).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test database");
+    let (server, query) = base.split_once('?').unwrap_or((&base, ""));
+    let (prefix, _) = server.rsplit_once('/').expect("a URL naming a database");
+    let url = match query {
+        "" => format!("{prefix}/{name}"),
+        query => format!("{prefix}/{name}?{query}"),
+    };
+    OwnDatabase { name, url, admin }
+}
+
+/// Connects to the server of `LIFEBOAT_TEST_DATABASE_URL`; answers that URL too.
+async fn connect_admin() -> (String, tokio_postgres::Client) {
     let base =
         std::env::var("LIFEBOAT_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
     let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
@@ -50,17 +93,31 @@ pub async fn fresh_schema() -> TestDatabase {
             )
         });
     tokio::spawn(connection);
+    (base, client)
+}
+
+/// What a test makes on the server.
+#[derive(Clone, Copy)]
+enum Kind {
+    Schema,
+    Database,
+}
+
+/// A new name `lifeboat_t_<ms>_<uuid>` for a test's schema or database, after dropping
+/// those of that kind that runs left more than an hour ago.
+async fn fresh_name(client: &tokio_postgres::Client, kind: Kind) -> String {
+    let listed = match kind {
+        Kind::Schema => "SELECT nspname FROM pg_namespace WHERE nspname",
+        Kind::Database => "SELECT datname FROM pg_database WHERE datname",
+    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
     let stale = client
-        .query(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lifeboat\\_t\\_%'",
-            &[],
-        )
+        .query(&format!("{listed} LIKE 'lifeboat\\_t\\_%'"), &[])
         .await
-        .expect("list test schemas");
+        .expect("list what earlier tests made");
     for row in stale {
         let name: String = row.get(0);
         let made: u128 = name
@@ -70,20 +127,14 @@ pub async fn fresh_schema() -> TestDatabase {
             .unwrap_or(now);
         if now.saturating_sub(made) > 3_600_000 {
             let _ = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .batch_execute(&match kind {
+                    Kind::Schema => format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
+                    Kind::Database => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                })
                 .await;
         }
     }
-    let schema = format!("lifeboat_t_{now}_{}", uuid::Uuid::now_v7().simple());
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create the test schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    TestDatabase {
-        url: format!("{base}{separator}options=-csearch_path%3D{schema}"),
-        schema,
-    }
+    format!("lifeboat_t_{now}_{}", uuid::Uuid::now_v7().simple())
 }
 
 /// Runs `sql` (`$1`, `$2` parameters) in the PostgreSQL schema of the test server over

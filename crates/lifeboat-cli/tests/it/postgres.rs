@@ -713,53 +713,11 @@ async fn a_server_reaches_postgres_over_tls_when_the_url_asks() {
 /// the database accepts connections again the server serves without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_refusing_connections_is_answered_503_until_it_accepts_them() {
-    let base = std::env::var("LIFEBOAT_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| lifeboat_testkit::postgres::DEFAULT_URL.to_owned());
-    let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .expect("connect as the test's admin");
-    tokio::spawn(connection);
-    // Named by the time it was made: one a failed run left is dropped an hour later.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("a clock after 1970")
-        .as_millis();
-    for row in admin
-        .query(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'lifeboat\\_t\\_refusing\\_%'",
-            &[],
-        )
-        .await
-        .expect("list the databases runs left")
-    {
-        let name: String = row.get(0);
-        let made: u128 = name
-            .rsplit('_')
-            .next()
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or(now);
-        if now.saturating_sub(made) > 3_600_000 {
-            let _ = admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-        }
-    }
-    let database = format!(
-        "lifeboat_t_refusing_{}_{now}",
-        uuid::Uuid::now_v7().simple()
-    );
-    admin
-        .batch_execute(&format!("CREATE DATABASE {database}"))
-        .await
-        .expect("create a database of the test's own");
-    let (server_url, query) = base.split_once('?').unwrap_or((&base, ""));
-    let (prefix, _) = server_url
-        .rsplit_once('/')
-        .expect("a URL naming a database");
-    let url = match query {
-        "" => format!("{prefix}/{database}"),
-        query => format!("{prefix}/{database}?{query}"),
-    };
+    let lifeboat_testkit::postgres::OwnDatabase {
+        name: database,
+        url,
+        admin,
+    } = lifeboat_testkit::postgres::fresh_database().await;
     let server = TestServer::start_configured(move |config| config.database_url = Some(url)).await;
     let saved = create(&server, "/projects/kept", 1).await;
     assert_eq!(saved.status, 201, "{}", saved.body);

@@ -318,17 +318,10 @@ async fn a_checkpoint_pins_the_bytes_it_names() {
     assert_eq!(reply.status, 404);
 }
 
-/// An external file is checked again on every read: replaced by a symlink to the database,
-/// a FIFO, a directory or a file of another size, it is not served (409 `asset-changed`,
-/// status `missing` or `corrupt`), and no read hangs. Registering a path outside the roots
-/// is 403 whether or not it exists.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_external_file_that_was_swapped_is_never_served() {
+/// A server with one asset root (the directory answered) and a session `s` in it.
+async fn serving_an_asset_root() -> (TestServer, tempfile::TempDir) {
     let roots = tempfile::tempdir().expect("roots");
-    let root = roots.path().to_path_buf();
-    let file = root.join("ref.txt");
-    std::fs::write(&file, b"registered bytes").expect("file");
-    let configured = root.clone();
+    let configured = roots.path().to_path_buf();
     let server = TestServer::start_configured(move |config| {
         config.asset_roots = vec![configured];
     })
@@ -336,6 +329,19 @@ async fn an_external_file_that_was_swapped_is_never_served() {
     server
         .session(json!({"id": "s", "kind": "k", "heartbeat_timeout_ms": 60_000}))
         .await;
+    (server, roots)
+}
+
+/// An external file is checked again on every read: replaced by a symlink to the database,
+/// a FIFO, a directory or a file of another size, it is not served (409 `asset-changed`,
+/// status `missing` or `corrupt`), and no read hangs. Registering a path outside the roots
+/// is 403 whether or not it exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_file_that_was_swapped_is_never_served() {
+    let (server, roots) = serving_an_asset_root().await;
+    let root = roots.path().to_path_buf();
+    let file = root.join("ref.txt");
+    std::fs::write(&file, b"registered bytes").expect("file");
     let (status, registered) = server
         .post(
             "/sessions/s/assets/register",
@@ -432,16 +438,8 @@ async fn an_external_file_that_was_swapped_is_never_served() {
 /// says recovery's look at the files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_file_of_another_size_is_corrupt_and_a_gone_one_missing() {
-    let roots = tempfile::tempdir().expect("roots");
+    let (server, roots) = serving_an_asset_root().await;
     let root = roots.path().to_path_buf();
-    let configured = root.clone();
-    let server = TestServer::start_configured(move |config| {
-        config.asset_roots = vec![configured];
-    })
-    .await;
-    server
-        .session(json!({"id": "s", "kind": "k", "heartbeat_timeout_ms": 60_000}))
-        .await;
     for name in ["shorter.bin", "longer.bin", "gone.bin"] {
         std::fs::write(root.join(name), b"four").expect("file");
         let register = json!({"name": name, "path": root.join(name)});
