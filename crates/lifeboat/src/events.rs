@@ -241,6 +241,7 @@ impl Lifeboat {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<Event>> {
+        self.number_events().await;
         let (tenant, filter) = (tenant.clone(), filter.clone());
         self.read(move |tx| tx.events(Some((&tenant, &filter)), after, limit))
             .await
@@ -248,7 +249,17 @@ impl Lifeboat {
 
     /// The newest event's position: where a stream without `Last-Event-ID` starts.
     pub async fn newest_event(&self) -> Result<i64> {
+        self.number_events().await;
         self.read(|tx| tx.newest_event()).await
+    }
+
+    /// Numbers the events committed before this call (`Store::number_events`), so that a
+    /// reader told of a write finds its events in the log. Should that fail, the read
+    /// shows the events numbered so far; the store numbers the rest when it can.
+    async fn number_events(&self) {
+        if let Err(error) = self.inner.store.number_events().await {
+            tracing::warn!(%error, "cannot number new events yet; reading those numbered");
+        }
     }
 
     /// Every tenant's events after `after`, oldest first, at most `limit`.

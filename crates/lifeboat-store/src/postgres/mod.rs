@@ -37,7 +37,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_postgres::{IsolationLevel, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -69,6 +69,9 @@ const SKEW_LIMIT_MS: i64 = 1_000;
 /// How often a store looks for events other servers committed (their commits do not
 /// wake this one's event feed otherwise).
 const EVENT_POLL: Duration = Duration::from_millis(250);
+/// The least time between two sequencer passes a server's writes asked for (see
+/// [`sequencer`]): one pass numbers what every server committed meanwhile.
+const PASS_PACE: Duration = Duration::from_millis(10);
 
 /// A Lifeboat store in one PostgreSQL database (the schema of the connection's
 /// `search_path`).
@@ -84,9 +87,11 @@ struct Shared {
     /// Bumped when new events may be readable (after a sequencer pass numbered some, or
     /// the poll saw another server's): the engine's event feed wakes on it.
     commits: watch::Sender<u64>,
-    /// Sequencer passes, asked for by every write that recorded events, after its commit
-    /// (coalesced: one pass serves every write committed before it started).
+    /// Sequencer passes, run by [`sequencer`] and by readers of the log (coalesced: one
+    /// pass serves every caller that asked before it started).
     passes: passes::Passes,
+    /// Wakes [`sequencer`]: a write committed events.
+    committed_events: Notify,
     /// This server among the others on the database (`cluster.rs`).
     membership: cluster::Membership,
     /// Times a connection could not be had or was found closed (see `Store::outages`).
@@ -161,6 +166,7 @@ impl PgStore {
             pool,
             commits,
             passes: passes::Passes::default(),
+            committed_events: Notify::new(),
             membership: cluster::Membership::new(),
             outages: AtomicU64::new(0),
             writers: std::sync::OnceLock::new(),
@@ -170,7 +176,7 @@ impl PgStore {
             .collect::<Result<Vec<_>>>()?;
         let _ = shared.writers.set(writers);
         shared.beat().await?;
-        tokio::spawn(poll_events(Arc::downgrade(&shared)));
+        tokio::spawn(sequencer(Arc::downgrade(&shared)));
         tokio::spawn(cluster::beat_loop(Arc::downgrade(&shared)));
         tokio::spawn(listen(listener, tls, Arc::downgrade(&shared)));
         Ok(PgStore { shared, blobs })
@@ -267,19 +273,44 @@ impl Shared {
     }
 }
 
-/// Every `EVENT_POLL`: numbers events a server committed but did not number (it died in
-/// between), and wakes this store's subscribers when the newest event changed, whoever
-/// committed it.
-async fn poll_events(shared: std::sync::Weak<Shared>) {
+/// Numbers committed events in the background: soon after a write of this server
+/// committed some (a pass at most every [`PASS_PACE`]), and every [`EVENT_POLL`] whatever
+/// happened, which numbers the events of a server that died between its commit and its
+/// pass; then it also wakes this store's subscribers when the newest event changed,
+/// whoever committed it.
+///
+/// A write is answered without waiting for a pass: a pass per write's batch, each a
+/// transaction of its own taking the lock that passes of every server take in turn, cost
+/// three servers more than the writes (`BENCHMARKS.md`). A reader of the log runs a pass
+/// first (`Store::number_events`), so it finds what was written before it asked.
+async fn sequencer(shared: std::sync::Weak<Shared>) {
     let mut newest = None;
     let mut ticks = tokio::time::interval(EVENT_POLL);
     loop {
-        ticks.tick().await;
+        let woken = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let notified = shared.committed_events.notified();
+            // The store's last handle may go while this waits: the tick looks again.
+            tokio::select! {
+                () = notified => true,
+                _ = ticks.tick() => false,
+            }
+        };
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if let Err(error) = shared.sequence().await {
+        let numbered = shared.sequence().await;
+        if let Err(error) = &numbered {
             tracing::warn!(%error, "cannot number new events; trying again");
+        }
+        if woken {
+            drop(shared);
+            tokio::time::sleep(PASS_PACE).await;
+            continue;
+        }
+        if numbered.is_err() {
             continue;
         }
         let Ok((seen, _)) = shared.transaction(false, events::newest).await else {
@@ -456,11 +487,9 @@ impl PgStore {
                 (answer, relaxed)
             })
             .await?;
-        // Committed: its events get their numbers now, before the answer, so that a reader
-        // told of this write finds them. A failure here changes nothing committed (the poll
-        // numbers them), so the write is still answered as done.
-        if recorded && let Err(error) = self.shared.sequence().await {
-            tracing::warn!(%error, "cannot number new events yet; the poll will");
+        // Committed: its events are numbered soon, in the background (see [`sequencer`]).
+        if recorded {
+            self.shared.committed_events.notify_one();
         }
         answer
     }
@@ -501,6 +530,10 @@ impl Store for PgStore {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.commits.subscribe()
+    }
+
+    async fn number_events(&self) -> Result<()> {
+        self.shared.sequence().await
     }
 
     fn blobs(&self) -> &BlobStore {
