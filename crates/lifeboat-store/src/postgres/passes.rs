@@ -1,5 +1,6 @@
-//! Coalesced sequencer passes: every write that recorded events asks for a pass after its
-//! commit, and one pass serves every caller that asked before it started.
+//! Coalesced sequencer passes: the store's sequencer task (after writes recorded events)
+//! and readers of the event log ask for a pass, and one pass serves every caller that
+//! asked before it started.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
