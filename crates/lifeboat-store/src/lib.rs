@@ -441,10 +441,11 @@ pub trait Store: Send + Sync + 'static {
     /// waits on it for new events.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 
-    /// Makes readable every event committed before this call. On PostgreSQL a write's
-    /// events are numbered after its commit, in the background (`postgres/mod.rs`): this
-    /// waits for a sequencer pass that started after the call. Nothing to wait for where a
-    /// write's events are numbered in its own transaction (SQLite).
+    /// Waits until every event committed before this call is numbered, so that a read of
+    /// the log finds it. On PostgreSQL a write's events are numbered after its commit, in
+    /// the background (`postgres/mod.rs`): this waits for a sequencer pass that started
+    /// after the call. Nothing to wait for where a write's events are numbered in its own
+    /// transaction (SQLite).
     async fn number_events(&self) -> Result<()> {
         Ok(())
     }

@@ -360,6 +360,53 @@ async fn an_upgraded_event_log_keeps_its_numbers_and_numbers_what_waited() {
     drop(store);
 }
 
+/// A reader of the log finds every event committed before it asked, numbered or not:
+/// here events committed by a server that died before numbering them (inserted without a
+/// number), read at once through an engine. No write of this store woke its sequencer, so
+/// only the wait for a pass before the read (`Lifeboat::number_events`) numbers them in
+/// time; without it the read finds none, unless the store's 250 ms poll happens to fall
+/// between the insert and the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_finds_the_events_a_server_committed_without_numbering() {
+    use lifeboat::{Config, EventFilter, Lifeboat, TenantId};
+    let database = fresh_schema().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store: Arc<dyn Store> = Arc::new(
+        PgStore::connect(&database.url, dir.path())
+            .await
+            .expect("the store connects"),
+    );
+    let mut config = Config::new(dir.path());
+    config.cleanup_interval = None;
+    let engine = Lifeboat::with_store(store, config)
+        .await
+        .expect("the engine starts");
+    let tenant = TenantId::default();
+    engine.number_events().await;
+    let start = engine.newest_event().await.expect("the newest event");
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "INSERT INTO events (tenant, type, data, created_at) \
+             VALUES ('default', 'left', '{\"n\": 1}', 0), ('default', 'left', '{\"n\": 2}', 0)",
+        )
+        .await
+        .expect("events committed without their numbers");
+    engine.number_events().await;
+    let read = engine
+        .events(&tenant, start, &EventFilter::default(), 10)
+        .await
+        .expect("the log");
+    let found: Vec<(i64, u64)> = read
+        .iter()
+        .map(|event| (event.seq, event.data["n"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(found, vec![(start + 1, 1), (start + 2, 2)]);
+}
+
 /// A database at schema version 3 with active sessions in it, upgraded by a server that
 /// starts: migration 0004 gives each its `due_second`, and the sweep's search (which goes
 /// through it) finds each session when its lease passes or its stall falls due, the

@@ -233,7 +233,8 @@ impl Lifeboat {
         }
     }
 
-    /// A tenant's events after `after`, oldest first, at most `limit`.
+    /// A tenant's events after `after`, oldest first, at most `limit`: the log as numbered
+    /// so far (call [`Lifeboat::number_events`] first to find every event committed before).
     pub async fn events(
         &self,
         tenant: &TenantId,
@@ -241,22 +242,22 @@ impl Lifeboat {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<Event>> {
-        self.number_events().await;
         let (tenant, filter) = (tenant.clone(), filter.clone());
         self.read(move |tx| tx.events(Some((&tenant, &filter)), after, limit))
             .await
     }
 
-    /// The newest event's position: where a stream without `Last-Event-ID` starts.
+    /// The newest event's position, as numbered so far: where a stream without
+    /// `Last-Event-ID` starts.
     pub async fn newest_event(&self) -> Result<i64> {
-        self.number_events().await;
         self.read(|tx| tx.newest_event()).await
     }
 
-    /// Numbers the events committed before this call (`Store::number_events`), so that a
-    /// reader told of a write finds its events in the log. Should that fail, the read
-    /// shows the events numbered so far; the store numbers the rest when it can.
-    async fn number_events(&self) {
+    /// Waits until every event committed before this call is numbered
+    /// (`Store::number_events`), so that a reader of the log who was told of a write finds
+    /// its events: once per read of the log, before its first page. Should that fail, the
+    /// read finds the events numbered so far; the store numbers the rest when it can.
+    pub async fn number_events(&self) {
         if let Err(error) = self.inner.store.number_events().await {
             tracing::warn!(%error, "cannot number new events yet; reading those numbered");
         }

@@ -370,6 +370,7 @@ async fn history(
     let mut changes = VecDeque::new();
     let mut left_out = false;
     let mut after = 0;
+    state.lifeboat.number_events().await;
     loop {
         let events = state
             .lifeboat

@@ -261,6 +261,10 @@ pub(crate) async fn stream(
             key: caller.actor.clone(),
         }
     };
+    // Every event committed before the stream was asked for is numbered first: a client
+    // answered a write finds its events after its `Last-Event-ID`, and a stream without one
+    // starts after them. The catch-up's later pages, and what the feed brings, need no wait.
+    state.lifeboat.number_events().await;
     let after = match after {
         Some(after) => after,
         None => state.lifeboat.newest_event().await?,

@@ -18,7 +18,8 @@ const EVENTS_KEPT: i64 = 100_000;
 /// time and each pass's numbers follow the last one's.
 const SEQUENCER_LOCK: i64 = 7_305_656_075_935_817_844;
 
-/// Events numbered per sequencer pass at most (a pass finds the rest at its next run).
+/// Events numbered per transaction of a sequencer pass at most (a pass runs another while
+/// one numbered this many).
 const SEQUENCE_BATCH: i64 = 10_000;
 
 /// Records an event in the caller's transaction, without its `seq`: the sequencer gives it
@@ -75,11 +76,24 @@ static BEGIN_PASS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// One sequencer pass, in one round trip and its own transaction: numbers the committed
-/// events that have no `seq` yet (see [`NUMBER`]), and trims the log to its window when a
-/// pass crosses a thousand past it (not before: there is nothing to trim, and with few
-/// statistics the planner may scan the whole log to find so). Answers how many it
-/// numbered.
+/// A sequencer pass: numbers every event committed before it started, [`SEQUENCE_BATCH`]
+/// at a time (see [`number`]). Answers how many it numbered.
+pub(super) async fn sequence(client: &deadpool_postgres::ClientWrapper) -> Result<u64> {
+    let mut numbered = 0;
+    loop {
+        let now = number(client).await?;
+        numbered += now;
+        if now < SEQUENCE_BATCH.unsigned_abs() {
+            return Ok(numbered);
+        }
+    }
+}
+
+/// One round trip and one transaction of a pass: numbers the committed events that have
+/// no `seq` yet, at most [`SEQUENCE_BATCH`] (see [`NUMBER`]), and trims the log to its
+/// window when it crosses a thousand past it (not before: there is nothing to trim, and
+/// with few statistics the planner may scan the whole log to find so). Answers how many
+/// it numbered.
 ///
 /// The transaction's three requests go out together: the lock is taken by a statement of
 /// its own, so that the numbering statement's snapshot, taken after it, sees the last
@@ -89,7 +103,7 @@ static BEGIN_PASS: LazyLock<String> = LazyLock::new(|| {
 /// for every later pass to visit again in the heap, where an index scan marks them dead
 /// once, and the index reclaims them as it grows. The numbering statement is prepared
 /// once per connection, so it is not parsed and planned at every pass.
-pub(super) async fn sequence(client: &deadpool_postgres::ClientWrapper) -> Result<u64> {
+async fn number(client: &deadpool_postgres::ClientWrapper) -> Result<u64> {
     let number = client.prepare_cached(&NUMBER).await.map_err(translate)?;
     // Polled in order, so that the requests go out in order (pipelined).
     let (begun, counted, committed) = tokio::join!(

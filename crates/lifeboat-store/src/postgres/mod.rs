@@ -69,8 +69,8 @@ const SKEW_LIMIT_MS: i64 = 1_000;
 /// How often a store looks for events other servers committed (their commits do not
 /// wake this one's event feed otherwise).
 const EVENT_POLL: Duration = Duration::from_millis(250);
-/// The least time between two sequencer passes a server's writes asked for (see
-/// [`sequencer`]): one pass numbers what every server committed meanwhile.
+/// The least time between two passes of a server's [`sequencer`]: one pass numbers what
+/// every server committed meanwhile.
 const PASS_PACE: Duration = Duration::from_millis(10);
 
 /// A Lifeboat store in one PostgreSQL database (the schema of the connection's
@@ -91,7 +91,7 @@ struct Shared {
     /// pass serves every caller that asked before it started).
     passes: passes::Passes,
     /// Wakes [`sequencer`]: a write committed events.
-    committed_events: Notify,
+    committed_events: Arc<Notify>,
     /// This server among the others on the database (`cluster.rs`).
     membership: cluster::Membership,
     /// Times a connection could not be had or was found closed (see `Store::outages`).
@@ -166,7 +166,7 @@ impl PgStore {
             pool,
             commits,
             passes: passes::Passes::default(),
-            committed_events: Notify::new(),
+            committed_events: Arc::new(Notify::new()),
             membership: cluster::Membership::new(),
             outages: AtomicU64::new(0),
             writers: std::sync::OnceLock::new(),
@@ -176,7 +176,10 @@ impl PgStore {
             .collect::<Result<Vec<_>>>()?;
         let _ = shared.writers.set(writers);
         shared.beat().await?;
-        tokio::spawn(sequencer(Arc::downgrade(&shared)));
+        tokio::spawn(sequencer(
+            Arc::downgrade(&shared),
+            Arc::clone(&shared.committed_events),
+        ));
         tokio::spawn(cluster::beat_loop(Arc::downgrade(&shared)));
         tokio::spawn(listen(listener, tls, Arc::downgrade(&shared)));
         Ok(PgStore { shared, blobs })
@@ -274,52 +277,53 @@ impl Shared {
 }
 
 /// Numbers committed events in the background: soon after a write of this server
-/// committed some (a pass at most every [`PASS_PACE`]), and every [`EVENT_POLL`] whatever
-/// happened, which numbers the events of a server that died between its commit and its
-/// pass; then it also wakes this store's subscribers when the newest event changed,
-/// whoever committed it.
+/// committed some, and every [`EVENT_POLL`] whatever happened, which numbers the events of a
+/// server that died between its commit and its pass; after a pass it waits [`PASS_PACE`].
+/// Every `EVENT_POLL` it also wakes this store's subscribers when the newest event changed,
+/// whoever committed it. It holds the store only while it works, so that the store closes
+/// when its last handle goes.
 ///
 /// A write is answered without waiting for a pass: a pass per write's batch, each a
 /// transaction of its own taking the lock that passes of every server take in turn, cost
-/// three servers more than the writes (`BENCHMARKS.md`). A reader of the log runs a pass
-/// first (`Store::number_events`), so it finds what was written before it asked.
-async fn sequencer(shared: std::sync::Weak<Shared>) {
+/// three servers more than the writes (`BENCHMARKS.md`). A reader of the log waits for a
+/// pass first (`Store::number_events`), so it finds what was written before it asked.
+async fn sequencer(shared: std::sync::Weak<Shared>, committed_events: Arc<Notify>) {
     let mut newest = None;
+    let mut failing = false;
     let mut ticks = tokio::time::interval(EVENT_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let woken = {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let notified = shared.committed_events.notified();
-            // The store's last handle may go while this waits: the tick looks again.
-            tokio::select! {
-                () = notified => true,
-                _ = ticks.tick() => false,
-            }
+        let woken = tokio::select! {
+            () = committed_events.notified() => true,
+            _ = ticks.tick() => false,
         };
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let numbered = shared.sequence().await;
-        if let Err(error) = &numbered {
-            tracing::warn!(%error, "cannot number new events; trying again");
+        match shared.sequence().await {
+            Ok(()) if failing => {
+                tracing::info!("numbering new events again");
+                failing = false;
+            }
+            Ok(()) => {}
+            // Said once, not at every pass while the database is away.
+            Err(error) if !failing => {
+                tracing::warn!(%error, "cannot number new events; trying again");
+                failing = true;
+            }
+            Err(_) => {}
         }
-        if woken {
-            drop(shared);
-            tokio::time::sleep(PASS_PACE).await;
-            continue;
+        if !woken
+            && !failing
+            && let Ok((seen, _)) = shared.transaction(false, events::newest).await
+        {
+            if newest.is_some_and(|before| before != seen) {
+                shared.commits.send_modify(|n| *n += 1);
+            }
+            newest = Some(seen);
         }
-        if numbered.is_err() {
-            continue;
-        }
-        let Ok((seen, _)) = shared.transaction(false, events::newest).await else {
-            continue;
-        };
-        if newest.is_some_and(|before| before != seen) {
-            shared.commits.send_modify(|n| *n += 1);
-        }
-        newest = Some(seen);
+        drop(shared);
+        tokio::time::sleep(PASS_PACE).await;
     }
 }
 

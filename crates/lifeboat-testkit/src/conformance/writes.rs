@@ -181,6 +181,7 @@ pub async fn pruning_happens_in_the_write(handles: Handles) {
 /// A write job that fails leaves nothing behind: neither its rows nor its events.
 pub async fn a_failed_write_leaves_nothing(handles: Handles) {
     let (a, _, _) = engines(&handles).await;
+    a.number_events().await;
     let newest = a.newest_event().await.expect("newest event");
     let store = Arc::clone(&handles.first);
     let job: WriteJob = Box::new(|tx: &mut dyn Tx| {
@@ -209,6 +210,7 @@ pub async fn a_failed_write_leaves_nothing(handles: Handles) {
         matches!(read, Err(Error::NotFound { .. })),
         "the session is not there: {read:?}"
     );
+    a.number_events().await;
     assert_eq!(a.newest_event().await.expect("newest event"), newest);
 }
 
@@ -217,6 +219,7 @@ pub async fn a_failed_write_leaves_nothing(handles: Handles) {
 /// nothing, and each that succeeds is all there, with its event.
 pub async fn failed_writes_among_many_at_once_spoil_nothing(handles: Handles) {
     let (a, _, _) = engines(&handles).await;
+    a.number_events().await;
     let newest = a.newest_event().await.expect("newest event");
     session(&a, "taken", 60_000).await;
     let store = Arc::clone(&handles.first);
@@ -268,6 +271,7 @@ pub async fn failed_writes_among_many_at_once_spoil_nothing(handles: Handles) {
             "session failed-{n} is not there: {read:?}"
         );
     }
+    a.number_events().await;
     let events = a
         .events(&tenant(), newest, &EventFilter::default(), 1_000)
         .await
@@ -378,6 +382,7 @@ pub async fn one_new_session_raced_through_both_handles_is_created_once(handles:
 /// by session sees only that session's; paging by `after` misses none.
 pub async fn events_come_in_commit_order(handles: Handles) {
     let (a, b, _) = engines(&handles).await;
+    a.number_events().await;
     let start = a.newest_event().await.expect("newest event");
     let x = session(&a, "x", 60_000).await;
     let y = session(&b, "y", 60_000).await;
@@ -388,6 +393,7 @@ pub async fn events_come_in_commit_order(handles: Handles) {
             .await
             .expect("write");
     }
+    b.number_events().await;
     let mut seen = Vec::new();
     let mut after = start;
     loop {
