@@ -187,10 +187,9 @@ impl PgStore {
 }
 
 impl Shared {
-    /// Runs `job` in one transaction on a pooled connection, off the async runtime: a
-    /// write (READ COMMITTED, committed when `job` answers `Ok`) or a read (a REPEATABLE
-    /// READ, read-only snapshot). Answers the job's answer and whether it recorded events.
-    async fn transaction<T, F>(&self, writing: bool, job: F) -> Result<(T, bool)>
+    /// Runs `job` on a pooled connection, off the async runtime, in a REPEATABLE READ,
+    /// read-only snapshot (every write goes through `writer.rs`).
+    async fn read<T, F>(&self, job: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&PgConn<'_>) -> Result<T> + Send + 'static,
@@ -209,34 +208,21 @@ impl Shared {
                     return Err((pool_error(error), !busy));
                 }
             };
-            let (isolation, read_only) = if writing {
-                (IsolationLevel::ReadCommitted, false)
-            } else {
-                (IsolationLevel::RepeatableRead, true)
-            };
             let run = |client: &mut deadpool_postgres::Client| {
                 let tx = handle
                     .block_on(
                         client
                             .build_transaction()
-                            .isolation_level(isolation)
-                            .read_only(read_only)
+                            .isolation_level(IsolationLevel::RepeatableRead)
+                            .read_only(true)
                             .start(),
                     )
                     .map_err(translate)?;
-                let (answer, recorded) = {
-                    let link = Pooled {
-                        handle: handle.clone(),
-                        tx: &tx,
-                    };
-                    let conn = PgConn::new(&link, writing);
-                    let answer = job(&conn)?;
-                    (answer, conn.recorded_events())
+                let link = Pooled {
+                    handle: handle.clone(),
+                    tx: &tx,
                 };
-                if writing {
-                    handle.block_on(tx.commit()).map_err(commit_error)?;
-                }
-                Ok((answer, recorded))
+                job(&PgConn::new(&link, false))
             };
             run(&mut client).map_err(|error| (error, client.is_closed()))
         })
@@ -315,7 +301,7 @@ async fn sequencer(shared: std::sync::Weak<Shared>, committed_events: Arc<Notify
         }
         if !woken
             && !failing
-            && let Ok((seen, _)) = shared.transaction(false, events::newest).await
+            && let Ok(seen) = shared.read(events::newest).await
         {
             if newest.is_some_and(|before| before != seen) {
                 shared.commits.send_modify(|n| *n += 1);
@@ -526,10 +512,7 @@ impl Store for PgStore {
     }
 
     async fn read(&self, job: ReadJob) -> Result<Box<dyn Any + Send>> {
-        self.shared
-            .transaction(false, move |conn| job(&mut PgTx(conn)))
-            .await
-            .map(|(answer, _)| answer)
+        self.shared.read(move |conn| job(&mut PgTx(conn))).await
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
