@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use lifeboat::{DomainError, Error};
 use lifeboat_api::{Problem, ProblemType};
 
+/// What a 401 asks for (RFC 9110 §11.6.1: a 401 names the scheme it wants; RFC 6750's).
+pub(crate) const CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer realm=\"lifeboat\"");
+
 /// An error on its way to becoming a problem+json response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -135,11 +138,9 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if status == StatusCode::UNAUTHORIZED {
-            // RFC 9110 §11.6.1: a 401 names the scheme it wants (RFC 6750's).
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"lifeboat\""),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, CHALLENGE);
         }
         response
     }

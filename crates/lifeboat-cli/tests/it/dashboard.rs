@@ -271,6 +271,7 @@ async fn cookie_flags_follow_the_scheme() {
 
     let bad = post(&server, "/sign-in", None, "key=lb_nope_0000", &[]).await;
     assert_eq!(bad.status, 401);
+    assert_eq!(bad.header("www-authenticate"), "Bearer realm=\"lifeboat\"");
     assert!(bad.headers.get("set-cookie").is_none());
     assert!(bad.text.contains("not valid"), "{}", bad.text);
 }

@@ -177,7 +177,8 @@ pub(crate) fn base(headers: &HeaderMap, uri: &Uri) -> String {
 }
 
 /// Renders a template with `context` (any `Serialize`), plus `section`: which link of the
-/// navigation is the current page's (empty: no navigation).
+/// navigation is the current page's (empty: no navigation). A 401 page names the scheme
+/// the API takes, as every 401 must (RFC 9110 §11.6.1).
 fn render(template: &str, status: StatusCode, context: impl Serialize) -> Response {
     // The sign-in and error pages have none: an error page may be shown to a visitor who
     // is not signed in (a refused cross-site post).
@@ -192,6 +193,15 @@ fn render(template: &str, status: StatusCode, context: impl Serialize) -> Respon
         .get_template(template)
         .and_then(|t| t.render(context));
     match rendered {
+        Ok(html) if status == StatusCode::UNAUTHORIZED => (
+            status,
+            [(
+                axum::http::header::WWW_AUTHENTICATE,
+                crate::error::CHALLENGE,
+            )],
+            Html(html),
+        )
+            .into_response(),
         Ok(html) => (status, Html(html)).into_response(),
         Err(error) => {
             tracing::error!(%error, template, "cannot render a dashboard page");
