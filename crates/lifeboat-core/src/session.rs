@@ -423,6 +423,13 @@ impl Session {
         })
     }
 
+    /// When the session stalls if its progress does not move (`None` when it is not watched
+    /// for stalls).
+    pub fn stalls_at(&self) -> Option<Timestamp> {
+        self.stall_timeout_ms
+            .map(|stall| self.progress_changed_at.plus_ms(stall))
+    }
+
     /// Brings the session up to `now`: an `active` session whose lease has passed becomes
     /// `incomplete` with a crash record, and an `active` session whose progress has not
     /// moved for `stall_timeout_ms` is flagged `stalled`. Answers whether anything changed.
@@ -458,10 +465,7 @@ impl Session {
             self.updated_at = now;
             return true;
         }
-        let stalled_at = self
-            .stall_timeout_ms
-            .map(|stall| self.progress_changed_at.plus_ms(stall))
-            .filter(|at| *at <= now);
+        let stalled_at = self.stalls_at().filter(|at| *at <= now);
         if stalled_at.is_some() != self.stalled {
             self.stalled = stalled_at.is_some();
             // It changed when it stalled, however late that is seen: every read, the

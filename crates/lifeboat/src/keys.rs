@@ -139,16 +139,17 @@ impl Lifeboat {
         scopes.sort();
         scopes.dedup();
         let (id, secret) = new_credential();
+        let now = self.now();
         let record = ApiKey {
             id: id.clone(),
             tenant: TenantId::new(tenant.as_str()),
             secret_sha256: Sha256::of(secret.as_bytes()).as_str().to_owned(),
             scopes,
-            created_at: self.now(),
+            created_at: now,
             revoked_at: None,
         };
         let made = (record, format!("{API_KEY_PREFIX}{id}_{secret}"));
-        let (scope, now) = (scope.clone(), self.now());
+        let scope = scope.clone();
         self.write(Ack::AfterCommit, move |tx| {
             once_with(
                 tx,
@@ -296,16 +297,16 @@ impl Lifeboat {
         key: Option<IdempotencyKey>,
     ) -> Result<Outcome<(SessionToken, String)>> {
         let (id, secret) = new_credential();
+        let now = self.now();
         let record = SessionToken {
             id: id.clone(),
             tenant: tenant.clone(),
             session_id: session.clone(),
             secret_sha256: Sha256::of(secret.as_bytes()).as_str().to_owned(),
-            created_at: self.now(),
+            created_at: now,
             attempt: 0,
         };
         let token = format!("{SESSION_TOKEN_PREFIX}{id}_{secret}");
-        let now = self.now();
         self.write_about(tenant, session, Ack::AfterCommit, move |tx| {
             once_with(
                 tx,

@@ -521,9 +521,7 @@ fn record_changes(
             "attempt": after.attempt,
         });
         // Dated when it stalled, whichever write (a sweep, a heartbeat) first saw it.
-        let stalled_at = after
-            .stall_timeout_ms
-            .map_or(now, |stall| after.progress_changed_at.plus_ms(stall));
+        let stalled_at = after.stalls_at().unwrap_or(now);
         tx.record_event(tenant, "session.stalled", subject(after), &data, stalled_at)?;
     }
     Ok(())

@@ -119,7 +119,6 @@ impl Lifeboat {
             if same {
                 return Ok(Some(Appended {
                     asset: asset.clone(),
-                    wrote: false,
                     created: false,
                 }));
             }
@@ -222,11 +221,7 @@ impl Lifeboat {
             return Ok(None);
         };
         self.inner.assets.remember_hash(file_key, end, hasher);
-        Ok(Some(Appended {
-            asset,
-            wrote: true,
-            created,
-        }))
+        Ok(Some(Appended { asset, created }))
     }
 
     /// One attempt at an append when the bytes are in a bucket: the chunk becomes an object
@@ -256,7 +251,6 @@ impl Lifeboat {
             if same {
                 return Ok(Some(Appended {
                     asset: asset.clone(),
-                    wrote: false,
                     created: false,
                 }));
             }

@@ -135,8 +135,6 @@ impl AssetState {
 pub struct Appended {
     /// The asset after the append.
     pub asset: Asset,
-    /// False when the chunk was already there (a retry): nothing was written.
-    pub wrote: bool,
     /// True when this append made the asset (SPEC §9: an append at offset 0 creates it).
     pub created: bool,
 }
